@@ -1,0 +1,363 @@
+// Package config is the guard filter's plugin configuration: the JSON document
+// that Istio's WasmPlugin pluginConfig, Kuma's MeshProxyPatch and `meshguard run`
+// hand to proxy_on_configure. It is pure Go so the renderers, the CLI and the
+// filter (wasip1) share one definition and one validation.
+package config
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Parse when a field is left empty.
+const (
+	DefaultJWTHeader         = "authorization"
+	DefaultJWTSVIDHeader     = "x-jwt-svid"
+	DefaultDeviceHeader      = "x-device-token"
+	DefaultBundlePath        = "/v1/bundles/"
+	DefaultDecisionPath      = "/v1/decisions"
+	DefaultPollInterval      = 10 * time.Second
+	DefaultCalloutTimeout    = 5 * time.Second
+	DefaultTokenCacheSize    = 4096
+	DefaultAuditBatchSize    = 100
+	DefaultAuditBufferSize   = 10000
+	DefaultAuditFlushPeriod  = 2 * time.Second
+	DefaultDecisionHeader    = "x-meshguard-decision"
+	ModeEnforce              = "enforce"
+	ModeDryRun               = "dry-run"
+	maxConfigBytes           = 64 << 20
+	defaultVersionClaimEAT   = "swversion"
+	defaultDeviceIDClaim     = "ueid"
+	defaultDeviceClassClaim  = "hwmodel"
+	defaultDeviceVendorClaim = "oemid"
+)
+
+// Config is the whole plugin configuration.
+type Config struct {
+	// Mode is "enforce" (default) or "dry-run" (every deny is logged, none enforced).
+	Mode string `json:"mode,omitempty"`
+	// Policy says where the signed policy bundle comes from and how it is verified.
+	Policy PolicySource `json:"policy"`
+	// Identity selects the identity sources evaluated per request.
+	Identity Identity `json:"identity"`
+	// Audit configures decision records.
+	Audit Audit `json:"audit,omitempty"`
+	// DecisionHeader names the response header that carries the decision id.
+	DecisionHeader string `json:"decisionHeader,omitempty"`
+}
+
+// PolicySource is an inline bundle, a distributor to poll, or both (the inline
+// bundle serves until the distributor delivers a higher revision).
+type PolicySource struct {
+	// Inline is a signed bundle, base64 (std encoding) of the bundle file.
+	Inline string `json:"inline,omitempty"`
+	// Distributor polls the distributor's bundle registry by http callout.
+	Distributor *Distributor `json:"distributor,omitempty"`
+	// VerifyKeys is the JWK Set (public keys) that bundles must be signed with.
+	VerifyKeys json.RawMessage `json:"verifyKeys"`
+	// Scope, when set, must be listed in the bundle manifest's scope.
+	Scope string `json:"scope,omitempty"`
+	// MinRevision rejects any bundle whose revision is not above it.
+	MinRevision uint64 `json:"minRevision,omitempty"`
+}
+
+// Distributor is a callout target: an Envoy cluster and the HTTP details.
+type Distributor struct {
+	// Cluster is the Envoy cluster name used with proxy_http_call.
+	Cluster string `json:"cluster"`
+	// Authority is the :authority of callouts (defaults to Cluster).
+	Authority string `json:"authority,omitempty"`
+	// Channel is the bundle channel: GET {BundlePath}{Channel}.
+	Channel string `json:"channel"`
+	// BundlePath is the path prefix of the bundle registry.
+	BundlePath string `json:"bundlePath,omitempty"`
+	// PollInterval between polls (Go duration string, e.g. "10s").
+	PollInterval Duration `json:"pollInterval,omitempty"`
+	// Timeout of one callout.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Token, when set, is sent as "authorization: Bearer <token>".
+	Token string `json:"token,omitempty"`
+}
+
+// Identity lists the identity sources.
+type Identity struct {
+	// PeerCertificate uses connection.uri_san_peer_certificate (mTLS peer SPIFFE ID).
+	PeerCertificate bool `json:"peerCertificate,omitempty"`
+	// JWTSVID verifies JWT-SVIDs from request headers.
+	JWTSVID *JWTSVID `json:"jwtSvid,omitempty"`
+	// Device reads device claims from a signed device token.
+	Device *Device `json:"device,omitempty"`
+	// IstioPeerMetadata reads filter_state.downstream_peer.* (Istio >= 1.24).
+	IstioPeerMetadata bool `json:"istioPeerMetadata,omitempty"`
+	// StripHeaders are removed from every request before it goes upstream, so
+	// callers cannot spoof identity headers set by meshguard.
+	StripHeaders []string `json:"stripHeaders,omitempty"`
+}
+
+// JWTSVID configures JWT-SVID verification.
+type JWTSVID struct {
+	// Headers to read, in order. "authorization" expects "Bearer <token>".
+	Headers []string `json:"headers,omitempty"`
+	// Audiences accepted; at least one is required (an empty audience never
+	// disables the check).
+	Audiences []string `json:"audiences"`
+	// TrustDomains maps a trust domain name to its JWT bundle (a JWK Set). When a
+	// trust domain's set is empty, keys come from the policy bundle's data.
+	TrustDomains map[string]json.RawMessage `json:"trustDomains"`
+	// CacheSize bounds the verified-token cache.
+	CacheSize int `json:"cacheSize,omitempty"`
+}
+
+// Device configures device claims.
+type Device struct {
+	// Header carrying the device JWT.
+	Header string `json:"header,omitempty"`
+	// Issuers maps an issuer (iss) to its JWK Set.
+	Issuers map[string]json.RawMessage `json:"issuers"`
+	// Claims names the claims to read; defaults follow IETF EAT (RFC 9711).
+	Claims DeviceClaims `json:"claims,omitempty"`
+	// Audiences accepted for device tokens (required).
+	Audiences []string `json:"audiences"`
+}
+
+// DeviceClaims names device claims.
+type DeviceClaims struct {
+	ID       string `json:"id,omitempty"`
+	Class    string `json:"class,omitempty"`
+	Vendor   string `json:"vendor,omitempty"`
+	Model    string `json:"model,omitempty"`
+	Firmware string `json:"firmware,omitempty"`
+}
+
+// Audit configures decision records.
+type Audit struct {
+	// LogAllows records allows too (denies are always recorded).
+	LogAllows bool `json:"logAllows,omitempty"`
+	// Sink posts batches to the distributor's decision-log endpoint; nil logs only.
+	Sink *AuditSink `json:"sink,omitempty"`
+}
+
+// AuditSink is where decision batches go.
+type AuditSink struct {
+	Cluster       string   `json:"cluster"`
+	Authority     string   `json:"authority,omitempty"`
+	Path          string   `json:"path,omitempty"`
+	Token         string   `json:"token,omitempty"`
+	BatchSize     int      `json:"batchSize,omitempty"`
+	BufferSize    int      `json:"bufferSize,omitempty"`
+	FlushInterval Duration `json:"flushInterval,omitempty"`
+	Timeout       Duration `json:"timeout,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes Go duration strings ("10s").
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads "10s"-style strings.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"10s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Parse decodes and validates a configuration, rejecting unknown fields, and
+// fills in defaults. An empty input is an error: the filter fails closed.
+func Parse(data []byte) (*Config, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("guard config: empty configuration")
+	}
+	if len(data) > maxConfigBytes {
+		return nil, fmt.Errorf("guard config: %d bytes exceeds the %d byte limit", len(data), maxConfigBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("guard config: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("guard config: trailing data after the JSON object")
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Mode == "" {
+		c.Mode = ModeEnforce
+	}
+	if c.DecisionHeader == "" {
+		c.DecisionHeader = DefaultDecisionHeader
+	}
+	if d := c.Policy.Distributor; d != nil {
+		if d.Authority == "" {
+			d.Authority = d.Cluster
+		}
+		if d.BundlePath == "" {
+			d.BundlePath = DefaultBundlePath
+		}
+		if d.PollInterval.Duration == 0 {
+			d.PollInterval.Duration = DefaultPollInterval
+		}
+		if d.Timeout.Duration == 0 {
+			d.Timeout.Duration = DefaultCalloutTimeout
+		}
+	}
+	if j := c.Identity.JWTSVID; j != nil {
+		if len(j.Headers) == 0 {
+			j.Headers = []string{DefaultJWTHeader, DefaultJWTSVIDHeader}
+		}
+		if j.CacheSize == 0 {
+			j.CacheSize = DefaultTokenCacheSize
+		}
+	}
+	if d := c.Identity.Device; d != nil {
+		if d.Header == "" {
+			d.Header = DefaultDeviceHeader
+		}
+		cl := &d.Claims
+		cl.ID = orDefault(cl.ID, defaultDeviceIDClaim)
+		cl.Class = orDefault(cl.Class, defaultDeviceClassClaim)
+		cl.Vendor = orDefault(cl.Vendor, defaultDeviceVendorClaim)
+		cl.Model = orDefault(cl.Model, "hwversion")
+		cl.Firmware = orDefault(cl.Firmware, defaultVersionClaimEAT)
+	}
+	if s := c.Audit.Sink; s != nil {
+		if s.Authority == "" {
+			s.Authority = s.Cluster
+		}
+		if s.Path == "" {
+			s.Path = DefaultDecisionPath
+		}
+		if s.BatchSize == 0 {
+			s.BatchSize = DefaultAuditBatchSize
+		}
+		if s.BufferSize == 0 {
+			s.BufferSize = DefaultAuditBufferSize
+		}
+		if s.FlushInterval.Duration == 0 {
+			s.FlushInterval.Duration = DefaultAuditFlushPeriod
+		}
+		if s.Timeout.Duration == 0 {
+			s.Timeout.Duration = DefaultCalloutTimeout
+		}
+	}
+	for i, h := range c.Identity.StripHeaders {
+		c.Identity.StripHeaders[i] = strings.ToLower(h)
+	}
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+// Validate reports every problem in the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Mode != ModeEnforce && c.Mode != ModeDryRun {
+		add("mode: %q is not %q or %q", c.Mode, ModeEnforce, ModeDryRun)
+	}
+	p := c.Policy
+	if p.Inline == "" && p.Distributor == nil {
+		add("policy: set inline, distributor, or both")
+	}
+	if p.Inline != "" {
+		if _, err := base64.StdEncoding.DecodeString(p.Inline); err != nil {
+			add("policy.inline: not standard base64: %v", err)
+		}
+	}
+	if len(bytes.TrimSpace(p.VerifyKeys)) == 0 || string(bytes.TrimSpace(p.VerifyKeys)) == "null" {
+		add("policy.verifyKeys: a JWK Set is required (bundles are always verified)")
+	} else if !json.Valid(p.VerifyKeys) {
+		add("policy.verifyKeys: not valid JSON")
+	}
+	if d := p.Distributor; d != nil {
+		if d.Cluster == "" {
+			add("policy.distributor.cluster: required")
+		}
+		if d.Channel == "" || strings.ContainsAny(d.Channel, "/?#% ") {
+			add("policy.distributor.channel: %q must be a non-empty name without / ? # %% or spaces", d.Channel)
+		}
+		if !strings.HasPrefix(d.BundlePath, "/") {
+			add("policy.distributor.bundlePath: %q must start with /", d.BundlePath)
+		}
+		if d.PollInterval.Duration < time.Second {
+			add("policy.distributor.pollInterval: %s is below 1s", d.PollInterval.Duration)
+		}
+	}
+	id := c.Identity
+	if !id.PeerCertificate && id.JWTSVID == nil && id.Device == nil && !id.IstioPeerMetadata {
+		add("identity: enable at least one of peerCertificate, jwtSvid, device, istioPeerMetadata")
+	}
+	if j := id.JWTSVID; j != nil {
+		if len(j.Audiences) == 0 {
+			add("identity.jwtSvid.audiences: at least one audience is required")
+		}
+		for i, a := range j.Audiences {
+			if strings.TrimSpace(a) == "" {
+				add("identity.jwtSvid.audiences[%d]: empty audience", i)
+			}
+		}
+		if len(j.TrustDomains) == 0 {
+			add("identity.jwtSvid.trustDomains: at least one trust domain is required")
+		}
+		for td, set := range j.TrustDomains {
+			if td == "" || strings.ContainsAny(td, "/:") || td != strings.ToLower(td) {
+				add("identity.jwtSvid.trustDomains: %q is not a trust domain name", td)
+			}
+			if len(set) > 0 && !json.Valid(set) {
+				add("identity.jwtSvid.trustDomains[%s]: not valid JSON", td)
+			}
+		}
+		if j.CacheSize < 0 {
+			add("identity.jwtSvid.cacheSize: negative")
+		}
+	}
+	if d := id.Device; d != nil {
+		if len(d.Issuers) == 0 {
+			add("identity.device.issuers: at least one issuer is required")
+		}
+		if len(d.Audiences) == 0 {
+			add("identity.device.audiences: at least one audience is required")
+		}
+	}
+	if s := c.Audit.Sink; s != nil {
+		if s.Cluster == "" {
+			add("audit.sink.cluster: required")
+		}
+		if !strings.HasPrefix(s.Path, "/") {
+			add("audit.sink.path: %q must start with /", s.Path)
+		}
+		if s.BatchSize < 1 || s.BufferSize < s.BatchSize {
+			add("audit.sink: batchSize %d must be >= 1 and <= bufferSize %d", s.BatchSize, s.BufferSize)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("guard config: %w", errors.Join(errs...))
+	}
+	return nil
+}
