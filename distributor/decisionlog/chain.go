@@ -1,0 +1,223 @@
+package decisionlog
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// GenesisHash is the prev_hash of the first record.
+const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Head identifies the last record of a log.
+type Head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// ChainError says exactly where a log stops being trustworthy.
+type ChainError struct {
+	File    string // segment file name (or "HEAD", or a stream name)
+	Line    int    // 1-based line in File, 0 when not about a line
+	Seq     uint64 // the sequence number expected at that place
+	Problem string
+}
+
+func (e *ChainError) Error() string {
+	switch {
+	case e.Line > 0:
+		return fmt.Sprintf("%s:%d: at seq %d: %s", e.File, e.Line, e.Seq, e.Problem)
+	default:
+		return fmt.Sprintf("%s: %s", e.File, e.Problem)
+	}
+}
+
+// ErrTruncated is wrapped by errors about a log that ends before its HEAD.
+var ErrTruncated = errors.New("decision log truncated")
+
+// hashRecord is the chain hash of a record that already holds seq and prev_hash.
+func hashRecord(r Record) (string, []byte, error) {
+	var buf bytes.Buffer
+	if err := r.writeCanonical(&buf, FieldHash); err != nil {
+		return "", nil, err
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	return hex.EncodeToString(sum[:]), buf.Bytes(), nil
+}
+
+// seal adds seq, prev_hash and hash to r and returns the stored line
+// (canonical JSON plus newline).
+func seal(r Record, seq uint64, prev string) ([]byte, string, error) {
+	sealed := make(Record, len(r)+3)
+	for k, v := range r {
+		sealed[k] = v
+	}
+	sealed[FieldSeq] = json.RawMessage(strconv.FormatUint(seq, 10))
+	sealed[FieldPrevHash] = json.RawMessage(`"` + prev + `"`)
+	h, _, err := hashRecord(sealed)
+	if err != nil {
+		return nil, "", err
+	}
+	sealed[FieldHash] = json.RawMessage(`"` + h + `"`)
+	line, err := sealed.Canonical()
+	if err != nil {
+		return nil, "", err
+	}
+	return append(line, '\n'), h, nil
+}
+
+// stored is the chain part of a stored line.
+type stored struct {
+	Seq      *uint64 `json:"seq"`
+	PrevHash string  `json:"prev_hash"`
+	Hash     string  `json:"hash"`
+}
+
+// ChainVerifier checks stored lines one after another. The zero value
+// expects the log to start at seq 1 with the genesis prev_hash.
+type ChainVerifier struct {
+	next uint64
+	prev string
+	// Count is the number of records verified so far.
+	Count uint64
+}
+
+// Head is the last verified record (seq 0 and the genesis hash before any).
+func (v *ChainVerifier) Head() Head {
+	if v.next == 0 {
+		return Head{Seq: 0, Hash: GenesisHash}
+	}
+	return Head{Seq: v.next - 1, Hash: v.prev}
+}
+
+// Line verifies one stored line (without its newline). Errors describe the
+// problem; the caller adds the file and line.
+func (v *ChainVerifier) Line(line []byte) (Head, error) {
+	if v.next == 0 {
+		v.next, v.prev = 1, GenesisHash
+	}
+	var rec Record
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return Head{}, fmt.Errorf("unreadable record (edited or corrupted): %v", err)
+	}
+	var s stored
+	if err := json.Unmarshal(line, &s); err != nil || s.Seq == nil {
+		return Head{}, errors.New("record has no valid seq/prev_hash/hash (edited or corrupted)")
+	}
+	if *s.Seq != v.next {
+		if *s.Seq > v.next {
+			return Head{}, fmt.Errorf("found seq %d: records %d..%d are missing (deleted) or out of order", *s.Seq, v.next, *s.Seq-1)
+		}
+		return Head{}, fmt.Errorf("found seq %d again or out of order (reordered or duplicated records)", *s.Seq)
+	}
+	h, _, err := hashRecord(rec)
+	if err != nil {
+		return Head{}, fmt.Errorf("record cannot be canonicalised: %v", err)
+	}
+	if h != s.Hash {
+		return Head{}, fmt.Errorf("hash mismatch: record content was edited (stored %q, computed %q)", s.Hash, h)
+	}
+	if s.PrevHash != v.prev {
+		return Head{}, fmt.Errorf("prev_hash %q does not match the hash %q of seq %d: the chain was rewritten from here or the previous record replaced", s.PrevHash, v.prev, v.next-1)
+	}
+	v.next++
+	v.prev = h
+	v.Count++
+	return Head{Seq: *s.Seq, Hash: h}, nil
+}
+
+// VerifyReader verifies every line read from r, named name in errors. It
+// reports an incomplete last line (a torn or cut write) as truncation.
+func (v *ChainVerifier) VerifyReader(name string, r io.Reader) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	lineNo := 0
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			lineNo++
+			if line[len(line)-1] != '\n' {
+				return &ChainError{File: name, Line: lineNo, Seq: v.Head().Seq + 1,
+					Problem: fmt.Sprintf("incomplete last line (%d bytes without newline): %v", len(line), ErrTruncated)}
+			}
+			if _, verr := v.Line(line[:len(line)-1]); verr != nil {
+				return &ChainError{File: name, Line: lineNo, Seq: v.Head().Seq + 1, Problem: verr.Error()}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: read: %w", name, err)
+		}
+	}
+}
+
+// CheckHead compares the end of the verified chain with an independently
+// recorded head (the HEAD file or a server's answer).
+func (v *ChainVerifier) CheckHead(name string, want Head) error {
+	got := v.Head()
+	switch {
+	case got.Seq < want.Seq:
+		return &ChainError{File: name, Problem: fmt.Sprintf("log ends at seq %d but the head is seq %d: records %d..%d were removed from the tail: %v",
+			got.Seq, want.Seq, got.Seq+1, want.Seq, ErrTruncated)}
+	case got.Seq > want.Seq:
+		return &ChainError{File: name, Problem: fmt.Sprintf("log continues to seq %d past the head seq %d (head rolled back or records appended outside the distributor)", got.Seq, want.Seq)}
+	case got.Hash != want.Hash:
+		return &ChainError{File: name, Problem: fmt.Sprintf("hash of seq %d is %q but the head says %q (tail rewritten)", got.Seq, got.Hash, want.Hash)}
+	}
+	return nil
+}
+
+// Report summarises a successful verification.
+type Report struct {
+	Records  uint64 `json:"records"`
+	Segments int    `json:"segments"`
+	Head     Head   `json:"head"`
+}
+
+// VerifyDir verifies a log directory offline: every segment in order, the
+// chain across segments, segment names against their first seq, and the
+// chain's end against HEAD. The first problem is returned as a *ChainError.
+func VerifyDir(dir string) (Report, error) {
+	segs, err := segments(dir)
+	if err != nil {
+		return Report{}, err
+	}
+	var v ChainVerifier
+	for _, s := range segs {
+		if v.Head().Seq+1 != s.first {
+			// A whole segment gone or renamed: point at it before reading.
+			if s.first > v.Head().Seq+1 {
+				return Report{}, &ChainError{File: s.name, Seq: v.Head().Seq + 1,
+					Problem: fmt.Sprintf("segment starts at seq %d but seq %d was expected: records %d..%d are missing (a segment was deleted)", s.first, v.Head().Seq+1, v.Head().Seq+1, s.first-1)}
+			}
+			return Report{}, &ChainError{File: s.name, Seq: v.Head().Seq + 1,
+				Problem: fmt.Sprintf("segment starts at seq %d but seq %d was expected (segments overlap or were renamed)", s.first, v.Head().Seq+1)}
+		}
+		f, err := os.Open(filepath.Join(dir, s.name))
+		if err != nil {
+			return Report{}, err
+		}
+		err = v.VerifyReader(s.name, f)
+		f.Close()
+		if err != nil {
+			return Report{}, err
+		}
+	}
+	head, err := readHead(dir)
+	if err != nil {
+		return Report{}, &ChainError{File: headFile, Problem: err.Error()}
+	}
+	if err := v.CheckHead(headFile, head); err != nil {
+		return Report{}, err
+	}
+	return Report{Records: v.Count, Segments: len(segs), Head: v.Head()}, nil
+}

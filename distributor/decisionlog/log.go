@@ -1,0 +1,433 @@
+package decisionlog
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	headFile   = "HEAD"
+	segSuffix  = ".log"
+	segDigits  = 20
+	defaultSeg = 64 << 20
+)
+
+// Options tune a Log.
+type Options struct {
+	// SegmentBytes starts a new segment file once the current one reaches
+	// this size (default 64 MiB).
+	SegmentBytes int64
+	// Logger receives recovery notes (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Log is an open decision log directory. It is safe for concurrent use.
+type Log struct {
+	dir  string
+	opts Options
+
+	mu      sync.Mutex
+	seg     *os.File
+	segSize int64
+	head    Head
+	closed  bool
+}
+
+type segment struct {
+	name  string
+	first uint64
+}
+
+// segments lists the segment files of dir in seq order.
+func segments(dir string) ([]segment, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("decision log: %w", err)
+	}
+	var out []segment
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasSuffix(n, segSuffix) || e.IsDir() {
+			continue
+		}
+		first, err := strconv.ParseUint(strings.TrimSuffix(n, segSuffix), 10, 64)
+		if err != nil || len(n) != segDigits+len(segSuffix) {
+			return nil, fmt.Errorf("decision log: unexpected file %s in %s", n, dir)
+		}
+		out = append(out, segment{name: n, first: first})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].first < out[j].first })
+	return out, nil
+}
+
+func segName(first uint64) string { return fmt.Sprintf("%0*d%s", segDigits, first, segSuffix) }
+
+func readHead(dir string) (Head, error) {
+	b, err := os.ReadFile(filepath.Join(dir, headFile))
+	if err != nil {
+		return Head{}, fmt.Errorf("read head: %w", err)
+	}
+	var h Head
+	if err := json.Unmarshal(b, &h); err != nil {
+		return Head{}, fmt.Errorf("head file is corrupt: %w", err)
+	}
+	return h, nil
+}
+
+// Open opens (creating if needed) the log in dir. It recovers from a crash
+// during a batch: a torn last line is cut off and records fsync'd after the
+// previous HEAD update are adopted. A log that ends before its HEAD, or has
+// segments but no HEAD, is refused: run `meshguard audit verify`.
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = defaultSeg
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("decision log: %w", err)
+	}
+	segs, err := segments(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}}
+	head, herr := readHead(dir)
+	if herr != nil && !errors.Is(herr, os.ErrNotExist) {
+		return nil, fmt.Errorf("decision log %s: %w", dir, herr)
+	}
+	if len(segs) == 0 {
+		if herr == nil && head.Seq != 0 {
+			return nil, fmt.Errorf("decision log %s: HEAD is at seq %d but there are no segments: %w", dir, head.Seq, ErrTruncated)
+		}
+		if err := l.openSegment(1); err != nil {
+			return nil, err
+		}
+		return l, l.writeHead()
+	}
+	if herr != nil {
+		return nil, fmt.Errorf("decision log %s: segments exist but HEAD is missing (deleted?); run meshguard audit verify", dir)
+	}
+	last := segs[len(segs)-1]
+	tail, size, err := recoverTail(filepath.Join(dir, last.name), last.first, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("decision log %s: %w", dir, err)
+	}
+	if tail.Seq == 0 && len(segs) > 1 {
+		// An empty last segment: take the tail from the one before.
+		prev := segs[len(segs)-2]
+		if tail, _, err = recoverTail(filepath.Join(dir, prev.name), prev.first, opts.Logger); err != nil {
+			return nil, fmt.Errorf("decision log %s: %w", dir, err)
+		}
+	}
+	if tail.Seq == 0 {
+		tail.Hash = GenesisHash
+	}
+	switch {
+	case tail.Seq < head.Seq:
+		return nil, fmt.Errorf("decision log %s: log ends at seq %d but HEAD is seq %d: %w; run meshguard audit verify", dir, tail.Seq, head.Seq, ErrTruncated)
+	case tail.Seq == head.Seq && tail.Hash != head.Hash:
+		return nil, fmt.Errorf("decision log %s: last record hash differs from HEAD (tail rewritten); run meshguard audit verify", dir)
+	case tail.Seq > head.Seq:
+		opts.Logger.Warn("decision log: adopting records written after the last HEAD update", "from", head.Seq+1, "to", tail.Seq)
+	}
+	l.head = tail
+	f, err := os.OpenFile(filepath.Join(dir, last.name), os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("decision log: %w", err)
+	}
+	l.seg, l.segSize = f, size
+	return l, l.writeHead()
+}
+
+// recoverTail reads a segment, cuts off an incomplete last line and returns
+// the last record's seq and verified hash, and the segment's size.
+func recoverTail(path string, first uint64, log *slog.Logger) (Head, int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Head{}, 0, err
+	}
+	end := bytes.LastIndexByte(data, '\n') + 1
+	if end < len(data) {
+		log.Warn("decision log: cutting an incomplete last line (interrupted write)", "file", path, "bytes", len(data)-end)
+		if err := os.Truncate(path, int64(end)); err != nil {
+			return Head{}, 0, err
+		}
+		data = data[:end]
+	}
+	if end == 0 {
+		return Head{}, 0, nil
+	}
+	start := bytes.LastIndexByte(data[:end-1], '\n') + 1
+	line := data[start : end-1]
+	var rec Record
+	var s stored
+	if json.Unmarshal(line, &rec) != nil || json.Unmarshal(line, &s) != nil || s.Seq == nil {
+		return Head{}, 0, fmt.Errorf("%s: last record is unreadable; run meshguard audit verify", filepath.Base(path))
+	}
+	h, _, err := hashRecord(rec)
+	if err != nil || h != s.Hash {
+		return Head{}, 0, fmt.Errorf("%s: last record's hash does not match its content; run meshguard audit verify", filepath.Base(path))
+	}
+	if *s.Seq < first {
+		return Head{}, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), *s.Seq, first)
+	}
+	return Head{Seq: *s.Seq, Hash: h}, int64(end), nil
+}
+
+func (l *Log) openSegment(first uint64) error {
+	f, err := os.OpenFile(filepath.Join(l.dir, segName(first)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	if l.seg != nil {
+		l.seg.Close()
+	}
+	l.seg, l.segSize = f, 0
+	return syncDir(l.dir)
+}
+
+// writeHead records the head atomically (temp file, fsync, rename, dir fsync).
+func (l *Log) writeHead() error {
+	b, _ := json.Marshal(l.head)
+	tmp := filepath.Join(l.dir, headFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("decision log: write head: %w", err)
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("decision log: write head: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("decision log: sync head: %w", err)
+	}
+	f.Close()
+	if err := os.Rename(tmp, filepath.Join(l.dir, headFile)); err != nil {
+		return fmt.Errorf("decision log: write head: %w", err)
+	}
+	return syncDir(l.dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("decision log: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Append chains and durably stores a batch: all records are written, the
+// segment fsync'd, then HEAD advanced. It returns the seqs assigned.
+func (l *Log) Append(recs []Record) (first, last uint64, err error) {
+	if len(recs) == 0 {
+		return 0, 0, errors.New("decision log: empty batch")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, 0, errors.New("decision log: closed")
+	}
+	head := l.head
+	var buf bytes.Buffer
+	first = head.Seq + 1
+	for _, r := range recs {
+		line, h, err := seal(r, head.Seq+1, head.Hash)
+		if err != nil {
+			return 0, 0, fmt.Errorf("decision log: encode record: %w", err)
+		}
+		buf.Write(line)
+		head = Head{Seq: head.Seq + 1, Hash: h}
+	}
+	if l.segSize > 0 && l.segSize+int64(buf.Len()) > l.opts.SegmentBytes {
+		if err := l.openSegment(first); err != nil {
+			return 0, 0, err
+		}
+	}
+	n, werr := l.seg.Write(buf.Bytes())
+	if werr == nil {
+		werr = l.seg.Sync()
+	}
+	if werr != nil {
+		// Undo a partial write so the file ends on the old head.
+		_ = l.seg.Truncate(l.segSize)
+		return 0, 0, fmt.Errorf("decision log: write: %w", werr)
+	}
+	l.segSize += int64(n)
+	l.head = head
+	if err := l.writeHead(); err != nil {
+		return 0, 0, err
+	}
+	return first, head.Seq, nil
+}
+
+// Head is the last stored record.
+func (l *Log) Head() Head {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.head
+}
+
+// Writable reports whether the log can take writes (used by /readyz).
+func (l *Log) Writable() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("decision log closed")
+	}
+	f, err := os.CreateTemp(l.dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("decision log not writable: %w", err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// Close closes the current segment.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.seg.Close()
+}
+
+// scan calls fn for each stored line with seq in [from, head.Seq], where the
+// head is taken when scan starts (lines beyond it may be half written).
+func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) error {
+	head := l.Head()
+	if from == 0 {
+		from = 1
+	}
+	segs, err := segments(l.dir)
+	if err != nil {
+		return err
+	}
+	for i, s := range segs {
+		if i+1 < len(segs) && segs[i+1].first <= from {
+			continue // wholly before from
+		}
+		if s.first > head.Seq {
+			return nil
+		}
+		f, err := os.Open(filepath.Join(l.dir, s.name))
+		if err != nil {
+			return err
+		}
+		br := bufio.NewReaderSize(f, 64<<10)
+		seq := s.first
+		for seq <= head.Seq {
+			line, err := br.ReadBytes('\n')
+			if err == io.EOF && len(line) == 0 {
+				break
+			}
+			if err != nil && err != io.EOF {
+				f.Close()
+				return err
+			}
+			if seq >= from {
+				more, ferr := fn(seq, bytes.TrimSuffix(line, []byte{'\n'}))
+				if ferr != nil || !more {
+					f.Close()
+					return ferr
+				}
+			}
+			seq++
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// WriteLog streams the stored lines from seq 1 up to the returned head, for
+// remote verification.
+func (l *Log) WriteLog(w io.Writer) (Head, error) {
+	head := l.Head()
+	err := l.scan(1, func(seq uint64, line []byte) (bool, error) {
+		if seq > head.Seq {
+			return false, nil
+		}
+		if _, err := w.Write(line); err != nil {
+			return false, err
+		}
+		_, err := w.Write([]byte{'\n'})
+		return true, err
+	})
+	return head, err
+}
+
+// Query selects stored records. Zero fields do not filter.
+type Query struct {
+	Since, Until time.Time // inclusive bounds on the record's time
+	Subject      string
+	Decision     string
+	AfterSeq     uint64 // only records with seq > AfterSeq (paging)
+	Limit        int    // default 100, at most 10000
+}
+
+// QueryResult is the answer to a Query: stored records in seq order.
+type QueryResult struct {
+	Records []json.RawMessage `json:"records"`
+	// Next is the AfterSeq for the next page, 0 when the log is exhausted.
+	Next uint64 `json:"next,omitempty"`
+}
+
+// Query scans the log for matching records.
+func (l *Log) Query(q Query) (QueryResult, error) {
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	if q.Limit > 10000 {
+		q.Limit = 10000
+	}
+	res := QueryResult{Records: []json.RawMessage{}}
+	var lastSeq uint64
+	var probe struct {
+		Time     string `json:"time"`
+		Subject  string `json:"subject"`
+		Decision string `json:"decision"`
+	}
+	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
+		probe.Time, probe.Subject, probe.Decision = "", "", ""
+		if err := json.Unmarshal(line, &probe); err != nil {
+			return false, fmt.Errorf("decision log: seq %d unreadable: %w", seq, err)
+		}
+		if q.Subject != "" && probe.Subject != q.Subject || q.Decision != "" && probe.Decision != q.Decision {
+			return true, nil
+		}
+		if !q.Since.IsZero() || !q.Until.IsZero() {
+			t, err := time.Parse(time.RFC3339Nano, probe.Time)
+			if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
+				return true, nil
+			}
+		}
+		if len(res.Records) == q.Limit {
+			res.Next = lastSeq
+			return false, nil
+		}
+		lastSeq = seq
+		res.Records = append(res.Records, json.RawMessage(bytes.Clone(line)))
+		return true, nil
+	})
+	return res, err
+}

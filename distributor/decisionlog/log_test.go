@@ -1,0 +1,305 @@
+package decisionlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var t0 = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+
+func rec(t testing.TB, i int, decision, subject string) Record {
+	t.Helper()
+	body := fmt.Sprintf(`{"time":%q,"decision_id":"d-%d","decision":%q,"rule_ids":["r1"],"reason":"<x> & y","bundle_revision":7,
+	"subject":%q,"method":"POST","path":"/meter/%d","vendor_ext":{"z":1,"a":[1.50,"k"]}}`,
+		t0.Add(time.Duration(i)*time.Second).Format(time.RFC3339Nano), i, decision, subject, i)
+	r, err := DecodeRecord([]byte(body))
+	require.NoError(t, err)
+	return r
+}
+
+func fill(t *testing.T, dir string, n, batch int, opts Options) *Log {
+	l, err := Open(dir, opts)
+	require.NoError(t, err)
+	for i := 0; i < n; i += batch {
+		var b []Record
+		for j := i; j < i+batch && j < n; j++ {
+			d := "allow"
+			if j%3 == 0 {
+				d = "deny"
+			}
+			b = append(b, rec(t, j, d, fmt.Sprintf("spiffe://grid.example/meter-%d", j%2)))
+		}
+		_, _, err := l.Append(b)
+		require.NoError(t, err)
+	}
+	return l
+}
+
+func TestDecodeAcceptsArrayAndNDJSONAndKeepsUnknownFields(t *testing.T) {
+	arr := `[{"time":"2026-11-23T08:00:00.123456789Z","decision":"deny","x_custom":{"b":2,"a":1}},
+	        {"time":"2026-11-23T08:00:01Z","decision":"allow","bundle_revision":3}]`
+	recs, err := Decode([]byte(arr), false)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	c, err := recs[0].Canonical()
+	require.NoError(t, err)
+	assert.Equal(t, `{"decision":"deny","time":"2026-11-23T08:00:00.123456789Z","x_custom":{"a":1,"b":2}}`, string(c))
+
+	nd := "{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"error\"}\n\n{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"dry-run-deny\"}"
+	recs, err = Decode([]byte(nd), true)
+	require.NoError(t, err)
+	assert.Len(t, recs, 2)
+}
+
+func TestDecodeRejectsBadRecords(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body   string
+		ndjson bool
+		want   string
+	}{
+		"not array":        {`{"time":"2026-11-23T08:00:00Z","decision":"allow"}`, false, "JSON array"},
+		"empty":            {`[]`, false, "no records"},
+		"missing time":     {`[{"decision":"allow"}]`, false, `record 0: field "time"`},
+		"bad time":         {`[{"time":"yesterday","decision":"allow"}]`, false, `field "time"`},
+		"bad decision":     {`[{"time":"2026-11-23T08:00:00Z","decision":"maybe"}]`, false, `"maybe"`},
+		"reserved seq":     {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","seq":1}]`, false, `"seq"`},
+		"rule ids":         {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","rule_ids":"r1"}]`, false, "rule_ids"},
+		"revision":         {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","bundle_revision":-1}]`, false, "bundle_revision"},
+		"subject type":     {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","subject":5}]`, false, `"subject"`},
+		"ndjson bad line":  {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"allow\"}\n[1]", true, "line 2"},
+		"ndjson truncated": {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"al", true, "line 1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.body), tc.ndjson)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestAppendVerifyReopen(t *testing.T) {
+	dir := t.TempDir()
+	l := fill(t, dir, 250, 20, Options{SegmentBytes: 16 << 10})
+	head := l.Head()
+	assert.Equal(t, uint64(250), head.Seq)
+	require.NoError(t, l.Close())
+
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(250), rep.Records)
+	assert.Greater(t, rep.Segments, 2, "segments roll at 16 KiB")
+	assert.Equal(t, head, rep.Head)
+
+	l, err = Open(dir, Options{SegmentBytes: 16 << 10})
+	require.NoError(t, err)
+	first, last, err := l.Append([]Record{rec(t, 999, "allow", "s")})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(251), first)
+	assert.Equal(t, uint64(251), last)
+	require.NoError(t, l.Close())
+	_, err = VerifyDir(dir)
+	require.NoError(t, err)
+}
+
+// lines returns the segment files and their lines.
+func segLines(t *testing.T, dir string) (names []string, lines map[string][]string) {
+	segs, err := segments(dir)
+	require.NoError(t, err)
+	lines = map[string][]string{}
+	for _, s := range segs {
+		b, err := os.ReadFile(filepath.Join(dir, s.name))
+		require.NoError(t, err)
+		names = append(names, s.name)
+		lines[s.name] = strings.SplitAfter(string(b), "\n")
+		if last := lines[s.name]; len(last) > 0 && last[len(last)-1] == "" {
+			lines[s.name] = last[:len(last)-1]
+		}
+	}
+	return names, lines
+}
+
+func writeLines(t *testing.T, dir, name string, lines []string) {
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(strings.Join(lines, "")), 0o640))
+}
+
+func TestVerifyDetectsTampering(t *testing.T) {
+	cases := map[string]struct {
+		tamper func(t *testing.T, dir string)
+		want   []string // substrings of the error
+	}{
+		"edited field": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			l := lines[names[0]]
+			l[4] = strings.Replace(l[4], `"reason":"<x> & y"`, `"reason":"nothing"`, 1)
+			require.Contains(t, l[4], `"seq":5`)
+			writeLines(t, dir, names[0], l)
+		}, []string{names0(), ":5:", "at seq 5", "hash mismatch"}},
+		"edited and rehashed": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			l := lines[names[0]]
+			var r Record
+			require.NoError(t, json.Unmarshal([]byte(l[2]), &r))
+			r["reason"] = json.RawMessage(`"forged"`)
+			h, _, err := hashRecord(r)
+			require.NoError(t, err)
+			r[FieldHash] = json.RawMessage(`"` + h + `"`)
+			c, err := r.Canonical()
+			require.NoError(t, err)
+			l[2] = string(c) + "\n"
+			writeLines(t, dir, names[0], l)
+		}, []string{":4:", "at seq 4", "prev_hash"}},
+		"reordered": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			l := lines[names[0]]
+			l[6], l[7] = l[7], l[6]
+			writeLines(t, dir, names[0], l)
+		}, []string{":7:", "found seq 8", "out of order"}},
+		"deleted": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			l := lines[names[0]]
+			writeLines(t, dir, names[0], append(l[:9:9], l[10:]...))
+		}, []string{":10:", "records 10..10 are missing"}},
+		"truncated tail": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			last := names[len(names)-1]
+			l := lines[last]
+			writeLines(t, dir, last, l[:len(l)-3])
+		}, []string{"HEAD", "records 58..60 were removed", "truncated"}},
+		"torn last line": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			last := names[len(names)-1]
+			l := lines[last]
+			l[len(l)-1] = l[len(l)-1][:40]
+			writeLines(t, dir, last, l)
+		}, []string{"incomplete last line", "truncated"}},
+		"segment deleted": {func(t *testing.T, dir string) {
+			names, _ := segLines(t, dir)
+			require.Greater(t, len(names), 2)
+			require.NoError(t, os.Remove(filepath.Join(dir, names[1])))
+		}, []string{"a segment was deleted"}},
+		"first segment deleted": {func(t *testing.T, dir string) {
+			names, _ := segLines(t, dir)
+			require.NoError(t, os.Remove(filepath.Join(dir, names[0])))
+		}, []string{"seq 1 was expected", "records 1..14 are missing"}},
+		"head deleted": {func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, headFile)))
+		}, []string{"HEAD", "read head"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := fill(t, dir, 60, 7, Options{SegmentBytes: 8 << 10})
+			require.NoError(t, l.Close())
+			_, err := VerifyDir(dir)
+			require.NoError(t, err)
+			tc.tamper(t, dir)
+			_, err = VerifyDir(dir)
+			require.Error(t, err)
+			var ce *ChainError
+			require.True(t, errors.As(err, &ce), "%T %v", err, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func names0() string { return segName(1) }
+
+func TestOpenRefusesTruncatedLogAndRecoversTornWrite(t *testing.T) {
+	dir := t.TempDir()
+	l := fill(t, dir, 30, 10, Options{})
+	require.NoError(t, l.Close())
+	names, lines := segLines(t, dir)
+
+	// A torn write after the last HEAD update (crash mid-batch): the partial
+	// line is cut and the log continues from the head.
+	f, err := os.OpenFile(filepath.Join(dir, names[0]), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(`{"decision":"allow","hash":"ab`)
+	require.NoError(t, err)
+	f.Close()
+	l, err = Open(dir, Options{})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(30), l.Head().Seq)
+	_, _, err = l.Append([]Record{rec(t, 31, "deny", "s")})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	_, err = VerifyDir(dir)
+	require.NoError(t, err)
+
+	// Records removed below HEAD: refused.
+	writeLines(t, dir, names[0], lines[names[0]][:20])
+	_, err = Open(dir, Options{})
+	require.ErrorIs(t, err, ErrTruncated)
+}
+
+func TestQuery(t *testing.T) {
+	dir := t.TempDir()
+	l := fill(t, dir, 100, 25, Options{SegmentBytes: 10 << 10})
+	defer l.Close()
+
+	res, err := l.Query(Query{Decision: "deny", Subject: "spiffe://grid.example/meter-0", Limit: 5})
+	require.NoError(t, err)
+	require.Len(t, res.Records, 5)
+	seqs := func(rs []json.RawMessage) []uint64 {
+		var out []uint64
+		for _, r := range rs {
+			var s stored
+			require.NoError(t, json.Unmarshal(r, &s))
+			out = append(out, *s.Seq)
+		}
+		return out
+	}
+	// deny every 3rd (i%3==0), meter-0 when i even → i%6==0 → seq 1,7,13,...
+	assert.Equal(t, []uint64{1, 7, 13, 19, 25}, seqs(res.Records))
+	assert.Equal(t, uint64(25), res.Next)
+	res, err = l.Query(Query{Decision: "deny", Subject: "spiffe://grid.example/meter-0", Limit: 5, AfterSeq: res.Next})
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{31, 37, 43, 49, 55}, seqs(res.Records))
+
+	res, err = l.Query(Query{Since: t0.Add(10 * time.Second), Until: t0.Add(12 * time.Second)})
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{11, 12, 13}, seqs(res.Records))
+	assert.Zero(t, res.Next)
+
+	var buf bytes.Buffer
+	head, err := l.WriteLog(&buf)
+	require.NoError(t, err)
+	var v ChainVerifier
+	require.NoError(t, v.VerifyReader("stream", &buf))
+	require.NoError(t, v.CheckHead("server head", head))
+	assert.Equal(t, uint64(100), v.Count)
+}
+
+func BenchmarkAppend(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			l, err := Open(b.TempDir(), Options{})
+			require.NoError(b, err)
+			defer l.Close()
+			recs := make([]Record, batch)
+			for i := range recs {
+				recs[i] = rec(b, i, "allow", "spiffe://grid.example/meter")
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				_, _, err := l.Append(recs)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}

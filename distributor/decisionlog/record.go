@@ -1,0 +1,230 @@
+// Package decisionlog is the distributor's append-only, hash-chained store of
+// the decision records the guard filter sends. Every stored record carries a
+// sequence number, the hash of its predecessor and its own hash (SHA-256 over
+// the canonical encoding of the record including seq and prev_hash), so an
+// edited, reordered or deleted record breaks the chain; a HEAD file written
+// after every fsync'd batch lets a verifier notice a truncated tail.
+package decisionlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+)
+
+// Record is one decision record as received: field name to raw JSON value.
+// Fields the distributor does not know are kept verbatim (canonicalised).
+type Record map[string]json.RawMessage
+
+// Fields the chain adds to every stored record; clients may not send them.
+const (
+	FieldSeq      = "seq"
+	FieldPrevHash = "prev_hash"
+	FieldHash     = "hash"
+)
+
+// Decision values the guard filter emits.
+var decisions = map[string]bool{"allow": true, "deny": true, "dry-run-deny": true, "error": true}
+
+// stringFields are known fields whose value must be a JSON string.
+var stringFields = []string{"decision_id", "reason", "subject", "device_id", "device_class",
+	"version", "method", "path", "authority", "proxy", "source"}
+
+// MaxBatch bounds the records accepted in one upload.
+const MaxBatch = 10000
+
+// Decode parses an upload: a JSON array of record objects, or (ndjson) one
+// record object per line. Every record is validated; the first bad record
+// fails the whole batch with its position so nothing is half-ingested.
+func Decode(body []byte, ndjson bool) ([]Record, error) {
+	var out []Record
+	if ndjson {
+		line := 0
+		for len(body) > 0 {
+			line++
+			var l []byte
+			if i := bytes.IndexByte(body, '\n'); i >= 0 {
+				l, body = body[:i], body[i+1:]
+			} else {
+				l, body = body, nil
+			}
+			l = bytes.TrimSpace(l)
+			if len(l) == 0 {
+				continue
+			}
+			if len(out) >= MaxBatch {
+				return nil, fmt.Errorf("more than %d records in one upload", MaxBatch)
+			}
+			rec, err := DecodeRecord(l)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			out = append(out, rec)
+		}
+		if len(out) == 0 {
+			return nil, errors.New("no records")
+		}
+		return out, nil
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, fmt.Errorf("body is not a JSON array of records: %w", err)
+	}
+	if len(raw) == 0 {
+		return nil, errors.New("no records")
+	}
+	if len(raw) > MaxBatch {
+		return nil, fmt.Errorf("%d records in one upload, at most %d", len(raw), MaxBatch)
+	}
+	out = make([]Record, 0, len(raw))
+	for i, r := range raw {
+		rec, err := DecodeRecord(r)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// DecodeRecord parses and validates one record object.
+func DecodeRecord(data []byte) (Record, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return nil, errors.New("record is not a JSON object")
+	}
+	var rec Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("record is not a JSON object: %w", err)
+	}
+	if err := rec.validate(); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+func (r Record) validate() error {
+	for _, f := range []string{FieldSeq, FieldPrevHash, FieldHash} {
+		if _, ok := r[f]; ok {
+			return fmt.Errorf("field %q is assigned by the log and may not be sent", f)
+		}
+	}
+	ts, ok := r.str("time")
+	if !ok {
+		return errors.New(`field "time" is required and must be an RFC 3339 string`)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
+		return fmt.Errorf(`field "time": %w`, err)
+	}
+	d, ok := r.str("decision")
+	if !ok {
+		return errors.New(`field "decision" is required and must be a string`)
+	}
+	if !decisions[d] {
+		return fmt.Errorf(`field "decision": %q is not one of allow, deny, dry-run-deny, error`, d)
+	}
+	for _, f := range stringFields {
+		if v, present := r[f]; present && !isNull(v) {
+			var s string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return fmt.Errorf("field %q must be a string", f)
+			}
+		}
+	}
+	if v, present := r["rule_ids"]; present && !isNull(v) {
+		var ids []string
+		if err := json.Unmarshal(v, &ids); err != nil {
+			return errors.New(`field "rule_ids" must be an array of strings`)
+		}
+	}
+	if v, present := r["bundle_revision"]; present && !isNull(v) {
+		var n uint64
+		if err := json.Unmarshal(v, &n); err != nil {
+			return errors.New(`field "bundle_revision" must be a non-negative integer`)
+		}
+	}
+	return nil
+}
+
+func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }
+
+// str returns a string field's value.
+func (r Record) str(name string) (string, bool) {
+	v, ok := r[name]
+	if !ok {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// Canonical is the record's canonical encoding: a compact JSON object with
+// keys sorted bytewise, every nested object sorted the same way, numbers kept
+// as written and no HTML escaping. Canonical(parse(Canonical(r))) equals
+// Canonical(r), which is what lets a verifier recompute hashes from the file.
+func (r Record) Canonical() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := r.writeCanonical(&buf, ""); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// writeCanonical writes the canonical object, leaving out the field skip.
+func (r Record) writeCanonical(buf *bytes.Buffer, skip string) error {
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		if skip == "" || k != skip {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	buf.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		if err := encodeValue(buf, k); err != nil {
+			return err
+		}
+		buf.WriteByte(':')
+		if err := canonicalValue(buf, r[k]); err != nil {
+			return fmt.Errorf("field %q: %w", k, err)
+		}
+	}
+	buf.WriteByte('}')
+	return nil
+}
+
+// canonicalValue re-encodes a raw JSON value canonically.
+func canonicalValue(buf *bytes.Buffer, raw json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after value")
+	}
+	return encodeValue(buf, v)
+}
+
+// encodeValue writes v as compact JSON without HTML escaping (encoding/json
+// sorts map keys).
+func encodeValue(buf *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	buf.Truncate(buf.Len() - 1) // Encode appends a newline
+	return nil
+}
