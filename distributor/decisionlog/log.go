@@ -359,11 +359,10 @@ func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) 
 	return nil
 }
 
-// WriteLog streams the stored lines from seq 1 up to the returned head, for
-// remote verification.
-func (l *Log) WriteLog(w io.Writer) (Head, error) {
-	head := l.Head()
-	err := l.scan(1, func(seq uint64, line []byte) (bool, error) {
+// WriteLog streams the stored lines from seq 1 up to head (taken from
+// Head beforehand), for remote verification.
+func (l *Log) WriteLog(w io.Writer, head Head) error {
+	return l.scan(1, func(seq uint64, line []byte) (bool, error) {
 		if seq > head.Seq {
 			return false, nil
 		}
@@ -373,7 +372,6 @@ func (l *Log) WriteLog(w io.Writer) (Head, error) {
 		_, err := w.Write([]byte{'\n'})
 		return true, err
 	})
-	return head, err
 }
 
 // Query selects stored records. Zero fields do not filter.

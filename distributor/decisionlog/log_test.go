@@ -274,7 +274,8 @@ func TestQuery(t *testing.T) {
 	assert.Zero(t, res.Next)
 
 	var buf bytes.Buffer
-	head, err := l.WriteLog(&buf)
+	head := l.Head()
+	err = l.WriteLog(&buf, head)
 	require.NoError(t, err)
 	var v ChainVerifier
 	require.NoError(t, v.VerifyReader("stream", &buf))

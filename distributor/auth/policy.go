@@ -1,0 +1,302 @@
+// Package auth is the distributor's access control: TLS and mTLS with SPIFFE
+// X509-SVIDs (from files or the SPIFFE Workload API), per-action allowlists of
+// SPIFFE IDs and bearer tokens, and per-identity token-bucket rate limits.
+package auth
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Action is a class of requests with its own allowlist.
+type Action string
+
+// Actions the distributor authorises.
+const (
+	ActionRead    Action = "read"    // pull bundles and modules
+	ActionPublish Action = "publish" // publish policy bundles
+	ActionPush    Action = "push"    // push filter modules
+	ActionIngest  Action = "ingest"  // upload decision records
+	ActionAudit   Action = "audit"   // query and export the decision log
+	ActionMetrics Action = "metrics" // scrape /metrics
+)
+
+// Actions lists every action.
+var Actions = []Action{ActionRead, ActionPublish, ActionPush, ActionIngest, ActionAudit, ActionMetrics}
+
+// Identity is who made a request.
+type Identity struct {
+	// SPIFFEID is the verified peer certificate's SPIFFE ID, if any.
+	SPIFFEID string
+	// Token is the name of the bearer token presented, if any.
+	Token string
+	// Loopback is true when the request came from a loopback address.
+	Loopback bool
+	// Remote is the peer address.
+	Remote string
+}
+
+// Key identifies the caller for rate limiting.
+func (id Identity) Key() string {
+	switch {
+	case id.Token != "":
+		return "token:" + id.Token
+	case id.SPIFFEID != "":
+		return id.SPIFFEID
+	}
+	host, _, err := net.SplitHostPort(id.Remote)
+	if err != nil {
+		host = id.Remote
+	}
+	return "addr:" + host
+}
+
+// String names the identity for logs.
+func (id Identity) String() string {
+	switch {
+	case id.Token != "" && id.SPIFFEID != "":
+		return id.SPIFFEID + "+token:" + id.Token
+	case id.Token != "":
+		return "token:" + id.Token
+	case id.SPIFFEID != "":
+		return id.SPIFFEID
+	}
+	return "anonymous@" + id.Remote
+}
+
+// ErrBadToken is returned for a bearer token that matches no configured token.
+var ErrBadToken = errors.New("unknown bearer token")
+
+type matcher struct {
+	any, loopback bool
+	token         string
+	id            string // exact SPIFFE ID
+	prefix        string // "spiffe://td/path/" for "spiffe://td/path/*"
+}
+
+func (m matcher) match(id Identity) bool {
+	switch {
+	case m.any:
+		return true
+	case m.loopback:
+		return id.Loopback
+	case m.token != "":
+		return id.Token == m.token
+	case m.id != "":
+		return id.SPIFFEID == m.id
+	case m.prefix != "":
+		return strings.HasPrefix(id.SPIFFEID, m.prefix)
+	}
+	return false
+}
+
+// Policy maps actions to allowlists and holds the bearer tokens.
+type Policy struct {
+	rules  map[Action][]matcher
+	tokens []token
+}
+
+type token struct {
+	name string
+	sum  [32]byte
+}
+
+// NewPolicy builds a policy. Allowlist entries are:
+//
+//	"anonymous"              anyone
+//	"loopback"               any request from a loopback address
+//	"spiffe://td/a/b"        exactly this SPIFFE ID (from the verified client certificate)
+//	"spiffe://td/a/*"        any SPIFFE ID under spiffe://td/a/
+//	"spiffe://td/*"          any SPIFFE ID of trust domain td
+//	"token:NAME"             the bearer token named NAME
+//
+// An action without entries denies everyone. tokens maps names to secrets.
+func NewPolicy(allow map[Action][]string, tokens map[string]string) (*Policy, error) {
+	p := &Policy{rules: map[Action][]matcher{}}
+	names := make([]string, 0, len(tokens))
+	for n := range tokens {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if tokens[n] == "" {
+			return nil, fmt.Errorf("auth: token %q is empty", n)
+		}
+		p.tokens = append(p.tokens, token{name: n, sum: sha256.Sum256([]byte(tokens[n]))})
+	}
+	for a, entries := range allow {
+		known := false
+		for _, k := range Actions {
+			known = known || k == a
+		}
+		if !known {
+			return nil, fmt.Errorf("auth: unknown action %q (want one of %v)", a, Actions)
+		}
+		for _, e := range entries {
+			m, err := parseEntry(e)
+			if err != nil {
+				return nil, fmt.Errorf("auth: allowlist for %s: %w", a, err)
+			}
+			if m.token != "" {
+				if _, ok := tokens[m.token]; !ok {
+					return nil, fmt.Errorf("auth: allowlist for %s names token %q, which is not configured", a, m.token)
+				}
+			}
+			p.rules[a] = append(p.rules[a], m)
+		}
+	}
+	return p, nil
+}
+
+func parseEntry(e string) (matcher, error) {
+	switch {
+	case e == "anonymous":
+		return matcher{any: true}, nil
+	case e == "loopback":
+		return matcher{loopback: true}, nil
+	case strings.HasPrefix(e, "token:"):
+		if len(e) == len("token:") {
+			return matcher{}, errors.New(`"token:" needs a token name`)
+		}
+		return matcher{token: strings.TrimPrefix(e, "token:")}, nil
+	case strings.HasPrefix(e, "spiffe://"):
+		if pre, ok := strings.CutSuffix(e, "/*"); ok {
+			if _, err := spiffeid.FromString(pre); err != nil {
+				if _, err := spiffeid.TrustDomainFromString(pre); err != nil {
+					return matcher{}, fmt.Errorf("%q: %w", e, err)
+				}
+			}
+			return matcher{prefix: pre + "/"}, nil
+		}
+		id, err := spiffeid.FromString(e)
+		if err != nil {
+			return matcher{}, fmt.Errorf("%q: %w", e, err)
+		}
+		return matcher{id: id.String()}, nil
+	}
+	return matcher{}, fmt.Errorf("%q is not anonymous, loopback, token:NAME or a spiffe:// ID", e)
+}
+
+// Identify extracts the identity of a request: the SPIFFE ID of a verified
+// client certificate and the name of a presented bearer token. The token is
+// compared in constant time against every configured token.
+func (p *Policy) Identify(r *http.Request) (Identity, error) {
+	id := Identity{Remote: r.RemoteAddr}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			id.Loopback = true
+		}
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// The handshake verified the chain against the SPIFFE bundle.
+		if sid, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0]); err == nil {
+			id.SPIFFEID = sid.String()
+		}
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return id, fmt.Errorf("%w: Authorization must be \"Bearer <token>\"", ErrBadToken)
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		found := ""
+		for _, t := range p.tokens {
+			if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
+				found = t.name
+			}
+		}
+		if found == "" {
+			return id, ErrBadToken
+		}
+		id.Token = found
+	}
+	return id, nil
+}
+
+// Allowed reports whether id may perform action a.
+func (p *Policy) Allowed(a Action, id Identity) bool {
+	for _, m := range p.rules[a] {
+		if m.match(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseTokens reads "name:secret" (or "name=secret") entries, one per line
+// or comma-separated; blank lines and # comments are skipped.
+func ParseTokens(data []byte) (map[string]string, error) {
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	line := 0
+	for sc.Scan() {
+		line++
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		for _, e := range strings.Split(l, ",") {
+			e = strings.TrimSpace(e)
+			if e == "" {
+				continue
+			}
+			i := strings.IndexAny(e, ":=")
+			if i <= 0 || i == len(e)-1 {
+				return nil, fmt.Errorf("line %d: want name:secret", line)
+			}
+			name, secret := strings.TrimSpace(e[:i]), strings.TrimSpace(e[i+1:])
+			if _, dup := out[name]; dup {
+				return nil, fmt.Errorf("line %d: token %q defined twice", line, name)
+			}
+			out[name] = secret
+		}
+	}
+	return out, sc.Err()
+}
+
+// LoadTokens reads tokens from a file and/or an environment variable.
+func LoadTokens(file, env string) (map[string]string, error) {
+	out := map[string]string{}
+	add := func(src string, data []byte) error {
+		m, err := ParseTokens(data)
+		if err != nil {
+			return fmt.Errorf("auth: tokens from %s: %w", src, err)
+		}
+		for k, v := range m {
+			if _, dup := out[k]; dup {
+				return fmt.Errorf("auth: token %q defined twice", k)
+			}
+			out[k] = v
+		}
+		return nil
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		if err := add(file, b); err != nil {
+			return nil, err
+		}
+	}
+	if env != "" {
+		if v := os.Getenv(env); v != "" {
+			if err := add("$"+env, []byte(v)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}

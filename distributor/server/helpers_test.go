@@ -1,0 +1,99 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// testServer is a distributor serving on a loopback port.
+type testServer struct {
+	*Server
+	URL    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testConfig is the default config over a temp data dir with plain HTTP.
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.InsecureHTTP = true
+	cfg.Tokens.Env = ""
+	cfg.ShutdownTimeout = 5 * time.Second
+	return cfg
+}
+
+func startServer(t testing.TB, cfg Config, opts Options) *testServer {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quietLogger()
+	}
+	s, err := New(context.Background(), cfg, opts)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Server: s, cancel: cancel, done: make(chan error, 1)}
+	scheme := "http"
+	if s.TLSConfig() != nil {
+		scheme = "https"
+	}
+	ts.URL = scheme + "://" + ln.Addr().String()
+	go func() { ts.done <- s.Serve(ctx, ln) }()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) stop() {
+	ts.cancel()
+	select {
+	case <-ts.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+type resp struct {
+	Code   int
+	Header http.Header
+	Body   []byte
+}
+
+func (r resp) json(t testing.TB, v any) {
+	t.Helper()
+	require.NoError(t, json.Unmarshal(r.Body, v), string(r.Body))
+}
+
+func do(t testing.TB, c *http.Client, method, url string, body []byte, hdr ...string) resp {
+	t.Helper()
+	if c == nil {
+		c = http.DefaultClient
+	}
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	require.NoError(t, err)
+	if body == nil {
+		req.Body = nil
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := c.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return resp{Code: res.StatusCode, Header: res.Header, Body: b}
+}

@@ -1,0 +1,62 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the distributor's Prometheus metrics, on a private registry.
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	rejected    *prometheus.CounterVec
+	publishes   *prometheus.CounterVec
+	revision    *prometheus.GaugeVec
+	longPolls   prometheus.Gauge
+	ingested    prometheus.Counter
+	decisionSeq prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshguard_distributor_http_requests_total",
+			Help: "HTTP requests by route and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshguard_distributor_http_request_duration_seconds",
+			Help:    "HTTP request latency by route (long polls included).",
+			Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 30, 60},
+		}, []string{"route"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshguard_distributor_rejected_requests_total",
+			Help: "Requests rejected before doing work, by route and reason (unauthenticated, forbidden, too_large, rate_limited, invalid, conflict).",
+		}, []string{"route", "reason"}),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshguard_distributor_bundle_publishes_total",
+			Help: "Bundle publish attempts by channel and result (ok, conflict, invalid, error).",
+		}, []string{"channel", "result"}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_bundle_revision",
+			Help: "Latest bundle revision per channel.",
+		}, []string{"channel"}),
+		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_bundle_long_polls",
+			Help: "Bundle long polls currently waiting.",
+		}),
+		ingested: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_distributor_decision_records_ingested_total",
+			Help: "Decision records durably appended to the log.",
+		}),
+		decisionSeq: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_decision_log_head_seq",
+			Help: "Sequence number of the last decision record.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.longPolls,
+		m.ingested, m.decisionSeq,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,246 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshguard/meshguard/distributor/auth"
+	"github.com/meshguard/meshguard/distributor/bundles"
+	"github.com/meshguard/meshguard/distributor/decisionlog"
+)
+
+// Options are dependencies that are not configuration.
+type Options struct {
+	// Logger for structured logs (default slog.Default()).
+	Logger *slog.Logger
+	// Verifier overrides the bundle verifier built from Config.Keys.
+	Verifier bundles.Verifier
+	// OCI and Modules override the /v2/ and /modules/ handlers.
+	OCI, Modules http.Handler
+}
+
+// Server is a configured distributor.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *bundles.Registry
+	dlog     *decisionlog.Log
+	policy   *auth.Policy
+	limiter  *auth.Limiter
+	m        *metrics
+	verifier bundles.Verifier
+	keysErr  error
+	tlsSrc   *auth.Source
+	mux      *http.ServeMux
+
+	// base is cancelled when shutdown begins so long polls end at once.
+	base       context.Context
+	cancelBase context.CancelFunc
+	closeOnce  sync.Once
+}
+
+// New opens storage, loads keys and builds the handler. Close releases it.
+func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: opts.Logger, m: newMetrics(), mux: http.NewServeMux()}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	tokens, err := auth.LoadTokens(cfg.Tokens.File, cfg.Tokens.Env)
+	if err != nil {
+		return nil, err
+	}
+	if s.policy, err = auth.NewPolicy(cfg.Allow, tokens); err != nil {
+		return nil, err
+	}
+	s.limiter = auth.NewLimiter(cfg.Limits.IngestRate, cfg.Limits.IngestBurst)
+
+	s.verifier = opts.Verifier
+	if s.verifier == nil {
+		if cfg.Keys == "" {
+			s.keysErr = errors.New("no bundle verification keys configured (keys:)")
+		} else if s.verifier, err = NewKeyVerifier(cfg.Keys); err != nil {
+			return nil, err
+		}
+	}
+	verifier := s.verifier
+	if verifier == nil {
+		verifier = noKeys{s.keysErr}
+	}
+	chans := map[string]bundles.ChannelOptions{}
+	for n, c := range cfg.Bundles.Channels {
+		chans[n] = bundles.ChannelOptions{Scope: c.Scope, Retain: c.Retain}
+	}
+	if s.reg, err = bundles.Open(bundles.Options{
+		Dir: filepath.Join(cfg.Data, "bundles"), Verifier: verifier, Retain: cfg.Bundles.Retain,
+		Channels: chans, AutoChannels: cfg.Bundles.AutoChannels, Logger: s.log,
+	}); err != nil {
+		return nil, err
+	}
+	for ch, rev := range s.reg.Channels() {
+		s.m.revision.WithLabelValues(ch).Set(float64(rev))
+	}
+	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
+		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
+	}); err != nil {
+		return nil, err
+	}
+	s.m.decisionSeq.Set(float64(s.dlog.Head().Seq))
+
+	if cfg.TLS.Enabled() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s.tlsSrc, err = auth.NewSource(wctx, cfg.TLS.SVIDConfig)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("TLS identity loaded", "spiffe_id", s.tlsSrc.ID.String())
+	}
+	s.routes(opts)
+	ok = true
+	return s, nil
+}
+
+// noKeys refuses every publish while no keys are configured.
+type noKeys struct{ err error }
+
+func (n noKeys) Verify([]byte, string, uint64) (bundles.Verified, error) {
+	return bundles.Verified{}, n.err
+}
+
+// Handler is the distributor's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// TLSConfig is the server TLS configuration, nil for plain HTTP.
+func (s *Server) TLSConfig() *tls.Config {
+	if s.tlsSrc == nil {
+		return nil
+	}
+	return s.tlsSrc.ServerTLS(s.cfg.TLS.RequireClientCert)
+}
+
+// Registry is the bundle registry.
+func (s *Server) Registry() *bundles.Registry { return s.reg }
+
+// DecisionLog is the decision log.
+func (s *Server) DecisionLog() *decisionlog.Log { return s.dlog }
+
+// CheckListen refuses plain HTTP on a non-loopback address unless forced,
+// and TLS without an SVID source.
+func CheckListen(cfg Config) error {
+	if !cfg.InsecureHTTP {
+		if !cfg.TLS.Enabled() {
+			return errors.New("TLS needs an X509-SVID (tls.cert/key/bundle or tls.workload_socket); use --insecure-http for a plain-HTTP demo on loopback")
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	if cfg.ForceInsecure {
+		return nil
+	}
+	return fmt.Errorf("refusing plain HTTP on non-loopback address %q: use TLS, or add --force-insecure if you really mean it", cfg.Listen)
+}
+
+// Serve serves on ln until ctx is cancelled, then shuts down gracefully:
+// the listener closes, long polls end with 304, in-flight uploads finish
+// (bounded by shutdown_timeout), and storage is closed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if tc := s.TLSConfig(); tc != nil {
+		srv.TLSConfig = tc
+		ln = tls.NewListener(ln, tc)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", srv.TLSConfig != nil)
+	select {
+	case err := <-errc:
+		s.Close()
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	timeout := s.cfg.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 20 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s.cancelBase()
+	err := srv.Shutdown(sctx)
+	<-errc
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.log.Info("shut down cleanly")
+	return nil
+}
+
+// Close releases storage and the SVID source.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.cancelBase()
+		if s.dlog != nil {
+			err = s.dlog.Close()
+		}
+		if s.tlsSrc != nil {
+			s.tlsSrc.Close()
+		}
+	})
+	return err
+}
+
+func retryAfter(d time.Duration) string {
+	sec := int(d / time.Second)
+	if d%time.Second != 0 {
+		sec++
+	}
+	if sec < 1 {
+		sec = 1
+	}
+	return strconv.Itoa(sec)
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
+}
