@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,8 @@ type testServer struct {
 	URL    string
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
+	err    error
 }
 
 func quietLogger() *slog.Logger {
@@ -58,12 +62,16 @@ func startServer(t testing.TB, cfg Config, opts Options) *testServer {
 	return ts
 }
 
+// stop shuts the server down and returns Serve's result.
 func (ts *testServer) stop() {
-	ts.cancel()
-	select {
-	case <-ts.done:
-	case <-time.After(10 * time.Second):
-	}
+	ts.once.Do(func() {
+		ts.cancel()
+		select {
+		case ts.err = <-ts.done:
+		case <-time.After(10 * time.Second):
+			ts.err = errors.New("server did not stop within 10s")
+		}
+	})
 }
 
 type resp struct {

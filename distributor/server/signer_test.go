@@ -33,7 +33,9 @@ type envelope struct {
 	Sig      []byte `json:"sig"`
 }
 
-func (e envelope) signed() []byte { return fmt.Appendf(nil, "%d|%s|%s", e.Revision, e.Scope, e.Payload) }
+func (e envelope) signed() []byte {
+	return fmt.Appendf(nil, "%d|%s|%s", e.Revision, e.Scope, e.Payload)
+}
 
 func (s *signer) bundle(t testing.TB, rev uint64, scope string) []byte {
 	e := envelope{Revision: rev, Scope: scope, Payload: fmt.Sprintf("policy rev %d", rev)}

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/distributor/decisionlog"
+)
+
+func decisionBatch(start, n int) []byte {
+	var b strings.Builder
+	b.WriteString("[")
+	for i := start; i < start+n; i++ {
+		if i > start {
+			b.WriteString(",")
+		}
+		d := "allow"
+		if i%4 == 0 {
+			d = "deny"
+		}
+		fmt.Fprintf(&b, `{"time":%q,"decision_id":"%d","decision":%q,"rule_ids":["meter-read"],"reason":"ok","bundle_revision":3,`+
+			`"subject":"spiffe://grid.example/ns/meters/sa/m%d","device_id":"lfdi-%d","device_class":"meter","version":"2.1.0",`+
+			`"method":"GET","path":"/v1/readings","authority":"meter-api","proxy":"node-1","source":"10.0.0.%d:5000","vendor":{"fw":"x"}}`,
+			time.Date(2026, 11, 23, 8, 0, i, 0, time.UTC).Format(time.RFC3339Nano), i, d, i%3, i, i%250)
+	}
+	b.WriteString("]")
+	return []byte(b.String())
+}
+
+func TestDecisionIngestQueryExportVerify(t *testing.T) {
+	ts := startServer(t, testConfig(t), Options{})
+	r := do(t, nil, http.MethodPost, ts.URL+"/v1/decisions", decisionBatch(0, 50), "Content-Type", "application/json")
+	require.Equal(t, http.StatusOK, r.Code, string(r.Body))
+	var ir IngestResult
+	r.json(t, &ir)
+	assert.Equal(t, IngestResult{Accepted: 50, FirstSeq: 1, LastSeq: 50}, ir)
+
+	nd := "{\"time\":\"2026-11-23T09:00:00Z\",\"decision\":\"dry-run-deny\",\"subject\":\"spiffe://grid.example/inverter\",\"x\":1}\n" +
+		"{\"time\":\"2026-11-23T09:00:01Z\",\"decision\":\"error\"}\n"
+	r = do(t, nil, http.MethodPost, ts.URL+"/v1/decisions", []byte(nd), "Content-Type", "application/x-ndjson")
+	require.Equal(t, http.StatusOK, r.Code, string(r.Body))
+
+	r = do(t, nil, http.MethodPost, ts.URL+"/v1/decisions", []byte(`[{"decision":"allow"}]`))
+	assert.Equal(t, http.StatusBadRequest, r.Code)
+	assert.Contains(t, string(r.Body), `record 0: field \"time\"`)
+
+	r = do(t, nil, http.MethodGet, ts.URL+"/v1/decisions?decision=deny&subject=spiffe://grid.example/ns/meters/sa/m0&limit=2", nil)
+	require.Equal(t, http.StatusOK, r.Code)
+	var qr decisionlog.QueryResult
+	r.json(t, &qr)
+	require.Len(t, qr.Records, 2)
+	assert.Contains(t, string(qr.Records[0]), `"decision_id":"0"`)
+	assert.Contains(t, string(qr.Records[0]), `"vendor":{"fw":"x"}`)
+	assert.Contains(t, string(qr.Records[1]), `"decision_id":"12"`)
+	assert.Equal(t, uint64(13), qr.Next)
+
+	r = do(t, nil, http.MethodGet, ts.URL+"/v1/decisions?since=2026-11-23T09:00:00Z", nil)
+	r.json(t, &qr)
+	require.Len(t, qr.Records, 2)
+	assert.Contains(t, string(qr.Records[0]), `"seq":51`)
+	assert.Equal(t, http.StatusBadRequest, do(t, nil, http.MethodGet, ts.URL+"/v1/decisions?since=today", nil).Code)
+
+	r = do(t, nil, http.MethodGet, ts.URL+"/v1/decisions/log", nil)
+	require.Equal(t, http.StatusOK, r.Code)
+	var v decisionlog.ChainVerifier
+	require.NoError(t, v.VerifyReader("export", bytes.NewReader(r.Body)))
+	seq, _ := strconv.ParseUint(r.Header.Get(HeaderHeadSeq), 10, 64)
+	require.NoError(t, v.CheckHead("server", decisionlog.Head{Seq: seq, Hash: r.Header.Get(HeaderHeadHash)}))
+	assert.Equal(t, uint64(52), v.Count)
+
+	// Offline verification of the files the server wrote.
+	ts.stop()
+	rep, err := decisionlog.VerifyDir(ts.cfg.Data + "/decisions")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(52), rep.Records)
+}
+
+func TestDecisionRateAndSizeLimits(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.IngestRate = 10
+	cfg.Limits.IngestBurst = 100
+	cfg.Limits.DecisionsBytes = 64 << 10
+	ts := startServer(t, cfg, Options{})
+
+	post := func(body []byte) resp { return do(t, nil, http.MethodPost, ts.URL+"/v1/decisions", body) }
+	require.Equal(t, http.StatusOK, post(decisionBatch(0, 60)).Code)
+	r := post(decisionBatch(60, 60))
+	require.Equal(t, http.StatusTooManyRequests, r.Code, string(r.Body))
+	ra, err := strconv.Atoi(r.Header.Get("Retry-After"))
+	require.NoError(t, err)
+	assert.InDelta(t, 2, ra, 1, "20 records short at 10/s")
+	assert.Equal(t, http.StatusOK, post(decisionBatch(60, 40)).Code, "the rejected batch took no tokens")
+
+	r = post(decisionBatch(0, 101))
+	assert.Equal(t, http.StatusRequestEntityTooLarge, r.Code, "a batch above the burst can never pass")
+	big := decisionBatch(0, 400)
+	require.Greater(t, len(big), 64<<10)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, post(big).Code)
+	assert.Equal(t, uint64(100), ts.dlog.Head().Seq)
+}
