@@ -105,3 +105,5 @@ func do(t testing.TB, c *http.Client, method, url string, body []byte, hdr ...st
 	require.NoError(t, err)
 	return resp{Code: res.StatusCode, Header: res.Header, Body: b}
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -182,17 +182,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	if tc := s.TLSConfig(); tc != nil {
-		srv.TLSConfig = tc
-		ln = tls.NewListener(ln, tc)
-	}
+	srv.TLSConfig = s.TLSConfig()
+	useTLS := srv.TLSConfig != nil
+	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", useTLS)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", srv.TLSConfig != nil)
+	go func() {
+		if useTLS {
+			// ServeTLS adds HTTP/2 (ALPN h2) to the SPIFFE TLS config.
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		s.Close()
-		return err
+		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
