@@ -220,7 +220,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	r = do(t, nil, http.MethodGet, ts2.URL+"/readyz", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, r.Code)
 	assert.Contains(t, string(r.Body), "no bundle verification keys")
-	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts2.URL, "prod", k.bundle(t, 1, "")).Code)
+	assert.Equal(t, http.StatusServiceUnavailable, publish(t, ts2.URL, "prod", k.bundle(t, 1, "")).Code)
 }
 
 func TestBundleSizeLimit(t *testing.T) {

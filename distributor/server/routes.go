@@ -237,6 +237,8 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 			"size", ri.Size, "by", identityOf(r).String())
 		w.Header().Set("Location", fmt.Sprintf("/v1/bundles/%s/revisions/%d", name, ri.Revision))
 		writeJSON(w, http.StatusCreated, PublishResult{Channel: name, Revision: ri.Revision, Digest: ri.Digest})
+	case errors.Is(err, errNoKeys):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, bundles.ErrConflict):
 		s.m.publishes.WithLabelValues(name, "conflict").Inc()
 		s.m.rejected.WithLabelValues(route, "conflict").Inc()

@@ -79,7 +79,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	s.verifier = opts.Verifier
 	if s.verifier == nil {
 		if cfg.Keys == "" {
-			s.keysErr = errors.New("no bundle verification keys configured (keys:)")
+			s.keysErr = errNoKeys
 		} else if s.verifier, err = NewKeyVerifier(cfg.Keys); err != nil {
 			return nil, err
 		}
@@ -121,6 +121,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	ok = true
 	return s, nil
 }
+
+// errNoKeys: publishing is impossible until keys are configured (503).
+var errNoKeys = errors.New("no bundle verification keys configured (keys: in the config, or --keys)")
 
 // noKeys refuses every publish while no keys are configured.
 type noKeys struct{ err error }

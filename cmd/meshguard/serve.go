@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshguard/meshguard/distributor/server"
+)
+
+func init() {
+	var (
+		configFile, listen, data, keys, logLevel, logFormat string
+		insecure, force, printDefault                       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the distributor: policy bundles, filter modules (OCI), decision logs",
+		Long: `Run the meshguard distributor.
+
+Bundles:   POST/GET /v1/bundles/{channel}[?wait=30s], /v1/bundles/{channel}/revisions[/{rev}]
+Decisions: POST/GET /v1/decisions, GET /v1/decisions/head, GET /v1/decisions/log
+Modules:   /v2/ (OCI distribution), /modules/
+Ops:       /healthz, /readyz, /metrics
+
+TLS uses an X509-SVID from files or the SPIFFE Workload API (see --print-default-config).
+Plain HTTP needs --insecure-http and a loopback listen address (or --force-insecure).`,
+		Example: `  meshguard serve --data ./data --insecure-http --keys bundle-keys.jwks
+  meshguard serve --config /etc/meshguard/distributor.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if printDefault {
+				_, err := os.Stdout.Write(server.DefaultConfigYAML)
+				return err
+			}
+			cfg := server.DefaultConfig()
+			if configFile != "" {
+				var err error
+				if cfg, err = server.LoadConfig(configFile); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			f := cmd.Flags()
+			if f.Changed("listen") {
+				cfg.Listen = listen
+			}
+			if f.Changed("data") {
+				cfg.Data = data
+			}
+			if f.Changed("keys") {
+				cfg.Keys = keys
+			}
+			if f.Changed("insecure-http") {
+				cfg.InsecureHTTP = insecure
+			}
+			if f.Changed("force-insecure") {
+				cfg.ForceInsecure = force
+			}
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := server.CheckListen(cfg); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := server.New(ctx, cfg, server.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				srv.Close()
+				return fmt.Errorf("listen: %w", err)
+			}
+			return srv.Serve(ctx, ln)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML configuration file (over the embedded default)")
+	f.StringVar(&listen, "listen", "127.0.0.1:8443", "listen address")
+	f.StringVar(&data, "data", "", "data directory (bundles/, decisions/, module storage)")
+	f.StringVar(&keys, "keys", "", "JWK Set file with the bundle verification keys")
+	f.BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (loopback only unless --force-insecure)")
+	f.BoolVar(&force, "force-insecure", false, "allow plain HTTP on a non-loopback address")
+	f.BoolVar(&printDefault, "print-default-config", false, "print the embedded default configuration and exit")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	rootCmd.AddCommand(cmd)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
