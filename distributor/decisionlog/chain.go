@@ -2,7 +2,6 @@ package decisionlog
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -45,12 +44,12 @@ var ErrTruncated = errors.New("decision log truncated")
 
 // hashRecord is the chain hash of a record that already holds seq and prev_hash.
 func hashRecord(r Record) (string, []byte, error) {
-	var buf bytes.Buffer
-	if err := r.writeCanonical(&buf, FieldHash); err != nil {
+	buf, err := r.appendCanonical(make([]byte, 0, 512), FieldHash)
+	if err != nil {
 		return "", nil, err
 	}
-	sum := sha256.Sum256(buf.Bytes())
-	return hex.EncodeToString(sum[:]), buf.Bytes(), nil
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:]), buf, nil
 }
 
 // seal adds seq, prev_hash and hash to r and returns the stored line

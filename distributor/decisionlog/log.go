@@ -38,11 +38,14 @@ type Log struct {
 	dir  string
 	opts Options
 
-	mu      sync.Mutex
+	mu      sync.Mutex // commit lock: segment, head
 	seg     *os.File
 	segSize int64
 	head    Head
 	closed  bool
+
+	qmu   sync.Mutex // guards queue
+	queue []*pending
 }
 
 type segment struct {
@@ -220,7 +223,9 @@ func (l *Log) writeHead() error {
 	if err := os.Rename(tmp, filepath.Join(l.dir, headFile)); err != nil {
 		return fmt.Errorf("decision log: write head: %w", err)
 	}
-	return syncDir(l.dir)
+	// No directory fsync: if the rename is lost in a crash the older HEAD
+	// is behind the fsync'd segment, and Open adopts the extra records.
+	return nil
 }
 
 func syncDir(dir string) error {
@@ -237,46 +242,103 @@ func syncDir(dir string) error {
 
 // Append chains and durably stores a batch: all records are written, the
 // segment fsync'd, then HEAD advanced. It returns the seqs assigned.
+// Concurrent appends are group-committed: whoever gets the commit lock
+// writes every queued batch with one fsync.
 func (l *Log) Append(recs []Record) (first, last uint64, err error) {
 	if len(recs) == 0 {
 		return 0, 0, errors.New("decision log: empty batch")
 	}
+	p := &pending{recs: recs, done: make(chan struct{})}
+	l.qmu.Lock()
+	l.queue = append(l.queue, p)
+	l.qmu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	select {
+	case <-p.done: // committed by another appender
+	default:
+		l.qmu.Lock()
+		group := l.queue
+		l.queue = nil
+		l.qmu.Unlock()
+		l.commit(group)
+	}
+	l.mu.Unlock()
+	return p.first, p.last, p.err
+}
+
+// pending is a batch waiting for group commit.
+type pending struct {
+	recs        []Record
+	first, last uint64
+	err         error
+	done        chan struct{}
+}
+
+// commit writes a group of batches; l.mu is held.
+func (l *Log) commit(group []*pending) {
+	defer func() {
+		for _, p := range group {
+			close(p.done)
+		}
+	}()
 	if l.closed {
-		return 0, 0, errors.New("decision log: closed")
+		for _, p := range group {
+			p.err = errors.New("decision log: closed")
+		}
+		return
 	}
 	head := l.head
-	var buf bytes.Buffer
-	first = head.Seq + 1
-	for _, r := range recs {
-		line, h, err := seal(r, head.Seq+1, head.Hash)
-		if err != nil {
-			return 0, 0, fmt.Errorf("decision log: encode record: %w", err)
+	buf := make([]byte, 0, 64<<10)
+	var ok []*pending
+	for _, p := range group {
+		h, n := head, len(buf)
+		for _, r := range p.recs {
+			line, hash, err := seal(r, h.Seq+1, h.Hash)
+			if err != nil {
+				p.err = fmt.Errorf("decision log: encode record: %w", err)
+				break
+			}
+			buf = append(buf, line...)
+			h = Head{Seq: h.Seq + 1, Hash: hash}
 		}
-		buf.Write(line)
-		head = Head{Seq: head.Seq + 1, Hash: h}
+		if p.err != nil {
+			buf = buf[:n]
+			continue
+		}
+		p.first, p.last = head.Seq+1, h.Seq
+		head = h
+		ok = append(ok, p)
 	}
-	if l.segSize > 0 && l.segSize+int64(buf.Len()) > l.opts.SegmentBytes {
-		if err := l.openSegment(first); err != nil {
-			return 0, 0, err
+	if len(ok) == 0 {
+		return
+	}
+	fail := func(err error) {
+		for _, p := range ok {
+			p.first, p.last, p.err = 0, 0, err
 		}
 	}
-	n, werr := l.seg.Write(buf.Bytes())
+	if l.segSize > 0 && l.segSize+int64(len(buf)) > l.opts.SegmentBytes {
+		if err := l.openSegment(ok[0].first); err != nil {
+			fail(err)
+			return
+		}
+	}
+	n, werr := l.seg.Write(buf)
 	if werr == nil {
 		werr = l.seg.Sync()
 	}
 	if werr != nil {
 		// Undo a partial write so the file ends on the old head.
 		_ = l.seg.Truncate(l.segSize)
-		return 0, 0, fmt.Errorf("decision log: write: %w", werr)
+		fail(fmt.Errorf("decision log: write: %w", werr))
+		return
 	}
 	l.segSize += int64(n)
 	l.head = head
 	if err := l.writeHead(); err != nil {
-		return 0, 0, err
+		// The records are durable; a stale HEAD is repaired on open.
+		l.opts.Logger.Error("decision log: HEAD update failed", "err", err)
 	}
-	return first, head.Seq, nil
 }
 
 // Head is the last stored record.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -303,4 +304,41 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "records/s")
 		})
 	}
+}
+
+func TestConcurrentAppendsGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{SegmentBytes: 32 << 10})
+	require.NoError(t, err)
+	const writers, batches, size = 16, 10, 5
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				recs := make([]Record, size)
+				for i := range recs {
+					recs[i] = rec(t, w*1000+b*10+i, "allow", fmt.Sprintf("w%d", w))
+				}
+				first, last, err := l.Append(recs)
+				assert.NoError(t, err)
+				assert.Equal(t, first+size-1, last)
+				mu.Lock()
+				for s := first; s <= last; s++ {
+					assert.False(t, seen[s], "seq %d assigned twice", s)
+					seen[s] = true
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, l.Close())
+	assert.Len(t, seen, writers*batches*size)
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(writers*batches*size), rep.Records)
 }

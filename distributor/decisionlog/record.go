@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"time"
 )
@@ -167,18 +166,16 @@ func (r Record) str(name string) (string, bool) {
 
 // Canonical is the record's canonical encoding: a compact JSON object with
 // keys sorted bytewise, every nested object sorted the same way, numbers kept
-// as written and no HTML escaping. Canonical(parse(Canonical(r))) equals
-// Canonical(r), which is what lets a verifier recompute hashes from the file.
+// as written, strings re-escaped minimally (only quote, backslash and control
+// characters). Canonical(parse(Canonical(r))) equals Canonical(r), which is
+// what lets a verifier recompute hashes from the stored file.
 func (r Record) Canonical() ([]byte, error) {
-	var buf bytes.Buffer
-	if err := r.writeCanonical(&buf, ""); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return r.appendCanonical(nil, "")
 }
 
-// writeCanonical writes the canonical object, leaving out the field skip.
-func (r Record) writeCanonical(buf *bytes.Buffer, skip string) error {
+// appendCanonical appends the canonical object, leaving out the field skip
+// (when skip is not empty).
+func (r Record) appendCanonical(buf []byte, skip string) ([]byte, error) {
 	keys := make([]string, 0, len(r))
 	for k := range r {
 		if skip == "" || k != skip {
@@ -186,45 +183,114 @@ func (r Record) writeCanonical(buf *bytes.Buffer, skip string) error {
 		}
 	}
 	sort.Strings(keys)
-	buf.WriteByte('{')
+	buf = append(buf, '{')
 	for i, k := range keys {
 		if i > 0 {
-			buf.WriteByte(',')
+			buf = append(buf, ',')
 		}
-		if err := encodeValue(buf, k); err != nil {
-			return err
-		}
-		buf.WriteByte(':')
-		if err := canonicalValue(buf, r[k]); err != nil {
-			return fmt.Errorf("field %q: %w", k, err)
+		buf = appendString(buf, k)
+		buf = append(buf, ':')
+		var err error
+		if buf, err = appendValue(buf, r[k], 0); err != nil {
+			return nil, fmt.Errorf("field %q: %w", k, err)
 		}
 	}
-	buf.WriteByte('}')
-	return nil
+	return append(buf, '}'), nil
 }
 
-// canonicalValue re-encodes a raw JSON value canonically.
-func canonicalValue(buf *bytes.Buffer, raw json.RawMessage) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return err
+// maxDepth bounds nesting of unknown fields.
+const maxDepth = 64
+
+// appendValue appends a raw JSON value canonically.
+func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, errors.New("empty value")
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after value")
+	if depth > maxDepth {
+		return nil, errors.New("nested too deeply")
 	}
-	return encodeValue(buf, v)
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		return appendString(buf, s), nil
+	case '{':
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, err
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		buf = append(buf, '{')
+		for i, k := range keys {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, k)
+			buf = append(buf, ':')
+			var err error
+			if buf, err = appendValue(buf, m[k], depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, '}'), nil
+	case '[':
+		var a []json.RawMessage
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		buf = append(buf, '[')
+		for i, v := range a {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var err error
+			if buf, err = appendValue(buf, v, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, ']'), nil
+	}
+	// A number or literal: kept as written, after checking it is one.
+	if !json.Valid(raw) {
+		return nil, fmt.Errorf("invalid JSON value %q", raw)
+	}
+	return append(buf, raw...), nil
 }
 
-// encodeValue writes v as compact JSON without HTML escaping (encoding/json
-// sorts map keys).
-func encodeValue(buf *bytes.Buffer, v any) error {
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return err
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaping only what JSON requires.
+// s comes from encoding/json, so invalid UTF-8 is already U+FFFD.
+func appendString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		buf = append(buf, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
 	}
-	buf.Truncate(buf.Len() - 1) // Encode appends a newline
-	return nil
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
 }
