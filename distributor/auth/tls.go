@@ -72,21 +72,11 @@ func NewSource(ctx context.Context, c SVIDConfig) (*Source, error) {
 		if c.KeyFile == "" || c.BundleFile == "" {
 			return nil, errors.New("auth: SVID files need cert, key and bundle")
 		}
-		svid, err := x509svid.Load(c.CertFile, c.KeyFile)
+		fs, err := newFileSource(c)
 		if err != nil {
-			return nil, fmt.Errorf("auth: load SVID: %w", err)
+			return nil, err
 		}
-		td := svid.ID.TrustDomain()
-		if c.TrustDomain != "" {
-			if td, err = spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
-				return nil, fmt.Errorf("auth: trust domain: %w", err)
-			}
-		}
-		b, err := x509bundle.Load(td, c.BundleFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth: load bundle: %w", err)
-		}
-		return &Source{SVID: svid, Bundles: b, ID: svid.ID}, nil
+		return &Source{SVID: fs, Bundles: fs, ID: fs.svid.ID}, nil
 	}
 	return nil, errors.New("auth: no SVID source configured")
 }
