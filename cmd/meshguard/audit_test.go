@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/distributor/decisionlog"
+)
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&out)
+	rootCmd.SetArgs(args)
+	err := rootCmd.Execute()
+	return out.String(), err
+}
+
+func TestAuditVerifyOffline(t *testing.T) {
+	data := t.TempDir()
+	l, err := decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{})
+	require.NoError(t, err)
+	for i := range 5 {
+		r, err := decisionlog.DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:0%dZ","decision":"deny","subject":"spiffe://grid.example/m%d"}`, i, i))
+		require.NoError(t, err)
+		_, _, err = l.Append([]decisionlog.Record{r})
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+
+	out, err := runCLI(t, "audit", "verify", "--data", data)
+	require.NoError(t, err)
+	assert.Contains(t, out, "decision log intact: 5 records, head seq 5")
+
+	seg := filepath.Join(data, "decisions", "00000000000000000001.log")
+	b, err := os.ReadFile(seg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(seg, []byte(strings.Replace(string(b), "spiffe://grid.example/m3", "spiffe://grid.example/mX", 1)), 0o640))
+	_, err = runCLI(t, "audit", "verify", "--data", data)
+	var ee *exitError
+	require.True(t, errors.As(err, &ee), "%v", err)
+	assert.Equal(t, 3, ee.code)
+	assert.Contains(t, err.Error(), "00000000000000000001.log:4: at seq 4: hash mismatch")
+}
