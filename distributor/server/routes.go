@@ -73,7 +73,9 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 					"identity", identityOf(r).String(), "duration", time.Since(start))
 			}
 		}()
-		if action != nil {
+		if action == nil {
+			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, auth.Identity{Remote: r.RemoteAddr}))
+		} else {
 			id, err := s.policy.Identify(r)
 			if err != nil {
 				s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
