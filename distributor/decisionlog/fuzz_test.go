@@ -2,6 +2,10 @@ package decisionlog
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -71,6 +75,39 @@ func FuzzVerifyReader(f *testing.F) {
 		}
 		if v.Count != uint64(bytes.Count(data, []byte{'\n'})) {
 			t.Fatalf("accepted %d records from %d lines", v.Count, bytes.Count(data, []byte{'\n'}))
+		}
+	})
+}
+
+// FuzzOpenDir: arbitrary segment and HEAD files never crash the offline
+// verifier or crash recovery, and a directory that verifies always opens.
+func FuzzOpenDir(f *testing.F) {
+	var buf bytes.Buffer
+	prev := GenesisHash
+	for i := 0; i < 2; i++ {
+		r, _ := DecodeRecord([]byte(`{"time":"2026-11-23T08:00:00Z","decision":"deny"}`))
+		line, h, _ := seal(r, uint64(i+1), prev)
+		buf.Write(line)
+		prev = h
+	}
+	f.Add(buf.Bytes(), []byte(`{"seq":2,"hash":"`+prev+`"}`))
+	f.Add(buf.Bytes()[:buf.Len()-7], []byte(`{"seq":1,"hash":"x"}`))
+	f.Add([]byte{}, []byte(`{"seq":0}`))
+	f.Fuzz(func(t *testing.T, seg, head []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, segName(1)), seg, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, headFile), head, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		_, verr := VerifyDir(dir)
+		l, oerr := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if oerr == nil {
+			l.Close()
+		}
+		if verr == nil && oerr != nil {
+			t.Fatalf("verified directory does not open: %v", oerr)
 		}
 	})
 }

@@ -78,6 +78,7 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		"revision":         {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","bundle_revision":-1}]`, false, "bundle_revision"},
 		"subject type":     {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","subject":5}]`, false, `"subject"`},
 		"ndjson bad line":  {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"allow\"}\n[1]", true, "line 2"},
+		"too deep":         {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","x":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}]`, false, "levels deep"},
 		"ndjson truncated": {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"al", true, "line 1"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -96,6 +96,9 @@ func DecodeRecord(data []byte) (Record, error) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, errors.New("record is not a JSON object")
 	}
+	if d := nestingDepth(data); d > maxDepth {
+		return nil, fmt.Errorf("record nests %d levels deep, at most %d", d, maxDepth)
+	}
 	var rec Record
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("record is not a JSON object: %w", err)
@@ -200,6 +203,31 @@ func (r Record) appendCanonical(buf []byte, skip string) ([]byte, error) {
 
 // maxDepth bounds nesting of unknown fields.
 const maxDepth = 64
+
+// nestingDepth is the deepest object/array nesting in JSON text.
+func nestingDepth(data []byte) int {
+	depth, deepest, inStr, esc := 0, 0, false, false
+	for _, c := range data {
+		switch {
+		case esc:
+			esc = false
+		case inStr:
+			if c == '\\' {
+				esc = true
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
 
 // appendValue appends a raw JSON value canonically.
 func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
