@@ -19,12 +19,27 @@ import (
 // Fields the distributor does not know are kept verbatim (canonicalised).
 type Record map[string]json.RawMessage
 
-// Fields the chain adds to every stored record; clients may not send them.
+// Fields the distributor adds to every stored record; clients may not send
+// them. received_by is the authenticated uploader (SPIFFE ID or token name)
+// and received_at the server's clock, so the trail shows who vouched for a
+// record independently of what the record claims.
 const (
-	FieldSeq      = "seq"
-	FieldPrevHash = "prev_hash"
-	FieldHash     = "hash"
+	FieldSeq        = "seq"
+	FieldPrevHash   = "prev_hash"
+	FieldHash       = "hash"
+	FieldReceivedBy = "received_by"
+	FieldReceivedAt = "received_at"
 )
+
+// Stamp records the uploader and arrival time on every record.
+func Stamp(recs []Record, by string, at time.Time) {
+	byJSON, _ := json.Marshal(by)
+	atJSON, _ := json.Marshal(at.UTC().Format(time.RFC3339Nano))
+	for _, r := range recs {
+		r[FieldReceivedBy] = byJSON
+		r[FieldReceivedAt] = atJSON
+	}
+}
 
 // Decision values the guard filter emits.
 var decisions = map[string]bool{"allow": true, "deny": true, "dry-run-deny": true, "error": true}
@@ -110,7 +125,7 @@ func DecodeRecord(data []byte) (Record, error) {
 }
 
 func (r Record) validate() error {
-	for _, f := range []string{FieldSeq, FieldPrevHash, FieldHash} {
+	for _, f := range []string{FieldSeq, FieldPrevHash, FieldHash, FieldReceivedBy, FieldReceivedAt} {
 		if _, ok := r[f]; ok {
 			return fmt.Errorf("field %q is assigned by the log and may not be sent", f)
 		}

@@ -59,6 +59,8 @@ func TestDecisionIngestQueryExportVerify(t *testing.T) {
 	require.Len(t, qr.Records, 2)
 	assert.Contains(t, string(qr.Records[0]), `"decision_id":"0"`)
 	assert.Contains(t, string(qr.Records[0]), `"vendor":{"fw":"x"}`)
+	assert.Contains(t, string(qr.Records[0]), `"received_by":"anonymous@127.0.0.1:`)
+	assert.Contains(t, string(qr.Records[0]), `"received_at":"`)
 	assert.Contains(t, string(qr.Records[1]), `"decision_id":"12"`)
 	assert.Equal(t, uint64(13), qr.Next)
 

@@ -420,6 +420,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("ingest rate limit for %s exceeded; retry in %s", id, wait.Round(time.Millisecond)))
 		return
 	}
+	decisionlog.Stamp(recs, id.String(), time.Now())
 	first, last, err := s.dlog.Append(recs)
 	if err != nil {
 		s.log.Error("decision log append failed", "err", err)

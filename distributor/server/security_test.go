@@ -133,6 +133,11 @@ func TestMTLSAllowlistsAndTokens(t *testing.T) {
 		})
 	}
 
+	// Stored records name the authenticated uploader.
+	r := do(t, anon, "GET", ts.URL+"/v1/decisions?limit=1", nil, "Authorization", "Bearer audit-token-77")
+	require.Equal(t, 200, r.Code)
+	assert.Contains(t, string(r.Body), `"received_by":"`+guardID.String()+`"`)
+
 	// A certificate from another trust domain fails the handshake.
 	other := newPKI(t, "other.example")
 	foreign := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(
