@@ -1,0 +1,18 @@
+// Package host is a Proxy-Wasm host on wazero that behaves like Envoy
+// (proxy-wasm-cpp-host + Envoy's Wasm filter). It loads the very same .wasm
+// modules Istio and Kuma load, so unit tests and the dev proxy prove what
+// Envoy will do with them:
+//
+//   - ABI 0.2.1 (and 0.2.0) with Envoy's load checks, start-up order and
+//     start-up hostcall restrictions;
+//   - WASI exactly as an Envoy release exposes it (see Profile);
+//   - root and HTTP stream contexts, header/body/trailer callbacks, local
+//     replies, properties with Envoy's encoding, http callouts to named
+//     clusters, tick timers on a controllable clock, shared data with CAS and
+//     shared queues per vm_id, metrics (exported with the wasmcustom. prefix);
+//   - Envoy's threading model: N worker VMs per plugin, a trap discards the VM
+//     and the stream gets the plugin's failure policy.
+//
+// Hostcalls use wazero's stack-based API; nothing on the request path is
+// reflective.
+package host
