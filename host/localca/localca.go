@@ -328,4 +328,3 @@ func WriteSVID(svid *x509svid.SVID, certFile, keyFile string) error {
 	}
 	return nil
 }
-
