@@ -275,12 +275,13 @@ func hSetProperty(vm *VM, s []uint64) status {
 	if !ok1 || !ok2 {
 		return statusInvalidMemoryAccess
 	}
-	key := "wasm." + string(path)
-	if st := vm.stream(); st != nil {
-		st.filterState[key] = append([]byte(nil), val...)
-	} else {
-		vm.rootState[key] = append([]byte(nil), val...)
+	st := vm.stream()
+	if st == nil {
+		// Envoy keeps set_property values in the stream's filter state; a
+		// root context has none.
+		return statusNotFound
 	}
+	st.filterState["wasm."+string(path)] = append([]byte(nil), val...)
 	return statusOK
 }
 
@@ -317,9 +318,6 @@ func (vm *VM) property(key string) ([]byte, bool) {
 		if v, ok := st.filterState["wasm."+key]; ok {
 			return v, true
 		}
-	}
-	if v, ok := vm.rootState["wasm."+key]; ok {
-		return v, true
 	}
 	return nil, false
 }
@@ -394,7 +392,8 @@ func hCloseStream(vm *VM, s []uint64) status {
 func (vm *VM) headerMap(t uint32) *Headers {
 	switch t {
 	case mapHTTPCallRespHeaders, mapHTTPCallRespTrailers:
-		if vm.callResp == nil || vm.ctxID() != vm.rootID {
+		// Envoy reads the root context's pending response from any context.
+		if vm.callResp == nil {
 			return nil
 		}
 		if t == mapHTTPCallRespHeaders {
@@ -490,10 +489,8 @@ func hGetHeaderPairs(vm *VM, s []uint64) status {
 		return statusBadArgument
 	}
 	m := vm.headerMap(uint32(s[0]))
-	if m == nil {
-		return statusBadArgument
-	}
-	if len(*m) == 0 {
+	if m == nil || len(*m) == 0 {
+		// An unavailable map reads as empty (Envoy's getHeaderMapPairs).
 		return vm.copyOut(nil, s[1], s[2])
 	}
 	vm.scratch = EncodePairs(vm.scratch[:0], *m)
@@ -550,9 +547,11 @@ func (vm *VM) buffer(t uint32) (*[]byte, bool) {
 		}
 		return &vm.callResp.Body, true
 	case bufRequestBody, bufResponseBody:
+		// Envoy hands out an (empty) body buffer in every context.
 		st := vm.stream()
 		if st == nil {
-			return nil, false
+			var empty []byte
+			return &empty, true
 		}
 		if t == bufRequestBody {
 			return &st.reqBody, true

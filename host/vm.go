@@ -75,7 +75,6 @@ type VM struct {
 	// callback-scoped buffers
 	inVMStart, inConfigure bool
 	callResp               *CalloutResponse
-	rootState              map[string][]byte
 
 	tickPeriod  time.Duration
 	tickStop    func() bool
@@ -91,7 +90,7 @@ type pendingCall struct {
 
 func (p *Plugin) startVM(ctx context.Context, worker int) (*VM, error) {
 	r := p.rt
-	vm := &VM{plugin: p, worker: worker, streams: map[uint32]*Stream{}, calls: map[uint32]*pendingCall{}, rootState: map[string][]byte{}}
+	vm := &VM{plugin: p, worker: worker, streams: map[uint32]*Stream{}, calls: map[uint32]*pendingCall{}}
 	base, cancel := context.WithCancel(context.WithValue(context.Background(), vmKey{}, vm))
 	vm.ctx, vm.cancel = base, cancel
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions()
