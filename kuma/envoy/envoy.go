@@ -88,7 +88,7 @@ type Filter struct {
 	// RootID selects the root context; the guard's is empty (default).
 	RootID string
 	// VMID is vm_config.vm_id (default DefaultVMID).
-	VMID string
+	VMID   string
 	Module Module
 	// Config is the guard configuration JSON (see filters/guard/config), passed
 	// to the plugin as a google.protobuf.StringValue.
