@@ -1,0 +1,97 @@
+// Package store holds OCI content for the distributor: content-addressed
+// blobs linked into repositories, manifests, tags and resumable uploads.
+//
+// Store is the storage contract used by distributor/oci and
+// distributor/modules. FS is the embedded backend (local filesystem,
+// crash-safe writes).
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	// Register sha256 and sha512 with go-digest.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+)
+
+// Errors returned by every Store implementation; test with errors.Is.
+var (
+	// ErrNotFound means the blob, manifest, tag, repository or upload does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrDigestMismatch means uploaded content does not hash to the claimed digest.
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrInvalidOffset means a chunk does not start where the upload ends.
+	ErrInvalidOffset = errors.New("chunk offset does not match upload size")
+	// ErrUnsupportedDigest means the digest algorithm is not sha256 or sha512,
+	// or the digest is malformed.
+	ErrUnsupportedDigest = errors.New("unsupported or malformed digest")
+	// ErrTooLarge means content exceeds the configured limit.
+	ErrTooLarge = errors.New("content too large")
+)
+
+// Manifest is a stored manifest.
+type Manifest struct {
+	MediaType string
+	Digest    digest.Digest
+	Data      []byte
+}
+
+// Store is the distributor's content storage. Repository names and tags are
+// validated by the caller (distributor/oci); implementations still refuse
+// names that could escape their namespace. All methods are safe for
+// concurrent use.
+type Store interface {
+	// StatBlob returns the size of a blob linked into repo.
+	StatBlob(ctx context.Context, repo string, d digest.Digest) (int64, error)
+	// OpenBlob opens a blob linked into repo for reading (seekable, for
+	// Range requests) and returns its size.
+	OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, int64, error)
+	// PutBlob stores r as blob d in repo, verifying the digest; at most
+	// limit bytes are read when limit > 0. Returns the size.
+	PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, limit int64) (int64, error)
+	// MountBlob links an existing blob of repo from into repo to.
+	MountBlob(ctx context.Context, from, to string, d digest.Digest) error
+	// DeleteBlob unlinks blob d from repo.
+	DeleteBlob(ctx context.Context, repo string, d digest.Digest) error
+
+	// NewUpload starts a chunked upload and returns its id.
+	NewUpload(ctx context.Context, repo string) (string, error)
+	// UploadSize returns the number of bytes received so far.
+	UploadSize(ctx context.Context, repo, id string) (int64, error)
+	// AppendUpload appends r at offset (which must equal the current size)
+	// and returns the new size; limit > 0 bounds the total size.
+	AppendUpload(ctx context.Context, repo, id string, offset int64, r io.Reader, limit int64) (int64, error)
+	// CommitUpload verifies the upload hashes to d and makes it blob d of repo.
+	CommitUpload(ctx context.Context, repo, id string, d digest.Digest) (int64, error)
+	// AbortUpload discards an upload.
+	AbortUpload(ctx context.Context, repo, id string) error
+
+	// PutManifest stores a manifest (already validated by the caller) in
+	// repo and, when tag is not empty, points tag at it.
+	PutManifest(ctx context.Context, repo, tag string, m Manifest) error
+	// GetManifest resolves a tag or digest reference in repo.
+	GetManifest(ctx context.Context, repo, reference string) (Manifest, error)
+	// DeleteManifest removes a manifest by digest (and every tag pointing
+	// at it), or only the tag when reference is a tag.
+	DeleteManifest(ctx context.Context, repo, reference string) error
+	// Tags lists the tags of repo in lexical order; ErrNotFound if the
+	// repository does not exist.
+	Tags(ctx context.Context, repo string) ([]string, error)
+	// Manifests lists the manifest digests stored in repo.
+	Manifests(ctx context.Context, repo string) ([]digest.Digest, error)
+	// Repositories lists repository names in lexical order.
+	Repositories(ctx context.Context) ([]string, error)
+}
+
+// validDigest reports whether d is a well-formed sha256 or sha512 digest.
+func validDigest(d digest.Digest) bool {
+	if d.Validate() != nil {
+		return false
+	}
+	a := d.Algorithm()
+	return a == digest.SHA256 || a == digest.SHA512
+}
