@@ -38,6 +38,7 @@ test: filters cli lint
 
 bench: filters cli
 	$(GO) test $(BENCHFLAGS) ./...
+	$(GO) test -run '^$$' -bench MemoryAfterRequests -benchtime 1000000x ./host
 	@set -e; for m in $(SUBMODULES); do echo "== module $$m"; (cd $$m && $(GO) test $(BENCHFLAGS) ./...); done
 
 demo: filters cli
