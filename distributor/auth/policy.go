@@ -207,8 +207,15 @@ func (p *Policy) Identify(r *http.Request) (Identity, error) {
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-			return id, fmt.Errorf("%w: Authorization must be \"Bearer <token>\"", ErrBadToken)
+		if ok && strings.EqualFold(scheme, "Basic") {
+			// Registry clients (pull secrets): the password is the token.
+			if _, pass, bok := r.BasicAuth(); bok && pass != "" {
+				tok = pass
+			} else {
+				return id, fmt.Errorf("%w: malformed Basic credentials", ErrBadToken)
+			}
+		} else if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return id, fmt.Errorf("%w: Authorization must be \"Bearer <token>\" (or Basic with the token as password)", ErrBadToken)
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		found := ""

@@ -71,7 +71,12 @@ func TestIdentify(t *testing.T) {
 	id, err = p.Identify(r)
 	require.NoError(t, err)
 	assert.Equal(t, "ops", id.Token)
-	for _, h := range []string{"Bearer s3cre", "Bearer ", "Basic czNjcmV0", "s3cret"} {
+	r.Header.Del("Authorization")
+	r.SetBasicAuth("any-user", "s3cret")
+	id, err = p.Identify(r)
+	require.NoError(t, err)
+	assert.Equal(t, "ci", id.Token, "Basic with the token as password")
+	for _, h := range []string{"Bearer s3cre", "Bearer ", "Basic czNjcmV0", "Basic eDp5", "s3cret"} {
 		r.Header.Set("Authorization", h)
 		_, err = p.Identify(r)
 		assert.ErrorIs(t, err, ErrBadToken, h)

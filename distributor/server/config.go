@@ -113,6 +113,8 @@ type LimitsConfig struct {
 type StorageConfig struct {
 	Backend string         `yaml:"backend"`
 	OCI     map[string]any `yaml:"oci"`
+	// AllowDelete enables DELETE of manifests, tags and blobs on /v2/.
+	AllowDelete bool `yaml:"allow_delete"`
 }
 
 // ByteSize is a size in bytes; YAML accepts integers or strings such as

@@ -79,13 +79,25 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 			id, err := s.policy.Identify(r)
 			if err != nil {
 				s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
-				sw.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
+				if route == "oci" {
+					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
+				} else {
+					sw.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
+				}
 				writeError(sw, http.StatusUnauthorized, err.Error())
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
 			a := action(r)
 			if !s.policy.Allowed(a, id) {
+				if route == "oci" && id.Token == "" && id.SPIFFEID == "" {
+					// Registry clients send credentials (a pull secret) only
+					// after a Basic challenge.
+					s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
+					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
+					writeError(sw, http.StatusUnauthorized, "credentials required")
+					return
+				}
 				s.m.rejected.WithLabelValues(route, "forbidden").Inc()
 				writeError(sw, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, a))
 				return
@@ -145,7 +157,7 @@ func byMethod(write auth.Action) func(*http.Request) auth.Action {
 	}
 }
 
-func (s *Server) routes(opts Options) {
+func (s *Server) routes(opts Options) error {
 	lim := s.cfg.Limits
 	s.handle("GET /healthz", "healthz", nil, 0, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -171,7 +183,10 @@ func (s *Server) routes(opts Options) {
 	// Module and OCI storage (distributor/modules, distributor/oci).
 	oci, modules := opts.OCI, opts.Modules
 	if oci == nil || modules == nil {
-		o, m := s.storageHandlers()
+		o, m, err := s.storageHandlers()
+		if err != nil {
+			return err
+		}
 		if oci == nil {
 			oci = o
 		}
@@ -185,6 +200,7 @@ func (s *Server) routes(opts Options) {
 	if modules != nil {
 		s.handle("/modules/", "modules", byMethod(auth.ActionPush), int64(lim.ModuleBytes), modules.ServeHTTP)
 	}
+	return nil
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -18,6 +18,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/distributor/store"
 )
 
 // Options are dependencies that are not configuration.
@@ -42,6 +43,7 @@ type Server struct {
 	verifier bundles.Verifier
 	keysErr  error
 	tlsSrc   *auth.Source
+	store    store.Store
 	mux      *http.ServeMux
 
 	// base is cancelled when shutdown begins so long polls end at once.
@@ -117,7 +119,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		}
 		s.log.Info("TLS identity loaded", "spiffe_id", s.tlsSrc.ID.String())
 	}
-	s.routes(opts)
+	if err := s.routes(opts); err != nil {
+		return nil, err
+	}
 	ok = true
 	return s, nil
 }

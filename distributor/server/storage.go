@@ -1,12 +1,40 @@
 package server
 
-import "net/http"
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
 
-// storageHandlers builds the /v2/ (OCI distribution) and /modules/ handlers
-// over the configured storage backend.
+	"github.com/meshguard/meshguard/distributor/oci"
+	"github.com/meshguard/meshguard/distributor/store"
+)
+
+// storageHandlers builds the /v2/ (OCI distribution) handler over the
+// configured storage backend, and the /modules/ handler.
 //
-// TODO(mount): construct distributor/store, distributor/oci and
-// distributor/modules here once those packages land.
-func (s *Server) storageHandlers() (oci, modules http.Handler) {
-	return nil, nil
+// TODO(mount): mount distributor/modules' plain-HTTP /modules/ handler once
+// that package is committed.
+func (s *Server) storageHandlers() (ociHandler, modules http.Handler, err error) {
+	var st store.Store
+	switch s.cfg.Storage.Backend {
+	case "", "filesystem":
+		fs, err := store.OpenFS(filepath.Join(s.cfg.Data, "oci"))
+		if err != nil {
+			return nil, nil, err
+		}
+		st = fs
+	case "oci":
+		return nil, nil, errors.New("storage.backend oci (an external registry) is not available in this build; use filesystem")
+	default:
+		return nil, nil, fmt.Errorf("storage.backend %q: want filesystem or oci", s.cfg.Storage.Backend)
+	}
+	s.store = st
+	h := oci.NewHandler(st, oci.Options{
+		AllowDelete:  s.cfg.Storage.AllowDelete,
+		MaxBlobBytes: int64(s.cfg.Limits.ModuleBytes),
+		Logger:       s.log,
+		Metrics:      s.m.reg,
+	})
+	return h, nil, nil
 }
