@@ -342,3 +342,86 @@ func TestMultipleDispatches(t *testing.T) {
 	}
 	requireLogs(t, h, want...)
 }
+
+// e2e Test_http_routing: over many requests both primary and canary are
+// chosen; a fixed dice (plugin configuration) makes the choice deterministic.
+func TestHTTPRouting(t *testing.T) {
+	wasm := module(t, "httprouting")
+	h := hosttest.New(t, wasm)
+	seen := map[string]int{}
+	for range 64 {
+		s := h.NewStream(nil)
+		assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true))
+		a, _ := s.RequestHeader(":authority")
+		seen[a]++
+	}
+	assert.Len(t, seen, 2, "%v", seen)
+	assert.Positive(t, seen["localhost:18000"])
+	assert.Positive(t, seen["localhost:18000-canary"])
+
+	for cfg, want := range map[string]string{"\x02": "localhost:18000-canary", "\x03": "localhost:18000"} {
+		h := hosttest.New(t, wasm, hosttest.PluginConfig([]byte(cfg)))
+		s := h.NewStream(nil)
+		s.RequestHeaders(get("/"), true)
+		a, _ := s.RequestHeader(":authority")
+		assert.Equal(t, want, a)
+	}
+}
+
+// SDK example http_body_chunk (no upstream e2e test): the body is read as
+// Envoy buffers it; "foo" split across chunks is still found.
+func TestHTTPBodyChunk(t *testing.T) {
+	wasm := module(t, "bodychunk")
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		forbid bool
+	}{
+		{"clean", []string{"hello ", "wor", "ld"}, false},
+		{"pattern in one chunk", []string{"abc", "xfoox", "def"}, true},
+		{"pattern across chunks", []string{"abc f", "o", "o def"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := hosttest.New(t, wasm)
+			s := h.NewStream(nil)
+			s.RequestHeaders(host.Headers{{":method", "POST"}, {":path", "/"}, {":authority", "localhost"}}, false)
+			var last host.Action
+			for i, c := range tc.chunks {
+				last = s.RequestBody([]byte(c), i == len(tc.chunks)-1)
+				if s.LocalReply() != nil {
+					break
+				}
+			}
+			if tc.forbid {
+				lr := s.ExpectLocalReply(403)
+				assert.Equal(t, "content forbidden", string(lr.Body))
+				requireLogs(t, h, "pattern found")
+				return
+			}
+			assert.Equal(t, host.Continue, last)
+			s.ExpectNoLocalReply()
+			assert.Equal(t, strings.Join(tc.chunks, ""), string(s.RequestBodyNow()))
+			requireLogs(t, h, "pattern not found")
+			assert.False(t, hasLogs(h, "bytes, want"), "every read returned the whole new chunk")
+		})
+	}
+}
+
+// e2e Test_dispatch_call_on_tick runs two plugins (root contexts 1 and 2);
+// here the second plugin shares the runtime and both tick independently.
+func TestDispatchCallOnTickTwoPlugins(t *testing.T) {
+	ok := host.ClusterFunc(func(_ *host.CalloutRequest, reply func(*host.CalloutResponse)) {
+		reply(&host.CalloutResponse{Headers: host.Headers{{":status", "200"}}})
+	})
+	h := hosttest.New(t, module(t, "dispatchtick"), hosttest.ClusterHandler("web_service", ok))
+	h.AddPlugin(hosttest.Name("second"), hosttest.ClusterHandler("web_service", ok))
+	h.Advance(300 * time.Millisecond)
+	requireLogs(t, h, "called 3 for contextID=1")
+	var second int
+	for _, e := range h.Logs() {
+		if e.Plugin == "second" && strings.Contains(e.Message, "called ") {
+			second++
+		}
+	}
+	assert.Equal(t, 3, second, "the second plugin ticks on the same clock")
+}
