@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/distributor/auth"
+	"github.com/meshguard/meshguard/distributor/modules"
 )
 
 // TestOCIMountedWithPushAllowlist: /v2/ is the OCI registry; pushes need
@@ -45,4 +49,18 @@ func TestOCIMountedWithPushAllowlist(t *testing.T) {
 	d, err := got.Digest()
 	require.NoError(t, err)
 	assert.Equal(t, want, d)
+
+	// A wasm module pushed in Istio's layout is served over plain HTTP too.
+	wasm := []byte("\x00asm\x01\x00\x00\x00")
+	pkg, err := modules.Build(wasm, modules.FormatOCIArtifact)
+	require.NoError(t, err)
+	_, err = modules.Push(context.Background(), pkg, host+"/filters/guard:v2", modules.RemoteOptions{Auth: &authn.Basic{Username: "ci", Password: "push-secret"}})
+	require.NoError(t, err)
+	r := do(t, nil, "GET", ts.URL+"/modules/filters/guard/v2.wasm", nil)
+	require.Equal(t, 200, r.Code, string(r.Body))
+	assert.Equal(t, wasm, r.Body)
+	sum := sha256.Sum256(wasm)
+	r = do(t, nil, "GET", ts.URL+"/modules/filters/guard/v2.wasm.sha256", nil)
+	assert.Contains(t, string(r.Body), hex.EncodeToString(sum[:]))
+	assert.Equal(t, 403, do(t, nil, "PUT", ts.URL+"/modules/filters/guard/v3.wasm", wasm).Code, "writes under /modules/ need push")
 }

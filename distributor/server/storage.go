@@ -6,16 +6,14 @@ import (
 	"net/http"
 	"path/filepath"
 
+	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/distributor/oci"
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
-// storageHandlers builds the /v2/ (OCI distribution) handler over the
-// configured storage backend, and the /modules/ handler.
-//
-// TODO(mount): mount distributor/modules' plain-HTTP /modules/ handler once
-// that package is committed.
-func (s *Server) storageHandlers() (ociHandler, modules http.Handler, err error) {
+// storageHandlers builds the /v2/ (OCI distribution) handler and the
+// /modules/ plain-HTTP module handler over the configured storage backend.
+func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err error) {
 	var st store.Store
 	switch s.cfg.Storage.Backend {
 	case "", "filesystem":
@@ -36,5 +34,5 @@ func (s *Server) storageHandlers() (ociHandler, modules http.Handler, err error)
 		Logger:       s.log,
 		Metrics:      s.m.reg,
 	})
-	return h, nil, nil
+	return h, modules.NewHTTPHandler(st, modules.HTTPOptions{Logger: s.log}), nil
 }
