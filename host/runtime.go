@@ -71,7 +71,8 @@ func (l LogLevel) String() string {
 	return fmt.Sprintf("level(%d)", uint32(l))
 }
 
-func (l LogLevel) slog() slog.Level {
+// Slog maps the level to a log/slog level.
+func (l LogLevel) Slog() slog.Level {
 	switch l {
 	case LogTrace, LogDebug:
 		return slog.LevelDebug
@@ -335,8 +336,8 @@ func (r *Runtime) emitLog(e LogEntry) {
 	if r.cfg.LogSink != nil {
 		r.cfg.LogSink(e)
 	}
-	if r.log.Enabled(context.Background(), e.Level.slog()) {
-		r.log.Log(context.Background(), e.Level.slog(), e.Message, "plugin", e.Plugin, "worker", e.Worker, "wasm_level", e.Level.String())
+	if r.log.Enabled(context.Background(), e.Level.Slog()) {
+		r.log.Log(context.Background(), e.Level.Slog(), e.Message, "plugin", e.Plugin, "worker", e.Worker, "wasm_level", e.Level.String())
 	}
 }
 

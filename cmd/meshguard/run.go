@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/meshguard/meshguard/host"
+	"github.com/meshguard/meshguard/host/devproxy"
+	"github.com/meshguard/meshguard/host/localca"
+)
+
+type runFlags struct {
+	listen, module, sha, pluginConfig, vmConfig, profile, failure string
+	name, rootID, vmID, caDir, trustDomain, spiffeID, workloadAPI string
+	cacheDir, logLevel                                            string
+	workers                                                       int
+	routes, clusters                                              []string
+	insecure                                                      bool
+	deadline                                                      time.Duration
+}
+
+func init() {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run --module FILE|URL --route /PREFIX=URL [flags]",
+		Short: "Run a filter module in the local Envoy stand-in (dev proxy)",
+		Long: `run starts meshguard's dev proxy: an mTLS HTTP listener that runs a Proxy-Wasm
+module on worker VMs exactly as Envoy's Wasm filter would (see check-module),
+forwards allowed requests to upstreams by path prefix and sends the module's
+http callouts to the named clusters.
+
+Identity: with --ca DIR the proxy gets an X509-SVID for --spiffe-id from a local
+SPIFFE CA (created in DIR if missing) and requires client SVIDs of that trust
+domain; with --workload-api it takes its SVID and bundle from a SPIFFE Workload
+API socket. --insecure-http serves plain HTTP (loopback demos only).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), cmd.OutOrStdout(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:10000", "listen address")
+	fl.StringVar(&f.module, "module", "", "module: a file, or an http(s):// URL (with --sha256)")
+	fl.StringVar(&f.sha, "sha256", "", "expected sha256 of the module (hex); required for URLs")
+	fl.StringVar(&f.pluginConfig, "plugin-config", "", "file handed to proxy_on_configure")
+	fl.StringVar(&f.vmConfig, "vm-config", "", "file handed to proxy_on_vm_start")
+	fl.StringVar(&f.profile, "envoy", string(host.ProfileEnvoyLatest), "Envoy profile: envoy-1.33 or envoy-latest")
+	fl.StringVar(&f.failure, "failure-policy", "FAIL_CLOSED", "FAIL_CLOSED, FAIL_OPEN or FAIL_RELOAD")
+	fl.StringVar(&f.name, "plugin-name", "meshguard.guard", "plugin name (plugin_name)")
+	fl.StringVar(&f.rootID, "root-id", "", "root id (plugin_root_id)")
+	fl.StringVar(&f.vmID, "vm-id", "", "vm id (plugin_vm_id); default the plugin name")
+	fl.IntVar(&f.workers, "workers", 2, "worker VMs (Envoy runs one per worker thread)")
+	fl.StringArrayVar(&f.routes, "route", nil, "upstream route /PREFIX=http://host:port (repeatable)")
+	fl.StringArrayVar(&f.clusters, "cluster", nil, "callout cluster NAME=http://host:port (repeatable)")
+	fl.StringVar(&f.caDir, "ca", "", "local SPIFFE CA directory (created if missing)")
+	fl.StringVar(&f.trustDomain, "trust-domain", "grid.example", "trust domain of a new local CA")
+	fl.StringVar(&f.spiffeID, "spiffe-id", "spiffe://grid.example/ns/meshguard/sa/dev-proxy", "the proxy's SPIFFE ID")
+	fl.StringVar(&f.workloadAPI, "workload-api", "", "SPIFFE Workload API socket (unix:///path)")
+	fl.BoolVar(&f.insecure, "insecure-http", false, "serve plain HTTP (loopback only)")
+	fl.StringVar(&f.cacheDir, "compilation-cache", "", "directory for compiled modules")
+	fl.DurationVar(&f.deadline, "callback-deadline", 10*time.Second, "per-callback deadline (0 disables)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn, error, critical")
+	rootCmd.AddCommand(cmd)
+}
+
+func parseLogLevel(s string) (host.LogLevel, error) {
+	for l := host.LogTrace; l <= host.LogCritical; l++ {
+		if l.String() == s {
+			return l, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown log level %q", s)
+}
+
+// loadModule reads a module from a file or an http(s) URL and checks its sha256.
+func loadModule(ctx context.Context, src, want string) ([]byte, error) {
+	var bin []byte
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		if want == "" {
+			return nil, errors.New("--sha256 is required for a module URL")
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("fetch module: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("fetch module %s: %s", src, resp.Status)
+		}
+		if bin, err = io.ReadAll(io.LimitReader(resp.Body, 256<<20)); err != nil {
+			return nil, fmt.Errorf("fetch module: %w", err)
+		}
+	} else {
+		var err error
+		if bin, err = os.ReadFile(src); err != nil {
+			return nil, err
+		}
+	}
+	if want != "" {
+		sum := sha256.Sum256(bin)
+		if got := hex.EncodeToString(sum[:]); got != strings.TrimPrefix(strings.ToLower(want), "sha256:") {
+			return nil, fmt.Errorf("module sha256 is %s, want %s", got, want)
+		}
+	}
+	return bin, nil
+}
+
+func runProxy(ctx context.Context, out io.Writer, f runFlags) error {
+	if f.module == "" {
+		return &exitError{code: 2, err: errors.New("--module is required")}
+	}
+	level, err := parseLogLevel(f.logLevel)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	profile, err := host.ParseProfile(f.profile)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	policy, err := host.ParseFailurePolicy(f.failure)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	var routes []devproxy.Route
+	for _, r := range f.routes {
+		rt, err := devproxy.ParseRoute(r)
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		routes = append(routes, rt)
+	}
+	clusters := map[string]host.Cluster{}
+	for _, c := range f.clusters {
+		name, raw, ok := strings.Cut(c, "=")
+		u, err := url.Parse(raw)
+		if !ok || name == "" || err != nil || u.Host == "" {
+			return &exitError{code: 2, err: fmt.Errorf("cluster %q: want NAME=http://host:port", c)}
+		}
+		clusters[name] = &devproxy.HTTPCluster{BaseURL: u, Client: &http.Client{}}
+	}
+	read := func(p string) ([]byte, error) {
+		if p == "" {
+			return nil, nil
+		}
+		return os.ReadFile(p)
+	}
+	pluginCfg, err := read(f.pluginConfig)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	vmCfg, err := read(f.vmConfig)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level.Slog()}))
+
+	bin, err := loadModule(ctx, f.module, f.sha)
+	if err != nil {
+		return err
+	}
+	rt, err := host.NewRuntime(ctx, host.RuntimeConfig{Profile: profile, CompilationCacheDir: f.cacheDir, CallbackDeadline: f.deadline, Logger: log, LogLevel: level})
+	if err != nil {
+		return err
+	}
+	defer rt.Close(context.Background())
+	mod, err := rt.Compile(ctx, bin)
+	if err != nil {
+		return err
+	}
+	plugin, err := rt.NewPlugin(ctx, mod, host.PluginConfig{
+		Name: f.name, RootID: f.rootID, VMID: f.vmID, Configuration: pluginCfg, VMConfig: vmCfg,
+		Workers: f.workers, FailurePolicy: policy, Clusters: clusters,
+	})
+	if err != nil {
+		return err
+	}
+	defer plugin.Close()
+	proxy, err := devproxy.New(devproxy.Config{Plugin: plugin, Routes: routes, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	scheme := "http"
+	if !f.insecure {
+		tlsCfg, closer, err := proxyTLS(ctx, f)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer closer()
+		ln = tls.NewListener(ln, tlsCfg)
+		scheme = "https"
+	} else if ap, ok := ln.Addr().(*net.TCPAddr); ok && !ap.IP.IsLoopback() {
+		ln.Close()
+		return &exitError{code: 2, err: errors.New("--insecure-http is only allowed on a loopback address")}
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(out, "meshguard dev proxy listening on %s://%s (module %s, %d workers, %s)\n", scheme, ln.Addr(), mod.ABIVersion, plugin.Workers(), profile)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdown)
+}
+
+// proxyTLS builds the server's mTLS configuration from a local CA or the
+// Workload API.
+func proxyTLS(ctx context.Context, f runFlags) (*tls.Config, func(), error) {
+	if f.workloadAPI != "" {
+		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(f.workloadAPI)))
+		if err != nil {
+			return nil, nil, fmt.Errorf("workload API: %w", err)
+		}
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			src.Close()
+			return nil, nil, err
+		}
+		return tlsconfig.MTLSServerConfig(src, src, tlsconfig.AuthorizeMemberOf(svid.ID.TrustDomain())), func() { src.Close() }, nil
+	}
+	if f.caDir == "" {
+		return nil, nil, errors.New("set --ca DIR, --workload-api or --insecure-http")
+	}
+	ca, err := localca.Load(f.caDir)
+	if errors.Is(err, os.ErrNotExist) {
+		td, perr := spiffeid.TrustDomainFromString(f.trustDomain)
+		if perr != nil {
+			return nil, nil, perr
+		}
+		if ca, err = localca.New(td); err == nil {
+			err = ca.Save(f.caDir)
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := spiffeid.FromString(f.spiffeID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--spiffe-id: %w", err)
+	}
+	svid, err := ca.IssueX509SVID(id, localca.X509Options{TTL: 24 * time.Hour, DNSNames: []string{"localhost"}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tlsconfig.MTLSServerConfig(svid, ca.X509Bundle(), tlsconfig.AuthorizeMemberOf(ca.TrustDomain())), func() {}, nil
+}
