@@ -1,0 +1,203 @@
+package identity
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+)
+
+// SVID is a verified JWT-SVID.
+type SVID struct {
+	ID          string
+	TrustDomain string
+	Expiry      time.Time
+	Claims      *Claims
+}
+
+// SVIDVerifier verifies JWT-SVIDs: the subject's trust domain must be one of
+// TrustDomains and its JWT bundle must hold the signing key (a key of another
+// trust domain never verifies a subject), aud must match one of Audiences,
+// exp is required. Verified tokens are cached until exp.
+type SVIDVerifier struct {
+	trustDomains map[string]jwk.Set
+	audiences    []string
+	cache        *Cache[*SVID]
+}
+
+// NewSVIDVerifier builds a verifier. bundles maps a trust domain to its JWK
+// Set JSON; cacheSize bounds the verified-token cache (0 disables it).
+func NewSVIDVerifier(bundles map[string][]byte, audiences []string, cacheSize int) (*SVIDVerifier, error) {
+	v := &SVIDVerifier{trustDomains: map[string]jwk.Set{}, cache: NewCache[*SVID](cacheSize)}
+	for _, a := range audiences {
+		if a != "" {
+			v.audiences = append(v.audiences, a)
+		}
+	}
+	if len(v.audiences) == 0 {
+		return nil, fmt.Errorf("jwt-svid: at least one non-empty audience is required")
+	}
+	for td, b := range bundles {
+		if _, err := TrustDomain("spiffe://" + td); err != nil {
+			return nil, fmt.Errorf("jwt-svid: trust domain %q: %w", td, err)
+		}
+		if len(b) == 0 {
+			v.trustDomains[td] = nil // keys come later (policy bundle)
+			continue
+		}
+		set, err := jwk.Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("jwt-svid: JWT bundle of %q: %w", td, err)
+		}
+		v.trustDomains[td] = set
+	}
+	return v, nil
+}
+
+// SetBundle installs (or replaces) a trust domain's JWT bundle, e.g. from the
+// policy bundle's data, and clears the cache so removed keys stop verifying.
+func (v *SVIDVerifier) SetBundle(td string, jwks []byte) error {
+	set, err := jwk.Parse(jwks)
+	if err != nil {
+		return fmt.Errorf("jwt-svid: JWT bundle of %q: %w", td, err)
+	}
+	v.trustDomains[td] = set
+	v.cache.Clear()
+	return nil
+}
+
+// Cache exposes the verified-token cache (for hit/miss metrics).
+func (v *SVIDVerifier) Cache() *Cache[*SVID] { return v.cache }
+
+// Verify checks token at time now. A cached token costs one SHA-256 and a map
+// lookup; its expiry is still checked against now.
+func (v *SVIDVerifier) Verify(token string, now time.Time) (*SVID, error) {
+	key := sha256.Sum256([]byte(token))
+	if s, ok := v.cache.Get(key); ok {
+		if err := s.Claims.checkTimes(now); err != nil {
+			v.cache.Remove(key)
+			return nil, err
+		}
+		return s, nil
+	}
+	h, c, err := split(token)
+	if err != nil {
+		return nil, err
+	}
+	td, err := TrustDomain(c.Subject)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sub: %v", ErrSubject, err)
+	}
+	set, ok := v.trustDomains[td]
+	if !ok {
+		return nil, fmt.Errorf("%w: trust domain %q is not trusted", ErrSubject, td)
+	}
+	if err := c.checkAudience(v.audiences); err != nil {
+		return nil, err
+	}
+	if err := c.checkTimes(now); err != nil {
+		return nil, err
+	}
+	if err := verifySignature(token, h, set); err != nil {
+		return nil, err
+	}
+	s := &SVID{ID: c.Subject, TrustDomain: td, Expiry: c.Expiry, Claims: c}
+	v.cache.Put(key, s, c.Expiry)
+	return s, nil
+}
+
+// Device is a verified device identity.
+type Device struct {
+	ID, Class, Vendor, Model, Firmware string
+	Issuer                             string
+	Expiry                             time.Time
+}
+
+// ClaimNames names the device claims to read.
+type ClaimNames struct{ ID, Class, Vendor, Model, Firmware string }
+
+// DeviceVerifier verifies device tokens: iss selects the JWK Set, aud and exp
+// are required, algorithms and headers as for JWT-SVIDs.
+type DeviceVerifier struct {
+	issuers   map[string]jwk.Set
+	audiences []string
+	names     ClaimNames
+	cache     *Cache[*Device]
+}
+
+// NewDeviceVerifier builds a device-token verifier.
+func NewDeviceVerifier(issuers map[string][]byte, audiences []string, names ClaimNames, cacheSize int) (*DeviceVerifier, error) {
+	v := &DeviceVerifier{issuers: map[string]jwk.Set{}, names: names, cache: NewCache[*Device](cacheSize)}
+	for _, a := range audiences {
+		if a != "" {
+			v.audiences = append(v.audiences, a)
+		}
+	}
+	if len(v.audiences) == 0 {
+		return nil, fmt.Errorf("device: at least one non-empty audience is required")
+	}
+	for iss, b := range issuers {
+		set, err := jwk.Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("device: JWK Set of issuer %q: %w", iss, err)
+		}
+		v.issuers[iss] = set
+	}
+	return v, nil
+}
+
+// Cache exposes the verified-token cache.
+func (v *DeviceVerifier) Cache() *Cache[*Device] { return v.cache }
+
+// Verify checks a device token at time now.
+func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
+	key := sha256.Sum256([]byte(token))
+	if d, ok := v.cache.Get(key); ok {
+		if !now.Before(d.Expiry.Add(Leeway)) {
+			v.cache.Remove(key)
+			return nil, ErrExpired
+		}
+		return d, nil
+	}
+	h, c, err := split(token)
+	if err != nil {
+		return nil, err
+	}
+	set, ok := v.issuers[c.Issuer]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrIssuer, c.Issuer)
+	}
+	if err := c.checkAudience(v.audiences); err != nil {
+		return nil, err
+	}
+	if err := c.checkTimes(now); err != nil {
+		return nil, err
+	}
+	if err := verifySignature(token, h, set); err != nil {
+		return nil, err
+	}
+	d := &Device{
+		ID: c.String(v.names.ID), Class: c.String(v.names.Class), Vendor: c.String(v.names.Vendor),
+		Model: c.String(v.names.Model), Firmware: c.String(v.names.Firmware),
+		Issuer: c.Issuer, Expiry: c.Expiry,
+	}
+	if d.ID == "" {
+		d.ID = c.Subject
+	}
+	if d.ID == "" {
+		return nil, fmt.Errorf("%w: device token has no %s or sub claim", ErrMalformed, v.names.ID)
+	}
+	v.cache.Put(key, d, c.Expiry)
+	return d, nil
+}
+
+// RawJSON is a helper for configs holding JWK Sets as json.RawMessage.
+func RawJSON(m map[string]json.RawMessage) map[string][]byte {
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
