@@ -258,6 +258,9 @@ func Extract(manifest []byte, fetch Fetcher) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := l.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("modules: layer digest %q: %w", l.Digest, err)
+	}
 	rc, err := fetch(l.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("modules: fetching layer %s: %w", l.Digest, err)
@@ -267,7 +270,7 @@ func Extract(manifest []byte, fetch Fetcher) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
 	}
-	if digest.FromBytes(data) != l.Digest && l.Digest.Algorithm() == digest.SHA256 {
+	if l.Digest.Algorithm().FromBytes(data) != l.Digest {
 		return nil, fmt.Errorf("modules: layer %s: content digest mismatch", l.Digest)
 	}
 	var wasm []byte
