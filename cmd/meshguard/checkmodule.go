@@ -12,7 +12,11 @@ import (
 	"github.com/meshguard/meshguard/host"
 )
 
-func init() {
+func init() { rootCmd.AddCommand(newCheckModuleCmd()) }
+
+// newCheckModuleCmd builds the check-module verb (fresh flags per call, so
+// tests can run it repeatedly).
+func newCheckModuleCmd() *cobra.Command {
 	var profile string
 	var workers int
 	cmd := &cobra.Command{
@@ -44,7 +48,7 @@ start-up result, and exits non-zero exactly when that Envoy would refuse the mod
 	}
 	cmd.Flags().StringVar(&profile, "envoy", string(host.ProfileEnvoyLatest), "Envoy profile: envoy-1.33 or envoy-latest")
 	cmd.Flags().IntVar(&workers, "workers", 1, "worker VMs to start")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func printCheckReport(w io.Writer, file string, r *host.CheckReport) {
