@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/devproxy"
 	"github.com/meshguard/meshguard/host/localca"
@@ -57,8 +58,8 @@ API socket. --insecure-http serves plain HTTP (loopback demos only).`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:10000", "listen address")
-	fl.StringVar(&f.module, "module", "", "module: a file, or an http(s):// URL (with --sha256)")
-	fl.StringVar(&f.sha, "sha256", "", "expected sha256 of the module (hex); required for URLs")
+	fl.StringVar(&f.module, "module", "", "module: a file, an http(s):// URL (with --sha256), or oci://REGISTRY/REPO:TAG|@sha256:...")
+	fl.StringVar(&f.sha, "sha256", "", "expected sha256: of the file for http(s), of the manifest for oci://")
 	fl.StringVar(&f.pluginConfig, "plugin-config", "", "file handed to proxy_on_configure")
 	fl.StringVar(&f.vmConfig, "vm-config", "", "file handed to proxy_on_vm_start")
 	fl.StringVar(&f.profile, "envoy", string(host.ProfileEnvoyLatest), "Envoy profile: envoy-1.33 or envoy-latest")
@@ -92,6 +93,17 @@ func parseLogLevel(s string) (host.LogLevel, error) {
 // loadModule reads a module from a file or an http(s) URL and checks its sha256.
 func loadModule(ctx context.Context, src, want string) ([]byte, error) {
 	var bin []byte
+	if ref, ok := strings.CutPrefix(src, "oci://"); ok {
+		// The manifest digest (what a WasmPlugin sha256 pins for oci://).
+		wasm, dgst, err := modules.Pull(ctx, ref, modules.RemoteOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if want != "" && strings.TrimPrefix(dgst.String(), "sha256:") != strings.TrimPrefix(strings.ToLower(want), "sha256:") {
+			return nil, fmt.Errorf("module manifest digest is %s, want %s", dgst, want)
+		}
+		return wasm, nil
+	}
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
 		if want == "" {
 			return nil, errors.New("--sha256 is required for a module URL")
