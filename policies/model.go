@@ -1,0 +1,216 @@
+// Package policies implements the meshguard policy language: a versioned,
+// multi-document YAML format parsed with file:line:col positions, a checker
+// for semantic mistakes, and a compiler to an indexed Engine whose Decide
+// method is allocation-free and safe for concurrent use. The same package
+// builds for GOOS=wasip1 GOARCH=wasm and runs inside the guard filter.
+package policies
+
+import "fmt"
+
+// APIVersion is the only apiVersion accepted by this engine.
+const APIVersion = "meshguard.io/v1"
+
+// Document kinds.
+const (
+	KindWorkloadPolicy = "WorkloadPolicy"
+	KindVersionPolicy  = "VersionPolicy"
+	KindDevicePolicy   = "DevicePolicy"
+	KindRevocations    = "Revocations"
+	KindTrustDomain    = "TrustDomain"
+	KindPolicyTest     = "PolicyTest"
+)
+
+// Pos is a position in a policy file (1-based line and column).
+type Pos struct {
+	File string
+	Line int
+	Col  int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col) }
+
+// Effect is what a rule does when it matches.
+type Effect uint8
+
+// Rule effects.
+const (
+	Allow Effect = iota + 1
+	Deny
+)
+
+func (e Effect) String() string {
+	switch e {
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	}
+	return "unknown"
+}
+
+// Set is a parsed policy set: every document of every file, in file-name
+// then document order.
+type Set struct {
+	Workloads    []*WorkloadPolicy
+	Versions     []*VersionPolicy
+	Devices      []*DevicePolicy
+	Revocations  []*Revocations
+	TrustDomains []*TrustDomain
+	Tests        []*PolicyTest
+}
+
+// Meta is the metadata shared by every document.
+type Meta struct {
+	Name   string
+	DryRun bool
+	Pos    Pos
+}
+
+// HeaderMatch is one header condition: the header must be present, or equal
+// a value (names are case-insensitive, compared lower-cased).
+type HeaderMatch struct {
+	Name    string
+	Equals  string
+	Present bool // only presence is required (Equals empty)
+	Pos     Pos
+}
+
+// Pattern is a SPIFFE ID or path pattern with its source position.
+type Pattern struct {
+	Text string
+	Pos  Pos
+}
+
+// AccessRule is an allow or deny rule of a WorkloadPolicy or DevicePolicy.
+type AccessRule struct {
+	ID           string // <policy>/<rule> unless set explicitly
+	Name         string
+	Effect       Effect
+	DryRun       bool
+	Audit        bool
+	Subjects     []Pattern // SPIFFE ID patterns; empty with no TrustDomains = any subject
+	TrustDomains []Pattern // any workload of these trust domains
+	Paths        []Pattern // empty = any path
+	Methods      []string  // upper-case; empty = any method
+	Headers      []HeaderMatch
+	Access       Access // device rules only
+	Pos          Pos
+}
+
+// WorkloadPolicy controls which workloads may call which destinations.
+type WorkloadPolicy struct {
+	Meta
+	Rules []*AccessRule
+}
+
+// VersionSource names where the caller's software version comes from.
+type VersionSource struct {
+	JWTClaim       string // a JWT-SVID claim, e.g. swversion
+	DeviceFirmware bool   // the device's reported firmware (e.g. IEEE 2030.5 swVer)
+	PeerLabel      bool   // the Istio peer metadata `version` label
+	Header         string // a request header
+	Pos            Pos
+}
+
+// VersionRule constrains the versions a subject workload or device class may run.
+type VersionRule struct {
+	ID            string
+	Name          string
+	DryRun        bool
+	Subjects      []Pattern
+	TrustDomains  []Pattern
+	DeviceClasses []string
+	Source        VersionSource
+	Allowed       string // semver range; empty = any
+	AllowedPos    Pos
+	Denied        []Pattern // exact versions; with +build only that build
+	Pos           Pos
+}
+
+// VersionPolicy holds version rules.
+type VersionPolicy struct {
+	Meta
+	Rules []*VersionRule
+}
+
+// Access is the access class of a device rule.
+type Access uint8
+
+// Device access classes.
+const (
+	AccessAny Access = iota
+	AccessRead
+	AccessWrite
+)
+
+func (a Access) String() string {
+	switch a {
+	case AccessRead:
+		return "read"
+	case AccessWrite:
+		return "write"
+	}
+	return "any"
+}
+
+// DeviceSelector selects devices; every non-empty field must match.
+type DeviceSelector struct {
+	IDs      []string // device ids, e.g. IEEE 2030.5 LFDIs (40 hex chars), lower-cased
+	Classes  []string
+	Vendors  []string
+	Models   []string
+	Firmware string // semver range
+	Pos      Pos
+}
+
+// RateLimit is a per-device token bucket for writes.
+type RateLimit struct {
+	PerSecond float64
+	Burst     uint32
+}
+
+// DevicePolicy controls reads and writes to IoT devices.
+type DevicePolicy struct {
+	Meta
+	Devices      DeviceSelector
+	ControlPaths []Pattern // paths that count as writes whatever the method
+	WriteLimit   *RateLimit
+	Rules        []*AccessRule
+}
+
+// Revocations lists revoked identities; they are checked before any allow.
+type Revocations struct {
+	Meta
+	SPIFFEIDs []Pattern
+	DeviceIDs []Pattern
+	JTIs      []Pattern
+}
+
+// TrustDomain declares a known trust domain and its JWT bundle (JWKS JSON).
+type TrustDomain struct {
+	Meta
+	JWKS []byte
+}
+
+// PolicyTest holds test cases: inputs and their expected decisions.
+type PolicyTest struct {
+	Meta
+	Cases []*TestCase
+}
+
+// TestCase is one input and its expected decision.
+type TestCase struct {
+	Name   string
+	Input  Input
+	Expect Expect
+	Pos    Pos
+}
+
+// Expect is the expected part of a decision; nil fields are not compared.
+type Expect struct {
+	Allow     *bool
+	Rule      *string
+	Audit     *bool
+	DryRun    *bool
+	RateLimit *RateLimit
+}

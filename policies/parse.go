@@ -1,0 +1,609 @@
+package policies
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Error is one problem in a policy file.
+type Error struct {
+	Pos Pos
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+
+// ErrorList is every problem found, sorted by position.
+type ErrorList []*Error
+
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+func (l ErrorList) sort() {
+	sort.SliceStable(l, func(i, j int) bool {
+		a, b := l[i].Pos, l[j].Pos
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Col < b.Col
+	})
+}
+
+// err returns nil for an empty list so callers can return it as error.
+func (l ErrorList) err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	l.sort()
+	return l
+}
+
+// Load parses and checks policy files (name → content) and returns the set,
+// or an ErrorList with every problem found.
+func Load(files map[string][]byte) (*Set, error) {
+	s, errs := Parse(files)
+	errs = append(errs, Check(s)...)
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// CompileFiles loads, checks and compiles policy files in one step (what a
+// verified bundle's files go through).
+func CompileFiles(files map[string][]byte) (*Engine, error) {
+	s, err := Load(files)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(s)
+}
+
+// ReadPaths reads policy files: each path is a .yaml/.yml file or a
+// directory searched recursively. Keys are the paths as given (joined).
+func ReadPaths(paths ...string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for _, p := range paths {
+		err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				return nil
+			}
+			ext := filepath.Ext(path)
+			if path != p && ext != ".yaml" && ext != ".yml" {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			files[path] = b
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading policies: %w", err)
+		}
+	}
+	if len(files) == 0 {
+		return nil, errors.New("no policy files (.yaml, .yml) found")
+	}
+	return files, nil
+}
+
+// Parse decodes policy files without the semantic checks. Files are
+// processed in name order so rule order is deterministic.
+func Parse(files map[string][]byte) (*Set, ErrorList) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	p := &parser{set: &Set{}}
+	for _, n := range names {
+		p.file(n, files[n])
+	}
+	p.errs.sort()
+	return p.set, p.errs
+}
+
+type parser struct {
+	set  *Set
+	errs ErrorList
+	name string
+}
+
+func (p *parser) pos(n *yaml.Node) Pos { return Pos{File: p.name, Line: n.Line, Col: n.Column} }
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) file(name string, data []byte) {
+	p.name = name
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			line := 1
+			msg := err.Error()
+			// yaml.v3 reports "yaml: line N: msg".
+			if rest, ok := strings.CutPrefix(msg, "yaml: line "); ok {
+				if i := strings.Index(rest, ":"); i > 0 {
+					if l, e := strconv.Atoi(rest[:i]); e == nil {
+						line, msg = l, strings.TrimSpace(rest[i+1:])
+					}
+				}
+			}
+			p.errs = append(p.errs, &Error{Pos: Pos{File: name, Line: line, Col: 1}, Msg: "invalid YAML: " + msg})
+			return
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		p.document(doc.Content[0])
+	}
+}
+
+// fields checks n is a mapping with only the allowed keys and returns them.
+func (p *parser) fields(n *yaml.Node, what string, allowed ...string) map[string]*yaml.Node {
+	out := map[string]*yaml.Node{}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping", what)
+		return out
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !contains(allowed, k.Value) {
+			p.errorf(k, "unknown field %q in %s (allowed: %s)", k.Value, what, strings.Join(allowed, ", "))
+			continue
+		}
+		if _, dup := out[k.Value]; dup {
+			p.errorf(k, "duplicate field %q in %s", k.Value, what)
+			continue
+		}
+		out[k.Value] = v
+	}
+	return out
+}
+
+func (p *parser) require(f map[string]*yaml.Node, parent *yaml.Node, what string, keys ...string) {
+	for _, k := range keys {
+		if _, ok := f[k]; !ok {
+			p.errorf(parent, "%s: missing required field %q", what, k)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *parser) str(n *yaml.Node, what string) string {
+	if n == nil {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.errorf(n, "%s must be a string", what)
+		return ""
+	}
+	return n.Value
+}
+
+func (p *parser) boolean(n *yaml.Node, what string) bool {
+	if n == nil {
+		return false
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		p.errorf(n, "%s must be true or false", what)
+		return false
+	}
+	return n.Value == "true"
+}
+
+func (p *parser) seq(n *yaml.Node, what string) []*yaml.Node {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s must be a list", what)
+		return nil
+	}
+	return n.Content
+}
+
+func (p *parser) strs(n *yaml.Node, what string) []string {
+	var out []string
+	for _, e := range p.seq(n, what) {
+		if s := p.str(e, what+" entry"); s != "" {
+			out = append(out, s)
+		} else if e.Kind == yaml.ScalarNode {
+			p.errorf(e, "%s entry must not be empty", what)
+		}
+	}
+	return out
+}
+
+func (p *parser) patterns(n *yaml.Node, what string) []Pattern {
+	var out []Pattern
+	for _, e := range p.seq(n, what) {
+		s := p.str(e, what+" entry")
+		if s == "" {
+			if e.Kind == yaml.ScalarNode {
+				p.errorf(e, "%s entry must not be empty", what)
+			}
+			continue
+		}
+		out = append(out, Pattern{Text: s, Pos: p.pos(e)})
+	}
+	return out
+}
+
+func (p *parser) meta(n *yaml.Node) Meta {
+	f := p.fields(n, "metadata", "name", "dryRun")
+	p.require(f, n, "metadata", "name")
+	m := Meta{Name: p.str(f["name"], "metadata.name"), DryRun: p.boolean(f["dryRun"], "metadata.dryRun"), Pos: p.pos(n)}
+	if f["name"] != nil && m.Name == "" {
+		p.errorf(f["name"], "metadata.name must not be empty")
+	}
+	if strings.ContainsAny(m.Name, "/ \t") {
+		p.errorf(f["name"], "metadata.name %q must not contain '/' or spaces", m.Name)
+	}
+	return m
+}
+
+func (p *parser) document(n *yaml.Node) {
+	f := p.fields(n, "document", "apiVersion", "kind", "metadata", "spec")
+	p.require(f, n, "document", "apiVersion", "kind", "metadata")
+	if v := f["apiVersion"]; v != nil {
+		if s := p.str(v, "apiVersion"); s != APIVersion && s != "" {
+			p.errorf(v, "unsupported apiVersion %q (want %s)", s, APIVersion)
+		}
+	}
+	if f["kind"] == nil || f["metadata"] == nil {
+		return
+	}
+	kind := p.str(f["kind"], "kind")
+	meta := p.meta(f["metadata"])
+	spec := f["spec"]
+	if spec == nil {
+		p.errorf(n, "document: missing required field %q", "spec")
+		return
+	}
+	switch kind {
+	case KindWorkloadPolicy:
+		w := &WorkloadPolicy{Meta: meta}
+		sf := p.fields(spec, "WorkloadPolicy spec", "rules")
+		for _, r := range p.seq(sf["rules"], "rules") {
+			w.Rules = append(w.Rules, p.accessRule(r, meta, false))
+		}
+		p.set.Workloads = append(p.set.Workloads, w)
+	case KindDevicePolicy:
+		p.devicePolicy(spec, meta)
+	case KindVersionPolicy:
+		v := &VersionPolicy{Meta: meta}
+		sf := p.fields(spec, "VersionPolicy spec", "rules")
+		for _, r := range p.seq(sf["rules"], "rules") {
+			v.Rules = append(v.Rules, p.versionRule(r, meta))
+		}
+		p.set.Versions = append(p.set.Versions, v)
+	case KindRevocations:
+		sf := p.fields(spec, "Revocations spec", "spiffeIDs", "deviceIDs", "jtis")
+		r := &Revocations{Meta: meta, SPIFFEIDs: p.patterns(sf["spiffeIDs"], "spiffeIDs"),
+			DeviceIDs: p.patterns(sf["deviceIDs"], "deviceIDs"), JTIs: p.patterns(sf["jtis"], "jtis")}
+		p.set.Revocations = append(p.set.Revocations, r)
+	case KindTrustDomain:
+		sf := p.fields(spec, "TrustDomain spec", "jwks")
+		td := &TrustDomain{Meta: meta}
+		if j := sf["jwks"]; j != nil {
+			td.JWKS = p.jwks(j)
+		}
+		p.set.TrustDomains = append(p.set.TrustDomains, td)
+	case KindPolicyTest:
+		p.policyTest(spec, meta)
+	case "":
+	default:
+		p.errorf(f["kind"], "unknown kind %q (want one of %s, %s, %s, %s, %s, %s)", kind,
+			KindWorkloadPolicy, KindVersionPolicy, KindDevicePolicy, KindRevocations, KindTrustDomain, KindPolicyTest)
+	}
+}
+
+// jwks accepts a JSON string or a YAML mapping and stores canonical JSON.
+func (p *parser) jwks(n *yaml.Node) []byte {
+	var v any
+	if n.Kind == yaml.ScalarNode {
+		if err := json.Unmarshal([]byte(n.Value), &v); err != nil {
+			p.errorf(n, "jwks: invalid JSON: %v", err)
+			return nil
+		}
+	} else if err := n.Decode(&v); err != nil {
+		p.errorf(n, "jwks: %v", err)
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		p.errorf(n, "jwks must be a JWK set object with \"keys\"")
+		return nil
+	}
+	if _, ok := m["keys"].([]any); !ok {
+		p.errorf(n, "jwks must have a \"keys\" list")
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		p.errorf(n, "jwks: %v", err)
+		return nil
+	}
+	return b
+}
+
+var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers"}
+
+func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
+	allowed := accessFields
+	if device {
+		allowed = append(append([]string{}, accessFields...), "access")
+	}
+	f := p.fields(n, "rule", allowed...)
+	p.require(f, n, "rule", "name", "effect")
+	r := &AccessRule{Name: p.str(f["name"], "name"), ID: p.str(f["id"], "id"), Pos: p.pos(n),
+		DryRun: meta.DryRun || p.boolean(f["dryRun"], "dryRun"), Audit: p.boolean(f["audit"], "audit"),
+		Subjects: p.patterns(f["subjects"], "subjects"), TrustDomains: p.patterns(f["trustDomains"], "trustDomains"),
+		Paths: p.patterns(f["paths"], "paths")}
+	if r.ID == "" {
+		r.ID = meta.Name + "/" + r.Name
+	}
+	if e := f["effect"]; e != nil {
+		switch s := p.str(e, "effect"); s {
+		case "allow":
+			r.Effect = Allow
+		case "deny":
+			r.Effect = Deny
+		default:
+			p.errorf(e, "effect must be allow or deny, not %q", s)
+		}
+	}
+	for _, m := range p.seq(f["methods"], "methods") {
+		s := strings.ToUpper(p.str(m, "method"))
+		if methodBit(s) == 0 {
+			p.errorf(m, "unknown HTTP method %q", m.Value)
+			continue
+		}
+		r.Methods = append(r.Methods, s)
+	}
+	for _, h := range p.seq(f["headers"], "headers") {
+		hf := p.fields(h, "header condition", "name", "equals", "present")
+		p.require(hf, h, "header condition", "name")
+		hm := HeaderMatch{Name: strings.ToLower(p.str(hf["name"], "header name")), Pos: p.pos(h)}
+		if hf["equals"] != nil {
+			hm.Equals = p.str(hf["equals"], "equals")
+		}
+		if hf["present"] != nil {
+			hm.Present = p.boolean(hf["present"], "present")
+			if !hm.Present {
+				p.errorf(hf["present"], "present: false is not supported; use a deny rule with present: true")
+			}
+		}
+		if (hf["equals"] == nil) == (hf["present"] == nil) {
+			p.errorf(h, "header condition needs exactly one of equals or present")
+		}
+		r.Headers = append(r.Headers, hm)
+	}
+	if a := f["access"]; a != nil {
+		switch s := p.str(a, "access"); s {
+		case "read":
+			r.Access = AccessRead
+		case "write":
+			r.Access = AccessWrite
+		default:
+			p.errorf(a, "access must be read or write, not %q", s)
+		}
+	} else if device {
+		p.errorf(n, "rule: missing required field %q", "access")
+	}
+	return r
+}
+
+func (p *parser) versionRule(n *yaml.Node, meta Meta) *VersionRule {
+	f := p.fields(n, "version rule", "name", "id", "dryRun", "subjects", "trustDomains", "deviceClasses", "source", "allowed", "denied")
+	p.require(f, n, "version rule", "name", "source")
+	r := &VersionRule{Name: p.str(f["name"], "name"), ID: p.str(f["id"], "id"), Pos: p.pos(n),
+		DryRun: meta.DryRun || p.boolean(f["dryRun"], "dryRun"), Subjects: p.patterns(f["subjects"], "subjects"),
+		TrustDomains: p.patterns(f["trustDomains"], "trustDomains"), DeviceClasses: p.strs(f["deviceClasses"], "deviceClasses"),
+		Denied: p.patterns(f["denied"], "denied")}
+	if r.ID == "" {
+		r.ID = meta.Name + "/" + r.Name
+	}
+	if a := f["allowed"]; a != nil {
+		r.Allowed, r.AllowedPos = p.str(a, "allowed"), p.pos(a)
+	}
+	if s := f["source"]; s != nil {
+		sf := p.fields(s, "version source", "jwtClaim", "deviceFirmware", "peerLabel", "header")
+		r.Source = VersionSource{JWTClaim: p.str(sf["jwtClaim"], "jwtClaim"), Header: strings.ToLower(p.str(sf["header"], "header")),
+			DeviceFirmware: p.boolean(sf["deviceFirmware"], "deviceFirmware"), Pos: p.pos(s)}
+		if l := sf["peerLabel"]; l != nil {
+			if v := p.str(l, "peerLabel"); v != "version" {
+				p.errorf(l, "peerLabel must be \"version\" (the Istio peer version label)")
+			}
+			r.Source.PeerLabel = true
+		}
+		if len(sf) != 1 {
+			p.errorf(s, "version source needs exactly one of jwtClaim, deviceFirmware, peerLabel, header")
+		}
+	}
+	if len(r.Subjects) == 0 && len(r.TrustDomains) == 0 && len(r.DeviceClasses) == 0 {
+		p.errorf(n, "version rule %q must name subjects, trustDomains or deviceClasses", r.Name)
+	}
+	return r
+}
+
+func (p *parser) devicePolicy(spec *yaml.Node, meta Meta) {
+	d := &DevicePolicy{Meta: meta}
+	sf := p.fields(spec, "DevicePolicy spec", "devices", "controlPaths", "writeRateLimit", "rules")
+	p.require(sf, spec, "DevicePolicy spec", "devices")
+	if dn := sf["devices"]; dn != nil {
+		df := p.fields(dn, "devices", "ids", "classes", "vendors", "models", "firmware")
+		d.Devices = DeviceSelector{Classes: p.strs(df["classes"], "classes"), Vendors: p.strs(df["vendors"], "vendors"),
+			Models: p.strs(df["models"], "models"), Firmware: p.str(df["firmware"], "firmware"), Pos: p.pos(dn)}
+		for _, id := range p.patterns(df["ids"], "ids") {
+			d.Devices.IDs = append(d.Devices.IDs, strings.ToLower(id.Text))
+			if looksLFDI(id.Text) != lfdiOK {
+				if looksLFDI(id.Text) == lfdiBad {
+					p.errs = append(p.errs, &Error{Pos: id.Pos, Msg: fmt.Sprintf("device id %q looks like an IEEE 2030.5 LFDI but is not 40 hex characters", id.Text)})
+				}
+			}
+		}
+		if len(df) == 0 {
+			p.errorf(dn, "devices must select something (ids, classes, vendors, models or firmware)")
+		}
+	}
+	d.ControlPaths = p.patterns(sf["controlPaths"], "controlPaths")
+	if rl := sf["writeRateLimit"]; rl != nil {
+		rf := p.fields(rl, "writeRateLimit", "perSecond", "burst")
+		p.require(rf, rl, "writeRateLimit", "perSecond", "burst")
+		lim := &RateLimit{}
+		if v := rf["perSecond"]; v != nil {
+			x, err := strconv.ParseFloat(v.Value, 64)
+			if err != nil || x <= 0 || v.Kind != yaml.ScalarNode {
+				p.errorf(v, "perSecond must be a positive number")
+			}
+			lim.PerSecond = x
+		}
+		if v := rf["burst"]; v != nil {
+			x, err := strconv.ParseUint(v.Value, 10, 32)
+			if err != nil || x == 0 || v.Kind != yaml.ScalarNode {
+				p.errorf(v, "burst must be a positive integer")
+			}
+			lim.Burst = uint32(x)
+		}
+		d.WriteLimit = lim
+	}
+	for _, r := range p.seq(sf["rules"], "rules") {
+		d.Rules = append(d.Rules, p.accessRule(r, meta, true))
+	}
+	p.set.Devices = append(p.set.Devices, d)
+}
+
+const (
+	lfdiNotLFDI = iota
+	lfdiOK
+	lfdiBad
+)
+
+// looksLFDI classifies ids that are all hex of length ≥ 32: those must be
+// exactly 40 chars (an LFDI); other ids are free-form.
+func looksLFDI(s string) int {
+	if len(s) < 32 {
+		return lfdiNotLFDI
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return lfdiNotLFDI
+		}
+	}
+	if len(s) == 40 {
+		return lfdiOK
+	}
+	return lfdiBad
+}
+
+func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
+	t := &PolicyTest{Meta: meta}
+	sf := p.fields(spec, "PolicyTest spec", "cases")
+	for _, c := range p.seq(sf["cases"], "cases") {
+		cf := p.fields(c, "test case", "name", "input", "expect")
+		p.require(cf, c, "test case", "name", "input", "expect")
+		tc := &TestCase{Name: p.str(cf["name"], "name"), Pos: p.pos(c)}
+		if in := cf["input"]; in != nil {
+			tc.Input = p.input(in)
+		}
+		if ex := cf["expect"]; ex != nil {
+			ef := p.fields(ex, "expect", "allow", "rule", "audit", "dryRun", "rateLimit")
+			b := func(k string) *bool {
+				if ef[k] == nil {
+					return nil
+				}
+				v := p.boolean(ef[k], k)
+				return &v
+			}
+			tc.Expect.Allow, tc.Expect.Audit, tc.Expect.DryRun = b("allow"), b("audit"), b("dryRun")
+			if ef["rule"] != nil {
+				s := p.str(ef["rule"], "rule")
+				tc.Expect.Rule = &s
+			}
+			if rl := ef["rateLimit"]; rl != nil {
+				rf := p.fields(rl, "rateLimit", "perSecond", "burst")
+				lim := &RateLimit{}
+				lim.PerSecond, _ = strconv.ParseFloat(p.str(rf["perSecond"], "perSecond"), 64)
+				b, _ := strconv.ParseUint(p.str(rf["burst"], "burst"), 10, 32)
+				lim.Burst = uint32(b)
+				tc.Expect.RateLimit = lim
+			}
+		}
+		t.Cases = append(t.Cases, tc)
+	}
+	p.set.Tests = append(p.set.Tests, t)
+}
+
+func (p *parser) strMap(n *yaml.Node, what string) map[string]string {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping", what)
+		return nil
+	}
+	m := map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		m[n.Content[i].Value] = p.str(n.Content[i+1], what+" value")
+	}
+	return m
+}
+
+func (p *parser) input(n *yaml.Node) Input {
+	f := p.fields(n, "input", "spiffeID", "trustDomain", "jti", "claims", "device", "peerVersion", "method", "path", "headers")
+	in := Input{SPIFFEID: p.str(f["spiffeID"], "spiffeID"), TrustDomain: p.str(f["trustDomain"], "trustDomain"),
+		JTI: p.str(f["jti"], "jti"), Claims: p.strMap(f["claims"], "claims"), PeerVersion: p.str(f["peerVersion"], "peerVersion"),
+		Method: p.str(f["method"], "method"), Path: p.str(f["path"], "path"), Headers: p.strMap(f["headers"], "headers")}
+	if d := f["device"]; d != nil {
+		df := p.fields(d, "device", "id", "class", "vendor", "model", "firmware")
+		in.Device = &InputDevice{ID: p.str(df["id"], "id"), Class: p.str(df["class"], "class"), Vendor: p.str(df["vendor"], "vendor"),
+			Model: p.str(df["model"], "model"), Firmware: p.str(df["firmware"], "firmware")}
+	}
+	return in
+}

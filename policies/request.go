@@ -1,0 +1,148 @@
+package policies
+
+import "strings"
+
+// Getter reads a named value (a header or a JWT claim) without forcing the
+// caller to build a map. Header names are asked for lower-cased.
+type Getter interface {
+	Get(name string) (string, bool)
+}
+
+// Map is a Getter over a plain map (keys must be lower-case for headers).
+type Map map[string]string
+
+// Get implements Getter.
+func (m Map) Get(name string) (string, bool) { v, ok := m[name]; return v, ok }
+
+// Request is the input of a decision. Strings are borrowed, never retained.
+type Request struct {
+	SPIFFEID    string // caller identity, spiffe://td/path
+	TrustDomain string // optional; derived from SPIFFEID when empty
+	JTI         string // JWT-SVID jti
+	Claims      Getter // JWT-SVID claims (may be nil)
+
+	DeviceID       string // e.g. IEEE 2030.5 LFDI
+	DeviceClass    string
+	DeviceVendor   string
+	DeviceModel    string
+	DeviceFirmware string
+
+	PeerVersion string // Istio peer metadata `version` label
+
+	Method  string
+	Path    string // without query string
+	Headers Getter // may be nil
+}
+
+// MaxRules is how many deciding rule ids a Decision records.
+const MaxRules = 4
+
+// Decision is the outcome of Engine.Decide. Callers own it and may reuse it.
+type Decision struct {
+	Allow  bool
+	Reason string
+	// Rules are the ids of the deciding rules (first NumRules entries).
+	RuleIDs  [MaxRules]string
+	NumRules int
+	// Audit is set when the request must be audited (writes always are).
+	Audit bool
+	// DryRun is set when a dry-run rule matched and would have decided
+	// differently; DryRunRule names it.
+	DryRun     bool
+	DryRunRule string
+	// Write reports that the request is a device write; RateLimit is then
+	// the bucket to charge (HasRateLimit false = unlimited).
+	Write        bool
+	HasRateLimit bool
+	RateLimitKey string // device id (or class when the id is unknown)
+	RateLimit    RateLimit
+}
+
+// Rules returns the deciding rule ids (a view into d, no allocation).
+func (d *Decision) Rules() []string { return d.RuleIDs[:d.NumRules] }
+
+// Rule returns the first deciding rule id or "".
+func (d *Decision) Rule() string {
+	if d.NumRules == 0 {
+		return ""
+	}
+	return d.RuleIDs[0]
+}
+
+func (d *Decision) addRule(id string) {
+	if d.NumRules < MaxRules {
+		d.RuleIDs[d.NumRules] = id
+		d.NumRules++
+	}
+}
+
+// Input is the JSON/YAML form of a Request used by `policy eval` and test files.
+type Input struct {
+	SPIFFEID    string            `json:"spiffeID,omitempty"`
+	TrustDomain string            `json:"trustDomain,omitempty"`
+	JTI         string            `json:"jti,omitempty"`
+	Claims      map[string]string `json:"claims,omitempty"`
+	Device      *InputDevice      `json:"device,omitempty"`
+	PeerVersion string            `json:"peerVersion,omitempty"`
+	Method      string            `json:"method"`
+	Path        string            `json:"path"`
+	Headers     map[string]string `json:"headers,omitempty"`
+}
+
+// InputDevice is the device part of an Input.
+type InputDevice struct {
+	ID       string `json:"id,omitempty"`
+	Class    string `json:"class,omitempty"`
+	Vendor   string `json:"vendor,omitempty"`
+	Model    string `json:"model,omitempty"`
+	Firmware string `json:"firmware,omitempty"`
+}
+
+// Request converts the input (header names are lower-cased).
+func (in *Input) Request() *Request {
+	r := &Request{SPIFFEID: in.SPIFFEID, TrustDomain: in.TrustDomain, JTI: in.JTI,
+		PeerVersion: in.PeerVersion, Method: in.Method, Path: in.Path}
+	if in.Claims != nil {
+		r.Claims = Map(in.Claims)
+	}
+	if len(in.Headers) > 0 {
+		h := make(Map, len(in.Headers))
+		for k, v := range in.Headers {
+			h[strings.ToLower(k)] = v
+		}
+		r.Headers = h
+	}
+	if d := in.Device; d != nil {
+		r.DeviceID, r.DeviceClass, r.DeviceVendor, r.DeviceModel, r.DeviceFirmware = d.ID, d.Class, d.Vendor, d.Model, d.Firmware
+	}
+	return r
+}
+
+// DecisionJSON is the JSON form of a Decision.
+type DecisionJSON struct {
+	Allow      bool           `json:"allow"`
+	Rules      []string       `json:"rules"`
+	Reason     string         `json:"reason"`
+	Audit      bool           `json:"audit"`
+	DryRun     bool           `json:"dryRun"`
+	DryRunRule string         `json:"dryRunRule,omitempty"`
+	Write      bool           `json:"write"`
+	RateLimit  *RateLimitJSON `json:"rateLimit,omitempty"`
+}
+
+// RateLimitJSON is the JSON form of a decision's rate limit.
+type RateLimitJSON struct {
+	Key       string  `json:"key"`
+	PerSecond float64 `json:"perSecond"`
+	Burst     uint32  `json:"burst"`
+}
+
+// JSON converts d to its JSON form.
+func (d *Decision) JSON() DecisionJSON {
+	j := DecisionJSON{Allow: d.Allow, Rules: append([]string{}, d.Rules()...), Reason: d.Reason,
+		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write}
+	if d.HasRateLimit {
+		j.RateLimit = &RateLimitJSON{Key: d.RateLimitKey, PerSecond: d.RateLimit.PerSecond, Burst: d.RateLimit.Burst}
+	}
+	return j
+}
