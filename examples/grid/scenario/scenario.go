@@ -1,0 +1,326 @@
+// Package scenario runs the grid demo end to end on one machine: the
+// distributor, the example services and the dev proxy running guard.wasm,
+// with a scripted sequence of callers and a policy change at runtime. The
+// demo (make demo) prints its table; the end-to-end test asserts every row.
+package scenario
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/meshguard/meshguard/examples/grid/upstream"
+	"github.com/meshguard/meshguard/host/localca"
+)
+
+// TrustDomain is the scenario's trust domain.
+var TrustDomain = spiffeid.RequireTrustDomainFromString("grid.example")
+
+// Audience is the JWT-SVID audience the proxy accepts.
+const Audience = "grid.example/gateway"
+
+// Options configure a run.
+type Options struct {
+	// Root is the repository root (policies and built artifacts live there).
+	Root string
+	// Bin is the meshguard binary; GuardWasm the built guard module.
+	Bin, GuardWasm string
+	// Out receives progress and the decision table (nil: discard).
+	Out io.Writer
+	// WorkDir keeps state there instead of a temporary directory.
+	WorkDir string
+	// Timeout bounds the whole run.
+	Timeout time.Duration
+}
+
+// Outcome is what one step observed.
+type Outcome struct {
+	Step     Step
+	Status   int
+	Decision string // allow, deny, dry-run (allowed but would be denied), error
+	Rule     string
+	Reason   string
+	Revision string
+	ID       string
+}
+
+// Report is the result of a run.
+type Report struct {
+	Outcomes    []Outcome
+	AuditOK     bool
+	AuditOutput string
+	Records     int
+}
+
+type env struct {
+	opts     Options
+	work     string
+	ca       *localca.CA
+	procs    *procs
+	distURL  string
+	proxyURL string
+	clients  map[string]*http.Client
+}
+
+func (e *env) logf(format string, a ...any) {
+	if e.opts.Out != nil {
+		fmt.Fprintf(e.opts.Out, format+"\n", a...)
+	}
+}
+
+// mg runs a meshguard CLI verb to completion and returns its stdout.
+func (e *env) mg(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, e.opts.Bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("meshguard %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// Run executes the scenario.
+func Run(ctx context.Context, opts Options) (rep *Report, err error) {
+	if opts.Timeout == 0 {
+		opts.Timeout = 4 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	work := opts.WorkDir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "meshguard-demo-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(work)
+	}
+	e := &env{opts: opts, work: work, procs: &procs{dir: work}, clients: map[string]*http.Client{}}
+	defer e.procs.stopAll(10 * time.Second)
+	if err := e.setup(ctx); err != nil {
+		return nil, err
+	}
+	return e.play(ctx)
+}
+
+func listen() (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	return ln, ln.Addr().String(), nil
+}
+
+func (e *env) setup(ctx context.Context) error {
+	var err error
+	keys := filepath.Join(e.work, "keys")
+	if _, err = e.mg(ctx, "keys", "generate", "--alg", "ed25519", "--out", keys); err != nil {
+		return err
+	}
+	if e.ca, err = localca.New(TrustDomain); err != nil {
+		return err
+	}
+	caDir := filepath.Join(e.work, "ca")
+	if err = e.ca.Save(caDir); err != nil {
+		return err
+	}
+
+	// Example services, in this process.
+	meter, meterAddr, err := listen()
+	if err != nil {
+		return err
+	}
+	der, derAddr, err := listen()
+	if err != nil {
+		return err
+	}
+	meterSrv := &http.Server{Handler: upstream.MeterAPI(), ReadHeaderTimeout: 5 * time.Second}
+	derSrv := &http.Server{Handler: upstream.NewDERAPI().Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = meterSrv.Serve(meter) }()
+	go func() { _ = derSrv.Serve(der) }()
+	go func() { <-ctx.Done(); meterSrv.Close(); derSrv.Close() }()
+	e.logf("services: meter-data API on %s, DER control API on %s", meterAddr, derAddr)
+
+	// Distributor.
+	distPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	distAddr := fmt.Sprintf("127.0.0.1:%d", distPort)
+	e.distURL = "http://" + distAddr
+	dist, err := e.procs.start(ctx, "distributor", e.opts.Bin, "serve", "--listen", distAddr, "--data", filepath.Join(e.work, "distributor"),
+		"--insecure-http", "--keys", filepath.Join(keys, "verify.jwk"))
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, http.DefaultClient, e.distURL+"/readyz", dist, 30*time.Second); err != nil {
+		return err
+	}
+	e.logf("distributor: %s", e.distURL)
+
+	// Module: push, then the proxy pulls it by manifest digest.
+	out, err := e.mg(ctx, "push", "module", e.opts.GuardWasm, distAddr+"/meshguard/guard:demo")
+	if err != nil {
+		return err
+	}
+	digest := strings.TrimSpace(lastLine(out))
+	e.logf("module: pushed guard.wasm as %s/meshguard/guard@%s", distAddr, digest)
+
+	// Policy bundle revision 1.
+	if err := e.publish(ctx, 1, "policies"); err != nil {
+		return err
+	}
+
+	// Guard configuration and the dev proxy.
+	cfgPath, err := e.guardConfig(keys)
+	if err != nil {
+		return err
+	}
+	proxyPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", proxyPort)
+	e.proxyURL = "https://" + proxyAddr
+	proxy, err := e.procs.start(ctx, "proxy", e.opts.Bin, "run", "--listen", proxyAddr,
+		"--module", "oci://"+distAddr+"/meshguard/guard@"+digest, "--sha256", digest,
+		"--plugin-config", cfgPath, "--ca", caDir, "--spiffe-id", "spiffe://grid.example/ns/grid/sa/grid-gateway",
+		"--route", "/v1/meters="+"http://"+meterAddr, "--route", "/v1/der="+"http://"+derAddr,
+		"--cluster", "distributor="+e.distURL, "--workers", "2")
+	if err != nil {
+		return err
+	}
+	probe := e.client("/ns/metering/sa/meter-reader")
+	if err := waitPolicy(ctx, probe, e.proxyURL+"/v1/meters/mtr-0001/readings", proxy); err != nil {
+		return err
+	}
+	e.logf("proxy: %s running guard.wasm on 2 worker VMs", e.proxyURL)
+	return nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// publish bundles examples/grid/<dir> as revision rev and pushes it.
+func (e *env) publish(ctx context.Context, rev int, dir string) error {
+	out := filepath.Join(e.work, fmt.Sprintf("grid-r%d.bundle", rev))
+	src := filepath.Join(e.opts.Root, "examples", "grid", dir)
+	if _, err := e.mg(ctx, "policy", "bundle", "--key", filepath.Join(e.work, "keys", "signing.jwk"), "--revision", fmt.Sprint(rev),
+		"--expires", "24h", "--scope", "grid", "-o", out, src); err != nil {
+		return err
+	}
+	if _, err := e.mg(ctx, "push", "bundle", out, "--server", e.distURL, "--channel", "grid"); err != nil {
+		return err
+	}
+	e.logf("policy: published bundle revision %d from examples/grid/%s", rev, dir)
+	return nil
+}
+
+func (e *env) guardConfig(keys string) (string, error) {
+	verify, err := os.ReadFile(filepath.Join(keys, "verify.jwk"))
+	if err != nil {
+		return "", err
+	}
+	jwks, err := e.ca.JWKS()
+	if err != nil {
+		return "", err
+	}
+	cfg := map[string]any{
+		"policy": map[string]any{
+			"verifyKeys":  json.RawMessage(verify),
+			"scope":       "grid",
+			"distributor": map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1s", "timeout": "2s"},
+		},
+		"identity": map[string]any{
+			"peerCertificate": true,
+			"jwtSvid":         map[string]any{"audiences": []string{Audience}, "trustDomains": map[string]any{"grid.example": json.RawMessage(jwks)}},
+			"stripHeaders":    []string{"x-device-id", "x-meshguard-identity"},
+		},
+		"audit": map[string]any{"logAllows": true, "sink": map[string]any{"cluster": "distributor", "flushInterval": "1s"}},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(e.work, "guard.json")
+	return p, os.WriteFile(p, b, 0o600)
+}
+
+// client is an mTLS client holding an X509-SVID for path.
+func (e *env) client(path string) *http.Client {
+	if c, ok := e.clients[path]; ok {
+		return c
+	}
+	svid, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(TrustDomain, path), localca.X509Options{})
+	if err != nil {
+		panic(err) // the CA was just created; this cannot fail for a valid path
+	}
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: tlsconfig.MTLSClientConfig(svid, e.ca.X509Bundle(), tlsconfig.AuthorizeID(spiffeid.RequireFromPath(TrustDomain, "/ns/grid/sa/grid-gateway"))),
+	}}
+	e.clients[path] = c
+	return c
+}
+
+// waitPolicy waits until the proxy answers with something other than the
+// fail-closed 503 it gives before the first bundle is verified.
+func waitPolicy(ctx context.Context, c *http.Client, url string, pr *proc) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var last string
+	for {
+		if err := pr.exited(); err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("proxy never enforced a policy (last answer: %s); log:\n%s", last, tail(pr.log, 40))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Table prints the outcomes.
+func (r *Report) Table(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tCALLER\tDEVICE\tVERSION\tREQUEST\tSTATUS\tDECISION\tRULE\tREV")
+	for i, o := range r.Outcomes {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", i+1, o.Step.Caller, dash(o.Step.Device), dash(o.Step.Version), o.Step.Method, o.Step.Path, o.Status, o.Decision, dash(o.Rule), dash(o.Revision))
+	}
+	_ = tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+var errMismatch = errors.New("scenario: decisions differ from the expected ones")
