@@ -166,3 +166,43 @@ func FuzzDecodeHTTPFilter(f *testing.F) {
 		require.NoError(t, err)
 	})
 }
+
+func FuzzGuardConfig(f *testing.F) {
+	f.Add([]byte("policy:\n  verifyKeys: {keys: []}\n  distributor: {channel: c}\nidentity: {peerCertificate: true}\naudit: {sink: {}}\n"))
+	f.Add([]byte(`{"policy":{"inline":"YQ==","verifyKeys":{}},"identity":{"istioPeerMetadata":true}}`))
+	f.Add([]byte(`{"policy":{"distributor":{"cluster":"other","channel":"c"}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, cfg, err := GuardConfig(GuardInput{File: data}, Callouts{Cluster: "cl", Authority: "a"})
+		if err != nil {
+			return
+		}
+		// Whatever is accepted is a valid guard configuration pointing at our cluster.
+		again, err := config.Parse(out)
+		require.NoError(t, err)
+		assert.Equal(t, cfg, again)
+		if cfg.Policy.Distributor != nil {
+			assert.Equal(t, "cl", cfg.Policy.Distributor.Cluster)
+		}
+		if cfg.Audit.Sink != nil {
+			assert.Equal(t, "cl", cfg.Audit.Sink.Cluster)
+		}
+	})
+}
+
+func FuzzParseUpstream(f *testing.F) {
+	for _, s := range []string{"https://d.example", "http://127.0.0.1:9000", "http://[::1]:80", "ftp://x", "http://d:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := ParseUpstream(raw)
+		if err != nil {
+			return
+		}
+		require.NotEmpty(t, u.Host)
+		require.NotZero(t, u.Port)
+		if _, err := Cluster(u); err != nil {
+			// Hosts the URL parser accepts but Envoy would not (e.g. odd characters) must be caught here, not panic.
+			return
+		}
+	})
+}
