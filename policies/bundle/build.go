@@ -12,8 +12,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
 // BuildOptions are the manifest fields and the signing key of a new bundle.
