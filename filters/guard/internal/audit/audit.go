@@ -34,18 +34,18 @@ func AppendJSON(b []byte, r *Record) []byte {
 	b = append(b, `{"time":"`...)
 	b = r.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","decision_id":`...)
-	b = appendString(b, r.DecisionID)
+	b = AppendString(b, r.DecisionID)
 	b = append(b, `,"decision":`...)
-	b = appendString(b, r.Decision)
+	b = AppendString(b, r.Decision)
 	b = append(b, `,"rule_ids":[`...)
 	for i, id := range r.RuleIDs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, id)
+		b = AppendString(b, id)
 	}
 	b = append(b, `],"reason":`...)
-	b = appendString(b, r.Reason)
+	b = AppendString(b, r.Reason)
 	b = append(b, `,"bundle_revision":`...)
 	b = strconv.AppendUint(b, r.BundleRevision, 10)
 	for _, f := range [...]struct{ k, v string }{
@@ -54,15 +54,15 @@ func AppendJSON(b []byte, r *Record) []byte {
 		{`,"authority":`, r.Authority}, {`,"proxy":`, r.Proxy}, {`,"source":`, r.Source},
 	} {
 		b = append(b, f.k...)
-		b = appendString(b, f.v)
+		b = AppendString(b, f.v)
 	}
 	return append(b, '}')
 }
 
 const hex = "0123456789abcdef"
 
-// appendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendString(b []byte, s string) []byte {
+// AppendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	for i := 0; i < len(s); {
 		c := s[i]

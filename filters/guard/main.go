@@ -1,0 +1,27 @@
+// Command guard is meshguard's policy filter: loaded by Istio and Kuma into
+// every sidecar, it resolves the caller's identity (mTLS peer SPIFFE ID,
+// JWT-SVID, device token, Istio peer metadata), evaluates the compiled policy
+// bundle, enforces per-device write rate limits shared by all workers, and
+// audits decisions. It fails closed: without a valid configuration and a
+// verified bundle every request gets a 503.
+package main
+
+import (
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	_ "github.com/meshguard/meshguard/filters/abi"
+)
+
+func main() {
+	proxywasm.SetVMContext(&vmContext{})
+}
+
+type vmContext struct {
+	types.DefaultVMContext
+}
+
+// NewPluginContext implements types.VMContext.
+func (*vmContext) NewPluginContext(id uint32) types.PluginContext {
+	return newPlugin(id)
+}
