@@ -191,6 +191,12 @@ func sameMatch(a, b *AccessRule) bool {
 	ma, mb := slices.Clone(a.Methods), slices.Clone(b.Methods)
 	slices.Sort(ma)
 	slices.Sort(mb)
+	if _, err := subjectSegments(a.Subjects, a.TrustDomains); err != nil {
+		return false
+	}
+	if _, err := pathSegments(a.Paths); err != nil {
+		return false
+	}
 	return slices.Equal(texts(a.Subjects), texts(b.Subjects)) && slices.Equal(texts(a.TrustDomains), texts(b.TrustDomains)) &&
 		slices.Equal(texts(a.Paths), texts(b.Paths)) && slices.Equal(ma, mb) && slices.Equal(a.Headers, b.Headers)
 }
@@ -211,10 +217,13 @@ func covers(a, b *AccessRule) bool {
 			return false
 		}
 	}
-	as, _ := subjectSegments(a.Subjects, a.TrustDomains)
-	bs, _ := subjectSegments(b.Subjects, b.TrustDomains)
-	ap, _ := pathSegments(a.Paths)
-	bp, _ := pathSegments(b.Paths)
+	as, err1 := subjectSegments(a.Subjects, a.TrustDomains)
+	bs, err2 := subjectSegments(b.Subjects, b.TrustDomains)
+	ap, err3 := pathSegments(a.Paths)
+	bp, err4 := pathSegments(b.Paths)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+		return false // invalid patterns are reported on their own
+	}
 	return allCovered(as, bs) && allCovered(ap, bp)
 }
 

@@ -197,8 +197,10 @@ func (st *state) checkVersion(i int32) {
 }
 
 func (c *cdevice) selects(r *Request) bool {
-	if c.ids != nil && !c.ids[r.DeviceID] && !c.ids[lower(r.DeviceID)] {
-		return false
+	if c.ids != nil {
+		if _, ok := lookupFold(c.ids, r.DeviceID); !ok {
+			return false
+		}
 	}
 	if len(c.classes) > 0 && !in(c.classes, r.DeviceClass) ||
 		len(c.vendors) > 0 && !in(c.vendors, r.DeviceVendor) ||
@@ -214,15 +216,32 @@ func (c *cdevice) selects(r *Request) bool {
 	return true
 }
 
-// lower lower-cases short ASCII ids; the compiler's string(b) map-key
-// conversion keeps lookups allocation-free, so callers only compare.
-func lower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 'A' && s[i] <= 'Z' {
-			return strings.ToLower(s) // rare: ids are normally lower-case already
-		}
+// lookupFold looks s up in m, retrying with s lower-cased (ids such as
+// LFDIs arrive in either case). The retry lower-cases into a stack buffer;
+// the m[string(b)] form does not allocate.
+func lookupFold[V any](m map[string]V, s string) (V, bool) {
+	if v, ok := m[s]; ok {
+		return v, true
 	}
-	return s
+	var zero V
+	var buf [128]byte
+	if len(s) > len(buf) {
+		return zero, false
+	}
+	upper := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+			upper = true
+		}
+		buf[i] = c
+	}
+	if !upper {
+		return zero, false
+	}
+	v, ok := m[string(buf[:len(s)])]
+	return v, ok
 }
 
 func in(l []string, s string) bool {
@@ -262,10 +281,7 @@ func (n *pnode) matchAny(path string, done bool) bool {
 // devices calls fn-free loops over the device policies that may select r.
 func (e *Engine) devLists(r *Request) (byID, byClass []*cdevice) {
 	if r.DeviceID != "" {
-		byID = e.devByID[r.DeviceID]
-		if byID == nil {
-			byID = e.devByID[lower(r.DeviceID)]
-		}
+		byID, _ = lookupFold(e.devByID, r.DeviceID)
 	}
 	if r.DeviceClass != "" {
 		byClass = e.devByClass[r.DeviceClass]
@@ -282,11 +298,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 		return
 	}
 	if req.DeviceID != "" {
-		name, ok := e.revokedDevices[req.DeviceID]
-		if !ok {
-			name, ok = e.revokedDevices[lower(req.DeviceID)]
-		}
-		if ok {
+		if name, ok := lookupFold(e.revokedDevices, req.DeviceID); ok {
 			e.revoked(d, name, ReasonRevokedDevice)
 			return
 		}
@@ -347,9 +359,6 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 			d.Audit = r.audit
 		}
 		d.Audit = d.Audit || st.write
-		if st.dryAllow >= 0 {
-			// A dry-run allow cannot override a deny; nothing to report.
-		}
 	case st.allow >= 0:
 		r := &e.rules[st.allow]
 		d.Allow, d.Reason = true, ReasonAllowRule
