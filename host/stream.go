@@ -44,6 +44,9 @@ type Stream struct {
 
 	reqHeaders, reqTrailers, respHeaders, respTrailers Headers
 	reqBody, respBody                                  []byte
+	// reqBuffering/respBuffering: the last body callback returned Pause
+	// (StopIterationAndBuffer), so Envoy keeps the chunks buffered.
+	reqBuffering, respBuffering bool
 	hasReqBody, hasRespBody                            bool
 
 	mu        sync.Mutex
@@ -160,11 +163,18 @@ func (s *Stream) RequestHeaders(h Headers, endOfStream bool) Action {
 }
 
 // RequestBody delivers a body chunk. A paused body is buffered: the next call
-// reports the whole buffered size, as Envoy does with StopIterationAndBuffer.
+// reports the whole buffered size, as Envoy does with StopIterationAndBuffer;
+// after Continue the earlier chunks have gone upstream and the body buffer
+// holds only the new chunk.
 func (s *Stream) RequestBody(chunk []byte, endOfStream bool) Action {
+	if !s.reqBuffering {
+		s.reqBody = s.reqBody[:0]
+	}
 	s.reqBody = append(s.reqBody, chunk...)
 	s.hasReqBody = true
-	return s.invoke(cbRequestBody, uint64(len(s.reqBody)), b2u(endOfStream))
+	act := s.invoke(cbRequestBody, uint64(len(s.reqBody)), b2u(endOfStream))
+	s.reqBuffering = act == Pause
+	return act
 }
 
 // RequestTrailers delivers request trailers.
@@ -181,9 +191,14 @@ func (s *Stream) ResponseHeaders(h Headers, endOfStream bool) Action {
 
 // ResponseBody delivers a response body chunk (buffered like RequestBody).
 func (s *Stream) ResponseBody(chunk []byte, endOfStream bool) Action {
+	if !s.respBuffering {
+		s.respBody = s.respBody[:0]
+	}
 	s.respBody = append(s.respBody, chunk...)
 	s.hasRespBody = true
-	return s.invoke(cbResponseBody, uint64(len(s.respBody)), b2u(endOfStream))
+	act := s.invoke(cbResponseBody, uint64(len(s.respBody)), b2u(endOfStream))
+	s.respBuffering = act == Pause
+	return act
 }
 
 // ResponseTrailers delivers response trailers.
@@ -224,10 +239,11 @@ func (s *Stream) RequestHeadersNow() Headers { return s.reqHeaders.Clone() }
 // ResponseHeadersNow returns the response headers as the module left them.
 func (s *Stream) ResponseHeadersNow() Headers { return s.respHeaders.Clone() }
 
-// RequestBodyNow returns the (possibly rewritten) buffered request body.
+// RequestBodyNow returns Envoy's request body buffer as the module left it:
+// every chunk since the module last paused, else the last chunk.
 func (s *Stream) RequestBodyNow() []byte { return append([]byte(nil), s.reqBody...) }
 
-// ResponseBodyNow returns the (possibly rewritten) buffered response body.
+// ResponseBodyNow returns the response body buffer (see RequestBodyNow).
 func (s *Stream) ResponseBodyNow() []byte { return append([]byte(nil), s.respBody...) }
 
 // LocalReply is the local response sent on this stream, if any.

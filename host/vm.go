@@ -180,6 +180,10 @@ func (vm *VM) configure() error {
 // Worker is the worker index of the VM.
 func (vm *VM) Worker() int { return vm.worker }
 
+// RootContextID is the id of this VM's root context (the parent of its
+// stream contexts).
+func (vm *VM) RootContextID() uint32 { return vm.rootID }
+
 // Failed reports whether the VM trapped or was discarded.
 func (vm *VM) Failed() bool { return vm.failed.Load() }
 
