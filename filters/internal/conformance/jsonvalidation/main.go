@@ -4,7 +4,7 @@ package main
 
 import (
 	"encoding/json"
-	"mime"
+	"strings"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
@@ -36,7 +36,10 @@ func (*stream) OnHttpRequestHeaders(int, bool) types.Action {
 	if err != nil {
 		return deny("content-type must be provided")
 	}
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+	// Not mime.ParseMediaType: package mime reads /etc/mime.types and so
+	// imports wasi path_filestat_get, which Envoy 1.33 does not provide (the
+	// module would fail to load; see TestProfiles).
+	if mt, _, _ := strings.Cut(ct, ";"); !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
 		return deny("content-type must be application/json")
 	}
 	return types.ActionContinue
