@@ -563,12 +563,12 @@ func TestBuildsForWasip1(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 }
 
-// largePolicy is a policy file with n rules (for the benchmark).
+// largePolicy is a WorkloadPolicy file with n rules (for the benchmark).
 func largePolicy(n int) []byte {
 	var b bytes.Buffer
 	b.WriteString("apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata:\n  name: large\nspec:\n  rules:\n")
 	for i := range n {
-		fmt.Fprintf(&b, "  - name: rule-%d\n    effect: allow\n    from: [\"spiffe://grid.example/ns/meters/sa/meter-%d\"]\n    to:\n      paths: [\"/v1/readings/%d/*\"]\n      methods: [GET, POST]\n", i, i, i)
+		fmt.Fprintf(&b, "    - name: rule-%d\n      effect: allow\n      subjects:\n        - spiffe://grid.example/ns/metering/sa/meter-%d\n      paths:\n        - /v1/meters/%d/readings\n      methods: [GET, HEAD]\n", i, i, i)
 	}
 	return b.Bytes()
 }

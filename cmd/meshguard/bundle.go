@@ -1,0 +1,321 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshguard/meshguard/policies"
+	"github.com/meshguard/meshguard/policies/bundle"
+)
+
+func init() {
+	keysCmd.AddCommand(newKeysGenerateCmd())
+	policyCmd.AddCommand(newPolicyBundleCmd(), newPolicyVerifyCmd())
+}
+
+func newKeysGenerateCmd() *cobra.Command {
+	var alg, out string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "generate --out DIR",
+		Short: "Generate a bundle signing key (DIR/signing.jwk) and its public JWK Set (DIR/verify.jwk)",
+		Long: `Generate a bundle signing key pair.
+
+DIR/signing.jwk is the private JWK (mode 0600); keep it in the CI secret store.
+DIR/verify.jwk is the public JWK Set that the distributor and the guard filter
+verify bundles with. The kid of both is the key's RFC 7638 thumbprint.`,
+		Example: "  meshguard keys generate --alg ed25519 --out keys/",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			priv, set, err := bundle.GenerateKey(alg)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			privJSON, err := json.MarshalIndent(priv, "", "  ")
+			if err != nil {
+				return err
+			}
+			setJSON, err := json.MarshalIndent(set, "", "  ")
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(out, 0o700); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			sp, vp := filepath.Join(out, "signing.jwk"), filepath.Join(out, "verify.jwk")
+			flag := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+			if force {
+				flag = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+			}
+			if err := writeFileFlag(sp, append(privJSON, '\n'), flag, 0o600); err != nil {
+				if errors.Is(err, fs.ErrExist) {
+					err = fmt.Errorf("%s exists; pass --force to replace it", sp)
+				}
+				return &exitError{code: 2, err: err}
+			}
+			if err := os.Chmod(sp, 0o600); err != nil { // --force over a looser file
+				return err
+			}
+			if err := writeFileFlag(vp, append(setJSON, '\n'), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "kid %s\nwrote %s (private, 0600)\nwrote %s (public JWK Set)\n", priv.KeyID(), sp, vp)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&alg, "alg", bundle.AlgEd25519, "key algorithm: ed25519 or es256")
+	f.StringVar(&out, "out", "", "output directory")
+	f.BoolVar(&force, "force", false, "replace an existing signing.jwk")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func writeFileFlag(path string, b []byte, flag int, mode os.FileMode) error {
+	fh, err := os.OpenFile(path, flag, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.Write(b); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+func newPolicyBundleCmd() *cobra.Command {
+	var keyPath, out, created string
+	var revision uint64
+	var expires time.Duration
+	var scope, data []string
+	cmd := &cobra.Command{
+		Use:   "bundle --key signing.jwk --revision N -o OUT FILE|DIR...",
+		Short: "Check policies and build a signed, reproducible policy bundle",
+		Long: `Check policies and build a signed, reproducible policy bundle.
+
+Policy files (.yaml, .yml; directories are searched recursively in sorted
+order) go under policies/ in the bundle, named relative to the directory given
+(a file given directly keeps its base name). --data adds data files (any
+extension) under data/. Policies are parsed and checked first; any error
+refuses the bundle.
+
+The output is byte-for-byte reproducible for Ed25519 keys: pass --created or
+set SOURCE_DATE_EPOCH (otherwise the creation time is now).`,
+		Example: `  meshguard policy bundle --key keys/signing.jwk --revision 42 --scope grid-prod -o policy.bundle policies/
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) meshguard policy bundle --key keys/signing.jwk --revision 43 -o policy.bundle policies/`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keyJSON, err := os.ReadFile(keyPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			key, err := bundle.ParseSigningKey(keyJSON)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", keyPath, err)}
+			}
+			createdAt, err := creationTime(created)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			files, sources, err := collectBundleFiles("policies/", args, true)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			dataFiles, dataSources, err := collectBundleFiles("data/", data, false)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			for name, b := range dataFiles {
+				files[name], sources[name] = b, dataSources[name]
+			}
+			// Check the policies under their source paths so errors point at
+			// the files the user edits.
+			bySource := map[string][]byte{}
+			for name, b := range files {
+				if strings.HasPrefix(name, "policies/") {
+					bySource[sources[name]] = b
+				}
+			}
+			if len(bySource) == 0 {
+				return &exitError{code: 2, err: errors.New("no policy files (.yaml, .yml) found")}
+			}
+			if _, err := policies.Load(bySource); err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("policy check failed, no bundle written:\n%w", err)}
+			}
+			b, err := bundle.Build(files, bundle.BuildOptions{
+				Revision: revision, Created: createdAt, Expires: createdAt.Add(expires), Scope: scope, Key: key,
+			})
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: revision %d, %d files, kid %s, expires %s, sha256:%s\n",
+				out, revision, len(files), key.KeyID(), createdAt.Add(expires).UTC().Format(time.RFC3339), sha256Hex(b))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyPath, "key", "", "private signing JWK (from meshguard keys generate)")
+	f.Uint64Var(&revision, "revision", 0, "bundle revision (must increase with every bundle)")
+	f.DurationVar(&expires, "expires", 30*24*time.Hour, "validity after the creation time")
+	f.StringSliceVar(&scope, "scope", nil, "audience the bundle is for (repeatable; empty = any)")
+	f.StringSliceVar(&data, "data", nil, "data file or directory to add under data/ (repeatable)")
+	f.StringVar(&created, "created", "", "creation time (RFC 3339 or Unix seconds; default $SOURCE_DATE_EPOCH or now)")
+	f.StringVarP(&out, "output", "o", "", "output bundle file")
+	_ = cmd.MarkFlagRequired("key")
+	_ = cmd.MarkFlagRequired("revision")
+	_ = cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+// creationTime resolves --created, then SOURCE_DATE_EPOCH, then now.
+func creationTime(flag string) (time.Time, error) {
+	src, v := "--created", flag
+	if v == "" {
+		src, v = "SOURCE_DATE_EPOCH", os.Getenv("SOURCE_DATE_EPOCH")
+	}
+	if v == "" {
+		return time.Now().UTC().Truncate(time.Second), nil
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(secs, 0).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339 or Unix seconds", src, v)
+	}
+	return t.UTC(), nil
+}
+
+// collectBundleFiles maps inputs to bundle paths under prefix and returns
+// the contents and each bundle path's source path.
+func collectBundleFiles(prefix string, inputs []string, yamlOnly bool) (map[string][]byte, map[string]string, error) {
+	files, sources := map[string][]byte{}, map[string]string{}
+	add := func(rel, src string) error {
+		name := prefix + filepath.ToSlash(rel)
+		if prev, ok := sources[name]; ok {
+			return fmt.Errorf("%s and %s would both be %s in the bundle", prev, src, name)
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		files[name], sources[name] = b, src
+		return nil
+	}
+	for _, in := range inputs {
+		st, err := os.Stat(in)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !st.IsDir() {
+			if err := add(filepath.Base(in), in); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		var paths []string
+		err = filepath.WalkDir(in, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			if ext := filepath.Ext(p); yamlOnly && ext != ".yaml" && ext != ".yml" {
+				return nil
+			}
+			paths = append(paths, p)
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		sort.Strings(paths)
+		for _, p := range paths {
+			rel, err := filepath.Rel(in, p)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := add(rel, p); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return files, sources, nil
+}
+
+func newPolicyVerifyCmd() *cobra.Command {
+	var keysPath, scope string
+	var minRevision uint64
+	cmd := &cobra.Command{
+		Use:   "verify --keys verify.jwk BUNDLE",
+		Short: "Verify a signed policy bundle and print its manifest",
+		Long: `Verify a signed policy bundle exactly as the distributor and the guard filter
+do: size limits, paths, signature (EdDSA or ES256, kid in the key set), exact
+file set and hashes, validity window, scope and, with --min-revision, that the
+revision is above the last accepted one. Exit code 1 on any failure.`,
+		Example: "  meshguard policy verify --keys keys/verify.jwk --scope grid-prod --min-revision 41 policy.bundle",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keyJSON, err := os.ReadFile(keysPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			keys, err := bundle.ParseKeySet(keyJSON)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", keysPath, err)}
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, MinRevision: minRevision, Scope: scope})
+			if err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("%s: verification failed: %w", args[0], err)}
+			}
+			m := b.Manifest
+			w := cmd.OutOrStdout()
+			sc := "(any)"
+			if len(m.Scope) > 0 {
+				sc = strings.Join(m.Scope, ", ")
+			}
+			fmt.Fprintf(w, "verified %s\ndigest   %s\nrevision %d\nkid      %s\ncreated  %s\nexpires  %s\nscope    %s\nfiles    %d\n",
+				args[0], b.Digest, m.Revision, m.KeyID, m.Created.Format(time.RFC3339), m.Expires.Format(time.RFC3339), sc, len(m.Files))
+			names := make([]string, 0, len(m.Files))
+			for n := range m.Files {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			for _, n := range names {
+				fmt.Fprintf(w, "  %s  %8d  %s\n", m.Files[n], len(b.Files[n]), n)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keysPath, "keys", "", "public JWK Set (verify.jwk)")
+	f.Uint64Var(&minRevision, "min-revision", 0, "last accepted revision; the bundle's must be above it")
+	f.StringVar(&scope, "scope", "", "audience that must be in the bundle's scope")
+	_ = cmd.MarkFlagRequired("keys")
+	return cmd
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
