@@ -9,14 +9,28 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 )
 
-func runCLI(t *testing.T, args ...string) (string, error) {
+// runDistCLI runs the CLI with the flags of the distributor verbs reset
+// (cobra keeps flag values between executions in one process).
+func runDistCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	for _, parent := range []*cobra.Command{auditCmd, pushCmd} {
+		for _, c := range parent.Commands() {
+			c.Flags().VisitAll(func(f *pflag.Flag) {
+				if f.Value.Type() != "stringSlice" && f.Value.Type() != "stringArray" {
+					_ = f.Value.Set(f.DefValue)
+				}
+				f.Changed = false
+			})
+		}
+	}
 	var out bytes.Buffer
 	rootCmd.SetOut(&out)
 	rootCmd.SetErr(&out)
@@ -37,7 +51,7 @@ func TestAuditVerifyOffline(t *testing.T) {
 	}
 	require.NoError(t, l.Close())
 
-	out, err := runCLI(t, "audit", "verify", "--data", data)
+	out, err := runDistCLI(t, "audit", "verify", "--data", data)
 	require.NoError(t, err)
 	assert.Contains(t, out, "decision log intact: 5 records, head seq 5")
 
@@ -45,7 +59,7 @@ func TestAuditVerifyOffline(t *testing.T) {
 	b, err := os.ReadFile(seg)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(seg, []byte(strings.Replace(string(b), "spiffe://grid.example/m3", "spiffe://grid.example/mX", 1)), 0o640))
-	_, err = runCLI(t, "audit", "verify", "--data", data)
+	_, err = runDistCLI(t, "audit", "verify", "--data", data)
 	var ee *exitError
 	require.True(t, errors.As(err, &ee), "%v", err)
 	assert.Equal(t, 3, ee.code)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"os"
 	"io"
 	"net/http"
 	"strconv"
@@ -106,10 +107,40 @@ func TestBundleChannelScope(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Bundles.AutoChannels = false
 	cfg.Bundles.Channels = map[string]ChannelConfig{"grid-east": {Scope: "grid/east"}}
-	ts := startServer(t, cfg, k.options())
+	cfg.Keys = k.keysFile // the configured key file path, not an injected verifier
+	ts := startServer(t, cfg, Options{})
 	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts.URL, "grid-east", k.bundle(t, 1, "grid/west")).Code)
 	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "grid-east", k.bundle(t, 1, "grid/east")).Code)
 	assert.Equal(t, http.StatusNotFound, publish(t, ts.URL, "other", k.bundle(t, 1, "")).Code, "no auto channels")
+
+	// Expired bundles are refused.
+	old := *k
+	old.created = time.Now().UTC().Add(-48 * time.Hour).Truncate(time.Second)
+	r := publish(t, ts.URL, "grid-east", old.bundle(t, 5, "grid/east"))
+	assert.Equal(t, http.StatusUnprocessableEntity, r.Code)
+	assert.Contains(t, string(r.Body), "expired")
+}
+
+func TestKeyRotation(t *testing.T) {
+	k := newSigner(t)
+	cfg := testConfig(t)
+	cfg.Keys = k.keysFile
+	ts := startServer(t, cfg, Options{})
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "")).Code)
+
+	// A new signing key: its set replaces the file; the verifier picks it up.
+	k2 := newSigner(t)
+	b, err := os.ReadFile(k2.keysFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(k.keysFile, b, 0o644))
+	future := time.Now().Add(time.Minute)
+	require.NoError(t, os.Chtimes(k.keysFile, future, future))
+	kv := ts.verifier.(*KeyVerifier)
+	kv.mu.Lock()
+	kv.checked = time.Time{} // skip the reload interval
+	kv.mu.Unlock()
+	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts.URL, "prod", k.bundle(t, 2, "")).Code, "old key retired")
+	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k2.bundle(t, 2, "")).Code, "new key accepted")
 }
 
 func TestLongPollWakesOnPublishAndTimesOut(t *testing.T) {

@@ -82,8 +82,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if s.verifier == nil {
 		if cfg.Keys == "" {
 			s.keysErr = errNoKeys
-		} else if s.verifier, err = NewKeyVerifier(cfg.Keys); err != nil {
-			return nil, err
+		} else {
+			kv, err := NewKeyVerifier(cfg.Keys)
+			if err != nil {
+				return nil, err
+			}
+			s.verifier = kv
 		}
 	}
 	verifier := s.verifier

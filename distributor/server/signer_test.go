@@ -1,73 +1,60 @@
 package server
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
-	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/distributor/bundles"
+	"github.com/meshguard/meshguard/policies/bundle"
 )
 
-// TEMPORARY until policies/bundle lands: an ed25519-signed JSON envelope.
+// signer builds real signed bundles (policies/bundle) with its own key and
+// keeps the public key set in a file the distributor loads.
 type signer struct {
-	pub  ed25519.PublicKey
-	priv ed25519.PrivateKey
+	key      jwk.Key
+	keysFile string
+	created  time.Time
+	verifier *KeyVerifier
 }
 
 func newSigner(t testing.TB) *signer {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	key, set, err := bundle.GenerateKey("ed25519")
 	require.NoError(t, err)
-	return &signer{pub: pub, priv: priv}
+	b, err := json.Marshal(set)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "bundle-keys.jwks")
+	require.NoError(t, os.WriteFile(file, b, 0o644))
+	v, err := NewKeyVerifier(file)
+	require.NoError(t, err)
+	return &signer{key: key, keysFile: file, created: time.Now().UTC().Truncate(time.Second).Add(-time.Minute), verifier: v}
 }
 
-type envelope struct {
-	Revision uint64 `json:"revision"`
-	Scope    string `json:"scope"`
-	Payload  string `json:"payload"`
-	Sig      []byte `json:"sig"`
-}
-
-func (e envelope) signed() []byte {
-	return fmt.Appendf(nil, "%d|%s|%s", e.Revision, e.Scope, e.Payload)
-}
-
+// bundle builds a signed bundle; Ed25519 builds are deterministic, so the
+// same revision always yields the same bytes.
 func (s *signer) bundle(t testing.TB, rev uint64, scope string) []byte {
-	e := envelope{Revision: rev, Scope: scope, Payload: fmt.Sprintf("policy rev %d", rev)}
-	e.Sig = ed25519.Sign(s.priv, e.signed())
-	b, err := json.Marshal(e)
+	opts := bundle.BuildOptions{Revision: rev, Created: s.created, Expires: s.created.Add(24 * time.Hour), Key: s.key}
+	if scope != "" {
+		opts.Scope = []string{scope}
+	}
+	data, err := bundle.Build(map[string][]byte{
+		"policies/grid.yaml": []byte("# revision " + time.Duration(rev).String() + "\n"),
+		"data/devices.json":  []byte(`{"meters":["m1","m2"]}`),
+	}, opts)
 	require.NoError(t, err)
-	return b
+	return data
 }
 
+// tampered is a valid bundle with one byte of its compressed body flipped.
 func (s *signer) tampered(t testing.TB, rev uint64) []byte {
-	var e envelope
-	require.NoError(t, json.Unmarshal(s.bundle(t, rev, ""), &e))
-	e.Payload += " (edited)"
-	b, _ := json.Marshal(e)
+	b := s.bundle(t, rev, "")
+	b[len(b)/2] ^= 0x40
 	return b
 }
 
-func (s *signer) options() Options { return Options{Verifier: s} }
-
-func (s *signer) Verify(data []byte, scope string, min uint64) (bundles.Verified, error) {
-	var e envelope
-	if err := json.Unmarshal(data, &e); err != nil {
-		return bundles.Verified{}, err
-	}
-	if !ed25519.Verify(s.pub, e.signed(), e.Sig) {
-		return bundles.Verified{}, errors.New("bad signature")
-	}
-	if scope != "" && e.Scope != scope {
-		return bundles.Verified{}, errors.New("scope")
-	}
-	if e.Revision < min {
-		return bundles.Verified{}, fmt.Errorf("%w: rollback", bundles.ErrConflict)
-	}
-	return bundles.Verified{Revision: e.Revision, Created: time.Now()}, nil
-}
+// options plug the signer's key set into the server, as cfg.Keys would.
+func (s *signer) options() Options { return Options{Verifier: s.verifier} }
