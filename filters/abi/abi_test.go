@@ -19,6 +19,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/meshguard/meshguard/filters/wasmbuild"
+	proxyhost "github.com/meshguard/meshguard/host"
 )
 
 const sdkModule = "github.com/tetratelabs/proxy-wasm-go-sdk"
@@ -217,6 +218,9 @@ func TestBuiltModuleShape(t *testing.T) {
 		modName, name, _ := imp.Import()
 		if modName != "env" {
 			assert.Equal(t, "wasi_snapshot_preview1", modName, name)
+			// The adapter itself must not pull in WASI calls the oldest
+			// supported Envoy lacks (the module would fail to load).
+			assert.Contains(t, proxyhost.ProfileEnvoy133.WASIFunctions(), name, "WASI import missing from Envoy 1.33")
 			continue
 		}
 		assert.True(t, strings.HasPrefix(name, "proxy_"), name)

@@ -17,6 +17,12 @@
 // modules never run main, so the adapter runs main.main once before the first
 // callback that needs the VM context. Filters that call it from init() work too.
 //
+// Standard Go links only the WASI functions a filter reaches, and Envoy 1.33
+// provides a subset of WASI preview1: a package that opens files (package mime,
+// for instance, reads /etc/mime.types) imports path_filestat_get and the module
+// fails to load there. Check built modules with `meshguard check-module` or
+// run them under host.ProfileEnvoy133 in tests.
+//
 // Natively (go test with the SDK's proxytest) the package is empty, so unit
 // tests of filter packages keep working.
 package abi
