@@ -1,0 +1,438 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/filters/wasmbuild"
+	"github.com/meshguard/meshguard/host"
+	"github.com/meshguard/meshguard/host/hosttest"
+	"github.com/meshguard/meshguard/policies/bundle"
+)
+
+var epoch = hosttest.Epoch
+
+
+func guardWasm(t testing.TB) string {
+	t.Helper()
+	return wasmbuild.ForTest(t, "github.com/meshguard/meshguard/filters/guard")
+}
+
+// fixture holds the keys and a bundle builder shared by the scenarios.
+type fixture struct {
+	bundleKey jwk.Key
+	bundlePub jwk.Set
+	grid      *ecdsa.PrivateKey
+	gridJWKS  json.RawMessage
+	device    *ecdsa.PrivateKey
+	devJWKS   json.RawMessage
+	files     map[string][]byte
+}
+
+func ecJWKS(t testing.TB, k *ecdsa.PrivateKey, kid string) json.RawMessage {
+	pub, err := jwk.FromRaw(k.Public())
+	require.NoError(t, err)
+	require.NoError(t, pub.Set(jwk.KeyIDKey, kid))
+	set := jwk.NewSet()
+	require.NoError(t, set.AddKey(pub))
+	b, err := json.Marshal(set)
+	require.NoError(t, err)
+	return b
+}
+
+func newFixture(t testing.TB) *fixture {
+	f := &fixture{files: map[string][]byte{}}
+	var err error
+	f.bundleKey, f.bundlePub, err = bundle.GenerateKey(bundle.AlgEd25519)
+	require.NoError(t, err)
+	f.grid, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	f.device, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	f.gridJWKS = ecJWKS(t, f.grid, "grid-1")
+	f.devJWKS = ecJWKS(t, f.device, "mfr-1")
+	dir := "../../policies/testdata/grid"
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), "_test.yaml") || !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		f.files["policies/"+e.Name()] = b
+	}
+	return f
+}
+
+func (f *fixture) bundle(t testing.TB, rev uint64, files map[string][]byte) []byte {
+	if files == nil {
+		files = f.files
+	}
+	b, err := bundle.Build(files, bundle.BuildOptions{Revision: rev, Created: epoch.Add(-time.Hour),
+		Expires: epoch.Add(30 * 24 * time.Hour), Key: f.bundleKey})
+	require.NoError(t, err)
+	return b
+}
+
+func (f *fixture) config(t testing.TB, mutate func(m map[string]any)) []byte {
+	pub, err := json.Marshal(f.bundlePub)
+	require.NoError(t, err)
+	m := map[string]any{
+		"policy": map[string]any{"inline": base64.StdEncoding.EncodeToString(f.bundle(t, 1, nil)), "verifyKeys": json.RawMessage(pub)},
+		"identity": map[string]any{
+			"peerCertificate": true,
+			"jwtSvid": map[string]any{"audiences": []string{"grid-apis"},
+				"trustDomains": map[string]any{"grid.example": f.gridJWKS, "partner.example": json.RawMessage(`{"keys":[]}`)}},
+			"device": map[string]any{"issuers": map[string]any{"https://mfr.example": f.devJWKS}, "audiences": []string{"grid-apis"}},
+			"istioPeerMetadata": true,
+			"stripHeaders":      []string{"x-meshguard-subject"},
+		},
+	}
+	if mutate != nil {
+		mutate(m)
+	}
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	return b
+}
+
+func sign(t testing.TB, key *ecdsa.PrivateKey, kid string, alg jwa.SignatureAlgorithm, claims map[string]any) string {
+	b, err := json.Marshal(claims)
+	require.NoError(t, err)
+	h := jws.NewHeaders()
+	require.NoError(t, h.Set(jws.KeyIDKey, kid))
+	require.NoError(t, h.Set(jws.TypeKey, "JWT"))
+	out, err := jws.Sign(b, jws.WithKey(alg, key, jws.WithProtectedHeaders(h)))
+	require.NoError(t, err)
+	return string(out)
+}
+
+func (f *fixture) svid(t testing.TB, sub string, mut func(map[string]any)) string {
+	c := map[string]any{"sub": sub, "aud": "grid-apis", "exp": epoch.Add(time.Hour).Unix(), "iat": epoch.Unix()}
+	if mut != nil {
+		mut(c)
+	}
+	return sign(t, f.grid, "grid-1", jwa.ES256, c)
+}
+
+func (f *fixture) deviceToken(t testing.TB, id, class, vendor string) string {
+	return sign(t, f.device, "mfr-1", jwa.ES256, map[string]any{"iss": "https://mfr.example", "aud": "grid-apis",
+		"exp": epoch.Add(time.Hour).Unix(), "ueid": id, "hwmodel": class, "oemid": vendor, "swversion": "3.2.0"})
+}
+
+func (f *fixture) controllerToken(t testing.TB) string {
+	return f.svid(t, controller, func(c map[string]any) { c["swversion"] = "2.3.1" })
+}
+
+func peer(id string) *host.Props {
+	return host.NewProps().SetString("connection.uri_san_peer_certificate", id).SetBool("connection.mtls", true)
+}
+
+const (
+	reader     = "spiffe://grid.example/ns/metering/sa/meter-reader"
+	controller = "spiffe://grid.example/ns/der/sa/controller"
+)
+
+func decisionBody(t *testing.T, lr *host.LocalReply) map[string]string {
+	var m map[string]string
+	require.NoError(t, json.Unmarshal(lr.Body, &m), "%s", lr.Body)
+	return m
+}
+
+func TestFailClosed(t *testing.T) {
+	wasm := guardWasm(t)
+	f := newFixture(t)
+	cases := []struct {
+		name, config, want string
+	}{
+		{"no configuration", "", "empty configuration"},
+		{"not JSON", "{", "guard config"},
+		{"unsigned bundle", string(f.config(t, func(m map[string]any) {
+			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString([]byte("not a bundle"))
+		})), "malformed bundle"},
+		{"bundle signed by another key", string(f.config(t, func(m map[string]any) {
+			other := newFixture(t)
+			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(other.bundle(t, 1, nil))
+		})), "unknown signing key"},
+		{"rolled back revision", string(f.config(t, func(m map[string]any) {
+			m["policy"].(map[string]any)["minRevision"] = 5
+		})), "rollback"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := hosttest.New(t, wasm, hosttest.PluginConfig([]byte(tc.config)))
+			s := h.NewStream(peer(reader))
+			s.Request("GET", "/v1/meters/1/readings")
+			lr := s.ExpectLocalReply(503)
+			body := decisionBody(t, lr)
+			assert.Equal(t, "unavailable", body["decision"])
+			assert.Contains(t, body["reason"], tc.want)
+		})
+	}
+}
+
+func TestDecisions(t *testing.T) {
+	wasm := guardWasm(t)
+	f := newFixture(t)
+	h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, nil)))
+	h.ExpectLog("installed policy bundle revision 1")
+
+	t.Run("mTLS peer allowed", func(t *testing.T) {
+		s := h.NewStream(peer(reader))
+		s.Request("GET", "/v1/meters/42/readings?from=1", [2]string{"x-meshguard-subject", "spiffe://grid.example/ns/admin"})
+		s.ExpectNoLocalReply()
+		_, spoofed := s.RequestHeader("x-meshguard-subject")
+		assert.False(t, spoofed, "identity header from outside is stripped")
+	})
+	t.Run("default deny with JSON body and decision id", func(t *testing.T) {
+		s := h.NewStream(peer(reader))
+		s.Request("DELETE", "/v1/meters/42/readings")
+		lr := s.ExpectLocalReply(403)
+		body := decisionBody(t, lr)
+		assert.Equal(t, "deny", body["decision"])
+		id, ok := lr.Headers.Get("x-meshguard-decision")
+		require.True(t, ok)
+		assert.Equal(t, id, body["decision_id"])
+		h.ExpectLog(`"decision_id":"` + id + `"`)
+	})
+	t.Run("explicit deny rule with header match", func(t *testing.T) {
+		s := h.NewStream(peer(reader))
+		s.Request("GET", "/v1/meters/42/readings", [2]string{"x-grid-maintenance", "on"})
+		lr := s.ExpectLocalReply(403)
+		assert.Equal(t, "meter-api/maintenance-header", decisionBody(t, lr)["rule"])
+	})
+	t.Run("revoked identity", func(t *testing.T) {
+		s := h.NewStream(peer("spiffe://grid.example/ns/metering/sa/old-reader"))
+		s.Request("GET", "/v1/meters/42/readings")
+		lr := s.ExpectLocalReply(403)
+		assert.Contains(t, strings.ToLower(string(lr.Body)), "revoked")
+	})
+	t.Run("no identity", func(t *testing.T) {
+		s := h.NewStream(nil)
+		s.Request("GET", "/v1/meters/42/readings")
+		s.ExpectLocalReply(403)
+	})
+	t.Run("JWT-SVID allowed and cached", func(t *testing.T) {
+		tok := f.svid(t, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
+		for range 3 {
+			s := h.NewStream(nil)
+			s.Request("GET", "/v1/billing/2026-11", [2]string{"authorization", "Bearer " + tok})
+			s.ExpectNoLocalReply()
+		}
+		assert.GreaterOrEqual(t, h.Counter("wasmcustom.meshguard_token_cache_hits_total"), int64(2))
+	})
+	badTokens := map[string]string{
+		"expired":         f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["exp"] = epoch.Add(-time.Hour).Unix() }),
+		"not yet valid":   f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["nbf"] = epoch.Add(time.Hour).Unix() }),
+		"wrong aud":       f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["aud"] = "other" }),
+		"empty aud":       f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["aud"] = "" }),
+		"no exp":          f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { delete(c, "exp") }),
+		"foreign domain":  f.svid(t, "spiffe://evil.example/ns/billing/sa/x", nil),
+		"partner no keys": f.svid(t, "spiffe://partner.example/ns/billing/sa/x", nil),
+		"alg none": base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"grid-1"}`)) + "." +
+			base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"spiffe://grid.example/ns/billing/sa/x","aud":"grid-apis","exp":4102444800}`)) + ".",
+		"HS256 public key as secret": func() string {
+			b, _ := jws.Sign([]byte(`{"sub":"spiffe://grid.example/ns/billing/sa/x","aud":"grid-apis","exp":4102444800}`), jws.WithKey(jwa.HS256, []byte(f.gridJWKS)))
+			return string(b)
+		}(),
+		"unknown kid": sign(t, f.grid, "grid-9", jwa.ES256, map[string]any{"sub": "spiffe://grid.example/ns/billing/sa/x", "aud": "grid-apis", "exp": epoch.Add(time.Hour).Unix()}),
+	}
+	for name, tok := range badTokens {
+		t.Run("JWT-SVID "+name, func(t *testing.T) {
+			// Even with an allowed mTLS peer, a bad token is a deny.
+			s := h.NewStream(peer(reader))
+			s.Request("GET", "/v1/billing/2026-11", [2]string{"x-jwt-svid", tok})
+			lr := s.ExpectLocalReply(403)
+			assert.Contains(t, decisionBody(t, lr)["reason"], "JWT-SVID rejected")
+		})
+	}
+	t.Run("device write allowed then rate limited", func(t *testing.T) {
+		dev := f.deviceToken(t, "inv-7", "inverter", "voltwerk")
+		ctl := f.controllerToken(t)
+		statuses := []uint32{}
+		for range 7 {
+			s := h.NewStream(peer(controller))
+			s.Request("POST", "/v1/inverters/inv-7/setpoint", [2]string{"x-device-token", dev}, [2]string{"authorization", "Bearer " + ctl})
+			if lr := s.LocalReply(); lr != nil {
+				statuses = append(statuses, lr.Status)
+			} else {
+				statuses = append(statuses, 200)
+			}
+		}
+		assert.Equal(t, []uint32{200, 200, 200, 200, 200, 429, 429}, statuses)
+	})
+	assert.Positive(t, h.Counter("wasmcustom.meshguard_decisions_total.result=deny"))
+	assert.Positive(t, h.Counter("wasmcustom.meshguard_decisions_total.result=allow"))
+	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_revision"))
+}
+
+func TestRateLimitSharedAcrossWorkers(t *testing.T) {
+	f := newFixture(t)
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, nil)), hosttest.Workers(3))
+	dev := f.deviceToken(t, "inv-8", "inverter", "sunbridge")
+	ctl := f.controllerToken(t)
+	allowed := 0
+	for i := range 12 {
+		s := h.NewStreamOn(i%3, peer(controller))
+		s.Request("POST", "/v1/inverters/inv-8/control/mode", [2]string{"x-device-token", dev}, [2]string{"authorization", "Bearer " + ctl})
+		if s.LocalReply() == nil {
+			allowed++
+		} else {
+			assert.Equal(t, uint32(429), s.LocalReply().Status)
+		}
+	}
+	assert.Equal(t, 5, allowed, "burst 5 shared by all workers")
+}
+
+func TestDryRun(t *testing.T) {
+	f := newFixture(t)
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, func(m map[string]any) { m["mode"] = "dry-run" })))
+	s := h.NewStream(peer(reader))
+	s.Request("DELETE", "/v1/meters/42/readings")
+	s.ExpectNoLocalReply()
+	h.ExpectLog(`"decision":"dry-run-deny"`)
+	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_decisions_total.result=dry-run-deny"))
+}
+
+func distributorConfig(f *fixture, inline bool) func(m map[string]any) {
+	return func(m map[string]any) {
+		p := m["policy"].(map[string]any)
+		if !inline {
+			delete(p, "inline")
+		}
+		p["distributor"] = map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "5s"}
+		m["audit"] = map[string]any{"sink": map[string]any{"cluster": "distributor", "batchSize": 2, "flushInterval": "1s"}}
+	}
+}
+
+func TestDistributorPollingAndRotation(t *testing.T) {
+	f := newFixture(t)
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, distributorConfig(f, false))),
+		hosttest.Cluster("distributor"), hosttest.Workers(2))
+	s := h.NewStreamOn(0, peer(reader))
+	s.Request("GET", "/v1/meters/42/readings")
+	s.ExpectLocalReply(503) // nothing delivered yet: fail closed
+
+	h.Advance(time.Second)
+	polls := bundlePolls(h)
+	require.Len(t, polls, 1, "only the lease holder polls")
+	assert.Equal(t, "/v1/bundles/grid", polls[0].Header(":path"))
+	assert.Empty(t, polls[0].Header("if-none-match"))
+	polls[0].Respond("200", host.Headers{{"etag", `"e1"`}}, f.bundle(t, 1, nil))
+	h.Advance(time.Second) // other worker picks up from shared data
+
+	for w := range 2 {
+		s := h.NewStreamOn(w, peer(reader))
+		s.Request("GET", "/v1/meters/42/readings")
+		s.ExpectNoLocalReply()
+	}
+
+	// Next poll carries the ETag; 304 keeps the bundle.
+	h.Advance(5 * time.Second)
+	polls = bundlePolls(h)
+	require.Len(t, polls, 1)
+	assert.Equal(t, `"e1"`, polls[0].Header("if-none-match"))
+	polls[0].Respond("304", nil, nil)
+
+	// A tampered bundle is rejected and the last good one stays.
+	h.Advance(5 * time.Second)
+	polls = bundlePolls(h)
+	require.Len(t, polls, 1)
+	bad := f.bundle(t, 2, nil)
+	bad[len(bad)/2] ^= 0xff
+	polls[0].Respond("200", nil, bad)
+	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_verification_failures_total"))
+	s = h.NewStreamOn(0, peer(reader))
+	s.Request("GET", "/v1/meters/42/readings")
+	s.ExpectNoLocalReply()
+
+	// Distributor down: keep serving.
+	h.Advance(5 * time.Second)
+	polls = bundlePolls(h)
+	require.Len(t, polls, 1)
+	polls[0].Fail()
+	h.ExpectLog("bundle poll failed")
+
+	// Rotation: revision 2 revokes the reader; every worker enforces it at once.
+	files := map[string][]byte{}
+	for k, v := range f.files {
+		files[k] = v
+	}
+	files["policies/revocations.yaml"] = []byte(strings.Replace(string(f.files["policies/revocations.yaml"]),
+		"spiffe://grid.example/ns/metering/sa/old-reader", reader, 1))
+	h.Advance(5 * time.Second)
+	polls = bundlePolls(h)
+	require.Len(t, polls, 1)
+	polls[0].Respond("200", host.Headers{{"etag", `"e2"`}}, f.bundle(t, 2, files))
+	h.Advance(time.Second)
+	for w := range 2 {
+		s := h.NewStreamOn(w, peer(reader))
+		s.Request("GET", "/v1/meters/42/readings")
+		s.ExpectLocalReply(403)
+	}
+	assert.Equal(t, int64(2), h.Counter("wasmcustom.meshguard_bundle_revision"))
+
+	// Rollback to revision 1 is refused.
+	h.Advance(5 * time.Second)
+	polls = bundlePolls(h)
+	require.Len(t, polls, 1)
+	polls[0].Respond("200", nil, f.bundle(t, 1, nil))
+	h.ExpectLog("rollback")
+
+	// Denies were batched to the decision log.
+	h.Advance(2 * time.Second)
+	var posted []map[string]any
+	for _, c := range h.Callouts() {
+		if c.Header(":method") == "POST" {
+			assert.Equal(t, "/v1/decisions", c.Header(":path"))
+			var batch []map[string]any
+			require.NoError(t, json.Unmarshal(c.Request.Body, &batch))
+			posted = append(posted, batch...)
+			c.Respond("202", nil, nil)
+		}
+	}
+	require.NotEmpty(t, posted)
+	assert.Equal(t, "deny", posted[0]["decision"])
+	assert.Equal(t, reader, posted[0]["subject"])
+}
+
+func bundlePolls(h *hosttest.Harness) []*hosttest.Callout {
+	var out []*hosttest.Callout
+	for _, c := range h.Callouts() {
+		if c.Header(":method") == "GET" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// FuzzRequestPath drives arbitrary request headers and identities through
+// the real .wasm: the filter must always answer (never trap).
+func FuzzRequestPath(f *testing.F) {
+	fx := newFixture(f)
+	h := hosttest.New(f, guardWasm(f), hosttest.PluginConfig(fx.config(f, nil)))
+	f.Add("GET", "/v1/meters/1/readings", reader, "Bearer x.y.z", "")
+	f.Add("POST", "/v1/inverters/../setpoint", "spiffe://grid.example/%00", "", "a.b.c")
+	f.Add("\x00", "", "", "Bearer ", "\xff")
+	f.Fuzz(func(t *testing.T, method, path, peerID, authz, dev string) {
+		s := h.NewStream(peer(peerID))
+		hdrs := [][2]string{{"authorization", authz}, {"x-device-token", dev}}
+		s.Request(method, path, hdrs...)
+		if lr := s.LocalReply(); lr != nil {
+			assert.Contains(t, []uint32{403, 429, 503}, lr.Status, "%s", lr.Body)
+		}
+	})
+}
