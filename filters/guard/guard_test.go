@@ -26,7 +26,6 @@ import (
 
 var epoch = hosttest.Epoch
 
-
 func guardWasm(t testing.TB) string {
 	t.Helper()
 	return wasmbuild.ForTest(t, "github.com/meshguard/meshguard/filters/guard")
@@ -96,7 +95,7 @@ func (f *fixture) config(t testing.TB, mutate func(m map[string]any)) []byte {
 			"peerCertificate": true,
 			"jwtSvid": map[string]any{"audiences": []string{"grid-apis"},
 				"trustDomains": map[string]any{"grid.example": f.gridJWKS, "partner.example": json.RawMessage(`{"keys":[]}`)}},
-			"device": map[string]any{"issuers": map[string]any{"https://mfr.example": f.devJWKS}, "audiences": []string{"grid-apis"}},
+			"device":            map[string]any{"issuers": map[string]any{"https://mfr.example": f.devJWKS}, "audiences": []string{"grid-apis"}},
 			"istioPeerMetadata": true,
 			"stripHeaders":      []string{"x-meshguard-subject"},
 		},
