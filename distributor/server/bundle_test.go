@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
-	"os"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
