@@ -47,7 +47,7 @@ type Stream struct {
 	// reqBuffering/respBuffering: the last body callback returned Pause
 	// (StopIterationAndBuffer), so Envoy keeps the chunks buffered.
 	reqBuffering, respBuffering bool
-	hasReqBody, hasRespBody                            bool
+	hasReqBody, hasRespBody     bool
 
 	mu        sync.Mutex
 	local     *LocalReply
