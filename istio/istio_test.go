@@ -51,6 +51,12 @@ func istioCRDs(t *testing.T) *crdcheck.Set {
 	return crdSet
 }
 
+func readFile(t testing.TB, p string) []byte {
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return b
+}
+
 func verifyKeys(t testing.TB) []byte {
 	b, err := os.ReadFile("testdata/verify-keys.json")
 	require.NoError(t, err)
@@ -73,7 +79,7 @@ func exampleOptions(t testing.TB) Options {
 			Channel:         "grid-prod",
 			PeerCertificate: true,
 			JWTAudiences:    []string{"spiffe://grid.example/meshguard"},
-			JWTTrustDomains: []string{"grid.example"},
+			JWTTrustDomains: map[string][]byte{"grid.example": readFile(t, "testdata/grid-jwt-bundle.json")},
 			AuditSink:       true,
 		},
 		Distributor: &Distributor{URL: distributor, CACertificates: "/etc/meshguard/distributor-ca.pem"},

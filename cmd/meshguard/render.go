@@ -39,7 +39,7 @@ func (g *renderGuardFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&g.peerCert, "peer-certificate", true, "identify callers by their mTLS peer SPIFFE ID")
 	f.BoolVar(&g.istioPeer, "istio-peer-metadata", false, "read Istio's downstream peer metadata")
 	f.StringSliceVar(&g.jwtAudiences, "jwt-audience", nil, "accept JWT-SVIDs for this audience (repeatable)")
-	f.StringSliceVar(&g.jwtTrustDomains, "jwt-trust-domain", nil, "accept JWT-SVIDs from this trust domain, keys from the policy bundle (repeatable)")
+	f.StringSliceVar(&g.jwtTrustDomains, "jwt-trust-domain", nil, "accept JWT-SVIDs from trust domain NAME[=JWKS_FILE] (its JWT bundle; without a file, keys come from the policy bundle) (repeatable)")
 	f.BoolVar(&g.audit, "audit", false, "post decision records to the distributor")
 	f.BoolVar(&g.logAllows, "log-allows", false, "record allows too, not only denies")
 }
@@ -64,7 +64,17 @@ func (g *renderGuardFlags) input() (envoy.GuardInput, error) {
 	in.Token = strings.TrimSpace(string(read(g.tokenFile)))
 	in.Channel, in.Mode, in.Scope, in.PollInterval = g.channel, g.mode, g.scope, g.pollInterval
 	in.IstioPeerMetadata, in.AuditSink, in.LogAllows = g.istioPeer, g.audit, g.logAllows
-	in.JWTAudiences, in.JWTTrustDomains = g.jwtAudiences, g.jwtTrustDomains
+	in.JWTAudiences = g.jwtAudiences
+	for _, td := range g.jwtTrustDomains {
+		if in.JWTTrustDomains == nil {
+			in.JWTTrustDomains = map[string][]byte{}
+		}
+		name, file, withFile := strings.Cut(td, "=")
+		in.JWTTrustDomains[name] = nil
+		if withFile {
+			in.JWTTrustDomains[name] = read(file)
+		}
+	}
 	in.PeerCertificate = g.peerCert && g.configFile == ""
 	return in, err
 }

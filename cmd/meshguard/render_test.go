@@ -39,7 +39,7 @@ func TestRenderIstioKustomizeMatchesCheckedIn(t *testing.T) {
 		"--priority", "10", "--image-pull-policy", "IfNotPresent", "--image-pull-secret", "meshguard-pull",
 		"--env", "MESHGUARD_ZONE=north", "--host-env", "POD_NAME",
 		"--verify-keys", keysFile, "--channel", "grid-prod",
-		"--jwt-audience", "spiffe://grid.example/meshguard", "--jwt-trust-domain", "grid.example", "--audit",
+		"--jwt-audience", "spiffe://grid.example/meshguard", "--jwt-trust-domain", "grid.example=../../istio/testdata/grid-jwt-bundle.json", "--audit",
 		"--distributor", "https://meshguard-distributor.meshguard-system.svc.cluster.local:8443",
 		"--distributor-ca", "/etc/meshguard/distributor-ca.pem",
 		"--canary-url", "oci://registry.meshguard-system.svc.cluster.local:5000/meshguard/guard:v1.5.0-rc.1",

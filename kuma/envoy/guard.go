@@ -37,10 +37,11 @@ type GuardInput struct {
 	PeerCertificate bool
 	// IstioPeerMetadata reads Istio's downstream peer metadata.
 	IstioPeerMetadata bool
-	// JWTAudiences and JWTTrustDomains enable JWT-SVID verification (keys from
-	// the policy bundle's data).
+	// JWTAudiences and JWTTrustDomains enable JWT-SVID verification.
+	// JWTTrustDomains maps a trust domain to its JWT bundle (JWK Set JSON); a
+	// nil bundle is written as null, meaning "keys from the policy bundle".
 	JWTAudiences    []string
-	JWTTrustDomains []string
+	JWTTrustDomains map[string][]byte
 	// AuditSink posts decision batches to the distributor.
 	AuditSink bool
 	// LogAllows records allows too.
@@ -139,8 +140,8 @@ func fromFlags(in GuardInput) config.Config {
 	cfg.Identity.IstioPeerMetadata = in.IstioPeerMetadata
 	if len(in.JWTAudiences) > 0 || len(in.JWTTrustDomains) > 0 {
 		tds := map[string]json.RawMessage{}
-		for _, td := range in.JWTTrustDomains {
-			tds[td] = nil
+		for td, set := range in.JWTTrustDomains {
+			tds[td] = json.RawMessage(bytes.TrimSpace(set))
 		}
 		cfg.Identity.JWTSVID = &config.JWTSVID{Audiences: in.JWTAudiences, TrustDomains: tds}
 	}
