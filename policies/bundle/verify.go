@@ -225,11 +225,20 @@ func verifySignature(sigRaw, manifest []byte, keys jwk.Set) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: JWS header: %v", ErrSignature, err)
 	}
+	// Exact member names: encoding/json matches fields case-insensitively,
+	// so check the raw keys first ("ALG", "crit", "jku", "b64" are refused).
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(hb, &members); err != nil {
+		return "", fmt.Errorf("%w: JWS header: %v", ErrSignature, err)
+	}
+	for name := range members {
+		if name != "alg" && name != "kid" && name != "typ" {
+			return "", fmt.Errorf("%w: JWS header must hold only alg, kid and typ, has %q", ErrSignature, name)
+		}
+	}
 	var hdr protectedHeader
-	hd := json.NewDecoder(bytes.NewReader(hb))
-	hd.DisallowUnknownFields()
-	if err := hd.Decode(&hdr); err != nil {
-		return "", fmt.Errorf("%w: JWS header must hold only alg, kid and typ: %v", ErrSignature, err)
+	if err := json.Unmarshal(hb, &hdr); err != nil {
+		return "", fmt.Errorf("%w: JWS header: %v", ErrSignature, err)
 	}
 	if hdr.Alg != jwa.EdDSA.String() && hdr.Alg != jwa.ES256.String() {
 		return "", fmt.Errorf("%w: algorithm %q is not allowed (EdDSA or ES256)", ErrSignature, hdr.Alg)
