@@ -125,9 +125,14 @@ type Bundle struct {
 
 // Limits bounds what Verify reads. Zero fields take the defaults.
 type Limits struct {
-	MaxCompressed   int64
+	// MaxCompressed bounds the bundle file's size.
+	MaxCompressed int64
+	// MaxUncompressed bounds the decompressed tar stream (headers, padding
+	// and contents), so a gzip bomb stops there.
 	MaxUncompressed int64
-	MaxFiles        int
+	// MaxFiles bounds the policy and data files (not counting .manifest and
+	// .signatures.json).
+	MaxFiles int
 }
 
 func (l Limits) withDefaults() Limits {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -593,4 +594,64 @@ func BenchmarkVerify10kRules(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(files["policies/large.yaml"])), "policy-bytes")
 	b.ReportMetric(float64(len(data)), "bundle-bytes")
+}
+
+func TestKeeperConcurrent(t *testing.T) {
+	key := fixedKey(t, 1)
+	k := NewKeeper(VerifyOptions{Keys: publicSet(t, key), Now: testNow})
+	bundles := make([][]byte, 8)
+	for i := range bundles {
+		bundles[i] = mustBuild(t, testFiles(), testOpts(key, uint64(i+1)))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 200 {
+			if c := k.Current(); c != nil {
+				_ = c.Manifest.Revision
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, b := range bundles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := k.Offer(b)
+			if err != nil {
+				assert.ErrorIs(t, err, ErrRollback)
+			}
+		}()
+	}
+	wg.Wait()
+	<-done
+	// Whatever the order, the keeper ends at or below the top and never
+	// went backwards; offering the top now lands it.
+	_, _ = k.Offer(bundles[len(bundles)-1])
+	assert.Equal(t, uint64(len(bundles)), k.Revision())
+}
+
+func TestVerifyLimitsBoundary(t *testing.T) {
+	key := fixedKey(t, 1)
+	good := mustBuild(t, testFiles(), testOpts(key, 1))
+	zr, err := gzip.NewReader(bytes.NewReader(good))
+	require.NoError(t, err)
+	var tarBytes bytes.Buffer
+	_, err = tarBytes.ReadFrom(zr)
+	require.NoError(t, err)
+	total := int64(tarBytes.Len())
+	_, err = Verify(good, VerifyOptions{Keys: publicSet(t, key), Now: testNow,
+		Limits: Limits{MaxCompressed: int64(len(good)), MaxUncompressed: total, MaxFiles: len(testFiles())}})
+	assert.NoError(t, err, "exactly at every limit is accepted")
+	_, err = Verify(good, VerifyOptions{Keys: publicSet(t, key), Now: testNow, Limits: Limits{MaxUncompressed: total - 1}})
+	assert.ErrorIs(t, err, ErrTooLarge)
+	// A single public JWK (not a set) is accepted as a key set too.
+	pub, err := key.PublicKey()
+	require.NoError(t, err)
+	js, err := json.Marshal(pub)
+	require.NoError(t, err)
+	set, err := ParseKeySet(js)
+	require.NoError(t, err)
+	_, err = Verify(good, VerifyOptions{Keys: set, Now: testNow})
+	assert.NoError(t, err)
 }
