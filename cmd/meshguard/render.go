@@ -39,7 +39,7 @@ func (g *renderGuardFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&g.peerCert, "peer-certificate", true, "identify callers by their mTLS peer SPIFFE ID")
 	f.BoolVar(&g.istioPeer, "istio-peer-metadata", false, "read Istio's downstream peer metadata")
 	f.StringSliceVar(&g.jwtAudiences, "jwt-audience", nil, "accept JWT-SVIDs for this audience (repeatable)")
-	f.StringSliceVar(&g.jwtTrustDomains, "jwt-trust-domain", nil, "accept JWT-SVIDs from trust domain NAME[=JWKS_FILE] (its JWT bundle; without a file, keys come from the policy bundle) (repeatable)")
+	f.StringSliceVar(&g.jwtTrustDomains, "jwt-trust-domain", nil, "accept JWT-SVIDs from trust domain NAME=JWKS_FILE (its JWT bundle) (repeatable)")
 	f.BoolVar(&g.audit, "audit", false, "post decision records to the distributor")
 	f.BoolVar(&g.logAllows, "log-allows", false, "record allows too, not only denies")
 }

@@ -146,6 +146,10 @@ func TestGuardConfig(t *testing.T) {
 	assert.ErrorContains(t, err, "not both")
 	_, _, err = GuardConfig(GuardInput{VerifyKeys: keys(t), Channel: "c", PeerCertificate: true}, Callouts{})
 	assert.ErrorContains(t, err, "cluster")
+	_, _, err = GuardConfig(GuardInput{VerifyKeys: keys(t), InlineBundle: []byte("b"), JWTAudiences: []string{"a"}, JWTTrustDomains: map[string][]byte{"td": nil}}, Callouts{})
+	assert.ErrorContains(t, err, "td=JWKS_FILE")
+	_, _, err = GuardConfig(GuardInput{File: []byte(`{"policy":{"inline":"YQ==","verifyKeys":{}},"identity":{"jwtSvid":{"audiences":["a"],"trustDomains":{"td":null}}}}`)}, Callouts{})
+	assert.ErrorContains(t, err, "null")
 }
 
 func FuzzDecodeHTTPFilter(f *testing.F) {

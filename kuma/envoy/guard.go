@@ -38,8 +38,7 @@ type GuardInput struct {
 	// IstioPeerMetadata reads Istio's downstream peer metadata.
 	IstioPeerMetadata bool
 	// JWTAudiences and JWTTrustDomains enable JWT-SVID verification.
-	// JWTTrustDomains maps a trust domain to its JWT bundle (JWK Set JSON); a
-	// nil bundle is written as null, meaning "keys from the policy bundle".
+	// JWTTrustDomains maps a trust domain to its JWT bundle (JWK Set JSON).
 	JWTAudiences    []string
 	JWTTrustDomains map[string][]byte
 	// AuditSink posts decision batches to the distributor.
@@ -95,6 +94,16 @@ func GuardConfig(in GuardInput, c Callouts) ([]byte, *config.Config, error) {
 	if s := cfg.Audit.Sink; s != nil {
 		if err := pointAt(&s.Cluster, &s.Authority, c, "audit.sink"); err != nil {
 			return nil, nil, err
+		}
+	}
+	if j := cfg.Identity.JWTSVID; j != nil {
+		for td, set := range j.TrustDomains {
+			// A JSON configuration cannot carry an empty RawMessage: it arrives
+			// as null, which the guard filter parses as a JWK Set and rejects
+			// (failing closed). Refuse it here instead of shipping a deny-all.
+			if t := bytes.TrimSpace(set); len(t) == 0 || string(t) == "null" {
+				return nil, nil, fmt.Errorf("guard config: identity.jwtSvid.trustDomains[%s]: give the trust domain's JWT bundle (--jwt-trust-domain %s=JWKS_FILE); an empty bundle reaches the filter as null, which it rejects", td, td)
+			}
 		}
 	}
 	raw, err := json.Marshal(cfg)
