@@ -209,7 +209,7 @@ func FuzzParseModulePath(f *testing.F) {
 }
 
 func FuzzExtract(f *testing.F) {
-	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:` + strings.Repeat("0", 64) + `","size":1}]}`), []byte("x"))
+	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:`+strings.Repeat("0", 64)+`","size":1}]}`), []byte("x"))
 	f.Add([]byte(`{"layers":[{"mediaType":"application/vnd.module.wasm.content.layer.v1+wasm"}]}`), []byte("\x00asm\x01\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, manifest, blob []byte) {
 		wasm, err := modules.Extract(manifest, func(d digest.Digest) (io.ReadCloser, error) {
