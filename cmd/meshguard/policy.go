@@ -6,19 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshguard/meshguard/policies"
+	"github.com/meshguard/meshguard/policies/bundle"
 )
 
 func init() {
-	check := &cobra.Command{
+	policyCmd.AddCommand(newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd())
+}
+
+func newPolicyCheckCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "check FILE|DIR...",
 		Short: "Parse and check policy files; print file:line:col errors",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, eng, err := loadPolicies(args)
+			set, eng, err := loadPolicies(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -28,22 +34,27 @@ func init() {
 			return nil
 		},
 	}
+}
 
-	var input, bundlePath string
+func newPolicyEvalCmd() *cobra.Command {
+	var input, bundlePath, keysPath, scope string
 	eval := &cobra.Command{
 		Use:   "eval (--bundle B | FILE|DIR...) --input REQUEST.json",
 		Short: "Evaluate one request against policies and print the decision as JSON",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if bundlePath != "" {
-				return &exitError{code: 2, err: errors.New("policy eval --bundle is not available yet: policies/bundle has no verify-and-read API this command can use; pass the policy files instead")}
-			}
-			if len(args) == 0 {
-				return &exitError{code: 2, err: errors.New("policy eval needs policy files or directories (or --bundle)")}
+			if (bundlePath == "") == (len(args) == 0) {
+				return &exitError{code: 2, err: errors.New("policy eval needs either --bundle or policy files/directories")}
 			}
 			if input == "" {
 				return &exitError{code: 2, err: errors.New("--input is required")}
 			}
-			_, eng, err := loadPolicies(args)
+			var eng *policies.Engine
+			var err error
+			if bundlePath != "" {
+				eng, err = loadBundle(bundlePath, keysPath, scope)
+			} else {
+				_, eng, err = loadPolicies(cmd, args)
+			}
 			if err != nil {
 				return err
 			}
@@ -65,15 +76,20 @@ func init() {
 		},
 	}
 	eval.Flags().StringVar(&input, "input", "", "request JSON file (spiffeID, jti, claims, device, peerVersion, method, path, headers)")
-	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to evaluate instead of files")
+	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --keys)")
+	eval.Flags().StringVar(&keysPath, "keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
+	eval.Flags().StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
+	return eval
+}
 
+func newPolicyTestCmd() *cobra.Command {
 	var verbose bool
 	test := &cobra.Command{
 		Use:   "test DIR...",
 		Short: "Run PolicyTest cases (inputs and expected decisions) against the policies beside them",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, eng, err := loadPolicies(args)
+			set, eng, err := loadPolicies(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -104,13 +120,12 @@ func init() {
 		},
 	}
 	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print passing cases too")
-
-	policyCmd.AddCommand(check, eval, test)
+	return test
 }
 
 // loadPolicies reads, checks and compiles policy files; bad policies exit 1
 // with one file:line:col line per problem.
-func loadPolicies(paths []string) (*policies.Set, *policies.Engine, error) {
+func loadPolicies(cmd *cobra.Command, paths []string) (*policies.Set, *policies.Engine, error) {
 	files, err := policies.ReadPaths(paths...)
 	if err != nil {
 		return nil, nil, &exitError{code: 2, err: err}
@@ -120,7 +135,7 @@ func loadPolicies(paths []string) (*policies.Set, *policies.Engine, error) {
 		var list policies.ErrorList
 		if errors.As(err, &list) {
 			for _, e := range list {
-				fmt.Fprintln(os.Stderr, e.Error())
+				fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
 			}
 			return nil, nil, &exitError{code: 1, err: fmt.Errorf("%d problem(s) found", len(list))}
 		}
@@ -131,6 +146,40 @@ func loadPolicies(paths []string) (*policies.Set, *policies.Engine, error) {
 		return nil, nil, &exitError{code: 1, err: err}
 	}
 	return set, eng, nil
+}
+
+// loadBundle verifies a signed bundle and compiles its policy files.
+func loadBundle(path, keysPath, scope string) (*policies.Engine, error) {
+	if keysPath == "" {
+		return nil, &exitError{code: 2, err: errors.New("--bundle needs --keys (the public JWK Set that verifies it)")}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("reading bundle: %w", err)}
+	}
+	kb, err := os.ReadFile(keysPath)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("reading keys: %w", err)}
+	}
+	keys, err := bundle.ParseKeySet(kb)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("%s: %w", keysPath, err)}
+	}
+	b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, Scope: scope})
+	if err != nil {
+		return nil, &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
+	}
+	files := map[string][]byte{}
+	for name, content := range b.Files {
+		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
+			files[name] = content
+		}
+	}
+	eng, err := policies.CompileFiles(files)
+	if err != nil {
+		return nil, &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
+	}
+	return eng, nil
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
