@@ -78,7 +78,7 @@ func TestPolicyEval(t *testing.T) {
 	require.NoError(t, os.WriteFile(in, []byte(`{"method":"GET","path":"/","bogus":1}`), 0o644))
 	_, err = runFresh(t, newPolicyEvalCmd(), "--input", in, gridDir)
 	require.ErrorContains(t, err, "unknown field")
-	_, err = runFresh(t, newPolicyEvalCmd(), "--input", in, "--bundle", "x.bundle")
+	_, err = runFresh(t, newPolicyEvalCmd(), "--input", in, "--bundle", "x.bundle", gridDir)
 	require.ErrorContains(t, err, "either --bundle or policy files")
 }
 
