@@ -1,0 +1,95 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const keys = `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      string
+		wantErr string
+		check   func(t *testing.T, c *Config)
+	}{
+		{name: "empty", in: "  ", wantErr: "empty configuration"},
+		{name: "not JSON", in: "{", wantErr: "guard config"},
+		{name: "unknown field", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true},"bogus":1}`, wantErr: "unknown field"},
+		{name: "trailing data", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}} {}`, wantErr: "trailing data"},
+		{name: "no policy source", in: `{"policy":{"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "set inline, distributor"},
+		{name: "no verify keys", in: `{"policy":{"inline":"AA=="},"identity":{"peerCertificate":true}}`, wantErr: "verifyKeys"},
+		{name: "bad base64", in: `{"policy":{"inline":"!!","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "base64"},
+		{name: "no identity", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{}}`, wantErr: "enable at least one"},
+		{name: "bad mode", in: `{"mode":"audit","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "mode"},
+		{name: "jwt without audience", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"trustDomains":{"grid.example":null}}}}`, wantErr: "audience is required"},
+		{name: "jwt empty audience", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"audiences":[""],"trustDomains":{"grid.example":null}}}}`, wantErr: "empty audience"},
+		{name: "bad trust domain", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"audiences":["a"],"trustDomains":{"Grid/x":null}}}}`, wantErr: "not a trust domain"},
+		{name: "poll too fast", in: `{"policy":{"distributor":{"cluster":"d","channel":"c","pollInterval":"10ms"},"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "below 1s"},
+		{name: "negative duration", in: `{"policy":{"distributor":{"cluster":"d","channel":"c","pollInterval":"-1s"},"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "negative"},
+		{name: "bad channel", in: `{"policy":{"distributor":{"cluster":"d","channel":"a/b"},"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "channel"},
+		{name: "defaults", in: `{"policy":{"inline":"AA==","distributor":{"cluster":"dist","channel":"grid"},"verifyKeys":` + keys + `},
+			"identity":{"jwtSvid":{"audiences":["a"],"trustDomains":{"grid.example":null}},"device":{"issuers":{"i":{}},"audiences":["a"]},"stripHeaders":["X-Spoof"]},
+			"audit":{"sink":{"cluster":"dist"}}}`,
+			check: func(t *testing.T, c *Config) {
+				assert.Equal(t, ModeEnforce, c.Mode)
+				assert.Equal(t, DefaultDecisionHeader, c.DecisionHeader)
+				assert.Equal(t, "dist", c.Policy.Distributor.Authority)
+				assert.Equal(t, DefaultPollInterval, c.Policy.Distributor.PollInterval.Duration)
+				assert.Equal(t, []string{DefaultJWTHeader, DefaultJWTSVIDHeader}, c.Identity.JWTSVID.Headers)
+				assert.Equal(t, DefaultTokenCacheSize, c.Identity.JWTSVID.CacheSize)
+				assert.Equal(t, DeviceClaims{ID: "ueid", Class: "hwmodel", Vendor: "oemid", Model: "hwversion", Firmware: "swversion"}, c.Identity.Device.Claims)
+				assert.Equal(t, []string{"x-spoof"}, c.Identity.StripHeaders)
+				assert.Equal(t, DefaultDecisionPath, c.Audit.Sink.Path)
+				assert.Equal(t, 2*time.Second, c.Audit.Sink.FlushInterval.Duration)
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.in))
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.wantErr)
+				assert.Nil(t, c)
+				return
+			}
+			require.NoError(t, err)
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestParseReportsAllProblems(t *testing.T) {
+	_, err := Parse([]byte(`{"mode":"x","policy":{},"identity":{}}`))
+	require.Error(t, err)
+	for _, want := range []string{"mode", "policy:", "verifyKeys", "identity"} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(`{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`)
+	f.Add(`{"policy":{"distributor":{"cluster":"d","channel":"c","pollInterval":"1s"},"verifyKeys":{}},"identity":{"jwtSvid":{"audiences":["a"],"trustDomains":{"t":null}}},"audit":{"sink":{"cluster":"c","batchSize":5,"bufferSize":1}}}`)
+	f.Add(`null`)
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := Parse([]byte(in))
+		if err != nil {
+			require.Nil(t, c)
+			return
+		}
+		// A parsed configuration is valid and stable under re-validation.
+		require.NoError(t, c.Validate())
+		require.Contains(t, []string{ModeEnforce, ModeDryRun}, c.Mode)
+		if c.Identity.JWTSVID != nil {
+			require.NotEmpty(t, c.Identity.JWTSVID.Audiences)
+			for _, a := range c.Identity.JWTSVID.Audiences {
+				require.NotEmpty(t, strings.TrimSpace(a))
+			}
+		}
+	})
+}
