@@ -102,6 +102,11 @@ func (st *state) walkSubjects(n *snode, id string, done, versions bool) {
 
 func (st *state) subjects(root *snode, versions bool) {
 	id, ok := strings.CutPrefix(st.req.SPIFFEID, "spiffe://")
+	if (!ok || id == "") && st.req.TrustDomain != "" {
+		// Only the trust domain is known (e.g. a JWT from a federated
+		// domain without a parsed ID): trust-domain rules may still match.
+		id, ok = st.req.TrustDomain, true
+	}
 	if !ok || id == "" {
 		// Anonymous callers only match rules open to any subject.
 		st.pathsFrom(root.restPath)

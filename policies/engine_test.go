@@ -358,3 +358,20 @@ func TestBuildsForWasip1(t *testing.T) {
 		require.NoError(t, err, "GOOS=wasip1 GOARCH=wasm go %v:\n%s", args, out)
 	}
 }
+
+func TestTrustDomainOnlyRequest(t *testing.T) {
+	e := mustEngine(t, docHdr+`kind: WorkloadPolicy
+metadata: {name: w}
+spec:
+  rules:
+    - {name: td, effect: allow, trustDomains: [b.example], paths: [/public]}
+    - {name: exact, effect: allow, subjects: [spiffe://b.example/x], paths: [/private]}
+`)
+	var d Decision
+	e.Decide(&Request{TrustDomain: "b.example", Method: "GET", Path: "/public"}, &d)
+	assert.True(t, d.Allow)
+	e.Decide(&Request{TrustDomain: "b.example", Method: "GET", Path: "/private"}, &d)
+	assert.False(t, d.Allow)
+	e.Decide(&Request{TrustDomain: "c.example", Method: "GET", Path: "/public"}, &d)
+	assert.False(t, d.Allow)
+}

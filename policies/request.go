@@ -17,7 +17,7 @@ func (m Map) Get(name string) (string, bool) { v, ok := m[name]; return v, ok }
 // Request is the input of a decision. Strings are borrowed, never retained.
 type Request struct {
 	SPIFFEID    string // caller identity, spiffe://td/path
-	TrustDomain string // optional; derived from SPIFFEID when empty
+	TrustDomain string // used only when SPIFFEID is empty (matches trustDomains rules)
 	JTI         string // JWT-SVID jti
 	Claims      Getter // JWT-SVID claims (may be nil)
 
