@@ -159,19 +159,51 @@ func (c *checker) paths(ps []Pattern) {
 	}
 }
 
+// ruleShape is a rule's match, precomputed once for the pairwise checks.
+type ruleShape struct {
+	ok          bool // patterns valid (invalid ones are reported on their own)
+	subs, paths [][]string
+	sig         string // canonical match, equal for identical matches
+}
+
+func shape(r *AccessRule) ruleShape {
+	subs, err1 := subjectSegments(r.Subjects, r.TrustDomains)
+	paths, err2 := pathSegments(r.Paths)
+	if err1 != nil || err2 != nil {
+		return ruleShape{}
+	}
+	ms := slices.Clone(r.Methods)
+	slices.Sort(ms)
+	hs := make([]string, len(r.Headers))
+	for i, h := range r.Headers {
+		hs[i] = fmt.Sprintf("%s=%v:%s", h.Name, h.Present, h.Equals)
+	}
+	slices.Sort(hs)
+	sig := strings.Join([]string{strings.Join(texts(r.Subjects), " "), strings.Join(texts(r.TrustDomains), " "),
+		strings.Join(texts(r.Paths), " "), strings.Join(ms, " "), strings.Join(hs, " ")}, "|")
+	return ruleShape{ok: true, subs: subs, paths: paths, sig: sig}
+}
+
 func (c *checker) accessRules(rules []*AccessRule) {
+	shapes := make([]ruleShape, len(rules))
+	for i, r := range rules {
+		shapes[i] = shape(r)
+	}
 	for i, r := range rules {
 		c.ruleID(r.ID, r.Pos)
 		c.subjects(r.Subjects, r.TrustDomains)
 		c.paths(r.Paths)
-		for _, prev := range rules[:i] {
-			if prev.DryRun || r.DryRun || prev.Access != r.Access {
+		if !shapes[i].ok || r.DryRun {
+			continue
+		}
+		for k, prev := range rules[:i] {
+			if prev.DryRun || prev.Access != r.Access || !shapes[k].ok {
 				continue
 			}
 			switch {
-			case prev.Effect != r.Effect && sameMatch(prev, r):
+			case prev.Effect != r.Effect && shapes[k].sig == shapes[i].sig:
 				c.add(r.Pos, "rule %q contradicts rule %q (%s): identical match with opposite effect", r.ID, prev.ID, prev.Pos)
-			case covers(prev, r) && (prev.Effect == r.Effect || prev.Effect == Deny):
+			case (prev.Effect == r.Effect || prev.Effect == Deny) && covers(prev, r, &shapes[k], &shapes[i]):
 				c.add(r.Pos, "rule %q is shadowed by earlier rule %q (%s): it can never change a decision", r.ID, prev.ID, prev.Pos)
 			}
 		}
@@ -187,22 +219,11 @@ func texts(ps []Pattern) []string {
 	return out
 }
 
-func sameMatch(a, b *AccessRule) bool {
-	ma, mb := slices.Clone(a.Methods), slices.Clone(b.Methods)
-	slices.Sort(ma)
-	slices.Sort(mb)
-	if _, err := subjectSegments(a.Subjects, a.TrustDomains); err != nil {
-		return false
-	}
-	if _, err := pathSegments(a.Paths); err != nil {
-		return false
-	}
-	return slices.Equal(texts(a.Subjects), texts(b.Subjects)) && slices.Equal(texts(a.TrustDomains), texts(b.TrustDomains)) &&
-		slices.Equal(texts(a.Paths), texts(b.Paths)) && slices.Equal(ma, mb) && slices.Equal(a.Headers, b.Headers)
-}
-
 // covers reports whether every request b matches is matched by a.
-func covers(a, b *AccessRule) bool {
+func covers(a, b *AccessRule, as, bs *ruleShape) bool {
+	if !allCovered(as.paths, bs.paths) || !allCovered(as.subs, bs.subs) {
+		return false
+	}
 	if len(a.Methods) > 0 && (len(b.Methods) == 0 || !subset(b.Methods, a.Methods)) {
 		return false
 	}
@@ -217,14 +238,7 @@ func covers(a, b *AccessRule) bool {
 			return false
 		}
 	}
-	as, err1 := subjectSegments(a.Subjects, a.TrustDomains)
-	bs, err2 := subjectSegments(b.Subjects, b.TrustDomains)
-	ap, err3 := pathSegments(a.Paths)
-	bp, err4 := pathSegments(b.Paths)
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
-		return false // invalid patterns are reported on their own
-	}
-	return allCovered(as, bs) && allCovered(ap, bp)
+	return true
 }
 
 func subset(small, big []string) bool {
