@@ -24,7 +24,7 @@ $(BUILD)/filters/%.wasm: FORCE
 
 cli:
 	@mkdir -p $(BUILD)
-	$(GO) build -trimpath -o $(BUILD)/meshguard ./cmd/meshguard
+	$(GO) build -o $(BUILD)/meshguard ./cmd/meshguard
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './build/*')); \
