@@ -241,11 +241,20 @@ func hSetTickPeriod(vm *VM, s []uint64) status {
 func hUnimplemented(*VM, []uint64) status { return statusUnimplemented }
 
 func hCallForeign(vm *VM, s []uint64) status {
-	if _, ok := vm.read(s[0], s[1]); !ok {
+	name, ok1 := vm.read(s[0], s[1])
+	args, ok2 := vm.read(s[2], s[3])
+	if !ok1 || !ok2 {
 		return statusInvalidMemoryAccess
 	}
-	// No foreign functions are registered (Envoy's are opt-in extensions).
-	return statusNotFound
+	f, ok := foreignFunctions[string(name)]
+	if !ok {
+		return statusNotFound
+	}
+	out, st := f(args)
+	if st != statusOK {
+		return st
+	}
+	return vm.copyOut(out, s[4], s[5])
 }
 
 func hSetEffectiveContext(vm *VM, s []uint64) status {

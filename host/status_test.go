@@ -84,6 +84,10 @@ func TestHostcallStatusCodes(t *testing.T) {
 		{"get_metric/value", "2"},
 		{"get_metric/unknown", "1"},
 		{"call_foreign_function/unknown", "1"},
+		{"call_foreign_function/compress", "0"},
+		{"call_foreign_function/uncompress", "0"},
+		{"call_foreign_function/round_trip", "1"},
+		{"call_foreign_function/uncompress_garbage", "3"},
 	}
 	for _, w := range want {
 		t.Run(w.call, func(t *testing.T) {

@@ -234,6 +234,22 @@ func requestHeaders(ctx, n, eos uint32) uint32 {
 
 	fn, fl := p("nosuch")
 	rec("call_foreign_function/unknown", callForeign(fn, fl, nil, 0, rp, rs))
+	fn, fl = p("compress")
+	plain := "meter 7 reading meter 7 reading meter 7 reading"
+	ap, al := p(plain)
+	rec("call_foreign_function/compress", callForeign(fn, fl, ap, al, rp, rs))
+	z := string(unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), out.ptr)), out.size))
+	fn, fl = p("uncompress")
+	zp, zl := p(z)
+	rec("call_foreign_function/uncompress", callForeign(fn, fl, zp, zl, rp, rs))
+	back := string(unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), out.ptr)), out.size))
+	roundTrip := uint32(0)
+	if back == plain && z != plain {
+		roundTrip = 1
+	}
+	rec("call_foreign_function/round_trip", roundTrip)
+	gp, gl := p("not zlib")
+	rec("call_foreign_function/uncompress_garbage", callForeign(fn, fl, gp, gl, rp, rs))
 
 	body, bl := p(string(res))
 	sendLocalResponse(200, nil, 0, body, bl, nil, 0, -1)
