@@ -30,8 +30,11 @@ import (
 // TrustDomain is the scenario's trust domain.
 var TrustDomain = spiffeid.RequireTrustDomainFromString("grid.example")
 
-// Audience is the JWT-SVID audience the proxy accepts.
+// Audience is the JWT audience the proxy accepts (JWT-SVIDs and device tokens).
 const Audience = "grid.example/gateway"
+
+// DeviceIssuer is the iss of device attestation tokens.
+const DeviceIssuer = "https://devices.grid.example"
 
 // Options configure a run.
 type Options struct {
@@ -70,6 +73,7 @@ type env struct {
 	opts     Options
 	work     string
 	ca       *localca.CA
+	devices  *localca.CA
 	procs    *procs
 	distURL  string
 	proxyURL string
@@ -132,6 +136,9 @@ func (e *env) setup(ctx context.Context) error {
 	if e.ca, err = localca.New(TrustDomain); err != nil {
 		return err
 	}
+	if e.devices, err = localca.New(spiffeid.RequireTrustDomainFromString("devices.grid.example")); err != nil {
+		return err
+	}
 	caDir := filepath.Join(e.work, "ca")
 	if err = e.ca.Save(caDir); err != nil {
 		return err
@@ -151,7 +158,7 @@ func (e *env) setup(ctx context.Context) error {
 	go func() { _ = meterSrv.Serve(meter) }()
 	go func() { _ = derSrv.Serve(der) }()
 	go func() { <-ctx.Done(); meterSrv.Close(); derSrv.Close() }()
-	e.logf("services: meter-data API on %s, DER control API on %s", meterAddr, derAddr)
+	e.logf("services: meter-data API on %s, inverter control API on %s", meterAddr, derAddr)
 
 	// Distributor.
 	distPort, err := freePort()
@@ -197,7 +204,7 @@ func (e *env) setup(ctx context.Context) error {
 	proxy, err := e.procs.start(ctx, "proxy", e.opts.Bin, "run", "--listen", proxyAddr,
 		"--module", "oci://"+distAddr+"/meshguard/guard@"+digest, "--sha256", digest,
 		"--plugin-config", cfgPath, "--ca", caDir, "--spiffe-id", "spiffe://grid.example/ns/grid/sa/grid-gateway",
-		"--route", "/v1/meters="+"http://"+meterAddr, "--route", "/v1/der="+"http://"+derAddr,
+		"--route", "/v1/meters="+"http://"+meterAddr, "--route", "/v1/inverters="+"http://"+derAddr,
 		"--cluster", "distributor="+e.distURL, "--workers", "2")
 	if err != nil {
 		return err
@@ -239,6 +246,10 @@ func (e *env) guardConfig(keys string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	deviceJWKS, err := e.devices.JWKS()
+	if err != nil {
+		return "", err
+	}
 	cfg := map[string]any{
 		"policy": map[string]any{
 			"verifyKeys":  json.RawMessage(verify),
@@ -248,7 +259,12 @@ func (e *env) guardConfig(keys string) (string, error) {
 		"identity": map[string]any{
 			"peerCertificate": true,
 			"jwtSvid":         map[string]any{"audiences": []string{Audience}, "trustDomains": map[string]any{"grid.example": json.RawMessage(jwks)}},
-			"stripHeaders":    []string{"x-device-id", "x-meshguard-identity"},
+			"device": map[string]any{
+				"issuers":   map[string]any{DeviceIssuer: json.RawMessage(deviceJWKS)},
+				"audiences": []string{Audience},
+				"claims":    map[string]string{"id": "ueid", "class": "devclass", "vendor": "oemid", "model": "hwmodel", "firmware": "swversion"},
+			},
+			"stripHeaders": []string{"x-device-token", "authorization", "x-meshguard-identity"},
 		},
 		"audit": map[string]any{"logAllows": true, "sink": map[string]any{"cluster": "distributor", "flushInterval": "1s"}},
 	}
@@ -282,6 +298,7 @@ func waitPolicy(ctx context.Context, c *http.Client, url string, pr *proc) error
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var last string
+	ok := 0
 	for {
 		if err := pr.exited(); err != nil {
 			return err
@@ -291,9 +308,16 @@ func waitPolicy(ctx context.Context, c *http.Client, url string, pr *proc) error
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			// Every worker VM must have verified the bundle: several answers
+			// in a row (workers take streams round robin).
 			if resp.StatusCode != http.StatusServiceUnavailable {
-				return nil
+				ok++
+				if ok == 6 {
+					return nil
+				}
+				continue
 			}
+			ok = 0
 			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
 		} else {
 			last = err.Error()
@@ -310,8 +334,13 @@ func waitPolicy(ctx context.Context, c *http.Client, url string, pr *proc) error
 func (r *Report) Table(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tCALLER\tDEVICE\tVERSION\tREQUEST\tSTATUS\tDECISION\tRULE\tREV")
-	for i, o := range r.Outcomes {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", i+1, o.Step.Caller, dash(o.Step.Device), dash(o.Step.Version), o.Step.Method, o.Step.Path, o.Status, o.Decision, dash(o.Rule), dash(o.Revision))
+	for i := range r.Outcomes {
+		o := &r.Outcomes[i]
+		device := ""
+		if d := o.Step.Device; d != nil {
+			device = d.ID + " fw " + d.Firmware
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", i+1, strings.TrimPrefix(o.Step.Caller, "/ns/"), dash(device), dash(o.Step.Version), o.Step.Method, o.Step.Path, o.Status, normalize(*o), dash(o.Rule), dash(o.Revision))
 	}
 	_ = tw.Flush()
 }

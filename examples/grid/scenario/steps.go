@@ -15,6 +15,11 @@ import (
 	"github.com/meshguard/meshguard/host/localca"
 )
 
+// Device is what a device's attestation token claims.
+type Device struct {
+	ID, Class, Vendor, Firmware string
+}
+
 // Step is one scripted request.
 type Step struct {
 	// Caller is the workload (SPIFFE ID path in grid.example) presenting an
@@ -22,10 +27,12 @@ type Step struct {
 	// JWT-SVID for the same workload.
 	Caller  string
 	Version string
-	Device  string
-	Method  string
-	Path    string
-	Body    string
+	// Device, when set, is the target device's attestation token (signed by
+	// the device issuer) sent in x-device-token.
+	Device *Device
+	Method string
+	Path   string
+	Body   string
 	// Want is the expected decision: allow, deny or dry-run; WantStatus the
 	// HTTP status the caller sees.
 	Want       string
@@ -33,26 +40,35 @@ type Step struct {
 	Note       string
 }
 
+// Devices of the scenario (what their attestation tokens claim).
+var (
+	inv42  = &Device{ID: "inv-0042", Class: "inverter", Vendor: "voltwerk", Firmware: "3.2.0"}
+	inv7   = &Device{ID: "inv-0007", Class: "inverter", Vendor: "sunbridge", Firmware: "2.9.9"}
+	inv99  = &Device{ID: "inv-0099", Class: "inverter", Vendor: "voltwerk", Firmware: "3.1.4"}
+	reader = "/ns/metering/sa/meter-reader"
+	bill   = "/ns/billing/sa/billing"
+	ctl    = "/ns/der/sa/controller"
+)
+
 // Steps before the policy change.
 var Steps = []Step{
-	{Caller: "/ns/metering/sa/meter-reader", Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "allow", WantStatus: 200, Note: "allowed read of meter data"},
-	{Caller: "/ns/billing/sa/billing", Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "allow", WantStatus: 200, Note: "billing reads meter data"},
-	{Caller: "/ns/billing/sa/billing", Method: "POST", Path: "/v1/der/inv-0007/setpoint", Body: `{"watts": 4000}`, Device: "inv-0007", Want: "deny", WantStatus: 403, Note: "billing may not write to a DER"},
-	{Caller: "/ns/der/sa/der-controller", Version: "2.3.1", Method: "POST", Path: "/v1/der/inv-0007/setpoint", Body: `{"watts": 4200}`, Device: "inv-0007", Want: "allow", WantStatus: 200, Note: "approved controller writes a setpoint"},
-	{Caller: "/ns/der/sa/der-controller", Version: "2.4.1", Method: "POST", Path: "/v1/der/inv-0007/setpoint", Body: `{"watts": 4300}`, Device: "inv-0007", Want: "deny", WantStatus: 403, Note: "deny-listed build 2.4.1"},
-	{Caller: "/ns/der/sa/der-controller", Version: "1.9.0", Method: "POST", Path: "/v1/der/inv-0007/control", Body: `{"command": "curtail"}`, Device: "inv-0007", Want: "deny", WantStatus: 403, Note: "legacy controller below the approved range"},
-	{Caller: "/ns/scada/sa/legacy-scada", Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "deny", WantStatus: 403, Note: "revoked workload"},
-	{Caller: "/ns/der/sa/der-controller", Version: "2.3.1", Method: "POST", Path: "/v1/der/inv-0009/setpoint", Body: `{"watts": 1000}`, Device: "inv-0009", Want: "allow", WantStatus: 200, Note: "write 1 within the device budget"},
-	{Caller: "/ns/der/sa/der-controller", Version: "2.3.1", Method: "POST", Path: "/v1/der/inv-0009/setpoint", Body: `{"watts": 1100}`, Device: "inv-0009", Want: "allow", WantStatus: 200, Note: "write 2 within the device budget"},
-	{Caller: "/ns/der/sa/der-controller", Version: "2.3.1", Method: "POST", Path: "/v1/der/inv-0009/setpoint", Body: `{"watts": 1200}`, Device: "inv-0009", Want: "deny", WantStatus: 429, Note: "write 3 exceeds the per-device rate limit"},
-	{Caller: "/ns/billing/sa/billing", Method: "GET", Path: "/v1/der/inv-0007/status", Device: "inv-0007", Want: "dry-run", WantStatus: 200, Note: "dry-run rule would deny billing reading DER status"},
+	{Caller: reader, Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "allow", WantStatus: 200, Note: "meter reader reads meter data"},
+	{Caller: bill, Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "dry-run", WantStatus: 200, Note: "trial deny rule hit in dry-run: allowed, recorded"},
+	{Caller: bill, Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0042/setpoint", Body: `{"watts": 4000}`, Want: "deny", WantStatus: 403, Note: "billing may not write to an inverter"},
+	{Caller: ctl, Version: "2.3.1", Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0042/setpoint", Body: `{"watts": 4200}`, Want: "allow", WantStatus: 200, Note: "approved controller 2.3.1 writes a setpoint (audited)"},
+	{Caller: ctl, Version: "2.4.1", Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0042/setpoint", Body: `{"watts": 4300}`, Want: "deny", WantStatus: 403, Note: "deny-listed controller build 2.4.1"},
+	{Caller: ctl, Version: "1.9.0", Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0042/control", Body: `{"command": "curtail"}`, Want: "deny", WantStatus: 403, Note: "legacy controller 1.9 below the approved range"},
+	{Caller: reader, Device: inv7, Method: "GET", Path: "/v1/inverters/inv-0007/status", Want: "deny", WantStatus: 403, Note: "inverter firmware 2.9.9 is blocked"},
+	{Caller: "/ns/scada/sa/legacy-scada", Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "deny", WantStatus: 403, Note: "revoked (deregistered) workload"},
+	{Caller: ctl, Version: "2.3.1", Device: inv99, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1000}`, Want: "allow", WantStatus: 200, Note: "write 1 within the device's burst"},
+	{Caller: ctl, Version: "2.3.1", Device: inv99, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1100}`, Want: "allow", WantStatus: 200, Note: "write 2 within the device's burst"},
+	{Caller: ctl, Version: "2.3.1", Device: inv99, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1200}`, Want: "deny", WantStatus: 429, Note: "write 3 exceeds the per-device rate limit"},
 }
 
-// StepsAfterChange run after revision 2 is published (billing loses access to
-// meter data; the dry-run rule is enforced).
+// StepsAfterChange run once revision 2 (the trialled rule enforced) decides.
 var StepsAfterChange = []Step{
-	{Caller: "/ns/billing/sa/billing", Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "deny", WantStatus: 403, Note: "revision 2 revokes billing's read access"},
-	{Caller: "/ns/metering/sa/meter-reader", Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "allow", WantStatus: 200, Note: "meter reader unaffected"},
+	{Caller: bill, Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "deny", WantStatus: 403, Note: "revision 2 enforces the trialled deny"},
+	{Caller: reader, Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "allow", WantStatus: 200, Note: "meter reader unaffected"},
 }
 
 // do runs one step and records what the caller saw.
@@ -75,6 +91,15 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 			return o, err
 		}
 		req.Header.Set("authorization", "Bearer "+tok)
+	}
+	if d := s.Device; d != nil {
+		tok, err := e.devices.IssueJWTSVID(spiffeid.RequireFromPath(e.devices.TrustDomain(), "/"+d.ID), []string{Audience}, localca.JWTOptions{
+			Claims: map[string]any{"iss": DeviceIssuer, "ueid": d.ID, "devclass": d.Class, "oemid": d.Vendor, "swversion": d.Firmware},
+		})
+		if err != nil {
+			return o, err
+		}
+		req.Header.Set("x-device-token", tok)
 	}
 	resp, err := e.client(s.Caller).Do(req)
 	if err != nil {
@@ -109,8 +134,13 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 	return o, nil
 }
 
-// auditRecords fetches decision records by id from the distributor.
-func (e *env) auditRecords(ctx context.Context) (map[string]map[string]any, int, error) {
+type auditIndex struct {
+	list []map[string]any
+	byID map[string]map[string]any
+}
+
+// auditRecords fetches the decision records from the distributor.
+func (e *env) auditRecords(ctx context.Context) (*auditIndex, int, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.distURL+"/v1/decisions?limit=10000", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -121,23 +151,19 @@ func (e *env) auditRecords(ctx context.Context) (map[string]map[string]any, int,
 	if err != nil {
 		return nil, 0, err
 	}
-	var recs []map[string]any
-	if err := json.Unmarshal(bytes.TrimSpace(b), &recs); err != nil {
-		var wrapped struct {
-			Records []map[string]any `json:"records"`
-		}
-		if err2 := json.Unmarshal(b, &wrapped); err2 != nil {
-			return nil, 0, fmt.Errorf("decision query: %w (%s)", err, b)
-		}
-		recs = wrapped.Records
+	var res struct {
+		Records []map[string]any `json:"records"`
 	}
-	out := map[string]map[string]any{}
-	for _, r := range recs {
+	if err := json.Unmarshal(bytes.TrimSpace(b), &res); err != nil {
+		return nil, 0, fmt.Errorf("decision query: %w (%s)", err, b)
+	}
+	idx := &auditIndex{list: res.Records, byID: map[string]map[string]any{}}
+	for _, r := range res.Records {
 		if id, ok := r["decision_id"].(string); ok {
-			out[id] = r
+			idx.byID[id] = r
 		}
 	}
-	return out, len(recs), nil
+	return idx, len(res.Records), nil
 }
 
 func (e *env) play(ctx context.Context) (*Report, error) {
@@ -158,17 +184,20 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 	if err := e.publish(ctx, 2, "policies-r2"); err != nil {
 		return rep, err
 	}
-	// The filter polls every second; wait until the new revision decides.
+	// The filter polls every second; wait until every worker VM decides with
+	// the new revision (several answers in a row, workers take turns).
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	for inARow := 0; inARow < 6 && time.Now().Before(deadline); {
 		o, err := e.do(ctx, StepsAfterChange[0])
 		if err != nil {
 			return rep, err
 		}
-		if o.Status == StepsAfterChange[0].WantStatus || time.Now().After(deadline) {
-			break
+		if o.Status == StepsAfterChange[0].WantStatus {
+			inARow++
+			continue
 		}
-		time.Sleep(250 * time.Millisecond)
+		inARow = 0
+		time.Sleep(200 * time.Millisecond)
 	}
 	if err := run(StepsAfterChange); err != nil {
 		return rep, err
@@ -182,9 +211,23 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 		return rep, err
 	}
 	rep.Records = n
+	used := map[int]bool{}
 	for i := range rep.Outcomes {
 		o := &rep.Outcomes[i]
-		r, ok := recs[o.ID]
+		r, ok := recs.byID[o.ID]
+		if !ok && o.Status < 400 {
+			// Allowed requests carry no decision id to the caller: take the
+			// first unused record of the same caller and request, in log
+			// order (the steps run one after another).
+			subject := spiffeid.RequireFromPath(TrustDomain, o.Step.Caller).String()
+			for j, c := range recs.list {
+				if !used[j] && c["subject"] == subject && c["method"] == o.Step.Method && c["path"] == o.Step.Path {
+					r, ok = c, true
+					used[j] = true
+					break
+				}
+			}
+		}
 		if !ok {
 			continue
 		}

@@ -54,15 +54,15 @@ func NewDERAPI() *DERAPI { return &DERAPI{state: map[string]*DERState{}, now: ti
 
 // Handler routes the DER API:
 //
-//	GET  /v1/der/{id}/status
-//	POST /v1/der/{id}/setpoint  {"watts": N}
-//	POST /v1/der/{id}/control   {"command": "curtail"|"release"}
+//	GET  /v1/inverters/{id}/status
+//	POST /v1/inverters/{id}/setpoint  {"watts": N}
+//	POST /v1/inverters/{id}/control   {"command": "curtail"|"release"}
 func (d *DERAPI) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/der/{id}/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/inverters/{id}/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.get(r.PathValue("id")))
 	})
-	mux.HandleFunc("POST /v1/der/{id}/setpoint", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/inverters/{id}/setpoint", func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
 			Watts *int `json:"watts"`
 		}
@@ -72,7 +72,7 @@ func (d *DERAPI) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, d.update(r.PathValue("id"), func(s *DERState) { s.SetpointW = *in.Watts }))
 	})
-	mux.HandleFunc("POST /v1/der/{id}/control", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/inverters/{id}/control", func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
 			Command string `json:"command"`
 		}

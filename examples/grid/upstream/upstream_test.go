@@ -40,13 +40,13 @@ func TestDERAPI(t *testing.T) {
 		code                     int
 		check                    func(t *testing.T, s DERState)
 	}{
-		{"initial status", "GET", "/v1/der/inv-7/status", "", 200, func(t *testing.T, s DERState) { assert.Equal(t, "inv-7", s.ID) }},
-		{"setpoint", "POST", "/v1/der/inv-7/setpoint", `{"watts": 4200}`, 200, func(t *testing.T, s DERState) { assert.Equal(t, 4200, s.SetpointW) }},
-		{"setpoint out of range", "POST", "/v1/der/inv-7/setpoint", `{"watts": -1}`, 400, nil},
-		{"setpoint unknown field", "POST", "/v1/der/inv-7/setpoint", `{"watt": 1}`, 400, nil},
-		{"curtail", "POST", "/v1/der/inv-7/control", `{"command":"curtail"}`, 200, func(t *testing.T, s DERState) { assert.True(t, s.Curtailed) }},
-		{"bad command", "POST", "/v1/der/inv-7/control", `{"command":"explode"}`, 400, nil},
-		{"state kept", "GET", "/v1/der/inv-7/status", "", 200, func(t *testing.T, s DERState) {
+		{"initial status", "GET", "/v1/inverters/inv-7/status", "", 200, func(t *testing.T, s DERState) { assert.Equal(t, "inv-7", s.ID) }},
+		{"setpoint", "POST", "/v1/inverters/inv-7/setpoint", `{"watts": 4200}`, 200, func(t *testing.T, s DERState) { assert.Equal(t, 4200, s.SetpointW) }},
+		{"setpoint out of range", "POST", "/v1/inverters/inv-7/setpoint", `{"watts": -1}`, 400, nil},
+		{"setpoint unknown field", "POST", "/v1/inverters/inv-7/setpoint", `{"watt": 1}`, 400, nil},
+		{"curtail", "POST", "/v1/inverters/inv-7/control", `{"command":"curtail"}`, 200, func(t *testing.T, s DERState) { assert.True(t, s.Curtailed) }},
+		{"bad command", "POST", "/v1/inverters/inv-7/control", `{"command":"explode"}`, 400, nil},
+		{"state kept", "GET", "/v1/inverters/inv-7/status", "", 200, func(t *testing.T, s DERState) {
 			assert.Equal(t, 4200, s.SetpointW)
 			assert.True(t, s.Curtailed)
 		}},
