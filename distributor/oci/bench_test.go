@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func pullRound(b *testing.B, hc *http.Client, base, repo, tag, layer string, siz
 					errs <- fmt.Errorf("%s: %d %v", p, resp.StatusCode, err)
 					return
 				}
-				if p[len(p)-len(layer):] == layer && n != size {
+				if strings.HasSuffix(p, layer) && n != size {
 					errs <- fmt.Errorf("short blob: %d", n)
 					return
 				}
