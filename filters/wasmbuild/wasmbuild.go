@@ -67,6 +67,7 @@ func ForTest(tb testing.TB, pkg string) string {
 	if err != nil {
 		cache = os.TempDir()
 	}
+	touchSources(root)
 	sum := sha256.Sum256([]byte(root + "\x00" + pkg))
 	out := filepath.Join(cache, "meshguard-wasm", hex.EncodeToString(sum[:8]), filepath.Base(pkg)+".wasm")
 	if err := Build(context.Background(), root, pkg, out); err != nil {
@@ -88,4 +89,27 @@ func ModuleRoot() (string, error) {
 		return "", fmt.Errorf("not inside a Go module")
 	}
 	return filepath.Dir(gomod), nil
+}
+
+// touchSources stats every Go source and go.mod/go.sum file of the module so
+// that `go test` records them as inputs: the module is built by a
+// subprocess the test cache cannot see, and a cached test result must not
+// survive a change to the filter's code.
+func touchSources(root string) {
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			name := d.Name()
+			if path != root && (strings.HasPrefix(name, ".") || name == "build" || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" {
+			_, _ = os.Stat(path)
+		}
+		return nil
+	})
 }
