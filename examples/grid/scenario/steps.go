@@ -217,11 +217,13 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 		r, ok := recs.byID[o.ID]
 		if !ok && o.Status < 400 {
 			// Allowed requests carry no decision id to the caller: take the
-			// first unused record of the same caller and request, in log
-			// order (the steps run one after another).
+			// first unused allow record of the same caller and request. Each
+			// worker VM uploads its own batches, so log order across workers
+			// is not request order; denies are matched by id instead.
 			subject := spiffeid.RequireFromPath(TrustDomain, o.Step.Caller).String()
 			for j, c := range recs.list {
-				if !used[j] && c["subject"] == subject && c["method"] == o.Step.Method && c["path"] == o.Step.Path {
+				allowed := c["decision"] == "allow" || c["decision"] == "dry-run-deny"
+				if !used[j] && allowed && c["subject"] == subject && c["method"] == o.Step.Method && c["path"] == o.Step.Path {
 					r, ok = c, true
 					used[j] = true
 					break
