@@ -304,6 +304,12 @@ func TestDryRun(t *testing.T) {
 	s.ExpectNoLocalReply()
 	h.ExpectLog(`"decision":"dry-run-deny"`)
 	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_decisions_total.result=dry-run-deny"))
+
+	// The allowed response names its audit record, as a deny does.
+	s.ResponseHeaders(host.Headers{{":status", "200"}}, true)
+	id, ok := s.ResponseHeader("x-meshguard-decision")
+	require.True(t, ok, "a recorded dry-run carries its decision id")
+	h.ExpectLog(`"decision_id":"` + id + `"`)
 }
 
 func distributorConfig(f *fixture, inline bool) func(m map[string]any) {

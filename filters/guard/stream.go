@@ -23,6 +23,9 @@ type stream struct {
 	dec     policies.Decision
 	claims  *identity.Claims
 	subject string
+	// decisionID is set when an allowed request was recorded, so the
+	// response can name its audit record.
+	decisionID string
 }
 
 // headerGetter reads request headers lazily through the host.
@@ -93,6 +96,18 @@ func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
 		}
 	}
 	return s.enforce(now, "")
+}
+
+// OnHttpResponseHeaders names the audit record of a recorded allow (or
+// dry-run) in the response, as denies do, so callers and operators can find
+// the decision in the audit trail.
+func (s *stream) OnHttpResponseHeaders(int, bool) types.Action {
+	if s.decisionID != "" && s.p.cfg != nil {
+		if err := proxywasm.ReplaceHttpResponseHeader(s.p.cfg.DecisionHeader, s.decisionID); err != nil {
+			proxywasm.LogWarnf("meshguard: decision header: %v", err)
+		}
+	}
+	return types.ActionContinue
 }
 
 // resolveIdentity fills s.req from the enabled identity sources.
@@ -200,6 +215,7 @@ func (s *stream) enforceStatus(now time.Time, stage string, status uint32) types
 	id := p.nextDecisionID()
 	s.record(now, id, result, rules, stage)
 	if result != "deny" {
+		s.decisionID = id
 		return types.ActionContinue
 	}
 	body := make([]byte, 0, 192)
