@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
 )
 
 // RuntimeConfig configures a Runtime (one per emulated proxy).
@@ -343,6 +342,3 @@ func (r *Runtime) emitLog(e LogEntry) {
 
 // errStartup is the trap raised by a hostcall Envoy forbids during start-up.
 var errStartup = errors.New("hostcall not allowed during VM start-up")
-
-// callExport is implemented by VM; api.Function is kept out of hot structs.
-type callExport = api.Function

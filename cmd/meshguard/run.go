@@ -90,6 +90,9 @@ func parseLogLevel(s string) (host.LogLevel, error) {
 	return 0, fmt.Errorf("unknown log level %q", s)
 }
 
+// hexDigest normalises "sha256:<hex>" or "<hex>" to lower-case hex.
+func hexDigest(d string) string { return strings.TrimPrefix(strings.ToLower(d), "sha256:") }
+
 // loadModule reads a module from a file or an http(s) URL and checks its sha256.
 func loadModule(ctx context.Context, src, want string) ([]byte, error) {
 	var bin []byte
@@ -99,7 +102,7 @@ func loadModule(ctx context.Context, src, want string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if want != "" && strings.TrimPrefix(dgst.String(), "sha256:") != strings.TrimPrefix(strings.ToLower(want), "sha256:") {
+		if want != "" && hexDigest(dgst.String()) != hexDigest(want) {
 			return nil, fmt.Errorf("module manifest digest is %s, want %s", dgst, want)
 		}
 		return wasm, nil
@@ -131,7 +134,7 @@ func loadModule(ctx context.Context, src, want string) ([]byte, error) {
 	}
 	if want != "" {
 		sum := sha256.Sum256(bin)
-		if got := hex.EncodeToString(sum[:]); got != strings.TrimPrefix(strings.ToLower(want), "sha256:") {
+		if got := hex.EncodeToString(sum[:]); got != hexDigest(want) {
 			return nil, fmt.Errorf("module sha256 is %s, want %s", got, want)
 		}
 	}

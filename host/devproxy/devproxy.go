@@ -103,12 +103,11 @@ func (p *Proxy) Props(r *http.Request) *host.Props {
 	props := host.NewProps()
 	props.SetTime("request.time", time.Now())
 	props.SetString("request.protocol", r.Proto)
-	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	if _, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		props.SetString("source.address", r.RemoteAddr)
 		if n, err := strconv.Atoi(port); err == nil {
 			props.SetInt("source.port", int64(n))
 		}
-		_ = host
 	}
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		props.SetString("destination.address", la.String())

@@ -110,22 +110,16 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 	o.Status = resp.StatusCode
 	o.ID = resp.Header.Get("x-meshguard-decision")
 	if resp.StatusCode >= 400 {
+		// The guard's deny body; rule ids and revisions of every decision
+		// come from the audit trail afterwards.
 		var d struct {
-			Decision string   `json:"decision"`
-			Rule     string   `json:"rule"`
-			Rules    []string `json:"rule_ids"`
-			Reason   string   `json:"reason"`
-			Revision any      `json:"bundle_revision"`
-			ID       string   `json:"decision_id"`
+			Decision string `json:"decision"`
+			Rule     string `json:"rule"`
+			Reason   string `json:"reason"`
+			ID       string `json:"decision_id"`
 		}
 		if json.Unmarshal(b, &d) == nil {
 			o.Decision, o.Rule, o.Reason = d.Decision, d.Rule, d.Reason
-			if o.Rule == "" && len(d.Rules) > 0 {
-				o.Rule = d.Rules[0]
-			}
-			if d.Revision != nil {
-				o.Revision = fmt.Sprint(d.Revision)
-			}
 			if o.ID == "" {
 				o.ID = d.ID
 			}
