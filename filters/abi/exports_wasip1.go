@@ -104,6 +104,9 @@ func proxyOnMemoryAllocate(size uint32) uint32 {
 	if size == 0 {
 		size = 1 // a zero-size buffer has no address to hand out
 	}
+	if p := scratchAlloc(size); p != nil {
+		return addr(p)
+	}
 	buf := make([]byte, size)
 	pinned = append(pinned, buf)
 	return addr(unsafe.Pointer(&buf[0]))

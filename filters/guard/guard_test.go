@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,12 +227,20 @@ func TestDecisions(t *testing.T) {
 	})
 	t.Run("JWT-SVID allowed and cached", func(t *testing.T) {
 		tok := f.svid(t, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
-		for range 3 {
+		hits0 := h.Counter("wasmcustom.meshguard_token_cache_hits_total")
+		misses0 := h.Counter("wasmcustom.meshguard_token_cache_misses_total")
+		for i := range 3 {
 			s := h.NewStream(nil)
 			s.Request("GET", "/v1/billing/2026-11", [2]string{"authorization", "Bearer " + tok})
 			s.ExpectNoLocalReply()
+			// Requests in between reuse the scratch arena the token was
+			// read into; the cache must have kept its own copy.
+			other := h.NewStream(peer(reader))
+			other.Request("GET", "/v1/meters/42/readings", [2]string{"x-filler", strings.Repeat(fmt.Sprint(i), len(tok)+64)})
+			other.ExpectNoLocalReply()
 		}
-		assert.GreaterOrEqual(t, h.Counter("wasmcustom.meshguard_token_cache_hits_total"), int64(2))
+		assert.Equal(t, hits0+2, h.Counter("wasmcustom.meshguard_token_cache_hits_total"))
+		assert.Equal(t, misses0+1, h.Counter("wasmcustom.meshguard_token_cache_misses_total"))
 	})
 	badTokens := map[string]string{
 		"expired":         f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["exp"] = epoch.Add(-time.Hour).Unix() }),

@@ -68,8 +68,16 @@ type plugin struct {
 	idSeq        uint64
 	proxyName    string
 	m            metrics
-	ruleCounters map[string]proxywasm.MetricCounter
+	ruleCounters map[ruleResult]proxywasm.MetricCounter
+	freeStreams  []*stream
 }
+
+// ruleResult keys the per-rule counters (a struct, not a concatenated
+// string, so the per-request lookup does not allocate).
+type ruleResult struct{ rule, result string }
+
+// maxFreeStreams bounds the recycled streams a worker keeps.
+const maxFreeStreams = 1024
 
 type metrics struct {
 	allow, deny, dryRunDeny, errors, unavailable, rateLimited proxywasm.MetricCounter
@@ -79,7 +87,7 @@ type metrics struct {
 }
 
 func newPlugin(id uint32) *plugin {
-	return &plugin{id: id, ruleCounters: map[string]proxywasm.MetricCounter{}}
+	return &plugin{id: id, ruleCounters: map[ruleResult]proxywasm.MetricCounter{}}
 }
 
 func (p *plugin) defineMetrics() {
@@ -103,7 +111,7 @@ func (p *plugin) defineMetrics() {
 
 // ruleCounter counts decisions per rule and result (created on first use).
 func (p *plugin) ruleCounter(rule, result string) proxywasm.MetricCounter {
-	k := rule + "\x00" + result
+	k := ruleResult{rule, result}
 	c, ok := p.ruleCounters[k]
 	if !ok {
 		if len(p.ruleCounters) >= 4096 { // bound metric cardinality
@@ -245,8 +253,16 @@ func (p *plugin) OnTick() {
 	}
 }
 
-// NewHttpContext implements types.PluginContext.
+// NewHttpContext implements types.PluginContext. Streams are recycled
+// (see stream.OnHttpStreamDone): a fresh one per request would be the
+// largest allocation of the request path.
 func (p *plugin) NewHttpContext(id uint32) types.HttpContext {
+	if n := len(p.freeStreams); n > 0 {
+		s := p.freeStreams[n-1]
+		p.freeStreams = p.freeStreams[:n-1]
+		s.id = id
+		return s
+	}
 	return &stream{p: p, id: id}
 }
 

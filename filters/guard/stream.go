@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshguard/meshguard/filters/abi"
 	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/filters/guard/internal/audit"
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
@@ -19,6 +21,10 @@ type stream struct {
 	p  *plugin
 	id uint32
 
+	// hdrs are the request headers, read with one hostcall (Envoy hands
+	// names over lower-cased); one read instead of one per header halves the
+	// hostcalls of a decision.
+	hdrs    reqHeaders
 	req     policies.Request
 	dec     policies.Decision
 	claims  *identity.Claims
@@ -28,12 +34,43 @@ type stream struct {
 	decisionID string
 }
 
-// headerGetter reads request headers lazily through the host.
-type headerGetter struct{}
+// reqHeaders are request headers as get_header_map_pairs returns them.
+type reqHeaders [][2]string
 
-func (headerGetter) Get(name string) (string, bool) {
-	v, err := proxywasm.GetHttpRequestHeader(name)
-	return v, err == nil
+// Get returns the first value of name (lower-case), as Envoy's
+// get_header_map_value does.
+func (h *reqHeaders) Get(name string) (string, bool) {
+	for _, kv := range *h {
+		if kv[0] == name {
+			return kv[1], true
+		}
+	}
+	return "", false
+}
+
+// remove drops every value of name.
+func (h *reqHeaders) remove(name string) bool {
+	out := (*h)[:0]
+	for _, kv := range *h {
+		if kv[0] != name {
+			out = append(out, kv)
+		}
+	}
+	removed := len(out) != len(*h)
+	*h = out
+	return removed
+}
+
+// readHeaders loads the request headers once per stream.
+func (s *stream) readHeaders() {
+	if s.hdrs != nil {
+		return
+	}
+	h, err := proxywasm.GetHttpRequestHeaders()
+	if err != nil || h == nil {
+		h = [][2]string{}
+	}
+	s.hdrs = h
 }
 
 // claimGetter exposes verified JWT-SVID claims to the policy.
@@ -44,8 +81,20 @@ func (g claimGetter) Get(name string) (string, bool) {
 	return v, v != ""
 }
 
-// OnHttpRequestHeaders decides the request. Any panic becomes a deny.
+// OnHttpRequestHeaders decides the request. Host data read while deciding
+// lives in the adapter's scratch arena (see abi.Scratch), so an ordinary
+// decision allocates nothing; whatever outlives the callback (audit records,
+// cached tokens) is copied where it is kept.
 func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
+	abi.Scratch(func() { action = s.decide() })
+	// The request's views of host data die with the arena.
+	s.hdrs, s.req = nil, policies.Request{}
+	return action
+}
+
+// decide resolves the identity, evaluates the policy and enforces the
+// outcome. Any panic becomes a deny.
+func (s *stream) decide() (action types.Action) {
 	defer func() {
 		if r := recover(); r != nil {
 			proxywasm.LogCriticalf("meshguard: internal error deciding request: %v", r)
@@ -61,6 +110,7 @@ func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
 	}
 	now := time.Now()
 	p.checkExpiry(now)
+	s.readHeaders()
 	if p.policy == nil {
 		p.m.unavailable.Increment(1)
 		return s.unavailable("no verified policy bundle: " + p.polErr.Error())
@@ -72,14 +122,17 @@ func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
 		return s.enforce(now, "identity")
 	}
 	for _, h := range p.cfg.Identity.StripHeaders {
-		_ = proxywasm.RemoveHttpRequestHeader(h)
+		// Only present headers cost a hostcall; policies never see them.
+		if s.hdrs.remove(h) {
+			_ = proxywasm.RemoveHttpRequestHeader(h)
+		}
 	}
-	method, _ := proxywasm.GetHttpRequestHeader(":method")
-	path, _ := proxywasm.GetHttpRequestHeader(":path")
+	method, _ := s.hdrs.Get(":method")
+	path, _ := s.hdrs.Get(":path")
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
-	s.req.Method, s.req.Path, s.req.Headers = method, path, headerGetter{}
+	s.req.Method, s.req.Path, s.req.Headers = method, path, &s.hdrs
 	s.dec = policies.Decision{}
 	p.policy.engine.Decide(&s.req, &s.dec)
 	if s.dec.Allow && s.dec.HasRateLimit {
@@ -96,6 +149,16 @@ func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
 		}
 	}
 	return s.enforce(now, "")
+}
+
+// OnHttpStreamDone recycles the stream: the SDK drops it after this call
+// and the guard starts no callouts from streams, so nothing refers to it.
+func (s *stream) OnHttpStreamDone() {
+	p := s.p
+	*s = stream{p: p}
+	if len(p.freeStreams) < maxFreeStreams {
+		p.freeStreams = append(p.freeStreams, s)
+	}
 }
 
 // OnHttpResponseHeaders names the audit record of a recorded allow (or
@@ -117,7 +180,7 @@ func (s *stream) resolveIdentity(now time.Time) error {
 	s.req = policies.Request{}
 	if idc.PeerCertificate {
 		if b, err := proxywasm.GetProperty([]string{"connection", "uri_san_peer_certificate"}); err == nil {
-			if id := identity.PeerSPIFFEID(string(b)); id != "" {
+			if id := identity.PeerSPIFFEID(view(b)); id != "" {
 				s.req.SPIFFEID = id
 			}
 		}
@@ -127,18 +190,22 @@ func (s *stream) resolveIdentity(now time.Time) error {
 		if tok != "" {
 			h0, m0 := p.svid.Cache().Hits, p.svid.Cache().Misses
 			svid, err := p.svid.Verify(tok, now)
-			p.m.cacheHits.Increment(p.svid.Cache().Hits - h0)
-			p.m.cacheMisses.Increment(p.svid.Cache().Misses - m0)
+			if d := p.svid.Cache().Hits - h0; d != 0 {
+				p.m.cacheHits.Increment(d)
+			}
+			if d := p.svid.Cache().Misses - m0; d != 0 {
+				p.m.cacheMisses.Increment(d)
+			}
 			if err != nil {
 				return fmt.Errorf("JWT-SVID rejected: %w", err)
 			}
 			s.req.SPIFFEID, s.req.TrustDomain = svid.ID, svid.TrustDomain
-			s.req.JTI = svid.Claims.String("jti")
+			s.req.JTI = svid.JTI
 			s.req.Claims = claimGetter{svid.Claims}
 		}
 	}
 	if p.device != nil {
-		if tok, err := proxywasm.GetHttpRequestHeader(idc.Device.Header); err == nil && tok != "" {
+		if tok, _ := s.hdrs.Get(idc.Device.Header); tok != "" {
 			tok = strings.TrimPrefix(tok, "Bearer ")
 			d, err := p.device.Verify(tok, now)
 			if err != nil {
@@ -150,7 +217,7 @@ func (s *stream) resolveIdentity(now time.Time) error {
 	}
 	if idc.IstioPeerMetadata {
 		if b, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "version"}); err == nil {
-			s.req.PeerVersion = string(b)
+			s.req.PeerVersion = view(b)
 		}
 	}
 	return nil
@@ -160,8 +227,8 @@ func (s *stream) resolveIdentity(now time.Time) error {
 // the Bearer scheme.
 func (s *stream) bearer(headers []string) string {
 	for _, h := range headers {
-		v, err := proxywasm.GetHttpRequestHeader(h)
-		if err != nil || v == "" {
+		v, _ := s.hdrs.Get(h)
+		if v == "" {
 			continue
 		}
 		if h == config.DefaultJWTHeader {
@@ -238,11 +305,12 @@ func (s *stream) record(now time.Time, id, result string, rules []string, stage 
 	r := audit.Record{Time: now, DecisionID: id, Decision: result, RuleIDs: rules, Reason: s.dec.Reason,
 		BundleRevision: p.revision(), Subject: s.req.SPIFFEID, DeviceID: s.req.DeviceID, DeviceClass: s.req.DeviceClass,
 		Version: s.req.PeerVersion, Method: s.req.Method, Path: s.req.Path, Proxy: p.proxyName}
+	s.readHeaders()
 	if r.Method == "" {
-		r.Method, _ = proxywasm.GetHttpRequestHeader(":method")
-		r.Path, _ = proxywasm.GetHttpRequestHeader(":path")
+		r.Method, _ = s.hdrs.Get(":method")
+		r.Path, _ = s.hdrs.Get(":path")
 	}
-	r.Authority, _ = proxywasm.GetHttpRequestHeader(":authority")
+	r.Authority, _ = s.hdrs.Get(":authority")
 	if b, err := proxywasm.GetProperty([]string{"source", "address"}); err == nil {
 		r.Source = string(b)
 	}
@@ -285,6 +353,15 @@ func (s *stream) fail(status uint32, decision, title, reason string) types.Actio
 		proxywasm.LogErrorf("meshguard: sending %d: %v", status, err)
 	}
 	return types.ActionPause
+}
+
+// view is b as a string without a copy: b is host data in the scratch
+// arena, valid for the current callback only.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 func appendJSONString(b []byte, s string) []byte {

@@ -262,8 +262,17 @@ func (c *Config) setDefaults() {
 			s.Timeout.Duration = DefaultCalloutTimeout
 		}
 	}
+	// The filter matches header names against Envoy's lower-cased map.
 	for i, h := range c.Identity.StripHeaders {
 		c.Identity.StripHeaders[i] = strings.ToLower(h)
+	}
+	if j := c.Identity.JWTSVID; j != nil {
+		for i, h := range j.Headers {
+			j.Headers[i] = strings.ToLower(h)
+		}
+	}
+	if d := c.Identity.Device; d != nil {
+		d.Header = strings.ToLower(d.Header)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,4 +273,39 @@ func swapSig(a, b string) string {
 		j--
 	}
 	return a[:i] + b[j:]
+}
+
+func TestCacheComparesWholeToken(t *testing.T) {
+	c := NewCache[int](8)
+	c.Put("token-a", 1, now.Add(time.Minute))
+	v, ok := c.Get("token-a")
+	require.True(t, ok)
+	assert.Equal(t, 1, v)
+	// A different token never returns a's value, even if the 64-bit keys
+	// were to collide: force that case by planting a's entry under b's key.
+	c.m[c.key("token-b")] = c.m[c.key("token-a")]
+	_, ok = c.Get("token-b")
+	assert.False(t, ok)
+	c.Remove("token-b") // must not drop a's entry
+	_, ok = c.Get("token-a")
+	assert.True(t, ok)
+}
+
+func TestCacheByteBudget(t *testing.T) {
+	c := NewCache[int](1000)
+	big := MaxCacheBytes / 4
+	for i := range 6 {
+		c.Put(strings.Repeat(string(rune('a'+i)), big), i, now.Add(time.Minute))
+	}
+	assert.LessOrEqual(t, c.Bytes(), MaxCacheBytes)
+	assert.Equal(t, 4, c.Len())
+	_, ok := c.Get(strings.Repeat("f", big))
+	assert.True(t, ok, "newest entry kept")
+	_, ok = c.Get(strings.Repeat("a", big))
+	assert.False(t, ok, "oldest entry evicted")
+	// Oversized tokens are not cached at all.
+	c.Put(strings.Repeat("z", big+1), 9, now.Add(time.Minute))
+	assert.Equal(t, 4, c.Len())
+	c.Clear()
+	assert.Zero(t, c.Bytes())
 }

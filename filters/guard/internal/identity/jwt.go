@@ -56,24 +56,33 @@ type Claims struct {
 	Expiry    time.Time
 	NotBefore time.Time
 	raw       map[string]json.RawMessage
+	// strs memoises String: verified claims are cached and read on every
+	// request, and decoding JSON each time would dominate a cache hit.
+	strs map[string]string
 }
 
 // String returns a private claim as a string: JSON strings as-is, numbers in
 // their JSON text, anything else "".
 func (c *Claims) String(name string) string {
+	if s, ok := c.strs[name]; ok {
+		return s
+	}
 	v, ok := c.raw[name]
 	if !ok {
 		return ""
 	}
 	var s string
-	if err := json.Unmarshal(v, &s); err == nil {
-		return s
+	if err := json.Unmarshal(v, &s); err != nil {
+		var n json.Number
+		if err := json.Unmarshal(v, &n); err == nil {
+			s = n.String()
+		}
 	}
-	var n json.Number
-	if err := json.Unmarshal(v, &n); err == nil {
-		return n.String()
+	if c.strs == nil {
+		c.strs = make(map[string]string, 4)
 	}
-	return ""
+	c.strs[name] = s
+	return s
 }
 
 // split checks the compact serialisation and decodes header and payload.

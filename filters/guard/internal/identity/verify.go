@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -14,7 +13,9 @@ type SVID struct {
 	ID          string
 	TrustDomain string
 	Expiry      time.Time
-	Claims      *Claims
+	// JTI is the token's jti claim ("" when absent), read once at verification.
+	JTI    string
+	Claims *Claims
 }
 
 // SVIDVerifier verifies JWT-SVIDs: the subject's trust domain must be one of
@@ -71,13 +72,12 @@ func (v *SVIDVerifier) SetBundle(td string, jwks []byte) error {
 // Cache exposes the verified-token cache (for hit/miss metrics).
 func (v *SVIDVerifier) Cache() *Cache[*SVID] { return v.cache }
 
-// Verify checks token at time now. A cached token costs one SHA-256 and a map
-// lookup; its expiry is still checked against now.
+// Verify checks token at time now. A cached token costs one hash, a map
+// lookup and a comparison; its expiry is still checked against now.
 func (v *SVIDVerifier) Verify(token string, now time.Time) (*SVID, error) {
-	key := sha256.Sum256([]byte(token))
-	if s, ok := v.cache.Get(key); ok {
+	if s, ok := v.cache.Get(token); ok {
 		if err := s.Claims.checkTimes(now); err != nil {
-			v.cache.Remove(key)
+			v.cache.Remove(token)
 			return nil, err
 		}
 		return s, nil
@@ -103,8 +103,8 @@ func (v *SVIDVerifier) Verify(token string, now time.Time) (*SVID, error) {
 	if err := verifySignature(token, h, set); err != nil {
 		return nil, err
 	}
-	s := &SVID{ID: c.Subject, TrustDomain: td, Expiry: c.Expiry, Claims: c}
-	v.cache.Put(key, s, c.Expiry)
+	s := &SVID{ID: c.Subject, TrustDomain: td, Expiry: c.Expiry, JTI: c.String("jti"), Claims: c}
+	v.cache.Put(token, s, c.Expiry)
 	return s, nil
 }
 
@@ -153,10 +153,9 @@ func (v *DeviceVerifier) Cache() *Cache[*Device] { return v.cache }
 
 // Verify checks a device token at time now.
 func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
-	key := sha256.Sum256([]byte(token))
-	if d, ok := v.cache.Get(key); ok {
+	if d, ok := v.cache.Get(token); ok {
 		if !now.Before(d.Expiry.Add(Leeway)) {
-			v.cache.Remove(key)
+			v.cache.Remove(token)
 			return nil, ErrExpired
 		}
 		return d, nil
@@ -189,7 +188,7 @@ func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
 	if d.ID == "" {
 		return nil, fmt.Errorf("%w: device token has no %s or sub claim", ErrMalformed, v.names.ID)
 	}
-	v.cache.Put(key, d, c.Expiry)
+	v.cache.Put(token, d, c.Expiry)
 	return d, nil
 }
 
