@@ -42,28 +42,30 @@ func next(s string) (seg, rest string) {
 	return s, ""
 }
 
-func (st *state) walkPaths(n *pnode, path string, done bool) {
-	for _, i := range n.rest {
+func (st *state) walkPaths(n int32, path string, done bool) {
+	f := &st.e.f
+	nd := &f.nodes[n]
+	for _, i := range f.list(nd.rest) {
 		st.consider(i)
 	}
 	if done {
-		for _, i := range n.end {
+		for _, i := range f.list(nd.end) {
 			st.consider(i)
 		}
 		return
 	}
 	seg, rest := next(path)
 	last := !strings.Contains(path, "/")
-	if c, ok := n.lit[seg]; ok {
+	if c := f.child(n, seg); c != none {
 		st.walkPaths(c, rest, last)
 	}
-	if n.wild != nil && seg != "" {
-		st.walkPaths(n.wild, rest, last)
+	if nd.wild != none && seg != "" {
+		st.walkPaths(nd.wild, rest, last)
 	}
 }
 
-func (st *state) pathsFrom(n *pnode) {
-	if n == nil {
+func (st *state) pathsFrom(n int32) {
+	if n == none {
 		return
 	}
 	p := st.req.Path
@@ -74,17 +76,19 @@ func (st *state) pathsFrom(n *pnode) {
 	st.walkPaths(n, p, p == "")
 }
 
-func (st *state) walkSubjects(n *snode, id string, done, versions bool) {
-	st.pathsFrom(n.restPath)
+func (st *state) walkSubjects(n int32, id string, done, versions bool) {
+	f := &st.e.f
+	nd := &f.nodes[n]
+	st.pathsFrom(nd.restPath)
 	if versions {
-		for _, v := range n.restVers {
+		for _, v := range f.list(nd.restVers) {
 			st.checkVersion(v)
 		}
 	}
 	if done {
-		st.pathsFrom(n.endPaths)
+		st.pathsFrom(nd.endPaths)
 		if versions {
-			for _, v := range n.endVers {
+			for _, v := range f.list(nd.endVers) {
 				st.checkVersion(v)
 			}
 		}
@@ -92,15 +96,18 @@ func (st *state) walkSubjects(n *snode, id string, done, versions bool) {
 	}
 	seg, rest := next(id)
 	last := !strings.Contains(id, "/")
-	if c, ok := n.lit[seg]; ok {
+	if c := f.child(n, seg); c != none {
 		st.walkSubjects(c, rest, last, versions)
 	}
-	if n.wild != nil && seg != "" {
-		st.walkSubjects(n.wild, rest, last, versions)
+	if nd.wild != none && seg != "" {
+		st.walkSubjects(nd.wild, rest, last, versions)
 	}
 }
 
-func (st *state) subjects(root *snode, versions bool) {
+func (st *state) subjects(root int32, versions bool) {
+	if root == none {
+		return
+	}
 	id, ok := strings.CutPrefix(st.req.SPIFFEID, "spiffe://")
 	if (!ok || id == "") && st.req.TrustDomain != "" {
 		// Only the trust domain is known (e.g. a JWT from a federated
@@ -109,7 +116,7 @@ func (st *state) subjects(root *snode, versions bool) {
 	}
 	if !ok || id == "" {
 		// Anonymous callers only match rules open to any subject.
-		st.pathsFrom(root.restPath)
+		st.pathsFrom(st.e.f.nodes[root].restPath)
 		return
 	}
 	st.walkSubjects(root, id, false, versions)
@@ -258,29 +265,14 @@ func in(l []string, s string) bool {
 	return false
 }
 
-func (c *cdevice) isControl(path string) bool {
-	if c.control == nil {
+func (e *Engine) isControl(c *cdevice, path string) bool {
+	if c.ctrl == none {
 		return false
 	}
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	return c.control.matchAny(strings.TrimPrefix(path, "/"), path == "/" || path == "")
-}
-
-func (n *pnode) matchAny(path string, done bool) bool {
-	if len(n.rest) > 0 {
-		return true
-	}
-	if done {
-		return len(n.end) > 0
-	}
-	seg, rest := next(path)
-	last := !strings.Contains(path, "/")
-	if c, ok := n.lit[seg]; ok && c.matchAny(rest, last) {
-		return true
-	}
-	return n.wild != nil && seg != "" && n.wild.matchAny(rest, last)
+	return e.f.matchAny(c.ctrl, strings.TrimPrefix(path, "/"), path == "/" || path == "")
 }
 
 // devices calls fn-free loops over the device policies that may select r.
@@ -330,7 +322,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 						continue
 					}
 					if pass == 0 {
-						if !st.write && c.isControl(req.Path) {
+						if !st.write && e.isControl(c, req.Path) {
 							st.write = true
 						}
 						if limit == nil && c.limit != nil {
@@ -338,7 +330,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 						}
 						continue
 					}
-					st.subjects(c.subjects, false)
+					st.subjects(c.subj, false)
 				}
 			}
 		}
@@ -348,7 +340,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 			}
 		}
 	}
-	st.subjects(e.subjects, true)
+	st.subjects(e.subj, true)
 
 	d.Write = st.write
 	switch {

@@ -2,6 +2,7 @@ package policies
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -45,15 +46,16 @@ func methodBit(m string) uint16 {
 	return 0
 }
 
-// pnode is a path trie node; payload are rule indexes.
+// pnode is a path trie node while compiling (see forest); payload are rule
+// indexes.
 type pnode struct {
-	lit        map[string]*pnode
-	wild       *pnode // "*" or "{param}" segment
-	end, rest  []int32
-	hasControl bool // control-path trie: a pattern ends (end or rest) here
+	lit       map[string]*pnode
+	wild      *pnode // "*" or "{param}" segment
+	end, rest []int32
 }
 
-// snode is a subject trie node keyed by trust domain then SPIFFE path segments.
+// snode is a subject trie node keyed by trust domain then SPIFFE path
+// segments, while compiling (see forest).
 type snode struct {
 	lit                map[string]*snode
 	wild               *snode
@@ -94,8 +96,12 @@ type cdevice struct {
 	models   []string
 	firmware versionRange
 	hasFW    bool
-	control  *pnode
 	limit    *RateLimit
+	ctrl     int32 // control-path trie root in the forest, or none
+	subj     int32 // subject trie root in the forest
+
+	// Pointer tries while compiling; nil afterwards.
+	control  *pnode
 	subjects *snode
 }
 
@@ -103,7 +109,10 @@ type cdevice struct {
 type Engine struct {
 	rules    []crule
 	versions []cversion
-	subjects *snode // workload rules and version rules
+	devices  []*cdevice
+	f        forest
+	subj     int32  // root of the workload and version subject trie
+	subjects *snode // that trie while compiling; nil afterwards
 
 	devByID    map[string][]*cdevice
 	devByClass map[string][]*cdevice
@@ -296,7 +305,26 @@ func Compile(s *Set) (*Engine, error) {
 		e.trustDomains[td.Name] = td.JWKS
 	}
 	e.counts.TrustDomains = len(s.TrustDomains)
+	e.flatten()
 	return e, nil
+}
+
+// flatten moves the pointer tries into the forest.
+func (e *Engine) flatten() {
+	e.subj = e.f.addSubjects(e.subjects)
+	e.subjects = nil
+	for _, c := range e.devices {
+		c.subj = e.f.addSubjects(c.subjects)
+		c.ctrl = none
+		if c.control != nil && (len(c.control.lit) > 0 || c.control.wild != nil || len(c.control.end) > 0 || len(c.control.rest) > 0) {
+			c.ctrl = e.f.addPaths(c.control)
+		}
+		c.subjects, c.control = nil, nil
+	}
+	// The arrays are final: drop append slack.
+	e.f.nodes = slices.Clip(e.f.nodes)
+	e.f.edges = slices.Clip(e.f.edges)
+	e.f.ints = slices.Clip(e.f.ints)
 }
 
 func (e *Engine) addRule(root *snode, r *AccessRule, dev *cdevice) error {
@@ -413,7 +441,6 @@ func (e *Engine) addDevice(d *DevicePolicy) error {
 		}
 		for _, s := range segs {
 			n, rest := c.control.insert(s)
-			n.hasControl = true
 			if rest {
 				n.rest = append(n.rest, 0)
 			} else {
@@ -421,6 +448,7 @@ func (e *Engine) addDevice(d *DevicePolicy) error {
 			}
 		}
 	}
+	e.devices = append(e.devices, c)
 	for _, r := range d.Rules {
 		if err := e.addRule(c.subjects, r, c); err != nil {
 			return err

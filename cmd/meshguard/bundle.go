@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -151,9 +152,23 @@ set SOURCE_DATE_EPOCH (otherwise the creation time is now).`,
 			if len(bySource) == 0 {
 				return &exitError{code: 2, err: errors.New("no policy files (.yaml, .yml) found")}
 			}
-			if _, err := policies.Load(bySource); err != nil {
+			set, err := policies.Load(bySource)
+			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("policy check failed, no bundle written:\n%w", err)}
 			}
+			// Proxies load the compiled engine image instead of parsing and
+			// compiling the YAML, which is what makes hot reloads of large
+			// bundles fast; the sources stay in the bundle for people and
+			// for `meshguard policy verify`, which checks they agree.
+			eng, err := policies.Compile(set)
+			if err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("policy compile failed, no bundle written: %w", err)}
+			}
+			img, err := eng.MarshalBinary()
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			files[policies.ImageFile] = img
 			b, err := bundle.Build(files, bundle.BuildOptions{
 				Revision: revision, Created: createdAt, Expires: createdAt.Add(expires), Scope: scope, Key: key,
 			})
@@ -288,6 +303,9 @@ revision is above the last accepted one. Exit code 1 on any failure.`,
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: verification failed: %w", args[0], err)}
 			}
+			if err := checkImage(b.Files); err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("%s: verification failed: %w", args[0], err)}
+			}
 			m := b.Manifest
 			w := cmd.OutOrStdout()
 			sc := "(any)"
@@ -318,4 +336,36 @@ revision is above the last accepted one. Exit code 1 on any failure.`,
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// checkImage confirms that a bundle's compiled engine image (what proxies
+// enforce) is exactly what its policy sources (what people review) compile
+// to. Bundles without an image pass.
+func checkImage(files map[string][]byte) error {
+	img, ok := files[policies.ImageFile]
+	if !ok {
+		return nil
+	}
+	src := map[string][]byte{}
+	for name, b := range files {
+		if strings.HasPrefix(name, "policies/") {
+			src[name] = b
+		}
+	}
+	set, err := policies.Load(src)
+	if err != nil {
+		return fmt.Errorf("policy sources: %w", err)
+	}
+	eng, err := policies.Compile(set)
+	if err != nil {
+		return fmt.Errorf("policy sources: %w", err)
+	}
+	want, err := eng.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(img, want) {
+		return fmt.Errorf("%s does not match what the policy sources compile to", policies.ImageFile)
+	}
+	return nil
 }

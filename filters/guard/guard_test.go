@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
+	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
@@ -77,11 +79,28 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
+// bundle builds a signed bundle as `meshguard policy bundle` does, with the
+// compiled engine image, unless the policies do not compile (tests of bad
+// bundles) or sourceOnly is set.
 func (f *fixture) bundle(t testing.TB, rev uint64, files map[string][]byte) []byte {
+	return f.buildBundle(t, rev, files, false)
+}
+
+func (f *fixture) buildBundle(t testing.TB, rev uint64, files map[string][]byte, sourceOnly bool) []byte {
 	if files == nil {
 		files = f.files
 	}
-	b, err := bundle.Build(files, bundle.BuildOptions{Revision: rev, Created: epoch.Add(-time.Hour),
+	all := maps.Clone(files)
+	if !sourceOnly {
+		if set, errs := policies.Parse(files); len(errs) == 0 {
+			if eng, err := policies.Compile(set); err == nil {
+				img, err := eng.MarshalBinary()
+				require.NoError(t, err)
+				all[policies.ImageFile] = img
+			}
+		}
+	}
+	b, err := bundle.Build(all, bundle.BuildOptions{Revision: rev, Created: epoch.Add(-time.Hour),
 		Expires: epoch.Add(30 * 24 * time.Hour), Key: f.bundleKey})
 	require.NoError(t, err)
 	return b
@@ -448,5 +467,33 @@ func FuzzRequestPath(f *testing.F) {
 		if lr := s.LocalReply(); lr != nil {
 			assert.Contains(t, []uint32{403, 429, 503}, lr.Status, "%s", lr.Body)
 		}
+	})
+}
+
+func TestBundleForms(t *testing.T) {
+	wasm := guardWasm(t)
+	f := newFixture(t)
+	inline := func(b []byte) func(m map[string]any) {
+		return func(m map[string]any) { m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(b) }
+	}
+	t.Run("sources only: parsed and compiled in the filter", func(t *testing.T) {
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, inline(f.buildBundle(t, 1, nil, true)))))
+		h.ExpectLog("installed policy bundle revision 1")
+		s := h.NewStream(peer(reader))
+		s.Request("GET", "/v1/meters/42/readings")
+		s.ExpectNoLocalReply()
+		s = h.NewStream(peer(reader))
+		s.Request("DELETE", "/v1/meters/42/readings")
+		s.ExpectLocalReply(403)
+	})
+	t.Run("damaged image: fail closed", func(t *testing.T) {
+		files := maps.Clone(f.files)
+		files[policies.ImageFile] = []byte(policies.ImageMagic + "\x01garbage")
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, inline(f.buildBundle(t, 1, files, true)))))
+		s := h.NewStream(peer(reader))
+		s.Request("GET", "/v1/meters/42/readings")
+		lr := s.ExpectLocalReply(503)
+		assert.Contains(t, string(lr.Body), "invalid engine image")
+		assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_verification_failures_total"))
 	})
 }

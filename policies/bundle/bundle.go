@@ -7,8 +7,14 @@
 //	                    scope, kid and the sha256 of every other file
 //	.signatures.json    {"signatures":["<compact JWS>"]}; the JWS payload is
 //	                    the exact bytes of .manifest
+//	compiled/...        the policies compiled for proxies (an engine image,
+//	                    see policies.UnmarshalEngine), optional
 //	policies/...        policy-language files (YAML)
 //	data/...            data files (revocation lists, JWT key sets, ...)
+//
+// Entries are sorted, so compiled/ comes right after the manifest and the
+// signatures: a verifier that needs only the compiled form (VerifyOptions.
+// Subset) stops reading there and never inflates or hashes the sources.
 //
 // The JWS protected header holds only alg, kid and typ. Accepted algorithms
 // are EdDSA (Ed25519 keys) and ES256 (P-256 keys); the header alg must be the
@@ -45,7 +51,7 @@ const (
 const JWSType = "meshguard-bundle+jws"
 
 // Roots are the only top-level directories a bundle's files may live under.
-var Roots = []string{"policies/", "data/"}
+var Roots = []string{"compiled/", "policies/", "data/"}
 
 // Default limits; VerifyOptions.Limits overrides them when set.
 const (

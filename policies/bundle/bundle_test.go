@@ -655,3 +655,53 @@ func TestVerifyLimitsBoundary(t *testing.T) {
 	_, err = Verify(good, VerifyOptions{Keys: set, Now: testNow})
 	assert.NoError(t, err)
 }
+
+func TestVerifySubset(t *testing.T) {
+	key := fixedKey(t, 1)
+	files := testFiles()
+	files["compiled/engine.bin"] = []byte("image bytes")
+	data := mustBuild(t, files, testOpts(key, 7))
+	opts := VerifyOptions{Keys: publicSet(t, key), Now: testNow, Subset: []string{"compiled/"}}
+
+	b, err := Verify(data, opts)
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"compiled/engine.bin": []byte("image bytes")}, b.Files, "only the subset is read")
+	assert.Len(t, b.Manifest.Files, 4, "the manifest still lists every file")
+
+	// Without compiled files, a subset verification reads everything.
+	b, err = Verify(mustBuild(t, testFiles(), testOpts(key, 7)), opts)
+	require.NoError(t, err)
+	assert.Equal(t, testFiles(), b.Files)
+
+	es := unpack(t, data)
+	tampered := func(name string, body []byte) []byte {
+		out := append([]entry(nil), es...)
+		out[find(out, name)].body = body
+		return pack(t, out)
+	}
+	t.Run("tampered subset file", func(t *testing.T) {
+		_, err := Verify(tampered("compiled/engine.bin", []byte("other image")), opts)
+		require.ErrorIs(t, err, ErrFileSet)
+	})
+	t.Run("subset file missing", func(t *testing.T) {
+		out := append([]entry(nil), es[:find(es, "compiled/engine.bin")]...)
+		out = append(out, es[find(es, "compiled/engine.bin")+1:]...)
+		_, err := Verify(pack(t, out), opts)
+		require.ErrorIs(t, err, ErrFileSet)
+	})
+	t.Run("extra unlisted subset file", func(t *testing.T) {
+		out := append([]entry(nil), es...)
+		i := find(out, "compiled/engine.bin")
+		out = append(out[:i+1], append([]entry{{name: "compiled/zz.bin", body: []byte("x")}}, out[i+1:]...)...)
+		_, err := Verify(pack(t, out), opts)
+		require.ErrorIs(t, err, ErrFileSet)
+	})
+	t.Run("bad signature still fails", func(t *testing.T) {
+		_, err := Verify(data, VerifyOptions{Keys: publicSet(t, fixedKey(t, 2)), Now: testNow, Subset: []string{"compiled/"}})
+		require.ErrorIs(t, err, ErrSignature)
+	})
+	t.Run("full verification still checks the sources", func(t *testing.T) {
+		_, err := Verify(tampered("policies/workloads.yaml", []byte("changed")), VerifyOptions{Keys: publicSet(t, key), Now: testNow})
+		require.ErrorIs(t, err, ErrFileSet)
+	})
+}

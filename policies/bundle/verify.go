@@ -38,6 +38,13 @@ type VerifyOptions struct {
 	Limits Limits
 	// ClockSkew is how far in the future Created may be (default 5m).
 	ClockSkew time.Duration
+	// Subset, when set, names path prefixes (such as "compiled/") that
+	// are all the caller needs. If the manifest lists files under them,
+	// only those files are read, verified and returned, and reading stops
+	// at the first entry past them (entries are sorted); otherwise every
+	// file is, as without Subset. The signature and the manifest are always
+	// verified.
+	Subset []string
 }
 
 // Verify checks a bundle file and returns its verified contents. Errors wrap
@@ -51,7 +58,7 @@ func Verify(data []byte, opts VerifyOptions) (*Bundle, error) {
 	if opts.Keys == nil || opts.Keys.Len() == 0 {
 		return nil, fmt.Errorf("%w: no verification keys", ErrSignature)
 	}
-	entries, err := readTar(data, lim)
+	entries, partial, err := readTar(data, lim, opts.Subset)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +84,24 @@ func Verify(data []byte, opts VerifyOptions) (*Bundle, error) {
 	if m.KeyID != kid {
 		return nil, fmt.Errorf("%w: manifest kid %q differs from signature kid %q", ErrSignature, m.KeyID, kid)
 	}
-	if err := checkFiles(m, entries); err != nil {
+	if partial {
+		// Only the subset was read: the manifest's files under it must
+		// all be there and match; the rest is not the caller's concern.
+		want := &Manifest{Files: map[string]string{}}
+		for p, h := range m.Files {
+			if inSubset(p, opts.Subset) {
+				want.Files[p] = h
+			}
+		}
+		if len(want.Files) == 0 {
+			return nil, fmt.Errorf("%w: the manifest lists no file under %q; verify without a subset", ErrFileSet, opts.Subset)
+		}
+		m2 := *m
+		m2.Files = want.Files
+		if err := checkFiles(&m2, entries); err != nil {
+			return nil, err
+		}
+	} else if err := checkFiles(m, entries); err != nil {
 		return nil, err
 	}
 	now := opts.Now
@@ -104,12 +128,23 @@ func Verify(data []byte, opts VerifyOptions) (*Bundle, error) {
 	return &Bundle{Manifest: *m, Files: entries, Digest: "sha256:" + hex.EncodeToString(sum[:])}, nil
 }
 
+func inSubset(name string, subset []string) bool {
+	for _, p := range subset {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // readTar reads every entry of the gzip'd tar within the limits, refusing
-// anything but regular files with sane, unique paths.
-func readTar(data []byte, lim Limits) (map[string][]byte, error) {
+// anything but regular files with sane, unique paths. With a subset, it
+// stops at the first entry outside it once entries inside it were read
+// (partial is then true).
+func readTar(data []byte, lim Limits, subset []string) (map[string][]byte, bool, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("%w: gzip: %v", ErrFormat, err)
+		return nil, false, fmt.Errorf("%w: gzip: %v", ErrFormat, err)
 	}
 	zr.Multistream(false)
 	// One byte over the limit tells "exactly at" from "over".
@@ -117,6 +152,7 @@ func readTar(data []byte, lim Limits) (map[string][]byte, error) {
 	tr := tar.NewReader(lr)
 	entries := map[string][]byte{}
 	var total int64
+	readSubset := false
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -124,42 +160,50 @@ func readTar(data []byte, lim Limits) (map[string][]byte, error) {
 		}
 		if err != nil {
 			if lr.N <= 0 {
-				return nil, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTooLarge, lim.MaxUncompressed)
+				return nil, false, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTooLarge, lim.MaxUncompressed)
 			}
-			return nil, fmt.Errorf("%w: tar: %v", ErrFormat, err)
+			return nil, false, fmt.Errorf("%w: tar: %v", ErrFormat, err)
+		}
+		if len(subset) > 0 && h.Name != ManifestName && h.Name != SignaturesName {
+			in := inSubset(h.Name, subset)
+			if !in && readSubset {
+				return entries, true, nil
+			}
+			readSubset = readSubset || in
 		}
 		if len(entries) >= lim.MaxFiles+2 {
-			return nil, fmt.Errorf("%w: more than %d files", ErrTooLarge, lim.MaxFiles)
+			return nil, false, fmt.Errorf("%w: more than %d files", ErrTooLarge, lim.MaxFiles)
 		}
 		if h.Typeflag != tar.TypeReg {
-			return nil, fmt.Errorf("%w: entry %q is not a regular file (type %q)", ErrFormat, h.Name, h.Typeflag)
+			return nil, false, fmt.Errorf("%w: entry %q is not a regular file (type %q)", ErrFormat, h.Name, h.Typeflag)
 		}
 		if h.Name != ManifestName && h.Name != SignaturesName {
 			if err := checkPath(h.Name); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+				return nil, false, fmt.Errorf("%w: %v", ErrFormat, err)
 			}
 		}
 		if _, dup := entries[h.Name]; dup {
-			return nil, fmt.Errorf("%w: duplicate entry %q", ErrFormat, h.Name)
+			return nil, false, fmt.Errorf("%w: duplicate entry %q", ErrFormat, h.Name)
 		}
 		if h.Size < 0 || total+h.Size > lim.MaxUncompressed {
-			return nil, fmt.Errorf("%w: entry %q makes more than %d bytes uncompressed", ErrTooLarge, h.Name, lim.MaxUncompressed)
+			return nil, false, fmt.Errorf("%w: entry %q makes more than %d bytes uncompressed", ErrTooLarge, h.Name, lim.MaxUncompressed)
 		}
 		b := make([]byte, h.Size)
 		if _, err := io.ReadFull(tr, b); err != nil {
-			return nil, fmt.Errorf("%w: reading %q: %v", ErrFormat, h.Name, err)
+			return nil, false, fmt.Errorf("%w: reading %q: %v", ErrFormat, h.Name, err)
 		}
 		total += h.Size
 		entries[h.Name] = b
 	}
 	// Read to the end so the gzip checksum is verified.
 	if _, err := io.Copy(io.Discard, lr); err != nil {
-		return nil, fmt.Errorf("%w: gzip: %v", ErrFormat, err)
+		return nil, false, fmt.Errorf("%w: gzip: %v", ErrFormat, err)
 	}
 	if lr.N <= 0 {
-		return nil, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTooLarge, lim.MaxUncompressed)
+		return nil, false, fmt.Errorf("%w: more than %d bytes uncompressed", ErrTooLarge, lim.MaxUncompressed)
 	}
-	return entries, nil
+	// A subset read to the end holds every file: nothing was skipped.
+	return entries, false, nil
 }
 
 // checkPath accepts clean relative slash paths under one of Roots.

@@ -1,0 +1,738 @@
+package policies
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// An engine image is a compiled Engine in a compact binary form, so a proxy
+// can load a large policy set without parsing YAML or building tries: the
+// image is read in one pass with a handful of allocations. `meshguard policy
+// bundle` ships it in bundles as ImageFile, signed like every other file.
+//
+// Layout: the magic ImageMagic, the format version, then every table of the
+// engine in a fixed order. Integers are unsigned varints, strings and byte
+// strings are a varint length and the bytes, maps are written in key order,
+// so the image of an engine is deterministic. Trie nodes are in preorder;
+// their edge and payload ranges are implicit (running offsets) and child
+// references are written as the distance from the parent, which is always
+// positive.
+
+// ImageFile is where bundles carry the engine image.
+const ImageFile = "compiled/engine.bin"
+
+// ImageMagic starts every engine image.
+const ImageMagic = "MGENGINE"
+
+// imageVersion is bumped on any change of the layout.
+const imageVersion = 1
+
+// ErrImage is wrapped by every UnmarshalEngine error.
+var ErrImage = errors.New("invalid engine image")
+
+// MarshalBinary returns the engine's image (see UnmarshalEngine).
+func (e *Engine) MarshalBinary() ([]byte, error) {
+	w := &imgWriter{b: make([]byte, 0, 64+len(e.f.nodes)*4+len(e.f.edges)*8+len(e.rules)*24)}
+	w.b = append(w.b, ImageMagic...)
+	w.uint(imageVersion)
+	for _, n := range []int{e.counts.WorkloadRules, e.counts.DeviceRules, e.counts.VersionRules, e.counts.Revocations, e.counts.TrustDomains} {
+		w.uint(uint64(n))
+	}
+	devIdx := make(map[*cdevice]int, len(e.devices))
+	for i, c := range e.devices {
+		devIdx[c] = i
+	}
+	w.uint(uint64(len(e.rules)))
+	for i := range e.rules {
+		r := &e.rules[i]
+		w.str(r.id)
+		w.b = append(w.b, byte(r.effect), b2byte(r.dryRun)|b2byte(r.audit)<<1, byte(r.access))
+		w.uint(uint64(r.methods))
+		w.uint(uint64(len(r.headers)))
+		for _, h := range r.headers {
+			w.str(h.name)
+			w.str(h.equals)
+			w.b = append(w.b, b2byte(h.present))
+		}
+		if r.dev == nil {
+			w.uint(0)
+		} else {
+			w.uint(uint64(devIdx[r.dev]) + 1)
+		}
+	}
+	w.uint(uint64(len(e.versions)))
+	for i := range e.versions {
+		v := &e.versions[i]
+		w.str(v.id)
+		w.b = append(w.b, b2byte(v.dryRun), b2byte(v.source.DeviceFirmware), b2byte(v.source.PeerLabel))
+		w.str(v.source.JWTClaim)
+		w.str(v.source.Header)
+		w.vrange(v.allowed)
+		w.uint(uint64(len(v.deniedAll)))
+		for _, d := range v.deniedAll {
+			w.version(d)
+		}
+		w.strs(v.deniedExt)
+	}
+	w.uint(uint64(len(e.devices)))
+	for _, c := range e.devices {
+		w.str(c.name)
+		if c.ids == nil {
+			w.uint(0)
+		} else {
+			w.uint(uint64(len(c.ids)) + 1)
+			for _, id := range sortedKeys(c.ids) {
+				w.str(id)
+			}
+		}
+		w.strs(c.classes)
+		w.strs(c.vendors)
+		w.strs(c.models)
+		w.b = append(w.b, b2byte(c.hasFW))
+		w.vrange(c.firmware)
+		if c.limit == nil {
+			w.b = append(w.b, 0)
+		} else {
+			w.b = append(w.b, 1)
+			w.b = binary.LittleEndian.AppendUint64(w.b, math.Float64bits(c.limit.PerSecond))
+			w.uint(uint64(c.limit.Burst))
+		}
+		w.ref(c.ctrl)
+		w.ref(c.subj)
+	}
+	w.devMap(e.devByID, devIdx)
+	w.devMap(e.devByClass, devIdx)
+	w.uint(uint64(len(e.devAny)))
+	for _, c := range e.devAny {
+		w.uint(uint64(devIdx[c]))
+	}
+	keys := sortedKeys(e.verByClass)
+	w.uint(uint64(len(keys)))
+	for _, k := range keys {
+		w.str(k)
+		w.ints(e.verByClass[k])
+	}
+	for _, m := range []map[string]string{e.revokedIDs, e.revokedDevices, e.revokedJTIs} {
+		keys := sortedKeys(m)
+		w.uint(uint64(len(keys)))
+		for _, k := range keys {
+			w.str(k)
+			w.str(m[k])
+		}
+	}
+	keys = sortedKeys(e.trustDomains)
+	w.uint(uint64(len(keys)))
+	for _, k := range keys {
+		w.str(k)
+		w.str(string(e.trustDomains[k]))
+	}
+	w.ref(e.subj)
+	if err := w.forest(&e.f); err != nil {
+		return nil, err
+	}
+	return w.b, nil
+}
+
+func b2byte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+type imgWriter struct{ b []byte }
+
+func (w *imgWriter) uint(v uint64) { w.b = binary.AppendUvarint(w.b, v) }
+
+func (w *imgWriter) str(s string) {
+	w.uint(uint64(len(s)))
+	w.b = append(w.b, s...)
+}
+
+func (w *imgWriter) strs(l []string) {
+	w.uint(uint64(len(l)))
+	for _, s := range l {
+		w.str(s)
+	}
+}
+
+func (w *imgWriter) ints(l []int32) {
+	w.uint(uint64(len(l)))
+	for _, i := range l {
+		w.uint(uint64(i))
+	}
+}
+
+// ref writes a node reference: 0 for none, else index+1.
+func (w *imgWriter) ref(n int32) { w.uint(uint64(n + 1)) }
+
+func (w *imgWriter) version(v version) {
+	w.uint(v.major)
+	w.uint(v.minor)
+	w.uint(v.patch)
+	w.str(v.pre)
+	w.str(v.build)
+}
+
+func (w *imgWriter) vrange(r versionRange) {
+	w.uint(uint64(len(r)))
+	for _, alt := range r {
+		w.uint(uint64(len(alt)))
+		for _, c := range alt {
+			w.b = append(w.b, byte(c.op))
+			w.version(c.v)
+		}
+	}
+}
+
+func (w *imgWriter) devMap(m map[string][]*cdevice, idx map[*cdevice]int) {
+	keys := sortedKeys(m)
+	w.uint(uint64(len(keys)))
+	for _, k := range keys {
+		w.str(k)
+		w.uint(uint64(len(m[k])))
+		for _, c := range m[k] {
+			w.uint(uint64(idx[c]))
+		}
+	}
+}
+
+// Node flags: which optional fields follow.
+const (
+	nfWild = 1 << iota
+	nfEndPaths
+	nfRestPath
+	nfEnd
+	nfRest
+	nfEndVers
+	nfRestVers
+	nfAll = 1<<iota - 1
+)
+
+func (w *imgWriter) forest(f *forest) error {
+	w.uint(uint64(len(f.nodes)))
+	w.uint(uint64(len(f.edges)))
+	w.uint(uint64(len(f.ints)))
+	var e, in int32
+	for id := range f.nodes {
+		n := &f.nodes[id]
+		// Ranges are implicit: they must follow each other in node order.
+		for _, s := range []span{n.end, n.rest, n.endVers, n.restVers} {
+			if !s.empty() && s.lo != in {
+				return fmt.Errorf("engine image: node %d payload out of order", id)
+			}
+			in += s.hi - s.lo
+		}
+		if !n.edges.empty() && n.edges.lo != e {
+			return fmt.Errorf("engine image: node %d edges out of order", id)
+		}
+		e += n.edges.hi - n.edges.lo
+		var flags byte
+		if n.wild != none {
+			flags |= nfWild
+		}
+		if n.endPaths != none {
+			flags |= nfEndPaths
+		}
+		if n.restPath != none {
+			flags |= nfRestPath
+		}
+		for i, s := range []span{n.end, n.rest, n.endVers, n.restVers} {
+			if !s.empty() {
+				flags |= nfEnd << i
+			}
+		}
+		w.b = append(w.b, flags)
+		w.uint(uint64(n.edges.hi - n.edges.lo))
+		for _, c := range []int32{n.wild, n.endPaths, n.restPath} {
+			if c != none {
+				w.uint(uint64(c - int32(id)))
+			}
+		}
+		for _, s := range []span{n.end, n.rest, n.endVers, n.restVers} {
+			if !s.empty() {
+				w.uint(uint64(s.hi - s.lo))
+			}
+		}
+	}
+	for id := range f.nodes {
+		n := &f.nodes[id]
+		for _, ed := range f.edges[n.edges.lo:n.edges.hi] {
+			w.str(ed.seg)
+			w.uint(uint64(ed.child - int32(id)))
+		}
+	}
+	for _, i := range f.ints {
+		w.uint(uint64(i))
+	}
+	return nil
+}
+
+// UnmarshalEngine loads an engine image written by MarshalBinary. Every
+// index and range is checked, so no image can make Decide fail or loop;
+// errors wrap ErrImage.
+func UnmarshalEngine(b []byte) (*Engine, error) {
+	if len(b) < len(ImageMagic) || string(b[:len(ImageMagic)]) != ImageMagic {
+		return nil, fmt.Errorf("%w: no %s magic", ErrImage, ImageMagic)
+	}
+	// One copy of the whole image; every string of the engine is a
+	// substring of it.
+	r := &imgReader{s: string(b), off: len(ImageMagic)}
+	if v := r.uint(); r.err == nil && v != imageVersion {
+		return nil, fmt.Errorf("%w: format version %d, want %d", ErrImage, v, imageVersion)
+	}
+	e := &Engine{}
+	cnt := []*int{&e.counts.WorkloadRules, &e.counts.DeviceRules, &e.counts.VersionRules, &e.counts.Revocations, &e.counts.TrustDomains}
+	for _, p := range cnt {
+		*p = r.int(math.MaxInt32)
+	}
+	nr := r.count(8)
+	e.rules = make([]crule, nr)
+	devRefs := make([]int, nr)
+	for i := range e.rules {
+		c := &e.rules[i]
+		c.id = r.str()
+		c.effect = Effect(r.byte())
+		flags := r.byte()
+		c.dryRun, c.audit = flags&1 != 0, flags&2 != 0
+		c.access = Access(r.byte())
+		c.methods = uint16(r.int(math.MaxUint16))
+		if nh := r.count(3); nh > 0 {
+			c.headers = make([]hdr, nh)
+			for k := range c.headers {
+				c.headers[k] = hdr{name: r.str(), equals: r.str(), present: r.byte() != 0}
+			}
+		}
+		devRefs[i] = r.int(math.MaxInt32)
+		if r.err == nil && (c.effect != Allow && c.effect != Deny || c.access > AccessWrite || flags > 3) {
+			r.fail("rule %d: bad effect, access or flags", i)
+		}
+	}
+	nv := r.count(8)
+	e.versions = make([]cversion, nv)
+	for i := range e.versions {
+		v := &e.versions[i]
+		v.id = r.str()
+		v.dryRun, v.source.DeviceFirmware, v.source.PeerLabel = r.byte() != 0, r.byte() != 0, r.byte() != 0
+		v.source.JWTClaim, v.source.Header = r.str(), r.str()
+		v.allowed = r.vrange()
+		if n := r.count(5); n > 0 {
+			v.deniedAll = make([]version, n)
+			for k := range v.deniedAll {
+				v.deniedAll[k] = r.version()
+			}
+		}
+		v.deniedExt = r.strs()
+	}
+	nd := r.count(10)
+	e.devices = make([]*cdevice, nd)
+	devs := make([]cdevice, nd)
+	for i := range devs {
+		c := &devs[i]
+		e.devices[i] = c
+		c.name = r.str()
+		if n := r.int(math.MaxInt32); n > 0 {
+			n--
+			if n > r.left() {
+				r.fail("device %d: %d ids", i, n)
+				break
+			}
+			c.ids = make(map[string]bool, n)
+			for range n {
+				c.ids[r.str()] = true
+			}
+		}
+		c.classes, c.vendors, c.models = r.strs(), r.strs(), r.strs()
+		c.hasFW = r.byte() != 0
+		c.firmware = r.vrange()
+		if r.byte() != 0 {
+			bits := r.fixed64()
+			c.limit = &RateLimit{PerSecond: math.Float64frombits(bits), Burst: uint32(r.int(math.MaxUint32))}
+		}
+		c.ctrl, c.subj = r.ref(), r.ref()
+	}
+	for i, ref := range devRefs {
+		switch {
+		case ref == 0:
+		case ref-1 < nd:
+			e.rules[i].dev = e.devices[ref-1]
+		default:
+			r.fail("rule %d: device %d of %d", i, ref-1, nd)
+		}
+	}
+	e.devByID, e.devByClass = r.devMap(e.devices), r.devMap(e.devices)
+	if n := r.count(1); n > 0 {
+		e.devAny = make([]*cdevice, n)
+		for k := range e.devAny {
+			e.devAny[k] = r.dev(e.devices)
+		}
+	}
+	n := r.count(2)
+	e.verByClass = make(map[string][]int32, n)
+	for range n {
+		k := r.str()
+		l := r.ints(nv)
+		e.verByClass[k] = l
+	}
+	maps := []*map[string]string{&e.revokedIDs, &e.revokedDevices, &e.revokedJTIs}
+	for _, m := range maps {
+		n := r.count(2)
+		*m = make(map[string]string, n)
+		for range n {
+			k := r.str()
+			(*m)[k] = r.str()
+		}
+	}
+	n = r.count(2)
+	e.trustDomains = make(map[string][]byte, n)
+	for range n {
+		k := r.str()
+		e.trustDomains[k] = []byte(r.str())
+	}
+	e.subj = r.ref()
+	r.forest(e, nv)
+	if r.err == nil && r.off != len(r.s) {
+		r.fail("%d trailing bytes", len(r.s)-r.off)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return e, nil
+}
+
+type imgReader struct {
+	s   string
+	off int
+	err error
+}
+
+func (r *imgReader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: at byte %d: %s", ErrImage, r.off, fmt.Sprintf(format, args...))
+	}
+}
+
+func (r *imgReader) left() int { return len(r.s) - r.off }
+
+func (r *imgReader) uint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	var v uint64
+	for shift := uint(0); ; shift += 7 {
+		if r.off >= len(r.s) || shift > 63 {
+			r.fail("truncated or overlong varint")
+			return 0
+		}
+		c := r.s[r.off]
+		r.off++
+		if shift == 63 && c > 1 {
+			r.fail("varint overflows 64 bits")
+			return 0
+		}
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return v
+		}
+	}
+}
+
+// int reads a varint that must not exceed max.
+func (r *imgReader) int(max uint64) int {
+	v := r.uint()
+	if v > max {
+		r.fail("value %d above %d", v, max)
+		return 0
+	}
+	return int(v)
+}
+
+// count reads a length whose elements take at least minBytes each, so a
+// forged length cannot make the reader allocate beyond the image's size.
+func (r *imgReader) count(minBytes int) int {
+	n := r.int(math.MaxInt32)
+	if n > r.left()/max(minBytes, 1) {
+		r.fail("count %d exceeds the remaining %d bytes", n, r.left())
+		return 0
+	}
+	return n
+}
+
+func (r *imgReader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if r.off >= len(r.s) {
+		r.fail("truncated")
+		return 0
+	}
+	c := r.s[r.off]
+	r.off++
+	return c
+}
+
+func (r *imgReader) fixed64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if r.left() < 8 {
+		r.fail("truncated")
+		return 0
+	}
+	v := binary.LittleEndian.Uint64([]byte(r.s[r.off : r.off+8]))
+	r.off += 8
+	return v
+}
+
+func (r *imgReader) str() string {
+	n := r.int(math.MaxInt32)
+	if r.err != nil {
+		return ""
+	}
+	if n > r.left() {
+		r.fail("string of %d bytes, %d left", n, r.left())
+		return ""
+	}
+	s := r.s[r.off : r.off+n]
+	r.off += n
+	return s
+}
+
+func (r *imgReader) strs() []string {
+	n := r.count(1)
+	if n == 0 {
+		return nil
+	}
+	l := make([]string, n)
+	for i := range l {
+		l[i] = r.str()
+	}
+	return l
+}
+
+// ints reads a list of indexes below limit.
+func (r *imgReader) ints(limit int) []int32 {
+	n := r.count(1)
+	if n == 0 {
+		return nil
+	}
+	l := make([]int32, n)
+	for i := range l {
+		l[i] = int32(r.int(math.MaxInt32))
+		if r.err == nil && int(l[i]) >= limit {
+			r.fail("index %d of %d", l[i], limit)
+		}
+	}
+	return l
+}
+
+func (r *imgReader) ref() int32 {
+	return int32(r.int(math.MaxInt32)) - 1
+}
+
+func (r *imgReader) version() version {
+	return version{major: r.uint(), minor: r.uint(), patch: r.uint(), pre: r.str(), build: r.str()}
+}
+
+func (r *imgReader) vrange() versionRange {
+	n := r.count(1)
+	if n == 0 {
+		return nil
+	}
+	vr := make(versionRange, n)
+	for i := range vr {
+		m := r.count(6)
+		if m == 0 {
+			continue
+		}
+		vr[i] = make([]comparison, m)
+		for k := range vr[i] {
+			op := op(r.byte())
+			if r.err == nil && op > opLE {
+				r.fail("version operator %d", op)
+			}
+			vr[i][k] = comparison{op: op, v: r.version()}
+		}
+	}
+	return vr
+}
+
+func (r *imgReader) dev(devs []*cdevice) *cdevice {
+	i := r.int(math.MaxInt32)
+	if r.err == nil && i >= len(devs) {
+		r.fail("device %d of %d", i, len(devs))
+	}
+	if r.err != nil {
+		return &cdevice{ctrl: none, subj: none}
+	}
+	return devs[i]
+}
+
+func (r *imgReader) devMap(devs []*cdevice) map[string][]*cdevice {
+	n := r.count(2)
+	m := make(map[string][]*cdevice, n)
+	for range n {
+		k := r.str()
+		l := make([]*cdevice, r.count(1))
+		for i := range l {
+			l[i] = r.dev(devs)
+		}
+		m[k] = l
+	}
+	return m
+}
+
+// Node kinds, for checking what each node's payload indexes.
+const (
+	kindNone byte = iota
+	kindSubject
+	kindPath
+	kindControl
+)
+
+func (r *imgReader) forest(e *Engine, nVersions int) {
+	f := &e.f
+	nn, ne, ni := r.count(2), r.count(2), r.count(1)
+	if r.err != nil {
+		return
+	}
+	f.nodes = make([]fnode, nn)
+	f.edges = make([]fedge, ne)
+	f.ints = make([]int32, ni)
+	var eo, io int32
+	for id := range f.nodes {
+		n := &f.nodes[id]
+		flags := r.byte()
+		if r.err == nil && flags > nfAll {
+			r.fail("node %d flags %#x", id, flags)
+		}
+		k := int32(r.int(math.MaxInt32))
+		n.edges = span{eo, eo + k}
+		eo += k
+		for _, p := range []struct {
+			bit byte
+			dst *int32
+		}{{nfWild, &n.wild}, {nfEndPaths, &n.endPaths}, {nfRestPath, &n.restPath}} {
+			*p.dst = none
+			if flags&p.bit != 0 {
+				*p.dst = int32(id) + r.child(id, nn)
+			}
+		}
+		for i, s := range []*span{&n.end, &n.rest, &n.endVers, &n.restVers} {
+			k := int32(0)
+			if flags&(nfEnd<<i) != 0 {
+				if k = int32(r.int(math.MaxInt32)); k == 0 && r.err == nil {
+					r.fail("node %d: empty list flagged present", id)
+				}
+			}
+			*s = span{io, io + k}
+			io += k
+		}
+		if r.err != nil {
+			return
+		}
+		if eo > int32(ne) || io > int32(ni) || eo < 0 || io < 0 {
+			r.fail("node %d ranges exceed the tables", id)
+			return
+		}
+	}
+	if eo != int32(ne) || io != int32(ni) {
+		r.fail("tables hold %d edges and %d ints, nodes use %d and %d", ne, ni, eo, io)
+		return
+	}
+	for id := range f.nodes {
+		n := &f.nodes[id]
+		for i := n.edges.lo; i < n.edges.hi; i++ {
+			f.edges[i] = fedge{seg: r.str(), child: int32(id) + r.child(id, nn)}
+			if r.err == nil && i > n.edges.lo && f.edges[i-1].seg >= f.edges[i].seg {
+				r.fail("node %d edges not sorted", id)
+			}
+		}
+	}
+	for i := range f.ints {
+		f.ints[i] = int32(r.int(math.MaxInt32))
+	}
+	if r.err != nil {
+		return
+	}
+	// Every node has exactly one parent (or is a root) and a kind fixed by
+	// it; payloads must index what that kind indexes.
+	kind := make([]byte, nn)
+	claim := func(n int32, k byte, what string) {
+		if n == none || r.err != nil {
+			return
+		}
+		if n < 0 || int(n) >= nn {
+			r.fail("%s: node %d of %d", what, n, nn)
+			return
+		}
+		if kind[n] != kindNone {
+			r.fail("%s: node %d has two parents", what, n)
+			return
+		}
+		kind[n] = k
+	}
+	claim(e.subj, kindSubject, "subject root")
+	for i, c := range e.devices {
+		claim(c.subj, kindSubject, fmt.Sprintf("device %d subjects", i))
+		claim(c.ctrl, kindControl, fmt.Sprintf("device %d control paths", i))
+	}
+	for id := range f.nodes {
+		if r.err != nil {
+			return
+		}
+		n := &f.nodes[id]
+		k := kind[id]
+		if k == kindNone {
+			r.fail("node %d is unreachable", id)
+			return
+		}
+		for i := n.edges.lo; i < n.edges.hi; i++ {
+			claim(f.edges[i].child, k, "edge")
+		}
+		claim(n.wild, k, "wildcard")
+		var limit int
+		switch k {
+		case kindSubject:
+			claim(n.endPaths, kindPath, "paths")
+			claim(n.restPath, kindPath, "paths")
+			if !n.end.empty() || !n.rest.empty() {
+				r.fail("subject node %d has rule payload", id)
+			}
+			for _, l := range [2][]int32{f.list(n.endVers), f.list(n.restVers)} {
+				for _, v := range l {
+					if int(v) >= nVersions {
+						r.fail("subject node %d: version %d of %d", id, v, nVersions)
+					}
+				}
+			}
+			continue
+		case kindPath:
+			limit = len(e.rules)
+		case kindControl:
+			limit = math.MaxInt32
+		}
+		if n.endPaths != none || n.restPath != none || !n.endVers.empty() || !n.restVers.empty() {
+			r.fail("path node %d has subject payload", id)
+		}
+		for _, l := range [2][]int32{f.list(n.end), f.list(n.rest)} {
+			for _, v := range l {
+				if int(v) >= limit {
+					r.fail("path node %d: rule %d of %d", id, v, limit)
+				}
+			}
+		}
+	}
+}
+
+// child reads a child reference of node id: a positive distance.
+func (r *imgReader) child(id, nn int) int32 {
+	d := r.int(math.MaxInt32)
+	if r.err == nil && (d == 0 || id+d >= nn) {
+		r.fail("node %d: child at distance %d of %d nodes", id, d, nn)
+		return 0
+	}
+	return int32(d)
+}
