@@ -2,8 +2,6 @@ package policies
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -132,12 +130,6 @@ func FuzzUnmarshalEngine(f *testing.F) {
 		img, err := e.MarshalBinary()
 		require.NoError(f, err)
 		f.Add(img)
-	}
-	seeds, _ := filepath.Glob("testdata/images/*.bin")
-	for _, p := range seeds {
-		b, err := os.ReadFile(p)
-		require.NoError(f, err)
-		f.Add(b)
 	}
 	reqs := []*Request{
 		{SPIFFEID: "spiffe://grid.example/ns/a/sa/b", Method: "GET", Path: "/v1/x/y", Headers: Map{}, Claims: Map{}},

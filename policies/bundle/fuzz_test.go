@@ -14,8 +14,11 @@ func fuzzSeeds(t testing.TB) map[string][]byte {
 	key := fixedKey(t, 1)
 	good := mustBuild(t, testFiles(), testOpts(key, 3))
 	edit := func(f func(es []entry) []entry) []byte { return pack(t, f(unpack(t, good))) }
+	files := testFiles()
+	files["compiled/engine.bin"] = []byte("MGENGINE\x01image")
 	return map[string][]byte{
-		"valid": good,
+		"valid":         good,
+		"with-compiled": mustBuild(t, files, testOpts(key, 3)),
 		"symlink": edit(func(es []entry) []entry {
 			return append(es, entry{name: "policies/l.yaml", typ: tar.TypeSymlink, link: "../../etc/passwd"})
 		}),
@@ -56,19 +59,38 @@ func FuzzVerify(f *testing.F) {
 	key := fixedKey(f, 1)
 	opts := VerifyOptions{Keys: publicSet(f, key), Now: testNow, Scope: "grid-prod"}
 	sentinels := []error{ErrFormat, ErrSignature, ErrFileSet, ErrExpired, ErrNotYetValid, ErrScope, ErrRollback}
+	subsetOpts := opts
+	subsetOpts.Subset = []string{"compiled/"}
+	oneSentinel := func(t *testing.T, err error) {
+		n := 0
+		for _, s := range sentinels {
+			if errors.Is(err, s) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("error wraps %d sentinels: %v", n, err)
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		b, err := Verify(data, opts)
-		if err != nil {
-			n := 0
-			for _, s := range sentinels {
-				if errors.Is(err, s) {
-					n++
+		sub, subErr := Verify(data, subsetOpts)
+		if subErr != nil {
+			oneSentinel(t, subErr)
+		} else {
+			// A subset read returns only listed files whose hashes match.
+			for p, content := range sub.Files {
+				if want, ok := sub.Manifest.Files[p]; !ok || sha(content) != want {
+					t.Fatalf("subset: %s unlisted or hash mismatch", p)
 				}
 			}
-			if n != 1 {
-				t.Fatalf("error wraps %d sentinels: %v", n, err)
-			}
+		}
+		b, err := Verify(data, opts)
+		if err != nil {
+			oneSentinel(t, err)
 			return
+		}
+		if subErr != nil {
+			t.Fatalf("full verification passed, subset failed: %v", subErr)
 		}
 		// Whatever verifies is exactly the manifest's file set, hashes match
 		// and paths are sane.
