@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
@@ -42,7 +43,23 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			assert.Contains(t, out, "revision 7\n")
 			assert.Contains(t, out, "policies/workloads.yaml")
 			assert.Contains(t, out, "data/jwks.json")
+			assert.Contains(t, out, policies.ImageFile)
 			assert.Contains(t, out, "created  2026-11-23T09:00:00Z")
+
+			// An image that is not what the sources compile to is refused,
+			// even with a valid signature.
+			key, err := bundle.ParseSigningKey(must(os.ReadFile(filepath.Join(keys, "signing.jwk"))))
+			require.NoError(t, err)
+			vb, err := bundle.Verify(must(os.ReadFile(b1)), bundle.VerifyOptions{Keys: must(bundle.ParseKeySet(must(os.ReadFile(filepath.Join(keys, "verify.jwk")))))})
+			require.NoError(t, err)
+			otherEng, err := policies.CompileFiles(map[string][]byte{"w.yaml": []byte("apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: w}\nspec:\n  rules:\n    - name: all\n      effect: allow\n")})
+			require.NoError(t, err)
+			vb.Files[policies.ImageFile] = must(otherEng.MarshalBinary())
+			forged := filepath.Join(dir, "forged.bundle")
+			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
+				Expires: vb.Manifest.Expires, Key: key})), 0o644))
+			_, err = runFresh(t, newPolicyVerifyCmd(), "--keys", filepath.Join(keys, "verify.jwk"), forged)
+			require.ErrorContains(t, err, "does not match what the policy sources compile to")
 
 			// Same inputs, same bytes (Ed25519; ES256 signatures are randomised).
 			b2 := filepath.Join(dir, "two.bundle")
@@ -114,4 +131,11 @@ func TestBundleCLIRefusesBadPolicy(t *testing.T) {
 	_, err = runFresh(t, newPolicyBundleCmd(), "--key", filepath.Join(dir, "verify.jwk"), "--revision", "1", "-o", out,
 		"../../policies/testdata/grid")
 	assert.Error(t, err)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
