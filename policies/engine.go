@@ -133,6 +133,17 @@ type Counts struct {
 // Counts returns how many rules and entries the engine holds.
 func (e *Engine) Counts() Counts { return e.counts }
 
+// UsesPeerVersion reports whether any version rule reads the Istio peer
+// metadata version label, so callers can skip fetching it otherwise.
+func (e *Engine) UsesPeerVersion() bool {
+	for i := range e.versions {
+		if e.versions[i].source.PeerLabel {
+			return true
+		}
+	}
+	return false
+}
+
 // JWKS returns the JWT bundle declared for a trust domain.
 func (e *Engine) JWKS(trustDomain string) ([]byte, bool) {
 	b, ok := e.trustDomains[trustDomain]

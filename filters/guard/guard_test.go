@@ -497,3 +497,49 @@ func TestBundleForms(t *testing.T) {
 		assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_verification_failures_total"))
 	})
 }
+
+func TestIstioPeerVersion(t *testing.T) {
+	wasm := guardWasm(t)
+	f := newFixture(t)
+	caller := "spiffe://grid.example/ns/billing/sa/invoicer"
+	withPeer := func(version string) *host.Props {
+		return peer(caller).SetPeer("downstream_peer", map[string]string{"workload": "invoicer", "namespace": "billing", "version": version}, nil)
+	}
+	t.Run("version rule on the peer label", func(t *testing.T) {
+		files := maps.Clone(f.files)
+		files["policies/peer-versions.yaml"] = []byte(`apiVersion: meshguard.io/v1
+kind: VersionPolicy
+metadata:
+  name: billing-versions
+spec:
+  rules:
+    - name: invoicer-releases
+      subjects: [` + caller + `]
+      source:
+        peerLabel: version
+      allowed: ">=1.4.0"
+`)
+		cfg := f.config(t, func(m map[string]any) {
+			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.bundle(t, 1, files))
+		})
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(cfg))
+		s := h.NewStream(withPeer("1.5.2"))
+		s.Request("GET", "/v1/billing/2026-11")
+		s.ExpectNoLocalReply()
+		s = h.NewStream(withPeer("1.3.9"))
+		s.Request("GET", "/v1/billing/2026-11")
+		lr := s.ExpectLocalReply(403)
+		assert.Equal(t, "billing-versions/invoicer-releases", decisionBody(t, lr)["rule"])
+		h.ExpectLog(`"version":"1.3.9"`)
+	})
+	t.Run("no version rule reads it: fetched only for the audit record", func(t *testing.T) {
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, nil)))
+		s := h.NewStream(withPeer("0.0.1"))
+		s.Request("GET", "/v1/billing/2026-11")
+		s.ExpectNoLocalReply()
+		s = h.NewStream(withPeer("0.0.2"))
+		s.Request("DELETE", "/v1/billing/2026-11")
+		s.ExpectLocalReply(403)
+		h.ExpectLog(`"version":"0.0.2"`)
+	})
+}

@@ -34,6 +34,8 @@ type policyState struct {
 	engine   *policies.Engine
 	revision uint64
 	digest   string
+	// peerVersion: some version rule reads the Istio peer version label.
+	peerVersion bool
 }
 
 type plugin struct {

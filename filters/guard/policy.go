@@ -94,7 +94,7 @@ func (p *plugin) tryInstall(data []byte) error {
 			}
 		}
 	}
-	p.policy = &policyState{engine: eng, revision: b.Manifest.Revision, digest: b.Digest}
+	p.policy = &policyState{engine: eng, revision: b.Manifest.Revision, digest: b.Digest, peerVersion: eng.UsesPeerVersion()}
 	p.expires = b.Manifest.Expires
 	p.polErr = nil
 	p.m.bundleLoads.Increment(1)

@@ -24,11 +24,12 @@ type stream struct {
 	// hdrs are the request headers, read with one hostcall (Envoy hands
 	// names over lower-cased); one read instead of one per header halves the
 	// hostcalls of a decision.
-	hdrs    reqHeaders
-	req     policies.Request
-	dec     policies.Decision
-	claims  *identity.Claims
-	subject string
+	hdrs     reqHeaders
+	peerRead bool
+	req      policies.Request
+	dec      policies.Decision
+	claims   *identity.Claims
+	subject  string
 	// decisionID is set when an allowed request was recorded, so the
 	// response can name its audit record.
 	decisionID string
@@ -88,7 +89,7 @@ func (g claimGetter) Get(name string) (string, bool) {
 func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
 	abi.Scratch(func() { action = s.decide() })
 	// The request's views of host data die with the arena.
-	s.hdrs, s.req = nil, policies.Request{}
+	s.hdrs, s.req, s.peerRead = nil, policies.Request{}, false
 	return action
 }
 
@@ -215,12 +216,22 @@ func (s *stream) resolveIdentity(now time.Time) error {
 			s.req.DeviceModel, s.req.DeviceFirmware = d.Model, d.Firmware
 		}
 	}
-	if idc.IstioPeerMetadata {
-		if b, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "version"}); err == nil {
-			s.req.PeerVersion = view(b)
-		}
+	if idc.IstioPeerMetadata && p.policy.peerVersion {
+		s.peerVersion()
 	}
 	return nil
+}
+
+// peerVersion reads the Istio peer metadata version label once per request:
+// up front when a version rule uses it, else only for an audit record.
+func (s *stream) peerVersion() {
+	if s.peerRead {
+		return
+	}
+	s.peerRead = true
+	if b, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "version"}); err == nil {
+		s.req.PeerVersion = view(b)
+	}
 }
 
 // bearer returns the first token found in headers; "authorization" expects
@@ -302,6 +313,9 @@ func (s *stream) enforceStatus(now time.Time, stage string, status uint32) types
 // record writes the decision record to the proxy log and the upload buffer.
 func (s *stream) record(now time.Time, id, result string, rules []string, stage string) {
 	p := s.p
+	if p.cfg.Identity.IstioPeerMetadata {
+		s.peerVersion()
+	}
 	r := audit.Record{Time: now, DecisionID: id, Decision: result, RuleIDs: rules, Reason: s.dec.Reason,
 		BundleRevision: p.revision(), Subject: s.req.SPIFFEID, DeviceID: s.req.DeviceID, DeviceClass: s.req.DeviceClass,
 		Version: s.req.PeerVersion, Method: s.req.Method, Path: s.req.Path, Proxy: p.proxyName}
