@@ -39,6 +39,9 @@ test: filters cli lint
 bench: filters cli
 	$(GO) test $(BENCHFLAGS) ./...
 	$(GO) test -run '^$$' -bench MemoryAfterRequests -benchtime 1000000x ./host
+	# Guard linear memory after 1M requests (10M: -benchtime 10000000x, ~5 min).
+	$(GO) test -run '^$$' -bench 'Memory$$' -benchtime 1000000x ./filters/guard
+	$(GO) test -run '^$$' -bench 'Reload' -benchtime 20x ./filters/guard
 	@set -e; for m in $(SUBMODULES); do echo "== module $$m"; (cd $$m && $(GO) test $(BENCHFLAGS) ./...); done
 
 demo: filters cli
