@@ -6,13 +6,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshguard/meshguard/distributor/internal/cncftest"
 	"github.com/meshguard/meshguard/distributor/oci"
+	"github.com/meshguard/meshguard/distributor/store/ocistore"
 )
 
 // client is a tiny raw-HTTP driver for conformance tables.
@@ -68,7 +73,27 @@ func manifestFor(config, layer []byte, subject *digest.Digest, artifactType stri
 	return b
 }
 
-func TestConformance(t *testing.T) {
+// serverFunc starts the handler over a fresh store of one backend.
+type serverFunc func(t testing.TB, opt oci.Options) (*httptest.Server, string)
+
+func TestConformance(t *testing.T) { conformance(t, newServer) }
+
+// TestConformanceExternalRegistry runs the same requests over the oci
+// storage backend, in a CNCF Distribution registry.
+func TestConformanceExternalRegistry(t *testing.T) {
+	addr := cncftest.Start(t)
+	conformance(t, func(t testing.TB, opt oci.Options) (*httptest.Server, string) {
+		st, err := ocistore.New(ocistore.Options{
+			Registry: addr, Prefix: fmt.Sprintf("conf%d", time.Now().UnixNano()), PlainHTTP: true, Auth: authn.Anonymous,
+		})
+		require.NoError(t, err)
+		srv := httptest.NewServer(oci.NewHandler(st, opt))
+		t.Cleanup(srv.Close)
+		return srv, strings.TrimPrefix(srv.URL, "http://")
+	})
+}
+
+func conformance(t *testing.T, newServer serverFunc) {
 	srv, _ := newServer(t, oci.Options{AllowDelete: true, MaxManifestBytes: 1 << 16})
 	c := client{t, srv.URL}
 	config := []byte(`{"architecture":"wasm","os":"wasip1"}`)
@@ -99,6 +124,8 @@ func TestConformance(t *testing.T) {
 		// Out-of-order chunk is refused with 416.
 		r = c.do("PATCH", loc, "application/octet-stream", layer[10:], "Content-Range", fmt.Sprintf("5-%d", len(layer)-6))
 		require.Equal(t, 416, r.StatusCode)
+		require.Equal(t, "0-9", r.Header.Get("Range"))
+		require.Equal(t, "BLOB_UPLOAD_INVALID", errCode(t, r))
 		r = c.do("PATCH", loc, "application/octet-stream", layer[10:], "Content-Range", fmt.Sprintf("10-%d", len(layer)-1))
 		require.Equal(t, 202, r.StatusCode)
 		r = c.do("GET", loc, "", nil)

@@ -236,7 +236,13 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 	ctx := r.Context()
 	filter := r.URL.Query().Get("artifactType")
-	list, err := h.st.Manifests(ctx, rt.name)
+	var list []digest.Digest
+	var err error
+	if rl, ok := h.st.(store.ReferrerLister); ok {
+		list, err = rl.Referrers(ctx, rt.name, subject)
+	} else {
+		list, err = h.st.Manifests(ctx, rt.name)
+	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.storeError(w, err, codeNameUnknown)
 		return

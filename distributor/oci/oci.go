@@ -134,6 +134,9 @@ func (w *rw) Write(b []byte) (int, error) {
 func (w *rw) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	// Upload headers may already declare an empty body; a body longer than
+	// the declared length makes the server drop the connection.
+	w.Header().Del("Content-Length")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(struct {
@@ -247,6 +250,8 @@ func (h *Handler) storeError(w http.ResponseWriter, err error, notFoundCode stri
 		writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, err.Error())
 	case errors.Is(err, store.ErrInvalidOffset):
 		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid, err.Error())
+	case errors.Is(err, store.ErrUnsupported):
+		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, err.Error())
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -121,15 +121,15 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, rt route) {
 			offset = start
 		}
 		body := http.MaxBytesReader(w, r.Body, h.opt.MaxBlobBytes)
-		size, err := h.st.AppendUpload(ctx, rt.name, id, offset, body, h.opt.MaxBlobBytes)
+		next, size, err := h.st.AppendUpload(ctx, rt.name, id, offset, body, h.opt.MaxBlobBytes)
 		if err != nil {
 			if errors.Is(err, store.ErrInvalidOffset) {
-				setUploadHeaders(w, rt.name, id, size)
+				setUploadHeaders(w, rt.name, next, size)
 			}
 			h.storeError(w, err, codeBlobUploadUnknown)
 			return
 		}
-		setUploadHeaders(w, rt.name, id, size)
+		setUploadHeaders(w, rt.name, next, size)
 		w.WriteHeader(http.StatusAccepted)
 	case http.MethodPut:
 		d, ok := parseDigest(r.URL.Query().Get("digest"))
@@ -148,16 +148,18 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, rt route) {
 				offset = start
 			}
 			body := http.MaxBytesReader(w, r.Body, h.opt.MaxBlobBytes)
-			if _, err := h.st.AppendUpload(ctx, rt.name, id, offset, body, h.opt.MaxBlobBytes); err != nil {
+			next, _, err := h.st.AppendUpload(ctx, rt.name, id, offset, body, h.opt.MaxBlobBytes)
+			if err != nil {
 				h.storeError(w, err, codeBlobUploadUnknown)
 				return
 			}
+			id = next
 		}
+		// A successful commit consumes the upload; nothing to clean up.
 		if _, err := h.st.CommitUpload(ctx, rt.name, id, d); err != nil {
 			h.storeError(w, err, codeBlobUploadUnknown)
 			return
 		}
-		_ = h.st.AbortUpload(ctx, rt.name, id)
 		blobCreated(w, rt.name, d.String())
 	case http.MethodDelete:
 		if err := h.st.AbortUpload(ctx, rt.name, id); err != nil {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
+	"github.com/meshguard/meshguard/distributor/store"
+	"github.com/meshguard/meshguard/distributor/store/ocistore"
 )
 
 // DefaultConfigYAML is the embedded default configuration. With only a data
@@ -108,13 +110,76 @@ type LimitsConfig struct {
 }
 
 // StorageConfig selects where modules and OCI blobs live. "filesystem"
-// keeps them under the data directory; "oci" proxies to an external
-// registry (see distributor/store).
+// keeps them under the data directory; "oci" keeps them in an external
+// registry that several distributor replicas can share (see
+// distributor/store/ocistore).
 type StorageConfig struct {
-	Backend string         `yaml:"backend"`
-	OCI     map[string]any `yaml:"oci"`
+	Backend string `yaml:"backend"`
+	// OCI is the external registry of backend oci.
+	OCI OCIStorageConfig `yaml:"oci"`
 	// AllowDelete enables DELETE of manifests, tags and blobs on /v2/.
 	AllowDelete bool `yaml:"allow_delete"`
+}
+
+// OCIStorageConfig is the external registry of storage backend oci.
+type OCIStorageConfig struct {
+	// Registry is host[:port], optionally followed by the prefix every
+	// repository is stored under: "harbor.example.com/meshguard".
+	Registry string `yaml:"registry"`
+	// Prefix is that prefix given separately.
+	Prefix string `yaml:"prefix"`
+	// Insecure talks plain HTTP to the registry (no TLS at all; test
+	// registries only). It never skips certificate checks: use CAFile.
+	Insecure bool `yaml:"insecure"`
+	// CAFile adds PEM CA certificates for the registry's TLS.
+	CAFile string `yaml:"ca_file"`
+	// Username with Password or PasswordFile (re-read on use); TokenFile
+	// holds a bearer token instead. With none, credentials come from the
+	// Docker config (DOCKER_CONFIG) or the registry is used anonymously.
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	TokenFile    string `yaml:"token_file"`
+	// Timeout bounds each registry request other than blob transfers
+	// (0: 60s).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// credentials are the registry credentials.
+func (c OCIStorageConfig) credentials() ocistore.Credentials {
+	return ocistore.Credentials{Username: c.Username, Password: c.Password, PasswordFile: c.PasswordFile, TokenFile: c.TokenFile}
+}
+
+// options checks the section and turns it into ocistore options (without
+// credentials, which read files).
+func (c OCIStorageConfig) options() (ocistore.Options, error) {
+	reg := strings.TrimSpace(c.Registry)
+	if reg == "" {
+		return ocistore.Options{}, errors.New("config: storage.oci.registry is required with storage.backend oci (host[:port][/prefix])")
+	}
+	if strings.Contains(reg, "://") {
+		return ocistore.Options{}, fmt.Errorf("config: storage.oci.registry %q: want host[:port][/prefix] without a scheme (plain HTTP is storage.oci.insecure)", reg)
+	}
+	host, prefix, _ := strings.Cut(reg, "/")
+	if prefix != "" && c.Prefix != "" {
+		return ocistore.Options{}, fmt.Errorf("config: storage.oci.registry %q has a path and storage.oci.prefix is %q: give the prefix once", reg, c.Prefix)
+	}
+	if prefix == "" {
+		prefix = c.Prefix
+	}
+	if prefix = strings.Trim(prefix, "/"); prefix != "" && !store.ValidRepository(prefix) {
+		return ocistore.Options{}, fmt.Errorf("config: storage.oci.prefix %q: want a repository path (lower-case letters, digits, . _ - and /)", prefix)
+	}
+	if c.Insecure && c.CAFile != "" {
+		return ocistore.Options{}, errors.New("config: storage.oci.ca_file is for TLS, but storage.oci.insecure talks plain HTTP")
+	}
+	if c.Timeout < 0 {
+		return ocistore.Options{}, errors.New("config: storage.oci.timeout must not be negative")
+	}
+	if err := c.credentials().Validate(); err != nil {
+		return ocistore.Options{}, fmt.Errorf("config: storage.oci: %w", err)
+	}
+	return ocistore.Options{Registry: host, Prefix: prefix, PlainHTTP: c.Insecure, CAFile: c.CAFile, Timeout: c.Timeout}, nil
 }
 
 // ByteSize is a size in bytes; YAML accepts integers or strings such as
@@ -204,7 +269,16 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: channel %q: name must match [a-z0-9][a-z0-9._-]{0,62}", name)
 		}
 	}
-	if c.Storage.Backend != "" && c.Storage.Backend != "filesystem" && c.Storage.Backend != "oci" {
+	switch c.Storage.Backend {
+	case "", "filesystem":
+		if c.Storage.OCI != (OCIStorageConfig{}) {
+			return errors.New("config: storage.oci is set but storage.backend is not oci")
+		}
+	case "oci":
+		if _, err := c.Storage.OCI.options(); err != nil {
+			return err
+		}
+	default:
 		return fmt.Errorf("config: storage.backend %q: want filesystem or oci", c.Storage.Backend)
 	}
 	if c.Limits.IngestRate > 0 && c.Limits.IngestBurst < 1 {

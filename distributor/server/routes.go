@@ -221,6 +221,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		_, err := s.tlsSrc.SVID.GetX509SVID()
 		check("tls_svid", err)
 	}
+	// An external registry (storage backend oci) must answer.
+	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		check("storage", p.Ping(ctx))
+		cancel()
+	}
 	code := http.StatusOK
 	if !ready {
 		code = http.StatusServiceUnavailable

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -241,6 +242,9 @@ func (s *Server) Close() error {
 		}
 		if s.tlsSrc != nil {
 			s.tlsSrc.Close()
+		}
+		if c, ok := s.store.(io.Closer); ok {
+			_ = c.Close()
 		}
 	})
 	return err

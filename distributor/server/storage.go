@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/distributor/oci"
 	"github.com/meshguard/meshguard/distributor/store"
+	"github.com/meshguard/meshguard/distributor/store/ocistore"
 )
 
 // storageHandlers builds the /v2/ (OCI distribution) handler and the
@@ -23,7 +23,20 @@ func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err
 		}
 		st = fs
 	case "oci":
-		return nil, nil, errors.New("storage.backend oci (an external registry) is not available in this build; use filesystem")
+		o, err := s.cfg.Storage.OCI.options()
+		if err != nil {
+			return nil, nil, err
+		}
+		if o.Auth, err = s.cfg.Storage.OCI.credentials().Authenticator(); err != nil {
+			return nil, nil, fmt.Errorf("config: storage.oci: %w", err)
+		}
+		o.Logger = s.log
+		reg, err := ocistore.New(o)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.log.Info("storage in an external OCI registry", "registry", o.Registry, "prefix", o.Prefix, "plain_http", o.PlainHTTP)
+		st = reg
 	default:
 		return nil, nil, fmt.Errorf("storage.backend %q: want filesystem or oci", s.cfg.Storage.Backend)
 	}

@@ -315,27 +315,27 @@ func (s *FS) UploadSize(_ context.Context, _, id string) (int64, error) {
 	return fi.Size(), nil
 }
 
-// AppendUpload implements Store.
-func (s *FS) AppendUpload(_ context.Context, _, id string, offset int64, r io.Reader, limit int64) (int64, error) {
+// AppendUpload implements Store. The id never changes.
+func (s *FS) AppendUpload(_ context.Context, _, id string, offset int64, r io.Reader, limit int64) (string, int64, error) {
 	p, err := s.uploadPath(id)
 	if err != nil {
-		return 0, err
+		return id, 0, err
 	}
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
-		return 0, notFound(err)
+		return id, 0, notFound(err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return id, 0, err
 	}
 	size := fi.Size()
 	if offset >= 0 && offset != size {
-		return size, ErrInvalidOffset
+		return id, size, ErrInvalidOffset
 	}
 	if _, err := f.Seek(size, io.SeekStart); err != nil {
-		return size, err
+		return id, size, err
 	}
 	src := r
 	if limit > 0 {
@@ -345,13 +345,13 @@ func (s *FS) AppendUpload(_ context.Context, _, id string, offset int64, r io.Re
 	if err != nil {
 		// Keep the upload consistent: drop the partial chunk.
 		_ = f.Truncate(size)
-		return size, fmt.Errorf("store: upload %s: %w", id, err)
+		return id, size, fmt.Errorf("store: upload %s: %w", id, err)
 	}
 	if limit > 0 && size+n > limit {
 		_ = f.Truncate(size)
-		return size, ErrTooLarge
+		return id, size, ErrTooLarge
 	}
-	return size + n, nil
+	return id, size + n, nil
 }
 
 // CommitUpload implements Store.

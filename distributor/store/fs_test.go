@@ -94,10 +94,10 @@ func TestCrashChild(t *testing.T) {
 						panic(err)
 					}
 					half := len(data) / 2
-					if _, err := s.AppendUpload(ctx, "crash/repo", id, 0, bytes.NewReader(data[:half]), 0); err != nil {
+					if id, _, err = s.AppendUpload(ctx, "crash/repo", id, 0, bytes.NewReader(data[:half]), 0); err != nil {
 						panic(err)
 					}
-					if _, err := s.AppendUpload(ctx, "crash/repo", id, int64(half), bytes.NewReader(data[half:]), 0); err != nil {
+					if id, _, err = s.AppendUpload(ctx, "crash/repo", id, int64(half), bytes.NewReader(data[half:]), 0); err != nil {
 						panic(err)
 					}
 					if _, err := s.CommitUpload(ctx, "crash/repo", id, d); err != nil {

@@ -31,6 +31,9 @@ var (
 	ErrUnsupportedDigest = errors.New("unsupported or malformed digest")
 	// ErrTooLarge means content exceeds the configured limit.
 	ErrTooLarge = errors.New("content too large")
+	// ErrUnsupported means the backend cannot perform the operation (an
+	// external registry that cannot delete a tag alone, or has no catalog).
+	ErrUnsupported = errors.New("operation not supported by the storage backend")
 )
 
 // Manifest is a stored manifest.
@@ -62,10 +65,16 @@ type Store interface {
 	NewUpload(ctx context.Context, repo string) (string, error)
 	// UploadSize returns the number of bytes received so far.
 	UploadSize(ctx context.Context, repo, id string) (int64, error)
-	// AppendUpload appends r at offset (which must equal the current size)
-	// and returns the new size; limit > 0 bounds the total size.
-	AppendUpload(ctx context.Context, repo, id string, offset int64, r io.Reader, limit int64) (int64, error)
-	// CommitUpload verifies the upload hashes to d and makes it blob d of repo.
+	// AppendUpload appends r at offset (which must equal the current size;
+	// offset < 0 appends at the end) and returns the id to use for the next
+	// call on this upload and the new size; limit > 0 bounds the total size.
+	// The id changes when the backend keeps upload state in it (an external
+	// registry's session URL advances with every chunk), so callers must
+	// hand the returned id to the client as the next Location. With
+	// ErrInvalidOffset it returns a valid id and the current size.
+	AppendUpload(ctx context.Context, repo, id string, offset int64, r io.Reader, limit int64) (next string, size int64, err error)
+	// CommitUpload verifies the upload hashes to d and makes it blob d of
+	// repo; a successful commit consumes the upload.
 	CommitUpload(ctx context.Context, repo, id string, d digest.Digest) (int64, error)
 	// AbortUpload discards an upload.
 	AbortUpload(ctx context.Context, repo, id string) error
@@ -85,6 +94,15 @@ type Store interface {
 	Manifests(ctx context.Context, repo string) ([]digest.Digest, error)
 	// Repositories lists repository names in lexical order.
 	Repositories(ctx context.Context) ([]string, error)
+}
+
+// ReferrerLister is an optional Store extension for backends that can look
+// up referrers directly (an external registry's referrers API or referrers
+// tag schema) instead of having every manifest of a repository scanned.
+type ReferrerLister interface {
+	// Referrers returns the digests of manifests in repo that may have
+	// subject as their subject; callers re-read and filter them.
+	Referrers(ctx context.Context, repo string, subject digest.Digest) ([]digest.Digest, error)
 }
 
 // validDigest reports whether d is a well-formed sha256 or sha512 digest.

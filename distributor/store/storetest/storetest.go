@@ -44,9 +44,25 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		rc, size, err := s.OpenBlob(ctx, "suite/a", d)
 		require.NoError(t, err)
 		got, _ := io.ReadAll(rc)
-		rc.Close()
 		require.Equal(t, data, got)
 		require.EqualValues(t, len(data), size)
+		// Seeking serves Range requests: back, forward, relative to the end.
+		for _, off := range []int64{40_000, 10, 99_990} {
+			pos, err := rc.Seek(off, io.SeekStart)
+			require.NoError(t, err)
+			require.Equal(t, off, pos)
+			part := make([]byte, 10)
+			_, err = io.ReadFull(rc, part)
+			require.NoError(t, err)
+			require.Equal(t, data[off:off+10], part, "at %d", off)
+		}
+		end, err := rc.Seek(-5, io.SeekEnd)
+		require.NoError(t, err)
+		require.EqualValues(t, len(data)-5, end)
+		tail, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		require.Equal(t, data[len(data)-5:], tail)
+		require.NoError(t, rc.Close())
 
 		_, err = s.PutBlob(ctx, "suite/a", digest.FromString("x"), bytes.NewReader(data), 0)
 		require.ErrorIs(t, err, store.ErrDigestMismatch)
@@ -65,14 +81,24 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		s := newStore(t)
 		data := blob(300_000, 2)
 		d := digest.FromBytes(data)
+		// Chunks follow the id each call returns.
 		id, err := s.NewUpload(ctx, "suite/up")
 		require.NoError(t, err)
-		n, err := s.AppendUpload(ctx, "suite/up", id, 0, bytes.NewReader(data[:1000]), 0)
+		id, n, err := s.AppendUpload(ctx, "suite/up", id, 0, bytes.NewReader(data[:1000]), 0)
 		require.NoError(t, err)
 		require.EqualValues(t, 1000, n)
-		_, err = s.AppendUpload(ctx, "suite/up", id, 5, bytes.NewReader(data[1000:]), 0)
+		id, n, err = s.AppendUpload(ctx, "suite/up", id, 5, bytes.NewReader(data[1000:]), 0)
 		require.ErrorIs(t, err, store.ErrInvalidOffset)
-		n, err = s.AppendUpload(ctx, "suite/up", id, 1000, bytes.NewReader(data[1000:]), 0)
+		require.EqualValues(t, 1000, n, "the current size comes with ErrInvalidOffset")
+		// Over the limit: refused, and the upload keeps its size.
+		id, n, err = s.AppendUpload(ctx, "suite/up", id, 1000, bytes.NewReader(data[1000:]), 2000)
+		require.ErrorIs(t, err, store.ErrTooLarge)
+		require.EqualValues(t, 1000, n)
+		id, n, err = s.AppendUpload(ctx, "suite/up", id, 1000, bytes.NewReader(data[1000:200_000]), 0)
+		require.NoError(t, err)
+		require.EqualValues(t, 200_000, n)
+		// A negative offset appends at the end (a PATCH without Content-Range).
+		id, n, err = s.AppendUpload(ctx, "suite/up", id, -1, bytes.NewReader(data[200_000:]), 0)
 		require.NoError(t, err)
 		require.EqualValues(t, len(data), n)
 		size, err := s.UploadSize(ctx, "suite/up", id)
@@ -80,8 +106,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.EqualValues(t, len(data), size)
 		_, err = s.CommitUpload(ctx, "suite/up", id, digest.FromString("x"))
 		require.ErrorIs(t, err, store.ErrDigestMismatch)
-		_, err = s.CommitUpload(ctx, "suite/up", id, d)
+		// The upload survives a failed commit.
+		n, err = s.CommitUpload(ctx, "suite/up", id, d)
 		require.NoError(t, err)
+		require.EqualValues(t, len(data), n)
 		rc, _, err := s.OpenBlob(ctx, "suite/up", d)
 		require.NoError(t, err)
 		got, _ := io.ReadAll(rc)
@@ -116,6 +144,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		ds, err := s.Manifests(ctx, "suite/m")
 		require.NoError(t, err)
 		require.Contains(t, ds, m.Digest)
+		repos, err := s.Repositories(ctx)
+		require.NoError(t, err)
+		require.Contains(t, repos, "suite/m")
+		require.IsNonDecreasing(t, repos)
 		_, err = s.GetManifest(ctx, "suite/m", "nope")
 		require.ErrorIs(t, err, store.ErrNotFound)
 		_, err = s.Tags(ctx, "suite/none")
@@ -127,6 +159,37 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.NoError(t, s.DeleteManifest(ctx, "suite/m", m.Digest.String()))
 		_, err = s.GetManifest(ctx, "suite/m", "v1")
 		require.ErrorIs(t, err, store.ErrNotFound)
+		_, err = s.GetManifest(ctx, "suite/m", m.Digest.String())
+		require.ErrorIs(t, err, store.ErrNotFound)
+		require.ErrorIs(t, s.DeleteManifest(ctx, "suite/m", m.Digest.String()), store.ErrNotFound)
+	})
+
+	t.Run("referrers", func(t *testing.T) {
+		s := newStore(t)
+		cfg := []byte(`{}`)
+		cd := digest.FromBytes(cfg)
+		_, err := s.PutBlob(ctx, "suite/r", cd, bytes.NewReader(cfg), 0)
+		require.NoError(t, err)
+		manifest := func(extra string) store.Manifest {
+			raw := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},"layers":[]%s}`, cd, extra))
+			return store.Manifest{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: digest.FromBytes(raw), Data: raw}
+		}
+		subject := manifest("")
+		require.NoError(t, s.PutManifest(ctx, "suite/r", "v1", subject))
+		// An untagged manifest pointing at the subject (a signature, an SBOM).
+		sig := manifest(fmt.Sprintf(`,"artifactType":"application/example.sig","subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d}`, subject.Digest, len(subject.Data)))
+		require.NoError(t, s.PutManifest(ctx, "suite/r", "", sig))
+		var found []digest.Digest
+		if rl, ok := s.(store.ReferrerLister); ok {
+			found, err = rl.Referrers(ctx, "suite/r", subject.Digest)
+		} else {
+			found, err = s.Manifests(ctx, "suite/r")
+		}
+		require.NoError(t, err)
+		require.Contains(t, found, sig.Digest)
+		got, err := s.GetManifest(ctx, "suite/r", sig.Digest.String())
+		require.NoError(t, err)
+		require.Equal(t, sig, got)
 	})
 
 	t.Run("concurrent", func(t *testing.T) {
