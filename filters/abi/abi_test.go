@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	proxyhost "github.com/meshguard/meshguard/host"
+	"github.com/meshguard/meshguard/host/hosttest"
 )
 
 const sdkModule = "github.com/tetratelabs/proxy-wasm-go-sdk"
@@ -230,5 +231,18 @@ func TestBuiltModuleShape(t *testing.T) {
 		if name == "proxy_increment_metric" {
 			assert.Equal(t, []api.ValueType{api.ValueTypeI32, api.ValueTypeI64}, imp.ParamTypes())
 		}
+	}
+}
+
+func TestScratch(t *testing.T) {
+	wasm := wasmbuild.ForTest(t, "github.com/meshguard/meshguard/filters/abi/internal/scratchprobe")
+	h := hosttest.New(t, wasm)
+	for range 3 { // the arena is reused across requests
+		s := h.NewStream(nil)
+		s.Request("GET", "/", [2]string{"x-a", strings.Repeat("a", 100)}, [2]string{"x-big", strings.Repeat("z", 40<<10)},
+			[2]string{"x-b", strings.Repeat("b", 200)})
+		lr := s.LocalReply()
+		require.NotNil(t, lr)
+		require.Equal(t, uint32(200), lr.Status, "%s", lr.Body)
 	}
 }
