@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/api"
 )
 
@@ -91,7 +92,7 @@ type pendingCall struct {
 func (p *Plugin) startVM(ctx context.Context, worker int) (*VM, error) {
 	r := p.rt
 	vm := &VM{plugin: p, worker: worker, streams: map[uint32]*Stream{}, calls: map[uint32]*pendingCall{}}
-	base, cancel := context.WithCancel(context.WithValue(context.Background(), vmKey{}, vm))
+	base, cancel := context.WithCancel(context.WithValue(experimental.WithMemoryAllocator(context.Background(), linearMemory()), vmKey{}, vm))
 	vm.ctx, vm.cancel = base, cancel
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions()
 	mod, err := r.rt.InstantiateModule(vm.ctx, p.mod.compiled, cfg)
