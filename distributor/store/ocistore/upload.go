@@ -182,13 +182,19 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
 	return encodeUploadID(0, loc), nil
 }
 
+// session resolves repo and decodes an upload id of it: the repository's
+// full name, the size the id records and the registry's session location.
+func (s *Store) session(repo, id string) (full string, hint int64, loc *url.URL, err error) {
+	if full, err = s.full(repo); err != nil {
+		return "", 0, nil, err
+	}
+	hint, loc, err = decodeUploadID(full, id)
+	return full, hint, loc, err
+}
+
 // UploadSize implements store.Store with the registry's upload status.
 func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) {
-	full, err := s.full(repo)
-	if err != nil {
-		return 0, err
-	}
-	hint, loc, err := decodeUploadID(full, id)
+	full, hint, loc, err := s.session(repo, id)
 	if err != nil {
 		return 0, err
 	}
@@ -203,11 +209,7 @@ func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) 
 // exact Content-Range the registry verifies. It returns a new id: the
 // registry's next location and the new size.
 func (s *Store) AppendUpload(ctx context.Context, repo, id string, offset int64, r io.Reader, limit int64) (string, int64, error) {
-	full, err := s.full(repo)
-	if err != nil {
-		return id, 0, err
-	}
-	hint, loc, err := decodeUploadID(full, id)
+	full, hint, loc, err := s.session(repo, id)
 	if err != nil {
 		return id, 0, err
 	}
@@ -287,11 +289,7 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, d digest.Dige
 	if !validDigest(d) {
 		return 0, store.ErrUnsupportedDigest
 	}
-	full, err := s.full(repo)
-	if err != nil {
-		return 0, err
-	}
-	hint, loc, err := decodeUploadID(full, id)
+	full, hint, loc, err := s.session(repo, id)
 	if err != nil {
 		return 0, err
 	}
@@ -308,11 +306,7 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, d digest.Dige
 
 // AbortUpload implements store.Store.
 func (s *Store) AbortUpload(ctx context.Context, repo, id string) error {
-	full, err := s.full(repo)
-	if err != nil {
-		return err
-	}
-	hint, loc, err := decodeUploadID(full, id)
+	full, hint, loc, err := s.session(repo, id)
 	if err != nil {
 		return err
 	}
