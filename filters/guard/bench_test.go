@@ -181,20 +181,24 @@ func BenchmarkMemory(b *testing.B) {
 		run()
 	}
 	// Warm-up is 20k requests; the heap settles after a few GC cycles, so
-	// pages are also sampled after the first tenth of the run: "pages-at-10pct" to
-	// "pages-end" is the growth of the steady state.
+	// pages are also sampled after a tenth and half of the run: "pages-at-50pct"
+	// to "pages-end" is the growth of the steady state.
 	warm := h.Plugin.Worker(0).MemoryPages()
-	at10 := warm
+	at10, at50 := warm, warm
 	n := 0
 	for b.Loop() {
 		run()
 		n++
-		if n == b.N/10 {
+		switch n {
+		case b.N / 10:
 			at10 = h.Plugin.Worker(0).MemoryPages()
+		case b.N / 2:
+			at50 = h.Plugin.Worker(0).MemoryPages()
 		}
 	}
 	b.ReportMetric(float64(warm), "pages-warm")
 	b.ReportMetric(float64(at10), "pages-at-10pct")
+	b.ReportMetric(float64(at50), "pages-at-50pct")
 	b.ReportMetric(float64(h.Plugin.Worker(0).MemoryPages()), "pages-end")
 	_ = json.Valid
 }
