@@ -48,17 +48,23 @@ func BenchmarkDecision(b *testing.B) {
 		cacheSize int
 		tokens    int
 		mtls      bool
+		polling   bool
 	}{
-		{"jwt-cache-hit", 4096, 1, false},
-		{"jwt-cache-miss", 1, 2, false},
-		{"mtls-peer", 4096, 0, true},
+		{"jwt-cache-hit", 4096, 1, false, false},
+		{"jwt-cache-miss", 1, 2, false, false},
+		{"mtls-peer", 4096, 0, true, false},
+		// Distributor mode adds the per-request revision check.
+		{"jwt-cache-hit-polling", 4096, 1, false, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cfg := f.config(b, func(m map[string]any) {
 				m["policy"].(map[string]any)["inline"] = big
 				m["identity"].(map[string]any)["jwtSvid"].(map[string]any)["cacheSize"] = tc.cacheSize
+				if tc.polling {
+					m["policy"].(map[string]any)["distributor"] = map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1h"}
+				}
 			})
-			h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogWarn))
+			h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogWarn), hosttest.Cluster("distributor"))
 			var hdrs []host.Headers
 			for i := range max(tc.tokens, 1) {
 				hh := host.Headers{{":method", "GET"}, {":path", "/v1/bulk/9999/x"}, {":authority", "bulk"}, {":scheme", "https"}}

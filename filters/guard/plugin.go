@@ -24,6 +24,7 @@ import (
 // Shared-data keys (per vm_id, i.e. per plugin in a proxy).
 const (
 	keyBundle = "meshguard/bundle/"    // + channel: the last verified bundle bytes
+	keyRev    = "meshguard/revision/"  // + channel: its revision (8 bytes LE), read per request
 	keyETag   = "meshguard/etag/"      // + channel: ETag of that bundle
 	keyLease  = "meshguard/lease/"     // + channel: poll lease
 	keyRate   = "meshguard/ratelimit/" // + device key: token bucket

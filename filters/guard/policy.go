@@ -113,6 +113,18 @@ func (p *plugin) checkExpiry(now time.Time) {
 	}
 }
 
+// checkShared installs a newer bundle another worker fetched, if the
+// announced revision is above ours. It runs before every decision, so all
+// workers enforce a new bundle (a revocation, say) from the next request on,
+// for one small shared-data read.
+func (p *plugin) checkShared() {
+	v, _, err := sharedStore{}.Get(keyRev + p.cfg.Policy.Distributor.Channel)
+	if err != nil || len(v) < 8 || leUint64(v) <= p.revision() {
+		return
+	}
+	p.pickUpShared()
+}
+
 // pickUpShared installs a bundle another worker fetched, when the shared
 // entry changed since we last looked. Each worker verifies it again.
 func (p *plugin) pickUpShared() {
@@ -217,8 +229,14 @@ func (p *plugin) onPollResponse(numHeaders, bodySize, _ int) {
 	buf = append(buf, body...)
 	if err := (sharedStore{}).Set(keyBundle+ch, buf, 0); err != nil {
 		proxywasm.LogWarnf("meshguard: sharing bundle revision %d: %v", rev, err)
-	} else if _, cas, err := (sharedStore{}).Get(keyBundle + ch); err == nil {
-		p.sharedCAS = cas
+	} else {
+		if _, cas, err := (sharedStore{}).Get(keyBundle + ch); err == nil {
+			p.sharedCAS = cas
+		}
+		// Announce the revision last: a worker that sees it finds the bundle.
+		if err := (sharedStore{}).Set(keyRev+ch, buf[:8], 0); err != nil {
+			proxywasm.LogWarnf("meshguard: announcing bundle revision %d: %v", rev, err)
+		}
 	}
 	_ = sharedStore{}.Set(keyETag+ch, []byte(etag), 0)
 }

@@ -110,6 +110,9 @@ func (s *stream) decide() (action types.Action) {
 		return s.unavailable("meshguard configuration invalid: " + p.cfgErr.Error())
 	}
 	now := time.Now()
+	if p.cfg.Policy.Distributor != nil {
+		p.checkShared()
+	}
 	p.checkExpiry(now)
 	s.readHeaders()
 	if p.policy == nil {
