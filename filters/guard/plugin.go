@@ -234,7 +234,9 @@ func (p *plugin) OnTick() {
 	}
 	now := time.Now()
 	if p.cfg.Policy.Distributor != nil {
-		p.pickUpShared()
+		// The small revision key, not the whole shared bundle: idle workers
+		// still install a newer bundle before their next request.
+		p.checkShared()
 		if !p.polling && !now.Before(p.nextPoll) {
 			p.nextPoll = now.Add(p.pollEvery)
 			if ok, err := p.lease.Acquire(now); err != nil {
