@@ -75,19 +75,10 @@ func (f *forest) addPaths(p *pnode) int32 {
 	if p == nil {
 		return none
 	}
-	id := int32(len(f.nodes))
-	f.nodes = append(f.nodes, fnode{wild: none, endPaths: none, restPath: none})
+	id := f.reserve()
 	end, rest := f.addInts(p.end), f.addInts(p.rest)
-	keys := sortedKeys(p.lit)
-	e0 := int32(len(f.edges))
-	for _, k := range keys {
-		f.edges = append(f.edges, fedge{seg: k, child: none})
-	}
-	for i, k := range keys {
-		f.edges[e0+int32(i)].child = f.addPaths(p.lit[k])
-	}
-	wild := f.addPaths(p.wild)
-	f.nodes[id] = fnode{edges: span{e0, e0 + int32(len(keys))}, wild: wild, end: end, rest: rest, endPaths: none, restPath: none}
+	edges := addChildren(f, p.lit, f.addPaths)
+	f.nodes[id] = fnode{edges: edges, wild: f.addPaths(p.wild), end: end, rest: rest, endPaths: none, restPath: none}
 	return id
 }
 
@@ -96,22 +87,34 @@ func (f *forest) addSubjects(s *snode) int32 {
 	if s == nil {
 		return none
 	}
-	id := int32(len(f.nodes))
-	f.nodes = append(f.nodes, fnode{wild: none, endPaths: none, restPath: none})
+	id := f.reserve()
 	endVers, restVers := f.addInts(s.endVers), f.addInts(s.restVers)
-	keys := sortedKeys(s.lit)
+	edges := addChildren(f, s.lit, f.addSubjects)
+	wild := f.addSubjects(s.wild)
+	endPaths, restPath := f.addPaths(s.endPaths), f.addPaths(s.restPath)
+	f.nodes[id] = fnode{edges: edges, wild: wild, endPaths: endPaths, restPath: restPath, endVers: endVers, restVers: restVers}
+	return id
+}
+
+// reserve appends a node to fill in once its children are numbered
+// (preorder: the parent's index comes first).
+func (f *forest) reserve() int32 {
+	f.nodes = append(f.nodes, fnode{wild: none, endPaths: none, restPath: none})
+	return int32(len(f.nodes) - 1)
+}
+
+// addChildren writes a node's literal edges, sorted and contiguous, then
+// flattens each child with add.
+func addChildren[N any](f *forest, lit map[string]*N, add func(*N) int32) span {
+	keys := sortedKeys(lit)
 	e0 := int32(len(f.edges))
 	for _, k := range keys {
 		f.edges = append(f.edges, fedge{seg: k, child: none})
 	}
 	for i, k := range keys {
-		f.edges[e0+int32(i)].child = f.addSubjects(s.lit[k])
+		f.edges[e0+int32(i)].child = add(lit[k])
 	}
-	wild := f.addSubjects(s.wild)
-	endPaths, restPath := f.addPaths(s.endPaths), f.addPaths(s.restPath)
-	f.nodes[id] = fnode{edges: span{e0, e0 + int32(len(keys))}, wild: wild, endPaths: endPaths, restPath: restPath,
-		endVers: endVers, restVers: restVers}
-	return id
+	return span{e0, e0 + int32(len(keys))}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
