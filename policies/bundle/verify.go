@@ -84,24 +84,21 @@ func Verify(data []byte, opts VerifyOptions) (*Bundle, error) {
 	if m.KeyID != kid {
 		return nil, fmt.Errorf("%w: manifest kid %q differs from signature kid %q", ErrSignature, m.KeyID, kid)
 	}
+	want := m.Files
 	if partial {
 		// Only the subset was read: the manifest's files under it must
 		// all be there and match; the rest is not the caller's concern.
-		want := &Manifest{Files: map[string]string{}}
+		want = map[string]string{}
 		for p, h := range m.Files {
 			if inSubset(p, opts.Subset) {
-				want.Files[p] = h
+				want[p] = h
 			}
 		}
-		if len(want.Files) == 0 {
+		if len(want) == 0 {
 			return nil, fmt.Errorf("%w: the manifest lists no file under %q; verify without a subset", ErrFileSet, opts.Subset)
 		}
-		m2 := *m
-		m2.Files = want.Files
-		if err := checkFiles(&m2, entries); err != nil {
-			return nil, err
-		}
-	} else if err := checkFiles(m, entries); err != nil {
+	}
+	if err := checkFiles(want, entries); err != nil {
 		return nil, err
 	}
 	now := opts.Now
@@ -355,9 +352,10 @@ func decodeManifest(b []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-// checkFiles requires the exact file set of the manifest with equal hashes.
-func checkFiles(m *Manifest, files map[string][]byte) error {
-	for p, want := range m.Files {
+// checkFiles requires exactly the files named in hashes (path to sha256),
+// with equal hashes.
+func checkFiles(hashes map[string]string, files map[string][]byte) error {
+	for p, want := range hashes {
 		b, ok := files[p]
 		if !ok {
 			return fmt.Errorf("%w: %q is in the manifest but not in the bundle", ErrFileSet, p)
@@ -368,7 +366,7 @@ func checkFiles(m *Manifest, files map[string][]byte) error {
 		}
 	}
 	for p := range files {
-		if _, ok := m.Files[p]; !ok {
+		if _, ok := hashes[p]; !ok {
 			return fmt.Errorf("%w: %q is in the bundle but not in the manifest", ErrFileSet, p)
 		}
 	}
