@@ -31,15 +31,11 @@ type SVIDVerifier struct {
 // NewSVIDVerifier builds a verifier. bundles maps a trust domain to its JWK
 // Set JSON; cacheSize bounds the verified-token cache (0 disables it).
 func NewSVIDVerifier(bundles map[string][]byte, audiences []string, cacheSize int) (*SVIDVerifier, error) {
-	v := &SVIDVerifier{trustDomains: map[string]jwk.Set{}, cache: NewCache[*SVID](cacheSize)}
-	for _, a := range audiences {
-		if a != "" {
-			v.audiences = append(v.audiences, a)
-		}
+	auds, err := requireAudiences("jwt-svid", audiences)
+	if err != nil {
+		return nil, err
 	}
-	if len(v.audiences) == 0 {
-		return nil, fmt.Errorf("jwt-svid: at least one non-empty audience is required")
-	}
+	v := &SVIDVerifier{trustDomains: map[string]jwk.Set{}, audiences: auds, cache: NewCache[*SVID](cacheSize)}
 	for td, b := range bundles {
 		if _, err := TrustDomain("spiffe://" + td); err != nil {
 			return nil, fmt.Errorf("jwt-svid: trust domain %q: %w", td, err)
@@ -55,6 +51,21 @@ func NewSVIDVerifier(bundles map[string][]byte, audiences []string, cacheSize in
 		v.trustDomains[td] = set
 	}
 	return v, nil
+}
+
+// requireAudiences drops empty audiences and requires one to remain: an
+// empty list would make the aud check reject everything, silently.
+func requireAudiences(kind string, audiences []string) ([]string, error) {
+	var out []string
+	for _, a := range audiences {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: at least one non-empty audience is required", kind)
+	}
+	return out, nil
 }
 
 // SetBundle installs (or replaces) a trust domain's JWT bundle, e.g. from the
@@ -129,15 +140,11 @@ type DeviceVerifier struct {
 
 // NewDeviceVerifier builds a device-token verifier.
 func NewDeviceVerifier(issuers map[string][]byte, audiences []string, names ClaimNames, cacheSize int) (*DeviceVerifier, error) {
-	v := &DeviceVerifier{issuers: map[string]jwk.Set{}, names: names, cache: NewCache[*Device](cacheSize)}
-	for _, a := range audiences {
-		if a != "" {
-			v.audiences = append(v.audiences, a)
-		}
+	auds, err := requireAudiences("device", audiences)
+	if err != nil {
+		return nil, err
 	}
-	if len(v.audiences) == 0 {
-		return nil, fmt.Errorf("device: at least one non-empty audience is required")
-	}
+	v := &DeviceVerifier{issuers: map[string]jwk.Set{}, audiences: auds, names: names, cache: NewCache[*Device](cacheSize)}
 	for iss, b := range issuers {
 		set, err := jwk.Parse(b)
 		if err != nil {
