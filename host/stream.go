@@ -167,13 +167,18 @@ func (s *Stream) RequestHeaders(h Headers, endOfStream bool) Action {
 // after Continue the earlier chunks have gone upstream and the body buffer
 // holds only the new chunk.
 func (s *Stream) RequestBody(chunk []byte, endOfStream bool) Action {
-	if !s.reqBuffering {
-		s.reqBody = s.reqBody[:0]
+	return s.body(cbRequestBody, &s.reqBody, &s.reqBuffering, &s.hasReqBody, chunk, endOfStream)
+}
+
+// body delivers a chunk of one direction's body (see RequestBody).
+func (s *Stream) body(cb callback, buf *[]byte, buffering, has *bool, chunk []byte, endOfStream bool) Action {
+	if !*buffering {
+		*buf = (*buf)[:0]
 	}
-	s.reqBody = append(s.reqBody, chunk...)
-	s.hasReqBody = true
-	act := s.invoke(cbRequestBody, uint64(len(s.reqBody)), b2u(endOfStream))
-	s.reqBuffering = act == Pause
+	*buf = append(*buf, chunk...)
+	*has = true
+	act := s.invoke(cb, uint64(len(*buf)), b2u(endOfStream))
+	*buffering = act == Pause
 	return act
 }
 
@@ -191,14 +196,7 @@ func (s *Stream) ResponseHeaders(h Headers, endOfStream bool) Action {
 
 // ResponseBody delivers a response body chunk (buffered like RequestBody).
 func (s *Stream) ResponseBody(chunk []byte, endOfStream bool) Action {
-	if !s.respBuffering {
-		s.respBody = s.respBody[:0]
-	}
-	s.respBody = append(s.respBody, chunk...)
-	s.hasRespBody = true
-	act := s.invoke(cbResponseBody, uint64(len(s.respBody)), b2u(endOfStream))
-	s.respBuffering = act == Pause
-	return act
+	return s.body(cbResponseBody, &s.respBody, &s.respBuffering, &s.hasRespBody, chunk, endOfStream)
 }
 
 // ResponseTrailers delivers response trailers.
