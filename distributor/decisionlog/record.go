@@ -194,8 +194,14 @@ func (r Record) Canonical() ([]byte, error) {
 // appendCanonical appends the canonical object, leaving out the field skip
 // (when skip is not empty).
 func (r Record) appendCanonical(buf []byte, skip string) ([]byte, error) {
-	keys := make([]string, 0, len(r))
-	for k := range r {
+	return appendObject(buf, r, skip, 0)
+}
+
+// appendObject appends m with sorted keys, leaving out the key skip (when
+// not empty); depth is m's nesting level.
+func appendObject(buf []byte, m map[string]json.RawMessage, skip string, depth int) ([]byte, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		if skip == "" || k != skip {
 			keys = append(keys, k)
 		}
@@ -209,7 +215,7 @@ func (r Record) appendCanonical(buf []byte, skip string) ([]byte, error) {
 		buf = appendString(buf, k)
 		buf = append(buf, ':')
 		var err error
-		if buf, err = appendValue(buf, r[k], 0); err != nil {
+		if buf, err = appendValue(buf, m[k], depth); err != nil {
 			return nil, fmt.Errorf("field %q: %w", k, err)
 		}
 	}
@@ -265,24 +271,7 @@ func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return nil, err
 		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		buf = append(buf, '{')
-		for i, k := range keys {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = appendString(buf, k)
-			buf = append(buf, ':')
-			var err error
-			if buf, err = appendValue(buf, m[k], depth+1); err != nil {
-				return nil, err
-			}
-		}
-		return append(buf, '}'), nil
+		return appendObject(buf, m, "", depth+1)
 	case '[':
 		var a []json.RawMessage
 		if err := json.Unmarshal(raw, &a); err != nil {
