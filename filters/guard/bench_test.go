@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -206,5 +205,4 @@ func BenchmarkMemory(b *testing.B) {
 	b.ReportMetric(float64(at10), "pages-at-10pct")
 	b.ReportMetric(float64(at50), "pages-at-50pct")
 	b.ReportMetric(float64(h.Plugin.Worker(0).MemoryPages()), "pages-end")
-	_ = json.Valid
 }
