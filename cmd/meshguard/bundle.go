@@ -102,7 +102,7 @@ func newPolicyBundleCmd() *cobra.Command {
 	var expires time.Duration
 	var scope, data []string
 	cmd := &cobra.Command{
-		Use:   "bundle --key signing.jwk --revision N -o OUT FILE|DIR...",
+		Use:   "bundle --signing-key signing.jwk --revision N -o OUT FILE|DIR...",
 		Short: "Check policies and build a signed, reproducible policy bundle",
 		Long: `Check policies and build a signed, reproducible policy bundle.
 
@@ -113,11 +113,19 @@ extension) under data/. Policies are parsed and checked first; any error
 refuses the bundle.
 
 The output is byte-for-byte reproducible for Ed25519 keys: pass --created or
-set SOURCE_DATE_EPOCH (otherwise the creation time is now).`,
-		Example: `  meshguard policy bundle --key keys/signing.jwk --revision 42 --scope grid-prod -o policy.bundle policies/
-  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) meshguard policy bundle --key keys/signing.jwk --revision 43 -o policy.bundle policies/`,
+set SOURCE_DATE_EPOCH (otherwise the creation time is now).
+
+Validity: the bundle is valid from --created until --created + --expires
+(default 30 days). Proxies refuse an expired bundle and fail closed, so publish
+a new revision well before then; a warning is printed when the bundle expires
+within 7 days or already has (an old SOURCE_DATE_EPOCH, say).`,
+		Example: `  meshguard policy bundle --signing-key keys/signing.jwk --revision 42 --scope grid-prod -o policy.bundle policies/
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) meshguard policy bundle --signing-key keys/signing.jwk --revision 43 -o policy.bundle policies/`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyPath == "" {
+				return &exitError{code: 2, err: errors.New("--signing-key is required (the private JWK from meshguard keys generate)")}
+			}
 			keyJSON, err := os.ReadFile(keyPath)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -180,18 +188,21 @@ set SOURCE_DATE_EPOCH (otherwise the creation time is now).`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: revision %d, %d files, kid %s, expires %s, sha256:%s\n",
 				out, revision, len(files), key.KeyID(), createdAt.Add(expires).UTC().Format(time.RFC3339), sha256Hex(b))
+			// A SOURCE_DATE_EPOCH from an old commit yields a bundle that is
+			// already expired, or nearly: say so before it is published.
+			warnExpiry(cmd.ErrOrStderr(), "bundle", revision, createdAt.Add(expires), time.Now())
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&keyPath, "key", "", "private signing JWK (from meshguard keys generate)")
+	f.StringVar(&keyPath, "signing-key", "", "private signing JWK (signing.jwk from meshguard keys generate)")
+	aliasFlag(f, "signing-key", "key")
 	f.Uint64Var(&revision, "revision", 0, "bundle revision (must increase with every bundle)")
 	f.DurationVar(&expires, "expires", 30*24*time.Hour, "validity after the creation time")
 	f.StringSliceVar(&scope, "scope", nil, "audience the bundle is for (repeatable; empty = any)")
 	f.StringSliceVar(&data, "data", nil, "data file or directory to add under data/ (repeatable)")
 	f.StringVar(&created, "created", "", "creation time (RFC 3339 or Unix seconds; default $SOURCE_DATE_EPOCH or now)")
 	f.StringVarP(&out, "output", "o", "", "output bundle file")
-	_ = cmd.MarkFlagRequired("key")
 	_ = cmd.MarkFlagRequired("revision")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
@@ -278,15 +289,18 @@ func newPolicyVerifyCmd() *cobra.Command {
 	var keysPath, scope string
 	var minRevision uint64
 	cmd := &cobra.Command{
-		Use:   "verify --keys verify.jwk BUNDLE",
+		Use:   "verify --verify-keys verify.jwk BUNDLE",
 		Short: "Verify a signed policy bundle and print its manifest",
 		Long: `Verify a signed policy bundle exactly as the distributor and the guard filter
 do: size limits, paths, signature (EdDSA or ES256, kid in the key set), exact
 file set and hashes, validity window, scope and, with --min-revision, that the
 revision is above the last accepted one. Exit code 1 on any failure.`,
-		Example: "  meshguard policy verify --keys keys/verify.jwk --scope grid-prod --min-revision 41 policy.bundle",
+		Example: "  meshguard policy verify --verify-keys keys/verify.jwk --scope grid-prod --min-revision 41 policy.bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if keysPath == "" {
+				return &exitError{code: 2, err: errors.New("--verify-keys is required (the public JWK Set, verify.jwk)")}
+			}
 			keyJSON, err := os.ReadFile(keysPath)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -326,10 +340,10 @@ revision is above the last accepted one. Exit code 1 on any failure.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&keysPath, "keys", "", "public JWK Set (verify.jwk)")
+	f.StringVar(&keysPath, "verify-keys", "", "public JWK Set (verify.jwk)")
+	aliasFlag(f, "verify-keys", "keys")
 	f.Uint64Var(&minRevision, "min-revision", 0, "last accepted revision; the bundle's must be above it")
 	f.StringVar(&scope, "scope", "", "audience that must be in the bundle's scope")
-	_ = cmd.MarkFlagRequired("keys")
 	return cmd
 }
 

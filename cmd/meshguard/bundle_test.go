@@ -32,13 +32,13 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			require.NoError(t, os.MkdirAll(dataDir, 0o755))
 			require.NoError(t, os.WriteFile(filepath.Join(dataDir, "jwks.json"), []byte(`{"keys":[]}`), 0o644))
 			b1 := filepath.Join(dir, "one.bundle")
-			args := []string{"--key", filepath.Join(keys, "signing.jwk"), "--revision", "7", "--scope", "grid-prod",
+			args := []string{"--signing-key", filepath.Join(keys, "signing.jwk"), "--revision", "7", "--scope", "grid-prod",
 				"--created", "2026-11-23T09:00:00Z", "--expires", "876000h", "--data", dataDir, "../../policies/testdata/grid"}
 			out, err = runFresh(t, newPolicyBundleCmd(), append(args, "-o", b1)...)
 			require.NoError(t, err)
 			assert.Contains(t, out, "revision 7")
 
-			out, err = runFresh(t, newPolicyVerifyCmd(), "--keys", filepath.Join(keys, "verify.jwk"), "--scope", "grid-prod", "--min-revision", "6", b1)
+			out, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), "--scope", "grid-prod", "--min-revision", "6", b1)
 			require.NoError(t, err)
 			assert.Contains(t, out, "revision 7\n")
 			assert.Contains(t, out, "policies/workloads.yaml")
@@ -58,7 +58,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			forged := filepath.Join(dir, "forged.bundle")
 			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
 				Expires: vb.Manifest.Expires, Key: key})), 0o644))
-			_, err = runFresh(t, newPolicyVerifyCmd(), "--keys", filepath.Join(keys, "verify.jwk"), forged)
+			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), forged)
 			require.ErrorContains(t, err, "does not match what the policy sources compile to")
 
 			// Same inputs, same bytes (Ed25519; ES256 signatures are randomised).
@@ -87,7 +87,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 				{[]string{"--min-revision", "7"}, bundle.ErrRollback},
 				{[]string{"--scope", "grid-lab"}, bundle.ErrScope},
 			} {
-				_, err = runFresh(t, newPolicyVerifyCmd(), append(append([]string{"--keys", filepath.Join(keys, "verify.jwk")}, tc.args...), b1)...)
+				_, err = runFresh(t, newPolicyVerifyCmd(), append(append([]string{"--verify-keys", filepath.Join(keys, "verify.jwk")}, tc.args...), b1)...)
 				require.Error(t, err)
 				assert.ErrorIs(t, err, tc.want)
 				var ee *exitError
@@ -99,7 +99,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			corrupt[len(corrupt)/2] ^= 0xff
 			bad := filepath.Join(dir, "bad.bundle")
 			require.NoError(t, os.WriteFile(bad, corrupt, 0o644))
-			_, err = runFresh(t, newPolicyVerifyCmd(), "--keys", filepath.Join(keys, "verify.jwk"), bad)
+			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), bad)
 			var ee *exitError
 			require.ErrorAs(t, err, &ee)
 			assert.Equal(t, 1, ee.code)
@@ -108,7 +108,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			other := filepath.Join(dir, "other")
 			_, err = runFresh(t, newKeysGenerateCmd(), "--out", other)
 			require.NoError(t, err)
-			_, err = runFresh(t, newPolicyVerifyCmd(), "--keys", filepath.Join(other, "verify.jwk"), b1)
+			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(other, "verify.jwk"), b1)
 			assert.ErrorIs(t, err, bundle.ErrUnknownKey)
 		})
 	}
@@ -119,7 +119,7 @@ func TestBundleCLIRefusesBadPolicy(t *testing.T) {
 	_, err := runFresh(t, newKeysGenerateCmd(), "--out", dir)
 	require.NoError(t, err)
 	out := filepath.Join(dir, "x.bundle")
-	_, err = runFresh(t, newPolicyBundleCmd(), "--key", filepath.Join(dir, "signing.jwk"), "--revision", "1", "-o", out,
+	_, err = runFresh(t, newPolicyBundleCmd(), "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1", "-o", out,
 		"../../policies/testdata/errors/syntax.yaml")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "policy check failed")
@@ -128,7 +128,7 @@ func TestBundleCLIRefusesBadPolicy(t *testing.T) {
 	assert.True(t, os.IsNotExist(statErr))
 
 	// A public key cannot sign.
-	_, err = runFresh(t, newPolicyBundleCmd(), "--key", filepath.Join(dir, "verify.jwk"), "--revision", "1", "-o", out,
+	_, err = runFresh(t, newPolicyBundleCmd(), "--signing-key", filepath.Join(dir, "verify.jwk"), "--revision", "1", "-o", out,
 		"../../policies/testdata/grid")
 	assert.Error(t, err)
 }

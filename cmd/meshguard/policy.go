@@ -76,8 +76,9 @@ func newPolicyEvalCmd() *cobra.Command {
 		},
 	}
 	eval.Flags().StringVar(&input, "input", "", "request JSON file (spiffeID, jti, claims, device, peerVersion, method, path, headers)")
-	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --keys)")
-	eval.Flags().StringVar(&keysPath, "keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
+	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --verify-keys)")
+	eval.Flags().StringVar(&keysPath, "verify-keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
+	aliasFlag(eval.Flags(), "verify-keys", "keys")
 	eval.Flags().StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
 	return eval
 }
@@ -151,7 +152,7 @@ func loadPolicies(cmd *cobra.Command, paths []string) (*policies.Set, *policies.
 // loadBundle verifies a signed bundle and compiles its policy files.
 func loadBundle(path, keysPath, scope string) (*policies.Engine, error) {
 	if keysPath == "" {
-		return nil, &exitError{code: 2, err: errors.New("--bundle needs --keys (the public JWK Set that verifies it)")}
+		return nil, &exitError{code: 2, err: errors.New("--bundle needs --verify-keys (the public JWK Set that verifies it)")}
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -24,12 +24,15 @@ func (d *distClientFlags) register(cmd *cobra.Command, serverRequired bool) {
 	f := cmd.Flags()
 	f.StringVar(&d.server, "server", "", "distributor URL, e.g. https://distributor:8443")
 	f.StringVar(&d.token, "token", "", "bearer token (default $MESHGUARD_TOKEN)")
-	f.StringVar(&d.tls.CA, "ca", "", "CA / SPIFFE trust bundle PEM file")
-	f.StringVar(&d.tls.Cert, "cert", "", "client certificate (X509-SVID) PEM file")
-	f.StringVar(&d.tls.Key, "key", "", "client key PEM file")
+	f.StringVar(&d.tls.CA, "tls-ca", "", "CA / SPIFFE trust bundle PEM file")
+	f.StringVar(&d.tls.Cert, "tls-cert", "", "client certificate (X509-SVID) PEM file")
+	f.StringVar(&d.tls.Key, "tls-key", "", "client TLS key PEM file")
+	aliasFlag(f, "tls-ca", "ca")
+	aliasFlag(f, "tls-cert", "cert")
+	aliasFlag(f, "tls-key", "key")
 	f.StringVar(&d.tls.WorkloadSocket, "spiffe-socket", "", "SPIFFE Workload API address (unix:///...) for the client SVID and bundle")
 	f.StringVar(&d.tls.ServerID, "server-id", "", "expected SPIFFE ID of the distributor (default: any ID of the trust domain)")
-	f.StringVar(&d.tls.TrustDomain, "trust-domain", "", "trust domain of --ca when no client SVID names it")
+	f.StringVar(&d.tls.TrustDomain, "trust-domain", "", "trust domain of --tls-ca when no client SVID names it")
 	f.BoolVar(&d.tls.Insecure, "insecure-skip-verify", false, "do not verify the server certificate (testing only)")
 	if serverRequired {
 		_ = cmd.MarkFlagRequired("server")
@@ -64,9 +67,14 @@ that fails verification is refused with 422 (exit code 4).
 
 Rolling back: the distributor never serves a lower revision as latest. To return
 to an older policy, fetch it (GET /v1/bundles/CHANNEL/revisions/N), rebuild and
-re-sign the same files with a new revision above the latest, and push that.`,
+re-sign the same files with a new revision above the latest, and push that.
+
+Expiry: a bundle is valid until the expiry signed into it (policy bundle
+--expires, default 30 days); proxies fail closed after it. The distributor
+refuses an expired bundle (422), and this command warns when the published one
+expires within 7 days.`,
 		Example: `  meshguard push bundle policy.bundle --server https://distributor:8443 --channel prod \
-      --ca bundle.pem --cert ci.pem --key ci.key
+      --tls-ca bundle.pem --tls-cert ci.pem --tls-key ci.key
   MESHGUARD_TOKEN=... meshguard push bundle policy.bundle --server http://127.0.0.1:8443`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -93,6 +101,7 @@ re-sign the same files with a new revision above the latest, and push that.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "published %s revision %d %s\n", res.Channel, res.Revision, res.Digest)
+			warnExpiry(cmd.ErrOrStderr(), "bundle", res.Revision, res.Expires, time.Now())
 			return nil
 		},
 	}

@@ -46,6 +46,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	out, err := runDistCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
 	require.NoError(t, err)
 	assert.Contains(t, out, "published prod revision 3 sha256:")
+	assert.Contains(t, out, "warning: bundle revision 3 expires at", "a bundle valid for an hour more")
 
 	_, err = runDistCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
 	var ee *exitError

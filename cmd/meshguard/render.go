@@ -29,7 +29,7 @@ type renderGuardFlags struct {
 func (g *renderGuardFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&g.configFile, "config", "", "guard configuration file (JSON or YAML, filters/guard/config); replaces the guard flags below")
-	f.StringVar(&g.verifyKeys, "verify-keys", "", "JWK Set file of the bundle signing keys")
+	f.StringVar(&g.verifyKeys, "verify-keys", "", "public JWK Set (verify.jwk) that bundles must be signed with; private keys are refused")
 	f.StringVar(&g.inlineBundle, "inline-bundle", "", "signed policy bundle file to embed in the configuration")
 	f.StringVar(&g.channel, "channel", "", "bundle channel to poll on the distributor")
 	f.DurationVar(&g.pollInterval, "poll-interval", 0, "bundle poll interval (default 10s)")
@@ -77,6 +77,19 @@ func (g *renderGuardFlags) input() (envoy.GuardInput, error) {
 	}
 	in.PeerCertificate = g.peerCert && g.configFile == ""
 	return in, err
+}
+
+// checkedInput is input plus checkGuardPolicy: nothing is rendered from a
+// private verification key or an inline bundle the proxy would refuse.
+func (g *renderGuardFlags) checkedInput(cmd *cobra.Command) (envoy.GuardInput, error) {
+	in, err := g.input()
+	if err != nil {
+		return in, &exitError{code: 2, err: err}
+	}
+	if err := checkGuardPolicy(in, cmd.ErrOrStderr(), time.Now()); err != nil {
+		return in, &exitError{code: 1, err: err}
+	}
+	return in, nil
 }
 
 func renderParseEnv(pairs []string) (map[string]string, error) {
@@ -141,8 +154,8 @@ given) instead of one YAML stream.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if o.Guard, err = g.input(); err != nil {
-				return &exitError{code: 2, err: err}
+			if o.Guard, err = g.checkedInput(cmd); err != nil {
+				return err
 			}
 			if o.ModuleFile, err = renderReadFile(module); err != nil {
 				return &exitError{code: 2, err: err}
@@ -285,8 +298,8 @@ the targetRef kinds were narrowed (Kuma 2.14 rejects it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if o.Guard, err = g.input(); err != nil {
-				return &exitError{code: 2, err: err}
+			if o.Guard, err = g.checkedInput(cmd); err != nil {
+				return err
 			}
 			if o.Env, err = renderParseEnv(env); err != nil {
 				return &exitError{code: 2, err: err}
@@ -339,8 +352,8 @@ and clusters (the distributor, which serves bundles, audit uploads and remote mo
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if s.Guard, err = g.input(); err != nil {
-				return &exitError{code: 2, err: err}
+			if s.Guard, err = g.checkedInput(cmd); err != nil {
+				return err
 			}
 			if s.Filter.Env, err = renderParseEnv(env); err != nil {
 				return &exitError{code: 2, err: err}

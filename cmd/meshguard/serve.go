@@ -31,7 +31,7 @@ Ops:       /healthz, /readyz, /metrics
 
 TLS uses an X509-SVID from files or the SPIFFE Workload API (see --print-default-config).
 Plain HTTP needs --insecure-http and a loopback listen address (or --force-insecure).`,
-		Example: `  meshguard serve --data ./data --insecure-http --keys bundle-keys.jwks
+		Example: `  meshguard serve --data ./data --insecure-http --verify-keys verify.jwk
   meshguard serve --config /etc/meshguard/distributor.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,7 +53,7 @@ Plain HTTP needs --insecure-http and a loopback listen address (or --force-insec
 			if f.Changed("data") {
 				cfg.Data = data
 			}
-			if f.Changed("keys") {
+			if f.Changed("verify-keys") || f.Changed("keys") {
 				cfg.Keys = keys
 			}
 			if f.Changed("insecure-http") {
@@ -90,7 +90,8 @@ Plain HTTP needs --insecure-http and a loopback listen address (or --force-insec
 	f.StringVar(&configFile, "config", "", "YAML configuration file (over the embedded default)")
 	f.StringVar(&listen, "listen", "127.0.0.1:8443", "listen address")
 	f.StringVar(&data, "data", "", "data directory (bundles/, decisions/, module storage)")
-	f.StringVar(&keys, "keys", "", "JWK Set file with the bundle verification keys")
+	f.StringVar(&keys, "verify-keys", "", "public JWK Set file with the bundle verification keys (verify.jwk)")
+	aliasFlag(f, "verify-keys", "keys")
 	f.BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (loopback only unless --force-insecure)")
 	f.BoolVar(&force, "force-insecure", false, "allow plain HTTP on a non-loopback address")
 	f.BoolVar(&printDefault, "print-default-config", false, "print the embedded default configuration and exit")

@@ -38,11 +38,14 @@ var Actions = []Action{ActionRead, ActionPublish, ActionPush, ActionIngest, Acti
 
 // Identity is who made a request.
 type Identity struct {
-	// SPIFFEID is the verified peer certificate's SPIFFE ID, if any.
+	// SPIFFEID is the verified peer certificate's SPIFFE ID, or the one a
+	// trusted sidecar forwarded in x-forwarded-client-cert, if any.
 	SPIFFEID string
 	// Token is the name of the bearer token presented, if any.
 	Token string
-	// Loopback is true when the request came from a loopback address.
+	// Loopback is true when the request came straight from a process on
+	// this host (127.0.0.1 or ::1, no proxy forwarding headers), never for
+	// traffic a sidecar forwarded (127.0.0.6 and the like).
 	Loopback bool
 	// Remote is the peer address.
 	Remote string
@@ -106,6 +109,7 @@ func (m matcher) match(id Identity) bool {
 type Policy struct {
 	rules  map[Action][]matcher
 	tokens []token
+	xfcc   *xfccTrust
 }
 
 type token struct {
@@ -116,7 +120,8 @@ type token struct {
 // NewPolicy builds a policy. Allowlist entries are:
 //
 //	"anonymous"              anyone
-//	"loopback"               any request from a loopback address
+//	"loopback"               a request straight from this host (127.0.0.1 or ::1),
+//	                         never one a sidecar forwarded (127.0.0.6, proxy headers)
 //	"spiffe://td/a/b"        exactly this SPIFFE ID (from the verified client certificate)
 //	"spiffe://td/a/*"        any SPIFFE ID under spiffe://td/a/
 //	"spiffe://td/*"          any SPIFFE ID of trust domain td
@@ -189,21 +194,40 @@ func parseEntry(e string) (matcher, error) {
 	return matcher{}, fmt.Errorf("%q is not anonymous, loopback, token:NAME or a spiffe:// ID", e)
 }
 
+// TrustXFCC makes Identify take the caller's SPIFFE ID from the
+// x-forwarded-client-cert header a sidecar sets (see XFCCConfig).
+func (p *Policy) TrustXFCC(c XFCCConfig) error {
+	t, err := newXFCCTrust(c)
+	if err != nil {
+		return err
+	}
+	p.xfcc = t
+	return nil
+}
+
 // Identify extracts the identity of a request: the SPIFFE ID of a verified
-// client certificate and the name of a presented bearer token. The token is
-// compared in constant time against every configured token.
+// client certificate (or, when configured, of the sidecar's
+// x-forwarded-client-cert) and the name of a presented bearer token. The
+// token is compared in constant time against every configured token.
 func (p *Policy) Identify(r *http.Request) (Identity, error) {
 	id := Identity{Remote: r.RemoteAddr}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			id.Loopback = true
-		}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
 	}
+	ip := net.ParseIP(host)
+	id.Loopback = directLoopback(ip, r.Header)
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		// The handshake verified the chain against the SPIFFE bundle.
 		if sid, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0]); err == nil {
 			id.SPIFFEID = sid.String()
 		}
+	} else if xf := r.Header.Values(HeaderXFCC); len(xf) > 0 && p.xfcc != nil && ip != nil && p.xfcc.fromProxy(ip) {
+		sid, err := p.xfcc.identify(strings.Join(xf, ","))
+		if err != nil {
+			return id, err
+		}
+		id.SPIFFEID = sid
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")

@@ -47,6 +47,8 @@ func ValidChannel(name string) bool { return channelRE.MatchString(name) }
 type Verified struct {
 	Revision uint64
 	Created  time.Time
+	// Expires is the end of the bundle's validity window (zero: unknown).
+	Expires time.Time
 }
 
 // Verifier checks a bundle's signature and contents. minRevision is the
@@ -82,6 +84,7 @@ type RevisionInfo struct {
 	Revision  uint64    `json:"revision"`
 	Digest    string    `json:"digest"` // "sha256:<hex>" of the bundle bytes
 	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires,omitzero"`
 	Published time.Time `json:"published"`
 	Size      int64     `json:"size"`
 }
@@ -258,7 +261,7 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 		return RevisionInfo{}, fmt.Errorf("%w: revision %d is not above the latest revision %d", ErrConflict, v.Revision, min-1)
 	}
 	ri := RevisionInfo{Revision: v.Revision, Digest: digest(data), Created: v.Created.UTC(),
-		Published: time.Now().UTC(), Size: int64(len(data))}
+		Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data))}
 	dir := r.chanDir(name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return RevisionInfo{}, fmt.Errorf("bundles: %w", err)
@@ -401,6 +404,21 @@ func (r *Registry) Channels() map[string]uint64 {
 			out[n] = ch.latest.Info.Revision
 		} else {
 			out[n] = 0
+		}
+	}
+	return out
+}
+
+// Expiries lists each channel's latest revision and when it expires (zero
+// when its metadata predates expiry tracking); channels without a bundle are
+// left out.
+func (r *Registry) Expiries() map[string]RevisionInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[string]RevisionInfo, len(r.channels))
+	for n, ch := range r.channels {
+		if ch.latest != nil {
+			out[n] = ch.latest.Info
 		}
 	}
 	return out

@@ -53,6 +53,9 @@ type Config struct {
 	// its allowlist: anonymous, loopback, spiffe://td/id, spiffe://td/path/*,
 	// token:NAME.
 	Allow map[auth.Action][]string `yaml:"allow"`
+	// XFCC takes callers' SPIFFE IDs from the x-forwarded-client-cert header
+	// of the sidecar in front of the distributor (off by default).
+	XFCC auth.XFCCConfig `yaml:"xfcc"`
 	// Limits are request size and rate limits.
 	Limits LimitsConfig `yaml:"limits"`
 	// Storage selects the module/OCI storage backend.
@@ -79,6 +82,9 @@ type BundlesConfig struct {
 	MaxWait time.Duration `yaml:"max_wait"`
 	// Channels are named channels with an optional required scope.
 	Channels map[string]ChannelConfig `yaml:"channels"`
+	// ExpiryWarning is how long before a channel's latest bundle expires
+	// /readyz and the log start warning (0: 7 days).
+	ExpiryWarning time.Duration `yaml:"expiry_warning"`
 }
 
 // ChannelConfig configures one channel.

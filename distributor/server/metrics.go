@@ -13,6 +13,7 @@ type metrics struct {
 	rejected    *prometheus.CounterVec
 	publishes   *prometheus.CounterVec
 	revision    *prometheus.GaugeVec
+	expiry      *prometheus.GaugeVec
 	longPolls   prometheus.Gauge
 	ingested    prometheus.Counter
 	decisionSeq prometheus.Gauge
@@ -42,6 +43,10 @@ func newMetrics() *metrics {
 			Name: "meshguard_distributor_bundle_revision",
 			Help: "Latest bundle revision per channel.",
 		}, []string{"channel"}),
+		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_bundle_expiry_timestamp_seconds",
+			Help: "Unix time at which each channel's latest bundle expires; proxies fail closed after it.",
+		}, []string{"channel"}),
 		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshguard_distributor_bundle_long_polls",
 			Help: "Bundle long polls currently waiting.",
@@ -55,7 +60,7 @@ func newMetrics() *metrics {
 			Help: "Sequence number of the last decision record.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.longPolls,
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.expiry, m.longPolls,
 		m.ingested, m.decisionSeq,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -231,7 +231,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "checks": checks})
+	body := map[string]any{"ready": ready, "checks": checks}
+	// Expiry warns without failing readiness: an unready distributor would
+	// also refuse the publish that fixes it.
+	if warn := s.expiryWarnings(time.Now()); len(warn) > 0 {
+		ws := map[string]string{}
+		for ch, w := range warn {
+			ws["bundle_expiry/"+ch] = w.text
+		}
+		body["warnings"] = ws
+	}
+	writeJSON(w, code, body)
 }
 
 // PublishResult is the body of a successful publish (201).
@@ -239,6 +249,8 @@ type PublishResult struct {
 	Channel  string `json:"channel"`
 	Revision uint64 `json:"revision"`
 	Digest   string `json:"digest"`
+	// Expires is when the bundle stops verifying (proxies fail closed then).
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
@@ -257,10 +269,11 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		s.m.publishes.WithLabelValues(name, "ok").Inc()
 		s.m.revision.WithLabelValues(name).Set(float64(ri.Revision))
+		s.setExpiry(name, ri)
 		s.log.Info("bundle published", "channel", name, "revision", ri.Revision, "digest", ri.Digest,
 			"size", ri.Size, "by", identityOf(r).String())
 		w.Header().Set("Location", fmt.Sprintf("/v1/bundles/%s/revisions/%d", name, ri.Revision))
-		writeJSON(w, http.StatusCreated, PublishResult{Channel: name, Revision: ri.Revision, Digest: ri.Digest})
+		writeJSON(w, http.StatusCreated, PublishResult{Channel: name, Revision: ri.Revision, Digest: ri.Digest, Expires: ri.Expires})
 	case errors.Is(err, errNoKeys):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, bundles.ErrConflict):

@@ -47,6 +47,9 @@ type Server struct {
 	store    store.Store
 	mux      *http.ServeMux
 
+	expiryMu     sync.Mutex
+	expiryWarned map[string]expiryWarning // channel -> last expiry warning logged
+
 	// base is cancelled when shutdown begins so long polls end at once.
 	base       context.Context
 	cancelBase context.CancelFunc
@@ -75,6 +78,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	if s.policy, err = auth.NewPolicy(cfg.Allow, tokens); err != nil {
+		return nil, err
+	}
+	if err := s.policy.TrustXFCC(cfg.XFCC); err != nil {
 		return nil, err
 	}
 	s.limiter = auth.NewLimiter(cfg.Limits.IngestRate, cfg.Limits.IngestBurst)
@@ -107,6 +113,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	for ch, rev := range s.reg.Channels() {
 		s.m.revision.WithLabelValues(ch).Set(float64(rev))
+	}
+	s.expiryWarned = map[string]expiryWarning{}
+	for ch, ri := range s.reg.Expiries() {
+		s.setExpiry(ch, ri)
 	}
 	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
 		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
@@ -197,6 +207,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv.TLSConfig = s.TLSConfig()
 	useTLS := srv.TLSConfig != nil
 	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", useTLS)
+	go s.watchExpiry(ctx, time.Minute)
 	errc := make(chan error, 1)
 	go func() {
 		if useTLS {

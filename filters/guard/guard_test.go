@@ -304,6 +304,7 @@ func TestDecisions(t *testing.T) {
 	assert.Positive(t, h.Counter("wasmcustom.meshguard_decisions_total.result=deny"))
 	assert.Positive(t, h.Counter("wasmcustom.meshguard_decisions_total.result=allow"))
 	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_revision"))
+	assert.Equal(t, epoch.Add(30*24*time.Hour).Unix(), h.Counter("wasmcustom.meshguard_bundle_expiry_timestamp_seconds"))
 }
 
 func TestRateLimitSharedAcrossWorkers(t *testing.T) {

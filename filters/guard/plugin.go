@@ -86,7 +86,7 @@ type metrics struct {
 	allow, deny, dryRunDeny, errors, unavailable, rateLimited proxywasm.MetricCounter
 	verifyFailures, bundleLoads, cacheHits, cacheMisses       proxywasm.MetricCounter
 	auditDropped, auditSent, auditFailed                      proxywasm.MetricCounter
-	revision                                                  proxywasm.MetricGauge
+	revision, expiry                                          proxywasm.MetricGauge
 }
 
 func newPlugin(id uint32) *plugin {
@@ -109,6 +109,7 @@ func (p *plugin) defineMetrics() {
 		auditSent:      proxywasm.DefineCounterMetric("meshguard_audit_sent_total"),
 		auditFailed:    proxywasm.DefineCounterMetric("meshguard_audit_upload_failures_total"),
 		revision:       proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
+		expiry:         proxywasm.DefineGaugeMetric("meshguard_bundle_expiry_timestamp_seconds"),
 	}
 }
 

@@ -99,6 +99,7 @@ func (p *plugin) tryInstall(data []byte) error {
 	p.polErr = nil
 	p.m.bundleLoads.Increment(1)
 	p.m.revision.Add(int64(b.Manifest.Revision) - p.m.revision.Value())
+	p.m.expiry.Add(b.Manifest.Expires.Unix() - p.m.expiry.Value())
 	return nil
 }
 
