@@ -12,12 +12,14 @@ import (
 // defaultExpiryWarning is bundles.expiry_warning when unset.
 const defaultExpiryWarning = 7 * 24 * time.Hour
 
-// setExpiry exports a channel's latest bundle expiry.
+// setExpiry exports a channel's latest bundle creation and expiry times.
 func (s *Server) setExpiry(channel string, ri bundles.RevisionInfo) {
-	if ri.Expires.IsZero() {
-		return
+	if !ri.Created.IsZero() {
+		s.m.created.WithLabelValues(channel).Set(float64(ri.Created.Unix()))
 	}
-	s.m.expiry.WithLabelValues(channel).Set(float64(ri.Expires.Unix()))
+	if !ri.Expires.IsZero() {
+		s.m.expiry.WithLabelValues(channel).Set(float64(ri.Expires.Unix()))
+	}
 }
 
 // expiryWarnings describes every channel whose latest bundle has expired or

@@ -33,6 +33,7 @@ func TestBundleExpiryMetricReadyzAndLog(t *testing.T) {
 	r = do(t, nil, "GET", ts.URL+"/metrics", nil)
 	require.Equal(t, http.StatusOK, r.Code)
 	assert.Contains(t, string(r.Body), `meshguard_distributor_bundle_expiry_timestamp_seconds{channel="prod"} `+expFloat(expires))
+	assert.Contains(t, string(r.Body), `meshguard_distributor_bundle_created_timestamp_seconds{channel="prod"} `+expFloat(k.created))
 
 	r = do(t, nil, "GET", ts.URL+"/readyz", nil)
 	require.Equal(t, http.StatusOK, r.Code, "expiry warns, it does not take the distributor out of service")

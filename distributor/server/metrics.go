@@ -14,6 +14,7 @@ type metrics struct {
 	publishes   *prometheus.CounterVec
 	revision    *prometheus.GaugeVec
 	expiry      *prometheus.GaugeVec
+	created     *prometheus.GaugeVec
 	longPolls   prometheus.Gauge
 	ingested    prometheus.Counter
 	decisionSeq prometheus.Gauge
@@ -47,6 +48,10 @@ func newMetrics() *metrics {
 			Name: "meshguard_distributor_bundle_expiry_timestamp_seconds",
 			Help: "Unix time at which each channel's latest bundle expires; proxies fail closed after it.",
 		}, []string{"channel"}),
+		created: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_bundle_created_timestamp_seconds",
+			Help: "Unix time at which each channel's latest bundle was created (signed); time() minus it is the bundle's age.",
+		}, []string{"channel"}),
 		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshguard_distributor_bundle_long_polls",
 			Help: "Bundle long polls currently waiting.",
@@ -60,7 +65,7 @@ func newMetrics() *metrics {
 			Help: "Sequence number of the last decision record.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.expiry, m.longPolls,
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.expiry, m.created, m.longPolls,
 		m.ingested, m.decisionSeq,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

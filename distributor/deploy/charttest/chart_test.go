@@ -1,0 +1,259 @@
+package charttest
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/applyconfigurations"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/distributor/deploy/image"
+	"github.com/meshguard/meshguard/distributor/server"
+)
+
+const (
+	chartDir  = "../helm/meshguard-distributor"
+	namespace = "meshguard-system"
+)
+
+// render is `helm template meshguard-distributor CHART -n meshguard-system -f values...`.
+func render(t *testing.T, overrides map[string]any, valueFiles ...string) (map[string]string, error) {
+	t.Helper()
+	ch, err := loader.Load(chartDir)
+	require.NoError(t, err)
+	vals := map[string]any{}
+	for _, f := range valueFiles {
+		v, err := chartutil.ReadValuesFile(filepath.Join(chartDir, f))
+		require.NoError(t, err)
+		vals = chartutil.CoalesceTables(v.AsMap(), vals)
+	}
+	vals = chartutil.CoalesceTables(overrides, vals)
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = chartutil.KubeVersion{Version: "v1.33.0", Major: "1", Minor: "33"}
+	rv, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{
+		Name: "meshguard-distributor", Namespace: namespace, IsInstall: true, Revision: 1,
+	}, caps)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Render(ch, rv)
+}
+
+// objects splits the rendered manifests into objects, validating each
+// against the Kubernetes schemas: strict decoding into the typed objects
+// (unknown or duplicate fields, wrong types) and, for built-in kinds, the
+// structured-merge-diff schema client-go generates from the OpenAPI spec.
+func objects(t *testing.T, files map[string]string) []*unstructured.Unstructured {
+	t.Helper()
+	sch := runtime.NewScheme()
+	require.NoError(t, scheme.AddToScheme(sch))
+	require.NoError(t, monitoringv1.AddToScheme(sch))
+	strict := serializer.NewCodecFactory(sch, serializer.EnableStrict).UniversalDeserializer()
+	tc := applyconfigurations.NewTypeConverter(scheme.Scheme)
+
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []*unstructured.Unstructured
+	for _, name := range names {
+		if !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		for _, doc := range strings.Split(files[name], "\n---") {
+			if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" || isComment(doc) {
+				continue
+			}
+			j, err := yaml.YAMLToJSONStrict([]byte(doc))
+			require.NoError(t, err, "%s: %s", name, doc)
+			obj, gvk, err := strict.Decode(j, nil, nil)
+			require.NoError(t, err, "%s: schema violation", name)
+			u := &unstructured.Unstructured{}
+			require.NoError(t, u.UnmarshalJSON(j), name)
+			if scheme.Scheme.Recognizes(*gvk) {
+				_, err := tc.ObjectToTyped(u)
+				require.NoError(t, err, "%s: %s does not match the Kubernetes OpenAPI schema", name, gvk.Kind)
+			}
+			_ = obj
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func isComment(doc string) bool {
+	for _, l := range strings.Split(doc, "\n") {
+		if l = strings.TrimSpace(l); l != "" && l != "---" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+func byKind(objs []*unstructured.Unstructured) map[string][]*unstructured.Unstructured {
+	m := map[string][]*unstructured.Unstructured{}
+	for _, o := range objs {
+		m[o.GetKind()] = append(m[o.GetKind()], o)
+	}
+	return m
+}
+
+func typed[T any](t *testing.T, u *unstructured.Unstructured) *T {
+	t.Helper()
+	var v T
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &v, true))
+	return &v
+}
+
+func TestChart(t *testing.T) {
+	cases := []struct {
+		name      string
+		files     []string
+		overrides map[string]any
+		kinds     []string
+		mode      string
+	}{
+		{name: "default", kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"}, mode: "sidecar"},
+		{name: "ha", files: []string{"values-ha.yaml"}, mode: "spiffe",
+			kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"}},
+		{name: "spiffe from a secret, tokens", mode: "spiffe", overrides: map[string]any{
+			"mesh":   map[string]any{"mode": "spiffe"},
+			"spiffe": map[string]any{"secretName": "meshguard-svid"},
+			"tokens": map[string]any{"secretName": "meshguard-tokens"},
+		}, kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			files, err := render(t, tc.overrides, tc.files...)
+			require.NoError(t, err)
+			objs := byKind(objects(t, files))
+			var kinds []string
+			for k := range objs {
+				kinds = append(kinds, k)
+			}
+			sort.Strings(kinds)
+			assert.Equal(t, tc.kinds, kinds)
+
+			d := typed[appsv1.Deployment](t, objs["Deployment"][0])
+			pod := d.Spec.Template.Spec
+			require.Len(t, pod.Containers, 1)
+			c := pod.Containers[0]
+			psc, csc := pod.SecurityContext, c.SecurityContext
+			assert.True(t, *psc.RunAsNonRoot)
+			assert.Equal(t, int64(image.UID), *psc.RunAsUser, "the image's user")
+			assert.True(t, *csc.ReadOnlyRootFilesystem)
+			assert.False(t, *csc.AllowPrivilegeEscalation)
+			assert.Equal(t, []corev1.Capability{"ALL"}, csc.Capabilities.Drop)
+			assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
+			assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
+			assert.NotEmpty(t, c.Resources.Requests)
+			wantScheme := corev1.URISchemeHTTP
+			if tc.mode == "spiffe" {
+				wantScheme = corev1.URISchemeHTTPS
+			}
+			assert.Equal(t, wantScheme, c.ReadinessProbe.HTTPGet.Scheme)
+
+			// Every mount has a volume; the Services and the PDB select the pods.
+			vols := map[string]bool{}
+			for _, v := range pod.Volumes {
+				vols[v.Name] = true
+			}
+			for _, m := range c.VolumeMounts {
+				assert.True(t, vols[m.Name], "mount %s has no volume", m.Name)
+			}
+			podLabels := labels.Set(d.Spec.Template.Labels)
+			for _, so := range objs["Service"] {
+				s := typed[corev1.Service](t, so)
+				assert.True(t, labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels), s.Name)
+			}
+			pdb := typed[policyv1.PodDisruptionBudget](t, objs["PodDisruptionBudget"][0])
+			sel, err := metav1LabelSelector(pdb)
+			require.NoError(t, err)
+			assert.True(t, sel.Matches(podLabels))
+
+			// The ConfigMap is a configuration the distributor accepts.
+			cm := typed[corev1.ConfigMap](t, objs["ConfigMap"][0])
+			path := filepath.Join(t.TempDir(), "distributor.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(cm.Data["distributor.yaml"]), 0o644))
+			cfg, err := server.LoadConfig(path)
+			require.NoError(t, err, cm.Data["distributor.yaml"])
+			require.NoError(t, cfg.Validate())
+			switch tc.mode {
+			case "sidecar":
+				assert.True(t, cfg.XFCC.Trust, "the sidecar's XFCC is the identity source")
+				assert.Equal(t, "spiffe://cluster.local/ns/meshguard-system/sa/meshguard-distributor", cfg.XFCC.By)
+				assert.NoError(t, server.CheckListen(cfg))
+			case "spiffe":
+				assert.False(t, cfg.XFCC.Trust)
+				assert.True(t, cfg.TLS.Enabled())
+				assert.NoError(t, server.CheckListen(cfg))
+				assert.Equal(t, "8443", d.Spec.Template.Annotations["traffic.sidecar.istio.io/excludeInboundPorts"])
+			}
+			for _, a := range cfg.Allow["publish"] {
+				assert.NotEqual(t, "anonymous", a)
+			}
+		})
+	}
+}
+
+func TestHAValues(t *testing.T) {
+	files, err := render(t, nil, "values-ha.yaml")
+	require.NoError(t, err)
+	objs := byKind(objects(t, files))
+	d := typed[appsv1.Deployment](t, objs["Deployment"][0])
+	assert.Equal(t, int32(3), *d.Spec.Replicas)
+	pdb := typed[policyv1.PodDisruptionBudget](t, objs["PodDisruptionBudget"][0])
+	assert.Equal(t, 2, pdb.Spec.MinAvailable.IntValue())
+	var csi bool
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		csi = csi || (v.CSI != nil && v.CSI.Driver == "csi.spiffe.io")
+	}
+	assert.True(t, csi, "SPIFFE Workload API through the CSI driver")
+	rule := typed[monitoringv1.PrometheusRule](t, objs["PrometheusRule"][0])
+	var alerts []string
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			alerts = append(alerts, r.Alert)
+		}
+	}
+	assert.Contains(t, alerts, "MeshguardBundleExpired")
+	assert.Contains(t, alerts, "MeshguardAuditRecordsDropped")
+	assert.Contains(t, alerts, "MeshguardBundleVerificationFailures")
+}
+
+func TestChartRefusesBrokenValues(t *testing.T) {
+	for name, tc := range map[string]struct {
+		over map[string]any
+		msg  string
+	}{
+		"mode":              {map[string]any{"mesh": map[string]any{"mode": "plain"}}, "mesh.mode"},
+		"spiffe without id": {map[string]any{"mesh": map[string]any{"mode": "spiffe"}}, "X509-SVID"},
+		"replicas on rwo":   {map[string]any{"replicaCount": 3}, "ReadWriteOnce"},
+		"replicas, fs":      {map[string]any{"replicaCount": 3, "persistence": map[string]any{"enabled": false}}, "storage.backend oci"},
+		"no keys":           {map[string]any{"keys": map[string]any{"secretName": ""}}, "keys.secretName"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := render(t, tc.over)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.msg)
+		})
+	}
+}
