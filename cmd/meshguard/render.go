@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/istio"
 	"github.com/meshguard/meshguard/kuma"
@@ -282,6 +283,7 @@ func newRenderKumaCmd() *cobra.Command {
 		o           kuma.Options
 		module, out string
 		env         []string
+		universal   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "kuma",
@@ -294,7 +296,11 @@ kuma.io/container-patches: <name>-module and give them a volume named meshguard-
 
 Dataplanes are targeted by --label (targetRef kind Dataplane, labels); without labels the whole
 mesh. --meshsubset writes the older {kind: MeshSubset, tags} form for control planes before
-the targetRef kinds were narrowed (Kuma 2.14 rejects it).`,
+the targetRef kinds were narrowed (Kuma 2.14 rejects it).
+
+--universal writes the MeshProxyPatch in Kuma's universal form (type, mesh, name, spec) for
+"kumactl apply -f"; a --local-module path then names the file on the dataplane's host and no
+ContainerPatch is written.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -311,7 +317,12 @@ the targetRef kinds were narrowed (Kuma 2.14 rejects it).`,
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			y, err := r.YAML()
+			var y []byte
+			if universal {
+				y, err = yaml.Marshal(kumaUniversal(r.MeshProxyPatch))
+			} else {
+				y, err = r.YAML()
+			}
 			if err != nil {
 				return err
 			}
@@ -320,6 +331,7 @@ the targetRef kinds were narrowed (Kuma 2.14 rejects it).`,
 	}
 	g.register(cmd)
 	f := cmd.Flags()
+	f.BoolVar(&universal, "universal", false, "Kuma universal mode: the kumactl apply form (type, mesh, name, spec)")
 	f.StringVar(&o.Name, "name", kuma.DefaultName, "MeshProxyPatch name")
 	f.StringVarP(&o.Namespace, "namespace", "n", kuma.DefaultNamespace, "namespace of the policies (Kuma's system namespace)")
 	f.StringVar(&o.Mesh, "mesh", kuma.DefaultMesh, "mesh name")
@@ -392,6 +404,14 @@ and clusters (the distributor, which serves bundles, audit uploads and remote mo
 	f.StringSliceVar(&s.Filter.HostEnv, "host-env", nil, "host environment variable exposed to the VM (repeatable)")
 	f.StringVarP(&out, "output", "o", "", "write to FILE instead of stdout")
 	return cmd
+}
+
+// kumaUniversal turns a Kubernetes MeshProxyPatch into Kuma's universal
+// resource form: type, mesh and name at the top level, the same spec.
+func kumaUniversal(obj map[string]any) map[string]any {
+	md, _ := obj["metadata"].(map[string]any)
+	labels, _ := md["labels"].(map[string]any)
+	return map[string]any{"type": obj["kind"], "mesh": labels["kuma.io/mesh"], "name": md["name"], "spec": obj["spec"]}
 }
 
 // renderFileSum returns the sha256 of path (checked against given when both are set).

@@ -113,3 +113,27 @@ func TestRenderExitCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestRenderKumaUniversal(t *testing.T) {
+	args := []string{"--label", "app=meter-api", "--mesh", "grid",
+		"--distributor", "https://meshguard-distributor.example:8443",
+		"--module-url", "https://meshguard-distributor.example:8443/modules/meshguard/guard/v1.4.0.wasm",
+		"--sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		"--verify-keys", keysFile, "--channel", "grid-prod"}
+	k8s, err := runFresh(t, newRenderKumaCmd(), args...)
+	require.NoError(t, err)
+	uni, err := runFresh(t, newRenderKumaCmd(), append(args, "--universal")...)
+	require.NoError(t, err)
+	var kobj, uobj map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(k8s), &kobj))
+	require.NoError(t, yaml.UnmarshalStrict([]byte(uni), &uobj))
+	assert.Equal(t, map[string]any{"type": "MeshProxyPatch", "mesh": "grid", "name": "meshguard-guard", "spec": kobj["spec"]}, uobj)
+
+	// A local module is a path on the dataplane's host: no ContainerPatch.
+	uni, err = runFresh(t, newRenderKumaCmd(), "--universal", "--local-module", "/opt/meshguard/guard.wasm",
+		"--verify-keys", keysFile, "--channel", "grid-prod", "--distributor", "https://d.example:8443")
+	require.NoError(t, err)
+	assert.NotContains(t, uni, "ContainerPatch")
+	assert.NotContains(t, uni, "---")
+	assert.Contains(t, uni, "/opt/meshguard/guard.wasm")
+}
