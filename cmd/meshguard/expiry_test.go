@@ -159,3 +159,17 @@ func runFreshErr(t *testing.T, cmd *cobra.Command, errOut *bytes.Buffer, args ..
 	err := cmd.Execute()
 	return out.String(), err
 }
+
+func TestRenderExpiryGrace(t *testing.T) {
+	args := []string{"--distributor", "http://127.0.0.1:8080", "--local-module", "/etc/meshguard/guard.wasm",
+		"--verify-keys", keysFile, "--channel", "dev"}
+	out, err := runFresh(t, newRenderEnvoyCmd(), append(args, "--expiry-grace", "24h")...)
+	require.NoError(t, err)
+	assert.Contains(t, out, `expiryGrace`)
+	assert.Contains(t, out, `24h0m0s`)
+	out, err = runFresh(t, newRenderEnvoyCmd(), args...)
+	require.NoError(t, err)
+	assert.NotContains(t, out, "expiryGrace", "fail closed at expiry by default")
+	_, err = runFresh(t, newRenderEnvoyCmd(), append(args, "--expiry-grace", "200h")...)
+	assert.ErrorContains(t, err, "policy.expiryGrace")
+}

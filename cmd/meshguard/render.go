@@ -22,7 +22,7 @@ import (
 type renderGuardFlags struct {
 	configFile, verifyKeys, inlineBundle, tokenFile string
 	channel, mode, scope                            string
-	pollInterval                                    time.Duration
+	pollInterval, expiryGrace                       time.Duration
 	peerCert, istioPeer, audit, logAllows           bool
 	jwtAudiences, jwtTrustDomains                   []string
 }
@@ -37,6 +37,7 @@ func (g *renderGuardFlags) register(cmd *cobra.Command) {
 	f.StringVar(&g.tokenFile, "token-file", "", "file holding the bearer token for bundle polls and audit uploads")
 	f.StringVar(&g.mode, "mode", "", "enforce (default) or dry-run")
 	f.StringVar(&g.scope, "scope", "", "scope the bundle manifest must list")
+	f.DurationVar(&g.expiryGrace, "expiry-grace", 0, "keep enforcing an expired bundle this long (max 168h) instead of failing closed at expiry")
 	f.BoolVar(&g.peerCert, "peer-certificate", true, "identify callers by their mTLS peer SPIFFE ID")
 	f.BoolVar(&g.istioPeer, "istio-peer-metadata", false, "read Istio's downstream peer metadata")
 	f.StringSliceVar(&g.jwtAudiences, "jwt-audience", nil, "accept JWT-SVIDs for this audience (repeatable)")
@@ -63,7 +64,7 @@ func (g *renderGuardFlags) input() (envoy.GuardInput, error) {
 	in.VerifyKeys = read(g.verifyKeys)
 	in.InlineBundle = read(g.inlineBundle)
 	in.Token = strings.TrimSpace(string(read(g.tokenFile)))
-	in.Channel, in.Mode, in.Scope, in.PollInterval = g.channel, g.mode, g.scope, g.pollInterval
+	in.Channel, in.Mode, in.Scope, in.PollInterval, in.ExpiryGrace = g.channel, g.mode, g.scope, g.pollInterval, g.expiryGrace
 	in.IstioPeerMetadata, in.AuditSink, in.LogAllows = g.istioPeer, g.audit, g.logAllows
 	in.JWTAudiences = g.jwtAudiences
 	for _, td := range g.jwtTrustDomains {

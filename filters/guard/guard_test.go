@@ -544,3 +544,63 @@ spec:
 		h.ExpectLog(`"version":"0.0.2"`)
 	})
 }
+
+// TestExpiryGrace: at expiry the guard fails closed, unless
+// policy.expiryGrace keeps the last good bundle for a bounded time.
+func TestExpiryGrace(t *testing.T) {
+	wasm := guardWasm(t)
+	f := newFixture(t)
+	const validity = 30 * 24 * time.Hour // what fixture bundles are signed for
+	cases := []struct {
+		name  string
+		grace string
+		after time.Duration
+		want  uint32 // 0: allowed
+	}{
+		{"valid", "", validity - time.Minute, 0},
+		{"expired, no grace: fail closed", "", validity + time.Minute, 503},
+		{"expired, within grace", "48h", validity + 47*time.Hour, 0},
+		{"expired, past grace", "48h", validity + 49*time.Hour, 503},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := f.config(t, func(m map[string]any) {
+				if tc.grace != "" {
+					m["policy"].(map[string]any)["expiryGrace"] = tc.grace
+				}
+			})
+			h := hosttest.New(t, wasm, hosttest.PluginConfig(cfg))
+			h.Advance(tc.after)
+			s := h.NewStream(peer(reader))
+			s.Request("GET", "/v1/meters/42/readings")
+			if tc.want == 0 {
+				s.ExpectNoLocalReply()
+			} else {
+				lr := s.ExpectLocalReply(tc.want)
+				assert.Contains(t, decisionBody(t, lr)["reason"], "expired")
+			}
+			assert.Equal(t, epoch.Add(validity).Unix(), h.Counter("wasmcustom.meshguard_bundle_expiry_timestamp_seconds"))
+		})
+	}
+
+	// A proxy (re)started within the grace installs the expired bundle,
+	// saying so; past the grace or without one it refuses it.
+	h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, nil)))
+	h.Advance(validity + time.Hour)
+	for grace, want := range map[string]bool{"2h": true, "30m": false, "": false} {
+		cfg := f.config(t, func(m map[string]any) {
+			if grace != "" {
+				m["policy"].(map[string]any)["expiryGrace"] = grace
+			}
+		})
+		p := h.AddPlugin(hosttest.PluginConfig(cfg), hosttest.VMID("restart-"+grace))
+		s := h.StreamOf(p, peer(reader))
+		s.Request("GET", "/v1/meters/42/readings")
+		if want {
+			s.ExpectNoLocalReply()
+		} else {
+			s.ExpectLocalReply(503)
+		}
+	}
+	h.ExpectLog("enforcing it within policy.expiryGrace until")
+}

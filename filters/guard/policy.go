@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -51,8 +52,18 @@ func (p *plugin) tryInstall(data []byte) error {
 	// sources, and loading the image skips parsing and compiling them. Both
 	// dominate reload time for large bundles. Bundles without an image are
 	// verified in full and compiled here.
-	b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: p.keys, MinRevision: min, Scope: p.cfg.Policy.Scope, Now: time.Now(),
-		Subset: []string{"compiled/"}})
+	opts := bundle.VerifyOptions{Keys: p.keys, MinRevision: min, Scope: p.cfg.Policy.Scope, Now: time.Now(),
+		Subset: []string{"compiled/"}}
+	b, err := bundle.Verify(data, opts)
+	if grace := p.cfg.Policy.ExpiryGrace.Duration; grace > 0 && errors.Is(err, bundle.ErrExpired) {
+		// Within the configured grace an expired bundle (after a restart,
+		// say) still beats failing closed; checkExpiry bounds it.
+		opts.Now = opts.Now.Add(-grace)
+		if b, err = bundle.Verify(data, opts); err == nil {
+			proxywasm.LogCriticalf("meshguard: bundle revision %d expired at %s; enforcing it within policy.expiryGrace until %s",
+				b.Manifest.Revision, b.Manifest.Expires.UTC().Format(time.RFC3339), b.Manifest.Expires.Add(grace).UTC().Format(time.RFC3339))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
@@ -106,7 +117,7 @@ func (p *plugin) tryInstall(data []byte) error {
 // checkExpiry drops a policy whose bundle has expired: fail closed rather
 // than enforce stale revocations forever.
 func (p *plugin) checkExpiry(now time.Time) {
-	if p.policy != nil && !p.expires.IsZero() && !now.Before(p.expires) {
+	if p.policy != nil && !p.expires.IsZero() && !now.Before(p.expires.Add(p.cfg.Policy.ExpiryGrace.Duration)) {
 		proxywasm.LogCriticalf("meshguard: policy bundle revision %d expired at %s; failing closed until a new bundle arrives",
 			p.policy.revision, p.expires.UTC().Format(time.RFC3339))
 		p.policy = nil

@@ -33,6 +33,8 @@ type GuardInput struct {
 	Mode string
 	// Scope must appear in the bundle manifest's scope.
 	Scope string
+	// ExpiryGrace keeps enforcing an expired bundle this long (0: fail closed).
+	ExpiryGrace time.Duration
 	// PeerCertificate reads the mTLS peer's SPIFFE ID.
 	PeerCertificate bool
 	// IstioPeerMetadata reads Istio's downstream peer metadata.
@@ -57,7 +59,7 @@ type Callouts struct {
 
 func (in GuardInput) flagsSet() bool {
 	return len(in.VerifyKeys) > 0 || len(in.InlineBundle) > 0 || in.Channel != "" || in.PollInterval != 0 ||
-		in.Token != "" || in.Mode != "" || in.Scope != "" || in.IstioPeerMetadata ||
+		in.Token != "" || in.Mode != "" || in.Scope != "" || in.ExpiryGrace != 0 || in.IstioPeerMetadata ||
 		len(in.JWTAudiences) > 0 || len(in.JWTTrustDomains) > 0 || in.AuditSink || in.LogAllows
 }
 
@@ -138,6 +140,7 @@ func fromFlags(in GuardInput) config.Config {
 	cfg := config.Config{Mode: in.Mode}
 	cfg.Policy.VerifyKeys = json.RawMessage(bytes.TrimSpace(in.VerifyKeys))
 	cfg.Policy.Scope = in.Scope
+	cfg.Policy.ExpiryGrace.Duration = in.ExpiryGrace
 	if len(in.InlineBundle) > 0 {
 		cfg.Policy.Inline = base64.StdEncoding.EncodeToString(in.InlineBundle)
 	}

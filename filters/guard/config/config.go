@@ -28,6 +28,7 @@ const (
 	DefaultAuditBufferSize   = 10000
 	DefaultAuditFlushPeriod  = 2 * time.Second
 	DefaultDecisionHeader    = "x-meshguard-decision"
+	MaxExpiryGrace           = 7 * 24 * time.Hour
 	ModeEnforce              = "enforce"
 	ModeDryRun               = "dry-run"
 	maxConfigBytes           = 64 << 20
@@ -64,6 +65,11 @@ type PolicySource struct {
 	Scope string `json:"scope,omitempty"`
 	// MinRevision rejects any bundle whose revision is not above it.
 	MinRevision uint64 `json:"minRevision,omitempty"`
+	// ExpiryGrace keeps enforcing the last good bundle this long past its
+	// expiry (logged as critical, visible in the bundle expiry metric)
+	// instead of failing closed at once; 0, the default, fails closed at
+	// expiry. At most MaxExpiryGrace.
+	ExpiryGrace Duration `json:"expiryGrace,omitzero"`
 }
 
 // Distributor is a callout target: an Envoy cluster and the HTTP details.
@@ -303,6 +309,9 @@ func (c *Config) Validate() error {
 		add("policy.verifyKeys: a JWK Set is required (bundles are always verified)")
 	} else if !json.Valid(p.VerifyKeys) {
 		add("policy.verifyKeys: not valid JSON")
+	}
+	if g := p.ExpiryGrace.Duration; g < 0 || g > MaxExpiryGrace {
+		add("policy.expiryGrace: %s is outside 0..%s", g, MaxExpiryGrace)
 	}
 	if d := p.Distributor; d != nil {
 		if d.Cluster == "" {

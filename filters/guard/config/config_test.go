@@ -93,3 +93,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestExpiryGraceBounds(t *testing.T) {
+	for grace, ok := range map[string]bool{"0s": true, "24h": true, "168h": true, "169h": false, "-1s": false} {
+		_, err := Parse([]byte(`{"policy":{"inline":"AA==","verifyKeys":` + keys + `,"expiryGrace":"` + grace + `"},"identity":{"peerCertificate":true}}`))
+		if ok {
+			assert.NoError(t, err, grace)
+		} else {
+			assert.Error(t, err, grace) // negative durations fail to parse at all
+		}
+	}
+	_, err := Parse([]byte(`{"policy":{"inline":"AA==","verifyKeys":` + keys + `,"expiryGrace":"200h"},"identity":{"peerCertificate":true}}`))
+	assert.ErrorContains(t, err, "policy.expiryGrace: 200h0m0s is outside 0..168h0m0s")
+}
