@@ -168,7 +168,7 @@ func (e *env) setup(ctx context.Context) error {
 	distAddr := fmt.Sprintf("127.0.0.1:%d", distPort)
 	e.distURL = "http://" + distAddr
 	dist, err := e.procs.start(ctx, "distributor", e.opts.Bin, "serve", "--listen", distAddr, "--data", filepath.Join(e.work, "distributor"),
-		"--insecure-http", "--keys", filepath.Join(keys, "verify.jwk"))
+		"--insecure-http", "--verify-keys", filepath.Join(keys, "verify.jwk"))
 	if err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func lastLine(s string) string {
 func (e *env) publish(ctx context.Context, rev int, dir string) error {
 	out := filepath.Join(e.work, fmt.Sprintf("grid-r%d.bundle", rev))
 	src := filepath.Join(e.opts.Root, "examples", "grid", dir)
-	if _, err := e.mg(ctx, "policy", "bundle", "--key", filepath.Join(e.work, "keys", "signing.jwk"), "--revision", fmt.Sprint(rev),
+	if _, err := e.mg(ctx, "policy", "bundle", "--signing-key", filepath.Join(e.work, "keys", "signing.jwk"), "--revision", fmt.Sprint(rev),
 		"--expires", "24h", "--scope", "grid", "-o", out, src); err != nil {
 		return err
 	}
