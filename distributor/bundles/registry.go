@@ -396,29 +396,26 @@ func (r *Registry) Revision(name string, rev uint64) (RevisionInfo, []byte, erro
 
 // Channels lists channel names with their latest revision (0 if none).
 func (r *Registry) Channels() map[string]uint64 {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make(map[string]uint64, len(r.channels))
-	for n, ch := range r.channels {
-		if ch.latest != nil {
-			out[n] = ch.latest.Info.Revision
-		} else {
-			out[n] = 0
-		}
+	latest := r.LatestInfos()
+	out := make(map[string]uint64, len(latest))
+	for n, ri := range latest {
+		out[n] = ri.Revision
 	}
 	return out
 }
 
-// Expiries lists each channel's latest revision and when it expires (zero
-// when its metadata predates expiry tracking); channels without a bundle are
-// left out.
-func (r *Registry) Expiries() map[string]RevisionInfo {
+// LatestInfos lists every channel with its latest revision's metadata (the
+// zero RevisionInfo for a channel without a bundle; Expires is zero when the
+// metadata predates expiry tracking).
+func (r *Registry) LatestInfos() map[string]RevisionInfo {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make(map[string]RevisionInfo, len(r.channels))
 	for n, ch := range r.channels {
 		if ch.latest != nil {
 			out[n] = ch.latest.Info
+		} else {
+			out[n] = RevisionInfo{}
 		}
 	}
 	return out

@@ -31,7 +31,7 @@ func (s *Server) expiryWarnings(now time.Time) map[string]expiryWarning {
 		window = defaultExpiryWarning
 	}
 	out := map[string]expiryWarning{}
-	for ch, ri := range s.reg.Expiries() {
+	for ch, ri := range s.reg.LatestInfos() {
 		if ri.Expires.IsZero() {
 			continue
 		}

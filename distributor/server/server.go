@@ -111,11 +111,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}); err != nil {
 		return nil, err
 	}
-	for ch, rev := range s.reg.Channels() {
-		s.m.revision.WithLabelValues(ch).Set(float64(rev))
-	}
 	s.expiryWarned = map[string]expiryWarning{}
-	for ch, ri := range s.reg.Expiries() {
+	for ch, ri := range s.reg.LatestInfos() {
+		s.m.revision.WithLabelValues(ch).Set(float64(ri.Revision))
 		s.setExpiry(ch, ri)
 	}
 	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
