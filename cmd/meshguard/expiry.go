@@ -48,13 +48,20 @@ type guardPolicy struct {
 	inline  []byte
 	scope   string
 	channel string
+	// jwks are the other verification sets (JWT-SVID trust domains, device
+	// issuers), by configuration field.
+	jwks map[string][]byte
 }
 
 // policyOf extracts the verification keys, inline bundle, scope and channel
 // from the render flags or the --config file.
 func policyOf(in envoy.GuardInput) (guardPolicy, error) {
 	if len(bytes.TrimSpace(in.File)) == 0 {
-		return guardPolicy{keys: in.VerifyKeys, inline: in.InlineBundle, scope: in.Scope, channel: in.Channel}, nil
+		gp := guardPolicy{keys: in.VerifyKeys, inline: in.InlineBundle, scope: in.Scope, channel: in.Channel, jwks: map[string][]byte{}}
+		for td, set := range in.JWTTrustDomains {
+			gp.jwks["--jwt-trust-domain "+td] = set
+		}
+		return gp, nil
 	}
 	j, err := yaml.YAMLToJSON(in.File)
 	if err != nil {
@@ -64,7 +71,17 @@ func policyOf(in envoy.GuardInput) (guardPolicy, error) {
 	if err := json.Unmarshal(j, &cfg); err != nil {
 		return guardPolicy{}, fmt.Errorf("guard config: %w", err)
 	}
-	gp := guardPolicy{keys: cfg.Policy.VerifyKeys, scope: cfg.Policy.Scope}
+	gp := guardPolicy{keys: cfg.Policy.VerifyKeys, scope: cfg.Policy.Scope, jwks: map[string][]byte{}}
+	if j := cfg.Identity.JWTSVID; j != nil {
+		for td, set := range j.TrustDomains {
+			gp.jwks["identity.jwtSvid.trustDomains."+td] = set
+		}
+	}
+	if d := cfg.Identity.Device; d != nil {
+		for iss, set := range d.Issuers {
+			gp.jwks["identity.device.issuers."+iss] = set
+		}
+	}
 	if cfg.Policy.Distributor != nil {
 		gp.channel = cfg.Policy.Distributor.Channel
 	}
@@ -104,9 +121,42 @@ func checkGuardPolicy(in envoy.GuardInput, warn io.Writer, now time.Time) error 
 	if !haveKeys && len(gp.inline) > 0 {
 		return errors.New("an inline bundle needs verification keys (--verify-keys verify.jwk)")
 	}
+	for _, name := range renderSortedKeys(gp.jwks) {
+		if err := refusePrivateJWKs(gp.jwks[name]); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	if gp.channel != "" && gp.scope != "" && gp.channel != gp.scope {
 		fmt.Fprintf(warn, "warning: channel %q and scope %q differ: the proxy refuses bundles on that channel unless their manifest lists scope %q\n",
 			gp.channel, gp.scope, gp.scope)
+	}
+	return nil
+}
+
+// refusePrivateJWKs fails when a JWK or JWK Set carries private key
+// material: "d" (EC, OKP and RSA private keys) or "k" (symmetric keys), RFC
+// 7518 section 6. Verification sets travel in proxy configuration that many
+// can read; a signing key there is a leaked signing key.
+func refusePrivateJWKs(raw []byte) error {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+		return nil
+	}
+	var doc struct {
+		Keys []map[string]json.RawMessage `json:"keys"`
+	}
+	var single map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil || doc.Keys == nil {
+		if err := json.Unmarshal(raw, &single); err != nil {
+			return fmt.Errorf("not a JWK or JWK Set: %w", err)
+		}
+		doc.Keys = []map[string]json.RawMessage{single}
+	}
+	for i, k := range doc.Keys {
+		for _, member := range []string{"d", "k"} {
+			if _, ok := k[member]; ok {
+				return fmt.Errorf("key %d holds private key material (%q); verification sets take public keys only", i, member)
+			}
+		}
 	}
 	return nil
 }

@@ -93,6 +93,13 @@ func TestCheckGuardPolicy(t *testing.T) {
 			warning: "warning: inline bundle revision 1 expires at"},
 		{name: "channel and scope differ", in: envoy.GuardInput{VerifyKeys: pub, Channel: "prod", Scope: "grid-prod"},
 			warning: `channel "prod" and scope "grid-prod" differ`},
+		{name: "JWT trust domain with a private key", in: envoy.GuardInput{VerifyKeys: pub, Channel: "grid-prod",
+			JWTTrustDomains: map[string][]byte{"grid.example": priv}}, err: `--jwt-trust-domain grid.example: key 0 holds private key material ("d")`},
+		{name: "JWT trust domain, public set", in: envoy.GuardInput{VerifyKeys: pub, Channel: "grid-prod",
+			JWTTrustDomains: map[string][]byte{"grid.example": pub}}},
+		{name: "symmetric key in a config file's device issuers", in: envoy.GuardInput{File: []byte(`{"policy":{"verifyKeys":` + string(pub) +
+			`},"identity":{"device":{"issuers":{"https://oem.example":{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}}}}}`)},
+			err: `identity.device.issuers.https://oem.example: key 0 holds private key material ("k")`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,4 +179,27 @@ func TestRenderExpiryGrace(t *testing.T) {
 	assert.NotContains(t, out, "expiryGrace", "fail closed at expiry by default")
 	_, err = runFresh(t, newRenderEnvoyCmd(), append(args, "--expiry-grace", "200h")...)
 	assert.ErrorContains(t, err, "policy.expiryGrace")
+}
+
+func FuzzRefusePrivateJWKs(f *testing.F) {
+	f.Add(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AA"}]}`)
+	f.Add(`{"kty":"EC","d":"AA"}`)
+	f.Add(`{"keys":[{"kty":"oct","k":"AA"}]}`)
+	f.Add(`[1]`)
+	f.Fuzz(func(t *testing.T, in string) {
+		if refusePrivateJWKs([]byte(in)) != nil {
+			return
+		}
+		// Accepted: no key object of the set (or the single key) has d or k.
+		var doc struct {
+			Keys []map[string]json.RawMessage `json:"keys"`
+		}
+		if json.Unmarshal([]byte(in), &doc) == nil {
+			for _, k := range doc.Keys {
+				_, d := k["d"]
+				_, kk := k["k"]
+				require.False(t, d || kk, "%q accepted with private material", in)
+			}
+		}
+	})
 }
