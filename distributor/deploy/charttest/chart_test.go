@@ -244,11 +244,14 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		over map[string]any
 		msg  string
 	}{
-		"mode":              {map[string]any{"mesh": map[string]any{"mode": "plain"}}, "mesh.mode"},
+		"mode":              {map[string]any{"mesh": map[string]any{"mode": "plain"}}, "/mesh/mode"},
 		"spiffe without id": {map[string]any{"mesh": map[string]any{"mode": "spiffe"}}, "X509-SVID"},
 		"replicas on rwo":   {map[string]any{"replicaCount": 3}, "ReadWriteOnce"},
 		"replicas, fs":      {map[string]any{"replicaCount": 3, "persistence": map[string]any{"enabled": false}}, "storage.backend oci"},
 		"no keys":           {map[string]any{"keys": map[string]any{"secretName": ""}}, "keys.secretName"},
+		"typo in values":    {map[string]any{"mesh": map[string]any{"mod": "spiffe"}}, "mod"},
+		"bad digest":        {map[string]any{"image": map[string]any{"digest": "latest"}}, "digest"},
+		"bad channel name":  {map[string]any{"bundles": map[string]any{"channels": map[string]any{"Prod": map[string]any{"scope": "x"}}}}, "Prod"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := render(t, tc.over)
