@@ -575,6 +575,9 @@ func TestExpiryGrace(t *testing.T) {
 			s.Request("GET", "/v1/meters/42/readings")
 			if tc.want == 0 {
 				s.ExpectNoLocalReply()
+				if tc.grace != "" {
+					h.ExpectLog("enforcing it within policy.expiryGrace until")
+				}
 			} else {
 				lr := s.ExpectLocalReply(tc.want)
 				assert.Contains(t, decisionBody(t, lr)["reason"], "expired")

@@ -57,12 +57,9 @@ func (p *plugin) tryInstall(data []byte) error {
 	b, err := bundle.Verify(data, opts)
 	if grace := p.cfg.Policy.ExpiryGrace.Duration; grace > 0 && errors.Is(err, bundle.ErrExpired) {
 		// Within the configured grace an expired bundle (after a restart,
-		// say) still beats failing closed; checkExpiry bounds it.
+		// say) still beats failing closed; checkExpiry logs and bounds it.
 		opts.Now = opts.Now.Add(-grace)
-		if b, err = bundle.Verify(data, opts); err == nil {
-			proxywasm.LogCriticalf("meshguard: bundle revision %d expired at %s; enforcing it within policy.expiryGrace until %s",
-				b.Manifest.Revision, b.Manifest.Expires.UTC().Format(time.RFC3339), b.Manifest.Expires.Add(grace).UTC().Format(time.RFC3339))
-		}
+		b, err = bundle.Verify(data, opts)
 	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
@@ -117,7 +114,15 @@ func (p *plugin) tryInstall(data []byte) error {
 // checkExpiry drops a policy whose bundle has expired: fail closed rather
 // than enforce stale revocations forever.
 func (p *plugin) checkExpiry(now time.Time) {
-	if p.policy != nil && !p.expires.IsZero() && !now.Before(p.expires.Add(p.cfg.Policy.ExpiryGrace.Duration)) {
+	grace := p.cfg.Policy.ExpiryGrace.Duration
+	if grace > 0 && p.policy != nil && p.polErr == nil && !p.expires.IsZero() && !now.Before(p.expires) {
+		// Entering the grace: say so once (polErr stays nil while a fresh
+		// bundle is installed; it now notes why this one is degraded).
+		p.polErr = fmt.Errorf("policy bundle expired at %s", p.expires.UTC().Format(time.RFC3339))
+		proxywasm.LogCriticalf("meshguard: policy bundle revision %d expired at %s; enforcing it within policy.expiryGrace until %s",
+			p.policy.revision, p.expires.UTC().Format(time.RFC3339), p.expires.Add(grace).UTC().Format(time.RFC3339))
+	}
+	if p.policy != nil && !p.expires.IsZero() && !now.Before(p.expires.Add(grace)) {
 		proxywasm.LogCriticalf("meshguard: policy bundle revision %d expired at %s; failing closed until a new bundle arrives",
 			p.policy.revision, p.expires.UTC().Format(time.RFC3339))
 		p.policy = nil
