@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/internal/lease"
 	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
 	"github.com/meshguard/meshguard/policies"
+	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
 // Shared-data keys (per vm_id, i.e. per plugin in a proxy).
@@ -46,7 +46,7 @@ type plugin struct {
 	cfg    *config.Config
 	cfgErr error // non-nil: configuration unusable, every request gets 503
 
-	keys    jwk.Set
+	keys    *verify.KeySet
 	policy  *policyState
 	expires time.Time
 	polErr  error // last reason there is no policy
@@ -161,7 +161,7 @@ func (p *plugin) configure() error {
 		return err
 	}
 	p.cfg = cfg
-	if p.keys, err = parseKeySet(cfg.Policy.VerifyKeys); err != nil {
+	if p.keys, err = verify.ParseKeySet(cfg.Policy.VerifyKeys); err != nil {
 		return fmt.Errorf("policy.verifyKeys: %w", err)
 	}
 	if j := cfg.Identity.JWTSVID; j != nil {
