@@ -71,6 +71,7 @@ type plugin struct {
 	idSeq        uint64
 	proxyName    string
 	m            metrics
+	tokens       tokenWork
 	ruleCounters map[ruleResult]proxywasm.MetricCounter
 	freeStreams  []*stream
 }
@@ -110,6 +111,7 @@ func (p *plugin) defineMetrics() {
 		auditFailed:    proxywasm.DefineCounterMetric("meshguard_audit_upload_failures_total"),
 		revision:       proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
 	}
+	p.tokens.define()
 }
 
 // ruleCounter counts decisions per rule and result (created on first use).
@@ -178,6 +180,7 @@ func (p *plugin) configure() error {
 			return err
 		}
 	}
+	p.shareTokens(cfg)
 	p.limit = ratelimit.New(sharedStore{}, keyRate)
 	p.polErr = errors.New("no policy bundle loaded yet")
 	if cfg.Policy.Inline != "" {

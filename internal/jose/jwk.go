@@ -19,7 +19,9 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +57,8 @@ type Key struct {
 	// Use is the JWK's optional use member: "", "sig" or "jwt-svid".
 	Use string
 	pub crypto.PublicKey
+	// fp identifies the key material (see Fingerprint).
+	fp [32]byte
 	// algs are the algorithms the key's type and curve allow.
 	algs []string
 }
@@ -62,6 +66,12 @@ type Key struct {
 // Public returns the key (*ecdsa.PublicKey, ed25519.PublicKey or
 // *rsa.PublicKey).
 func (k *Key) Public() crypto.PublicKey { return k.pub }
+
+// Fingerprint is a SHA-256 over the key's type, curve and public
+// parameters: equal for the same public key, whatever its kid or JSON
+// formatting, so a result cached under one key is never honoured for
+// another key that reuses its kid.
+func (k *Key) Fingerprint() [32]byte { return k.fp }
 
 // Allows reports whether the key may verify signatures made with alg.
 func (k *Key) Allows(alg string) bool {
@@ -256,7 +266,7 @@ func ParseKey(data []byte) (*Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s point: %v", ErrKey, crv, err)
 		}
-		k.pub, k.algs = pub, []string{alg}
+		k.pub, k.algs, k.fp = pub, []string{alg}, fingerprint(kty, crv, x, y)
 	case "OKP":
 		if crv != "Ed25519" {
 			return nil, fmt.Errorf("%w: OKP curve %q (want Ed25519)", ErrKey, crv)
@@ -268,7 +278,7 @@ func ParseKey(data []byte) (*Key, error) {
 		if len(x) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("%w: Ed25519 x must be %d bytes", ErrKey, ed25519.PublicKeySize)
 		}
-		k.pub, k.algs = ed25519.PublicKey(x), []string{EdDSA}
+		k.pub, k.algs, k.fp = ed25519.PublicKey(x), []string{EdDSA}, fingerprint(kty, crv, x)
 	case "RSA":
 		if crv != "" {
 			return nil, fmt.Errorf("%w: RSA key with crv", ErrKey)
@@ -300,6 +310,7 @@ func ParseKey(data []byte) (*Key, error) {
 		}
 		k.pub = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: exp}
 		k.algs = []string{RS256, RS384, RS512, PS256, PS384, PS512}
+		k.fp = fingerprint(kty, "", n, e)
 	case "":
 		return nil, fmt.Errorf("%w: kty missing", ErrKey)
 	default:
@@ -309,6 +320,20 @@ func ParseKey(data []byte) (*Key, error) {
 		return nil, fmt.Errorf("%w: alg %q does not fit a %s %s key", ErrKey, k.Alg, kty, crv)
 	}
 	return k, nil
+}
+
+// fingerprint hashes length-prefixed fields, so no two field lists collide.
+func fingerprint(kty, crv string, params ...[]byte) [32]byte {
+	h := sha256.New()
+	for _, f := range append([][]byte{[]byte(kty), []byte(crv)}, params...) {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		h.Write(n[:])
+		h.Write(f)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }
 
 // members decodes a JSON object into its members, refusing duplicate names

@@ -26,6 +26,7 @@ type SVIDVerifier struct {
 	trustDomains map[string]*jose.KeySet
 	audiences    []string
 	cache        *Cache[*SVID]
+	sig          signatureChecker
 }
 
 // NewSVIDVerifier builds a verifier. bundles maps a trust domain to its JWK
@@ -83,6 +84,16 @@ func (v *SVIDVerifier) SetBundle(td string, jwks []byte) error {
 // Cache exposes the verified-token cache (for hit/miss metrics).
 func (v *SVIDVerifier) Cache() *Cache[*SVID] { return v.cache }
 
+// Share makes the verifier consult and fill c, a cache of verified tokens
+// shared by the proxy's worker VMs, on a local cache miss.
+func (v *SVIDVerifier) Share(c *SharedCache) { v.sig.shared = c }
+
+// Signatures returns how many signature verifications the verifier ran.
+func (v *SVIDVerifier) Signatures() uint64 { return v.sig.Signatures }
+
+// SharedHits returns how many tokens another worker had verified.
+func (v *SVIDVerifier) SharedHits() uint64 { return v.sig.sharedHits() }
+
 // Verify checks token at time now. A cached token costs one hash, a map
 // lookup and a comparison; its expiry is still checked against now.
 func (v *SVIDVerifier) Verify(token string, now time.Time) (*SVID, error) {
@@ -111,7 +122,7 @@ func (v *SVIDVerifier) Verify(token string, now time.Time) (*SVID, error) {
 	if err := c.checkTimes(now); err != nil {
 		return nil, err
 	}
-	if err := verifySignature(h, set); err != nil {
+	if err := v.sig.check(token, h, set, c.Expiry, now); err != nil {
 		return nil, err
 	}
 	s := &SVID{ID: c.Subject, TrustDomain: td, Expiry: c.Expiry, JTI: c.String("jti"), Claims: c}
@@ -136,6 +147,7 @@ type DeviceVerifier struct {
 	audiences []string
 	names     ClaimNames
 	cache     *Cache[*Device]
+	sig       signatureChecker
 }
 
 // NewDeviceVerifier builds a device-token verifier.
@@ -157,6 +169,15 @@ func NewDeviceVerifier(issuers map[string][]byte, audiences []string, names Clai
 
 // Cache exposes the verified-token cache.
 func (v *DeviceVerifier) Cache() *Cache[*Device] { return v.cache }
+
+// Share makes the verifier consult and fill c (see SVIDVerifier.Share).
+func (v *DeviceVerifier) Share(c *SharedCache) { v.sig.shared = c }
+
+// Signatures returns how many signature verifications the verifier ran.
+func (v *DeviceVerifier) Signatures() uint64 { return v.sig.Signatures }
+
+// SharedHits returns how many tokens another worker had verified.
+func (v *DeviceVerifier) SharedHits() uint64 { return v.sig.sharedHits() }
 
 // Verify checks a device token at time now.
 func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
@@ -181,7 +202,7 @@ func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
 	if err := c.checkTimes(now); err != nil {
 		return nil, err
 	}
-	if err := verifySignature(h, set); err != nil {
+	if err := v.sig.check(token, h, set, c.Expiry, now); err != nil {
 		return nil, err
 	}
 	d := &Device{
