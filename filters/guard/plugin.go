@@ -188,11 +188,13 @@ func (p *plugin) configure() error {
 		if err != nil {
 			return fmt.Errorf("policy.inline: %w", err)
 		}
-		if err := p.install(data, "inline configuration"); err != nil {
-			// Not fatal when a distributor may still deliver a good bundle.
-			if cfg.Policy.Distributor == nil {
-				return err
-			}
+		err = p.install(data, "inline configuration")
+		// The bundle is installed or refused: its base64 text would only
+		// hold memory from now on.
+		cfg.Policy.Inline = ""
+		if err != nil && cfg.Policy.Distributor == nil {
+			// Fatal unless a distributor may still deliver a good bundle.
+			return err
 		}
 	}
 	tick := time.Duration(0)
