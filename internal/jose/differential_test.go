@@ -37,15 +37,21 @@ func agreesWithJWX(t testing.TB, set *KeySet, jwxSet jwk.Set, token string) bool
 	return true
 }
 
-// TestDifferentialJWX signs with jwx for every algorithm, then mutates each
-// token (bit flips in every part, spliced headers and signatures) and
-// compares the verdicts.
-func TestDifferentialJWX(t *testing.T) {
+// bothSets parses every test key with this package and with jwx.
+func bothSets(t testing.TB) (*KeySet, jwk.Set) {
 	raw := allKeysSet(t)
 	set, err := ParseKeySet(raw)
 	require.NoError(t, err)
 	jwxSet, err := jwk.Parse(raw)
 	require.NoError(t, err)
+	return set, jwxSet
+}
+
+// TestDifferentialJWX signs with jwx for every algorithm, then mutates each
+// token (bit flips in every part, spliced headers and signatures) and
+// compares the verdicts.
+func TestDifferentialJWX(t *testing.T) {
+	set, jwxSet := bothSets(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var tokens []string
 	for _, k := range testKeys(t) {
@@ -74,11 +80,7 @@ func TestDifferentialJWX(t *testing.T) {
 
 // FuzzVerify: no input panics, and nothing is accepted that jwx rejects.
 func FuzzVerify(f *testing.F) {
-	raw := allKeysSet(f)
-	set, err := ParseKeySet(raw)
-	require.NoError(f, err)
-	jwxSet, err := jwk.Parse(raw)
-	require.NoError(f, err)
+	set, jwxSet := bothSets(f)
 	for _, k := range testKeys(f) {
 		f.Add(signWith(f, k, `{"a":1}`, nil))
 	}
