@@ -1,6 +1,7 @@
 package jose
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -141,7 +143,7 @@ func TestParseKeySet(t *testing.T) {
 		{"duplicate kid", string(setJSON(t, publicJWK(t, p256, nil), publicJWK(t, testKey{"p256", jwa.EdDSA, ed.priv}, nil))), 0, "two keys"},
 		{"duplicate member", `{"kty":"OKP","crv":"Ed25519","kid":"a","kid":"b","x":"` + publicJWK(t, ed, nil)["x"].(string) + `"}`, 0, "duplicate member"},
 		{"padded base64", string(setJSON(t, publicJWK(t, ed, map[string]any{"x": publicJWK(t, ed, nil)["x"].(string) + "="}))), 0, "base64url"},
-		{"trailing data", `{"keys":[]} x`, 0, "trailing"},
+		{"trailing data", `{"keys":[]} x`, 0, "after top-level value"},
 		{"not an object", `[]`, 0, "not a JSON object"},
 		{"neither set nor key", `{"a":1}`, 0, "neither"},
 		{"keys not an array", `{"keys":{}}`, 0, "not an array"},
@@ -249,4 +251,78 @@ func flipLastBits(s string) string {
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	i := strings.IndexByte(alphabet, s[len(s)-1])
 	return s[:len(s)-1] + string(alphabet[i^1])
+}
+
+func TestMembers(t *testing.T) {
+	cases := []struct {
+		in  string
+		n   int
+		err string
+	}{
+		{`{}`, 0, ""},
+		{` { } `, 0, ""},
+		{`{"a":1}`, 1, ""},
+		{`{"a":"x,y}","b":[1,{"c":2,"d":3}],"e":{"f":[","]}}`, 3, ""},
+		{`{"a":"\"","b":"\\"}`, 2, ""},
+		{`{"a":1,"a":2}`, 0, "duplicate"},
+		{`{"\u0061":1,"a":2}`, 0, "duplicate"},
+		{`{"a":1,"b":{"a":1},"b":2}`, 0, "duplicate"},
+		{`[{"a":1}]`, 0, "not a JSON object"},
+		{`null`, 0, "not a JSON object"},
+		{`{"a":1}{}`, 0, "after top-level value"},
+		{`{"a":}`, 0, "invalid character"},
+	}
+	for _, tc := range cases {
+		m, err := members([]byte(tc.in))
+		if tc.err != "" {
+			assert.ErrorContains(t, err, tc.err, tc.in)
+			continue
+		}
+		require.NoError(t, err, tc.in)
+		assert.Len(t, m, tc.n, tc.in)
+	}
+}
+
+// membersByTokens is a second, slower reading of the same rule (object,
+// unique top-level names, nothing after it) through json.Decoder's tokens.
+func membersByTokens(data []byte) (int, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0, false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		name, ok := t.(string)
+		if err != nil || !ok || seen[name] {
+			return 0, false
+		}
+		seen[name] = true
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return 0, false
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return 0, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return 0, false
+	}
+	return len(seen), true
+}
+
+// FuzzMembers: members agrees with the token-by-token reading.
+func FuzzMembers(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"a":2}`, `{"a":"x,\"}","b":[{"c":1}]}`, `{"\u0061":1,"a":2}`, `[1]`, `{"a":1} x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := members(data)
+		n, ok := membersByTokens(data)
+		require.Equal(t, ok, err == nil, "%q: members error %v", data, err)
+		if ok {
+			require.Len(t, m, n)
+		}
+	})
 }

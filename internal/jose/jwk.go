@@ -337,40 +337,56 @@ func fingerprint(kty, crv string, params ...[]byte) [32]byte {
 }
 
 // members decodes a JSON object into its members, refusing duplicate names
-// (RFC 7493): with duplicates, two parsers could read different keys.
+// (RFC 7493): with duplicates, two parsers could read different keys. A map
+// keeps one value per name, so the object has a duplicate exactly when it
+// has more members than the map.
 func members(data []byte) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	t, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	if d, ok := t.(json.Delim); !ok || d != '{' {
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, errors.New("not a JSON object")
 	}
-	m := map[string]json.RawMessage{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		name, ok := t.(string)
-		if !ok {
-			return nil, errors.New("object member name is not a string")
-		}
-		if _, dup := m[name]; dup {
-			return nil, fmt.Errorf("duplicate member %q", name)
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		m[name] = v
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
 	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) != 0 {
-		return nil, errors.New("trailing data after the object")
+	if countMembers(data) != len(m) {
+		return nil, errors.New("duplicate member name")
 	}
 	return m, nil
+}
+
+// countMembers counts the members of the valid JSON object data: the
+// commas at depth 1 outside strings, plus one unless the object is empty.
+func countMembers(data []byte) int {
+	depth, n, inString, escaped, empty := 0, 0, false, false, true
+	for _, c := range data {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			continue
+		case c == '}' || c == ']':
+			depth--
+			continue
+		case c == ',' && depth == 1:
+			n++
+		}
+		if depth == 1 && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			empty = false
+		}
+	}
+	if empty {
+		return 0
+	}
+	return n + 1
 }
