@@ -14,7 +14,9 @@ type Profile string
 const (
 	// ProfileEnvoy133 is the Envoy 1.33 era host (proxy-wasm-cpp-host, Dec 2024):
 	// fd_fdstat_set_flags, sched_yield and poll_oneoff were added; poll_oneoff
-	// answers ENOSYS.
+	// answers ENOSYS. Envoy 1.33.0 (January 2025) and every later release offer
+	// at least this set, so a module it accepts loads in the Envoy of Istio
+	// 1.25+ and Kuma 2.10+.
 	ProfileEnvoy133 Profile = "envoy-1.33"
 	// ProfileEnvoyLatest is the host since Apr 2026: the rest of WASI preview1
 	// exists as stubs and poll_oneoff succeeds with zero events.

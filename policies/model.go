@@ -2,7 +2,10 @@
 // multi-document YAML format parsed with file:line:col positions, a checker
 // for semantic mistakes, and a compiler to an indexed Engine whose Decide
 // method is allocation-free and safe for concurrent use. The same package
-// builds for GOOS=wasip1 GOARCH=wasm and runs inside the guard filter.
+// builds for GOOS=wasip1 GOARCH=wasm and runs inside the guard filter, which
+// loads engine images (UnmarshalEngine) only: the language front end (Parse,
+// Check, Load, RunTests and their YAML and semver dependencies) is not built
+// for wasip1, so it never weighs on the module.
 package policies
 
 import "fmt"

@@ -27,7 +27,14 @@ profile: load checks (magic, ABI marker, imports the profile provides), start-up
 (_initialize, main) with Envoy's start-up hostcall restrictions, root context,
 proxy_on_vm_start and proxy_on_configure with an empty configuration. It prints
 the ABI version, the imports the profile lacks, the exports, the size and the
-start-up result, and exits non-zero exactly when that Envoy would refuse the module.`,
+start-up result, and exits non-zero exactly when that Envoy would refuse the module.
+
+Profiles (the WASI functions each Envoy registers):
+  envoy-1.33    the set since December 2024: Envoy 1.33.0 (January 2025) and every
+                later release, so the Envoy of Istio 1.25+ and Kuma 2.10+
+  envoy-latest  all of WASI preview1, as Envoy has offered since April 2026
+A module that passes envoy-1.33 loads on every Envoy from 1.33 on. The modules
+meshguard ships (guard.wasm, hello.wasm) pass both profiles; make test checks it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := host.ParseProfile(profile)

@@ -1,7 +1,12 @@
+//go:build !wasip1
+
 package main
 
 import (
+	"context"
+	"encoding/base64"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -95,6 +100,71 @@ func BenchmarkDecision(b *testing.B) {
 	}
 }
 
+// BenchmarkSharedTokenHit measures a decision on the second worker VM for
+// a token the first worker just verified (the shared-cache hit: a SHA-256,
+// one shared-data read, decoding and checking the claims, no signature
+// check), next to the same decision when neither worker knows the token:
+// go test ./filters/guard -run '^$' -bench SharedTokenHit -benchtime 2000x
+func BenchmarkSharedTokenHit(b *testing.B) {
+	f := newFixture(b)
+	big := f.bundle(b, 1, f.bigFiles(10000))
+	cfg := f.config(b, func(m map[string]any) { m["policy"].(map[string]any)["inline"] = big })
+	for _, tc := range []struct {
+		name   string
+		warmUp bool
+	}{{"cross-worker-hit", true}, {"miss-on-both", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogWarn), hosttest.Workers(2))
+			d := make([]time.Duration, 0, b.N)
+			i := 0
+			for b.Loop() {
+				tok := f.svid(b, "spiffe://grid.example/ns/bulk/sa/w9999", func(c map[string]any) { c["n"] = i })
+				hh := host.Headers{{":method", "GET"}, {":path", "/v1/bulk/9999/x"}, {":authority", "bulk"}, {":scheme", "https"},
+					{"authorization", "Bearer " + tok}}
+				if tc.warmUp {
+					s := h.Plugin.NewStreamOn(0, host.NewProps())
+					s.RequestHeaders(hh, true)
+					s.Complete()
+				}
+				s := h.Plugin.NewStreamOn(1, host.NewProps())
+				t0 := time.Now()
+				s.RequestHeaders(hh, true)
+				d = append(d, time.Since(t0))
+				if s.LocalReply() != nil {
+					b.Fatalf("denied: %s", s.LocalReply().Body)
+				}
+				s.Complete()
+				i++
+			}
+			if tc.warmUp {
+				require.Equal(b, int64(b.N), h.Counter("wasmcustom.meshguard_token_signature_verifications_total"))
+			}
+			percentiles(b, d)
+		})
+	}
+}
+
+// BenchmarkModule reports the module's size and how long the host takes
+// to compile it without a compilation cache:
+// go test ./filters/guard -run '^$' -bench Module -benchtime 5x
+func BenchmarkModule(b *testing.B) {
+	wasm, err := os.ReadFile(guardWasm(b))
+	require.NoError(b, err)
+	ctx := context.Background()
+	var total time.Duration
+	for b.Loop() {
+		rt, err := host.NewRuntime(ctx, host.RuntimeConfig{Profile: host.ProfileEnvoy133})
+		require.NoError(b, err)
+		t0 := time.Now()
+		_, err = rt.Compile(ctx, wasm)
+		total += time.Since(t0)
+		require.NoError(b, err)
+		require.NoError(b, rt.Close(ctx))
+	}
+	b.ReportMetric(float64(len(wasm)), "module-bytes")
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "compile-ms")
+}
+
 // BenchmarkNoiseFloor times a fixed native computation of about the length
 // of a decision with the same percentile report. On shared or virtual
 // machines its p99 shows how much of a decision's p99 is the machine (steal
@@ -160,11 +230,25 @@ func BenchmarkReload(b *testing.B) {
 }
 
 // BenchmarkMemory runs full allowed and denied streams and reports linear
-// memory pages after warm-up and at the end:
+// memory pages (64 KiB) after warm-up and at the end, with the grid bundle
+// and with a 10k-rule bundle:
 // go test ./filters/guard -run '^$' -bench Memory -benchtime 1000000x
 func BenchmarkMemory(b *testing.B) {
 	f := newFixture(b)
-	h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(f.config(b, nil)), hosttest.LogLevel(host.LogError))
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte
+	}{{"grid", nil}, {"10k-rules", f.bigFiles(10000)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := f.config(b, func(m map[string]any) {
+				m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.bundle(b, 1, tc.files))
+			})
+			memory(b, f, hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogError)))
+		})
+	}
+}
+
+func memory(b *testing.B, f *fixture, h *hosttest.Harness) {
 	tok := f.svid(b, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
 	allow := host.Headers{{":method", "GET"}, {":path", "/v1/billing/x"}, {":authority", "b"}, {"authorization", "Bearer " + tok}}
 	deny := host.Headers{{":method", "DELETE"}, {":path", "/v1/billing/x"}, {":authority", "b"}, {"authorization", "Bearer " + tok}}
@@ -202,7 +286,9 @@ func BenchmarkMemory(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(warm), "pages-warm")
+	b.ReportMetric(float64(warm)/16, "MiB-warm")
 	b.ReportMetric(float64(at10), "pages-at-10pct")
 	b.ReportMetric(float64(at50), "pages-at-50pct")
 	b.ReportMetric(float64(h.Plugin.Worker(0).MemoryPages()), "pages-end")
+
 }

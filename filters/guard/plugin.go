@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/internal/lease"
 	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
 	"github.com/meshguard/meshguard/policies"
+	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
 // Shared-data keys (per vm_id, i.e. per plugin in a proxy).
@@ -46,7 +46,7 @@ type plugin struct {
 	cfg    *config.Config
 	cfgErr error // non-nil: configuration unusable, every request gets 503
 
-	keys    jwk.Set
+	keys    *verify.KeySet
 	policy  *policyState
 	expires time.Time
 	polErr  error // last reason there is no policy
@@ -71,6 +71,7 @@ type plugin struct {
 	idSeq        uint64
 	proxyName    string
 	m            metrics
+	tokens       tokenWork
 	ruleCounters map[ruleResult]proxywasm.MetricCounter
 	freeStreams  []*stream
 }
@@ -111,6 +112,7 @@ func (p *plugin) defineMetrics() {
 		revision:       proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
 		expiry:         proxywasm.DefineGaugeMetric("meshguard_bundle_expiry_timestamp_seconds"),
 	}
+	p.tokens.define()
 }
 
 // ruleCounter counts decisions per rule and result (created on first use).
@@ -162,7 +164,7 @@ func (p *plugin) configure() error {
 		return err
 	}
 	p.cfg = cfg
-	if p.keys, err = parseKeySet(cfg.Policy.VerifyKeys); err != nil {
+	if p.keys, err = verify.ParseKeySet(cfg.Policy.VerifyKeys); err != nil {
 		return fmt.Errorf("policy.verifyKeys: %w", err)
 	}
 	if j := cfg.Identity.JWTSVID; j != nil {
@@ -179,6 +181,7 @@ func (p *plugin) configure() error {
 			return err
 		}
 	}
+	p.shareTokens(cfg)
 	p.limit = ratelimit.New(sharedStore{}, keyRate)
 	p.polErr = errors.New("no policy bundle loaded yet")
 	if cfg.Policy.Inline != "" {
@@ -186,11 +189,13 @@ func (p *plugin) configure() error {
 		if err != nil {
 			return fmt.Errorf("policy.inline: %w", err)
 		}
-		if err := p.install(data, "inline configuration"); err != nil {
-			// Not fatal when a distributor may still deliver a good bundle.
-			if cfg.Policy.Distributor == nil {
-				return err
-			}
+		err = p.install(data, "inline configuration")
+		// The bundle is installed or refused: its base64 text would only
+		// hold memory from now on.
+		cfg.Policy.Inline = ""
+		if err != nil && cfg.Policy.Distributor == nil {
+			// Fatal unless a distributor may still deliver a good bundle.
+			return err
 		}
 	}
 	tick := time.Duration(0)

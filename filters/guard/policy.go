@@ -7,18 +7,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/meshguard/meshguard/policies"
-	"github.com/meshguard/meshguard/policies/bundle"
+	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
-const maxBundleBytes = bundle.DefaultMaxCompressed
-
-func parseKeySet(raw []byte) (jwk.Set, error) {
-	return bundle.ParseKeySet(raw)
-}
+const maxBundleBytes = verify.DefaultMaxCompressed
 
 // install verifies data (signature, file set, validity window, scope and
 // anti-rollback against the installed revision), compiles its policies and
@@ -47,46 +42,30 @@ func (p *plugin) tryInstall(data []byte) error {
 	if p.policy != nil {
 		min = max(min, p.policy.revision)
 	}
-	// Bundles from `meshguard policy bundle` carry the compiled engine
-	// image: verifying only compiled/ skips inflating and hashing the YAML
-	// sources, and loading the image skips parsing and compiling them. Both
-	// dominate reload time for large bundles. Bundles without an image are
-	// verified in full and compiled here.
-	opts := bundle.VerifyOptions{Keys: p.keys, MinRevision: min, Scope: p.cfg.Policy.Scope, Now: time.Now(),
+	// The compiled engine image is the only policy form the filter loads
+	// (`meshguard policy bundle` always writes it): verifying only
+	// compiled/ skips inflating and hashing the YAML sources, and the guard
+	// carries no policy-language parser at all.
+	opts := verify.Options{Keys: p.keys, MinRevision: min, Scope: p.cfg.Policy.Scope, Now: time.Now(),
 		Subset: []string{"compiled/"}}
-	b, err := bundle.Verify(data, opts)
-	if grace := p.cfg.Policy.ExpiryGrace.Duration; grace > 0 && errors.Is(err, bundle.ErrExpired) {
+	b, err := verify.Verify(data, opts)
+	if grace := p.cfg.Policy.ExpiryGrace.Duration; grace > 0 && errors.Is(err, verify.ErrExpired) {
 		// Within the configured grace an expired bundle (after a restart,
 		// say) still beats failing closed; checkExpiry logs and bounds it.
 		opts.Now = opts.Now.Add(-grace)
-		b, err = bundle.Verify(data, opts)
+		b, err = verify.Verify(data, opts)
 	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	var eng *policies.Engine
-	if img, ok := b.Files[policies.ImageFile]; ok {
-		if eng, err = policies.UnmarshalEngine(img); err != nil {
-			return fmt.Errorf("revision %d: %w", b.Manifest.Revision, err)
-		}
-	} else {
-		files := make(map[string][]byte, len(b.Files))
-		for name, content := range b.Files {
-			if strings.HasPrefix(name, "policies/") {
-				files[name] = content
-			}
-		}
-		// The bundle was checked when it was built (`meshguard policy
-		// bundle` refuses policies that fail the checker) and its signature
-		// covers every file, so the filter parses and compiles without
-		// re-running the checker's pairwise shadowing analysis.
-		set, perrs := policies.Parse(files)
-		if len(perrs) > 0 {
-			return fmt.Errorf("parse revision %d: %w", b.Manifest.Revision, perrs)
-		}
-		if eng, err = policies.Compile(set); err != nil {
-			return fmt.Errorf("compile revision %d: %w", b.Manifest.Revision, err)
-		}
+	img, ok := b.Files[policies.ImageFile]
+	if !ok {
+		return fmt.Errorf("revision %d has no compiled engine image (%s): proxies load only bundles built by `meshguard policy bundle`",
+			b.Manifest.Revision, policies.ImageFile)
+	}
+	eng, err := policies.UnmarshalEngine(img)
+	if err != nil {
+		return fmt.Errorf("revision %d: %w", b.Manifest.Revision, err)
 	}
 	// Trust domains whose JWT bundle the configuration left empty take their
 	// keys from the policy bundle; a domain without keys verifies nothing.
@@ -169,7 +148,7 @@ func leUint64(b []byte) uint64 {
 // poll fetches the channel's latest bundle with If-None-Match.
 func (p *plugin) poll() {
 	d := p.cfg.Policy.Distributor
-	hdrs := [][2]string{{":method", "GET"}, {":path", d.BundlePath + d.Channel}, {":authority", d.Authority}, {"accept", bundle.MediaType}}
+	hdrs := [][2]string{{":method", "GET"}, {":path", d.BundlePath + d.Channel}, {":authority", d.Authority}, {"accept", verify.MediaType}}
 	if p.etag == "" {
 		if e, _, err := (sharedStore{}).Get(keyETag + d.Channel); err == nil && p.policy != nil {
 			p.etag = string(e)

@@ -194,6 +194,7 @@ func (s *stream) resolveIdentity(now time.Time) error {
 		if tok != "" {
 			h0, m0 := p.svid.Cache().Hits, p.svid.Cache().Misses
 			svid, err := p.svid.Verify(tok, now)
+			p.countTokenWork()
 			if d := p.svid.Cache().Hits - h0; d != 0 {
 				p.m.cacheHits.Increment(d)
 			}
@@ -212,6 +213,7 @@ func (s *stream) resolveIdentity(now time.Time) error {
 		if tok, _ := s.hdrs.Get(idc.Device.Header); tok != "" {
 			tok = strings.TrimPrefix(tok, "Bearer ")
 			d, err := p.device.Verify(tok, now)
+			p.countTokenWork()
 			if err != nil {
 				return fmt.Errorf("device token rejected: %w", err)
 			}

@@ -147,11 +147,6 @@ func Build(files map[string][]byte, opts BuildOptions) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// signatures is the .signatures.json document.
-type signatures struct {
-	Signatures []string `json:"signatures"`
-}
-
 func normScope(in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
 	seen := map[string]bool{}

@@ -2,17 +2,14 @@ package identity
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"strings"
+	"slices"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/meshguard/meshguard/internal/jose"
 )
 
 // Sentinel errors; every rejection wraps one of them so callers and tests can
@@ -37,15 +34,12 @@ const MaxTokenBytes = 16 << 10
 // Leeway is the clock skew tolerated on exp and nbf.
 const Leeway = 30 * time.Second
 
-var allowedAlgs = map[string]jwa.SignatureAlgorithm{
-	"RS256": jwa.RS256, "RS384": jwa.RS384, "RS512": jwa.RS512,
-	"ES256": jwa.ES256, "ES384": jwa.ES384, "ES512": jwa.ES512,
-	"PS256": jwa.PS256, "PS384": jwa.PS384, "PS512": jwa.PS512,
-}
-
-// header is the decoded JOSE header; only alg, kid and typ are allowed.
-type header struct {
-	alg, kid, typ string
+// allowedAlgs are the JWT-SVID algorithms (RS, ES, PS 256/384/512); none,
+// HMAC and EdDSA are refused.
+var allowedAlgs = []string{
+	jose.RS256, jose.RS384, jose.RS512,
+	jose.ES256, jose.ES384, jose.ES512,
+	jose.PS256, jose.PS384, jose.PS512,
 }
 
 // Claims are the registered claims plus the raw payload for private claims.
@@ -87,61 +81,41 @@ func (c *Claims) String(name string) string {
 
 // split checks the compact serialisation and decodes header and payload.
 // Signature verification happens later with the selected key.
-func split(token string) (header, *Claims, error) {
-	var h header
+func split(token string) (*jose.JWS, *Claims, error) {
 	if len(token) == 0 || len(token) > MaxTokenBytes {
-		return h, nil, fmt.Errorf("%w: size %d", ErrMalformed, len(token))
+		return nil, nil, fmt.Errorf("%w: size %d", ErrMalformed, len(token))
 	}
-	if strings.Count(token, ".") != 2 {
-		return h, nil, fmt.Errorf("%w: not a compact JWS", ErrMalformed)
-	}
-	hs, rest, _ := strings.Cut(token, ".")
-	ps, sig, _ := strings.Cut(rest, ".")
-	if sig == "" {
-		return h, nil, fmt.Errorf("%w: unsigned token", ErrAlgorithm)
-	}
-	hb, err := base64.RawURLEncoding.DecodeString(hs)
+	j, err := jose.Parse(token)
 	if err != nil {
-		return h, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+		return nil, nil, joseError(err)
 	}
-	var hm map[string]json.RawMessage
-	if err := strictUnmarshal(hb, &hm); err != nil {
-		return h, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	if !slices.Contains(allowedAlgs, j.Header.Alg) {
+		return nil, nil, fmt.Errorf("%w: %q", ErrAlgorithm, j.Header.Alg)
 	}
-	for k, v := range hm {
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return h, nil, fmt.Errorf("%w: header %q is not a string", ErrHeader, k)
-		}
-		switch k {
-		case "alg":
-			h.alg = s
-		case "kid":
-			h.kid = s
-		case "typ":
-			h.typ = s
-		default:
-			return h, nil, fmt.Errorf("%w: %q", ErrHeader, k)
+	if t := j.Header.Typ; t != "" && t != "JWT" && t != "JOSE" {
+		return nil, nil, fmt.Errorf("%w: typ %q", ErrHeader, t)
+	}
+	if j.Header.Kid == "" {
+		return nil, nil, fmt.Errorf("%w: kid missing", ErrUnknownKey)
+	}
+	c, err := parseClaims(j.Payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	return j, c, nil
+}
+
+// joseError maps jose's reasons onto this package's sentinels.
+func joseError(err error) error {
+	for _, m := range []struct{ from, to error }{
+		{jose.ErrMalformed, ErrMalformed}, {jose.ErrHeader, ErrHeader}, {jose.ErrAlgorithm, ErrAlgorithm},
+		{jose.ErrUnknownKey, ErrUnknownKey}, {jose.ErrSignature, ErrSignature},
+	} {
+		if errors.Is(err, m.from) {
+			return fmt.Errorf("%w: %v", m.to, err)
 		}
 	}
-	if _, ok := allowedAlgs[h.alg]; !ok {
-		return h, nil, fmt.Errorf("%w: %q", ErrAlgorithm, h.alg)
-	}
-	if h.typ != "" && h.typ != "JWT" && h.typ != "JOSE" {
-		return h, nil, fmt.Errorf("%w: typ %q", ErrHeader, h.typ)
-	}
-	if h.kid == "" {
-		return h, nil, fmt.Errorf("%w: kid missing", ErrUnknownKey)
-	}
-	pb, err := base64.RawURLEncoding.DecodeString(ps)
-	if err != nil {
-		return h, nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	c, err := parseClaims(pb)
-	if err != nil {
-		return h, nil, err
-	}
-	return h, c, nil
+	return fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
 func strictUnmarshal(b []byte, v any) error {
@@ -241,20 +215,13 @@ func (c *Claims) checkAudience(accepted []string) error {
 	return fmt.Errorf("%w: %q", ErrAudience, c.Audience)
 }
 
-// verifySignature verifies the compact token with the key named by kid in set.
-func verifySignature(token string, h header, set jwk.Set) error {
-	if set == nil {
+// verifySignature verifies the token with the key named by its kid in set.
+func verifySignature(j *jose.JWS, set *jose.KeySet) error {
+	if set.Len() == 0 {
 		return fmt.Errorf("%w: no key set", ErrUnknownKey)
 	}
-	key, ok := set.LookupKeyID(h.kid)
-	if !ok {
-		return fmt.Errorf("%w: kid %q", ErrUnknownKey, h.kid)
-	}
-	if ka := key.Algorithm().String(); ka != "" && ka != h.alg {
-		return fmt.Errorf("%w: key %q is for %s, token uses %s", ErrAlgorithm, h.kid, ka, h.alg)
-	}
-	if _, err := jws.Verify([]byte(token), jws.WithKey(allowedAlgs[h.alg], key)); err != nil {
-		return fmt.Errorf("%w: %v", ErrSignature, err)
+	if _, err := j.Verify(set, allowedAlgs...); err != nil {
+		return joseError(err)
 	}
 	return nil
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/meshguard/meshguard/internal/jose"
 )
 
 // SVID is a verified JWT-SVID.
@@ -23,9 +23,10 @@ type SVID struct {
 // trust domain never verifies a subject), aud must match one of Audiences,
 // exp is required. Verified tokens are cached until exp.
 type SVIDVerifier struct {
-	trustDomains map[string]jwk.Set
+	trustDomains map[string]*jose.KeySet
 	audiences    []string
 	cache        *Cache[*SVID]
+	sig          signatureChecker
 }
 
 // NewSVIDVerifier builds a verifier. bundles maps a trust domain to its JWK
@@ -35,7 +36,7 @@ func NewSVIDVerifier(bundles map[string][]byte, audiences []string, cacheSize in
 	if err != nil {
 		return nil, err
 	}
-	v := &SVIDVerifier{trustDomains: map[string]jwk.Set{}, audiences: auds, cache: NewCache[*SVID](cacheSize)}
+	v := &SVIDVerifier{trustDomains: map[string]*jose.KeySet{}, audiences: auds, cache: NewCache[*SVID](cacheSize)}
 	for td, b := range bundles {
 		if _, err := TrustDomain("spiffe://" + td); err != nil {
 			return nil, fmt.Errorf("jwt-svid: trust domain %q: %w", td, err)
@@ -44,7 +45,7 @@ func NewSVIDVerifier(bundles map[string][]byte, audiences []string, cacheSize in
 			v.trustDomains[td] = nil // keys come later (policy bundle)
 			continue
 		}
-		set, err := jwk.Parse(b)
+		set, err := jose.ParseKeySet(b)
 		if err != nil {
 			return nil, fmt.Errorf("jwt-svid: JWT bundle of %q: %w", td, err)
 		}
@@ -71,7 +72,7 @@ func requireAudiences(kind string, audiences []string) ([]string, error) {
 // SetBundle installs (or replaces) a trust domain's JWT bundle, e.g. from the
 // policy bundle's data, and clears the cache so removed keys stop verifying.
 func (v *SVIDVerifier) SetBundle(td string, jwks []byte) error {
-	set, err := jwk.Parse(jwks)
+	set, err := jose.ParseKeySet(jwks)
 	if err != nil {
 		return fmt.Errorf("jwt-svid: JWT bundle of %q: %w", td, err)
 	}
@@ -82,6 +83,16 @@ func (v *SVIDVerifier) SetBundle(td string, jwks []byte) error {
 
 // Cache exposes the verified-token cache (for hit/miss metrics).
 func (v *SVIDVerifier) Cache() *Cache[*SVID] { return v.cache }
+
+// Share makes the verifier consult and fill c, a cache of verified tokens
+// shared by the proxy's worker VMs, on a local cache miss.
+func (v *SVIDVerifier) Share(c *SharedCache) { v.sig.shared = c }
+
+// Signatures returns how many signature verifications the verifier ran.
+func (v *SVIDVerifier) Signatures() uint64 { return v.sig.Signatures }
+
+// SharedHits returns how many tokens another worker had verified.
+func (v *SVIDVerifier) SharedHits() uint64 { return v.sig.sharedHits() }
 
 // Verify checks token at time now. A cached token costs one hash, a map
 // lookup and a comparison; its expiry is still checked against now.
@@ -111,7 +122,7 @@ func (v *SVIDVerifier) Verify(token string, now time.Time) (*SVID, error) {
 	if err := c.checkTimes(now); err != nil {
 		return nil, err
 	}
-	if err := verifySignature(token, h, set); err != nil {
+	if err := v.sig.check(token, h, set, c.Expiry, now); err != nil {
 		return nil, err
 	}
 	s := &SVID{ID: c.Subject, TrustDomain: td, Expiry: c.Expiry, JTI: c.String("jti"), Claims: c}
@@ -132,10 +143,11 @@ type ClaimNames struct{ ID, Class, Vendor, Model, Firmware string }
 // DeviceVerifier verifies device tokens: iss selects the JWK Set, aud and exp
 // are required, algorithms and headers as for JWT-SVIDs.
 type DeviceVerifier struct {
-	issuers   map[string]jwk.Set
+	issuers   map[string]*jose.KeySet
 	audiences []string
 	names     ClaimNames
 	cache     *Cache[*Device]
+	sig       signatureChecker
 }
 
 // NewDeviceVerifier builds a device-token verifier.
@@ -144,9 +156,9 @@ func NewDeviceVerifier(issuers map[string][]byte, audiences []string, names Clai
 	if err != nil {
 		return nil, err
 	}
-	v := &DeviceVerifier{issuers: map[string]jwk.Set{}, audiences: auds, names: names, cache: NewCache[*Device](cacheSize)}
+	v := &DeviceVerifier{issuers: map[string]*jose.KeySet{}, audiences: auds, names: names, cache: NewCache[*Device](cacheSize)}
 	for iss, b := range issuers {
-		set, err := jwk.Parse(b)
+		set, err := jose.ParseKeySet(b)
 		if err != nil {
 			return nil, fmt.Errorf("device: JWK Set of issuer %q: %w", iss, err)
 		}
@@ -157,6 +169,15 @@ func NewDeviceVerifier(issuers map[string][]byte, audiences []string, names Clai
 
 // Cache exposes the verified-token cache.
 func (v *DeviceVerifier) Cache() *Cache[*Device] { return v.cache }
+
+// Share makes the verifier consult and fill c (see SVIDVerifier.Share).
+func (v *DeviceVerifier) Share(c *SharedCache) { v.sig.shared = c }
+
+// Signatures returns how many signature verifications the verifier ran.
+func (v *DeviceVerifier) Signatures() uint64 { return v.sig.Signatures }
+
+// SharedHits returns how many tokens another worker had verified.
+func (v *DeviceVerifier) SharedHits() uint64 { return v.sig.sharedHits() }
 
 // Verify checks a device token at time now.
 func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
@@ -181,7 +202,7 @@ func (v *DeviceVerifier) Verify(token string, now time.Time) (*Device, error) {
 	if err := c.checkTimes(now); err != nil {
 		return nil, err
 	}
-	if err := verifySignature(token, h, set); err != nil {
+	if err := v.sig.check(token, h, set, c.Expiry, now); err != nil {
 		return nil, err
 	}
 	d := &Device{
