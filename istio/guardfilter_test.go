@@ -11,7 +11,7 @@ import (
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
 	"github.com/meshguard/meshguard/kuma"
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 // TestGuardFilterAcceptsRenderedConfig hands the configurations the renderers

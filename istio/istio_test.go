@@ -19,7 +19,7 @@ import (
 
 	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/istio/crdcheck"
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 var update = flag.Bool("update", false, "rewrite the checked-in kustomize manifests from the renderer")

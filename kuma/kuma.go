@@ -17,7 +17,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 // Defaults.

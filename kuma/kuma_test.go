@@ -17,7 +17,7 @@ import (
 
 	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/istio/crdcheck"
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 var update = flag.Bool("update", false, "rewrite the checked-in example manifests from the renderer")

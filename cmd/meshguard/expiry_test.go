@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/meshguard/meshguard/istio"
 	"github.com/meshguard/meshguard/kuma"
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 // renderGuardFlags are the guard-configuration flags shared by the render verbs.

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 // runFresh runs a newly built command so flag values never leak between runs.

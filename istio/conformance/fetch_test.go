@@ -27,7 +27,7 @@ import (
 
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/istio"
-	"github.com/meshguard/meshguard/kuma/envoy"
+	"github.com/meshguard/meshguard/envoy"
 )
 
 var digestRE = regexp.MustCompile(`sha256:[a-f0-9]{64}`)
