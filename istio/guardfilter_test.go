@@ -7,11 +7,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
 	"github.com/meshguard/meshguard/kuma"
-	"github.com/meshguard/meshguard/envoy"
 )
 
 // TestGuardFilterAcceptsRenderedConfig hands the configurations the renderers

@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/istio/crdcheck"
-	"github.com/meshguard/meshguard/envoy"
 )
 
 var update = flag.Bool("update", false, "rewrite the checked-in kustomize manifests from the renderer")

@@ -11,8 +11,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/envoy"
+	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 

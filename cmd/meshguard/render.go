@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/istio"
 	"github.com/meshguard/meshguard/kuma"
-	"github.com/meshguard/meshguard/envoy"
 )
 
 // renderGuardFlags are the guard-configuration flags shared by the render verbs.

@@ -26,7 +26,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/devproxy"
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 type runFlags struct {
@@ -267,13 +267,13 @@ func proxyTLS(ctx context.Context, f runFlags) (*tls.Config, func(), error) {
 	if f.caDir == "" {
 		return nil, nil, errors.New("set --ca DIR, --workload-api or --insecure-http")
 	}
-	ca, err := localca.Load(f.caDir)
+	ca, err := devca.Load(f.caDir)
 	if errors.Is(err, os.ErrNotExist) {
 		td, perr := spiffeid.TrustDomainFromString(f.trustDomain)
 		if perr != nil {
 			return nil, nil, perr
 		}
-		if ca, err = localca.New(td); err == nil {
+		if ca, err = devca.New(td); err == nil {
 			err = ca.Save(f.caDir)
 		}
 	}
@@ -284,7 +284,7 @@ func proxyTLS(ctx context.Context, f runFlags) (*tls.Config, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--spiffe-id: %w", err)
 	}
-	svid, err := ca.IssueX509SVID(id, localca.X509Options{TTL: 24 * time.Hour, DNSNames: []string{"localhost"}})
+	svid, err := ca.IssueX509SVID(id, devca.X509Options{TTL: 24 * time.Hour, DNSNames: []string{"localhost"}})
 	if err != nil {
 		return nil, nil, err
 	}

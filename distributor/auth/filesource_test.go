@@ -11,19 +11,19 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 func TestFileSourceReloadsRotatedSVID(t *testing.T) {
-	ca, err := localca.New(spiffeid.RequireTrustDomainFromString("grid.example"))
+	ca, err := devca.New(spiffeid.RequireTrustDomainFromString("grid.example"))
 	require.NoError(t, err)
 	dir := t.TempDir()
 	cfg := SVIDConfig{CertFile: filepath.Join(dir, "svid.pem"), KeyFile: filepath.Join(dir, "svid.key"), BundleFile: filepath.Join(dir, "bundle.pem")}
 	require.NoError(t, os.WriteFile(cfg.BundleFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate().Raw}), 0o644))
 	id := spiffeid.RequireFromString("spiffe://grid.example/distributor")
-	first, err := ca.IssueX509SVID(id, localca.X509Options{})
+	first, err := ca.IssueX509SVID(id, devca.X509Options{})
 	require.NoError(t, err)
-	require.NoError(t, localca.WriteSVID(first, cfg.CertFile, cfg.KeyFile))
+	require.NoError(t, devca.WriteSVID(first, cfg.CertFile, cfg.KeyFile))
 
 	fs, err := newFileSource(cfg)
 	require.NoError(t, err)
@@ -31,9 +31,9 @@ func TestFileSourceReloadsRotatedSVID(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, first.Certificates[0].SerialNumber, got.Certificates[0].SerialNumber)
 
-	second, err := ca.IssueX509SVID(id, localca.X509Options{})
+	second, err := ca.IssueX509SVID(id, devca.X509Options{})
 	require.NoError(t, err)
-	require.NoError(t, localca.WriteSVID(second, cfg.CertFile, cfg.KeyFile))
+	require.NoError(t, devca.WriteSVID(second, cfg.CertFile, cfg.KeyFile))
 	future := time.Now().Add(time.Minute)
 	require.NoError(t, os.Chtimes(cfg.CertFile, future, future))
 	fs.mu.Lock()

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 func TestPolicyEntries(t *testing.T) {
@@ -82,9 +82,9 @@ func TestIdentify(t *testing.T) {
 		assert.ErrorIs(t, err, ErrBadToken, h)
 	}
 
-	ca, err := localca.New(spiffeid.RequireTrustDomainFromString("grid.example"))
+	ca, err := devca.New(spiffeid.RequireTrustDomainFromString("grid.example"))
 	require.NoError(t, err)
-	svid, err := ca.IssueX509SVID(spiffeid.RequireFromString("spiffe://grid.example/meter"), localca.X509Options{})
+	svid, err := ca.IssueX509SVID(spiffeid.RequireFromString("spiffe://grid.example/meter"), devca.X509Options{})
 	require.NoError(t, err)
 	r = httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "10.0.0.1:5000"

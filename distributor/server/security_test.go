@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshguard/meshguard/distributor/auth"
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 var (
@@ -33,13 +33,13 @@ var (
 )
 
 type pki struct {
-	ca     *localca.CA
+	ca     *devca.CA
 	dir    string
 	bundle string // CA PEM file
 }
 
 func newPKI(t testing.TB, td string) *pki {
-	ca, err := localca.New(spiffeid.RequireTrustDomainFromString(td))
+	ca, err := devca.New(spiffeid.RequireTrustDomainFromString(td))
 	require.NoError(t, err)
 	dir := t.TempDir()
 	p := &pki{ca: ca, dir: dir, bundle: filepath.Join(dir, "bundle.pem")}
@@ -48,7 +48,7 @@ func newPKI(t testing.TB, td string) *pki {
 }
 
 func (p *pki) svid(t testing.TB, id spiffeid.ID) *x509svid.SVID {
-	s, err := p.ca.IssueX509SVID(id, localca.X509Options{})
+	s, err := p.ca.IssueX509SVID(id, devca.X509Options{})
 	require.NoError(t, err)
 	return s
 }
@@ -57,7 +57,7 @@ func (p *pki) svid(t testing.TB, id spiffeid.ID) *x509svid.SVID {
 func (p *pki) files(t testing.TB, id spiffeid.ID) (string, string) {
 	cert, key := filepath.Join(p.dir, id.Path()[1:]+".pem"), filepath.Join(p.dir, id.Path()[1:]+".key")
 	require.NoError(t, os.MkdirAll(filepath.Dir(cert), 0o755))
-	require.NoError(t, localca.WriteSVID(p.svid(t, id), cert, key))
+	require.NoError(t, devca.WriteSVID(p.svid(t, id), cert, key))
 	return cert, key
 }
 

@@ -19,13 +19,13 @@ import (
 
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/host"
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("grid.example")
 
 type env struct {
-	ca       *localca.CA
+	ca       *devca.CA
 	url      string
 	upstream *httptest.Server
 	seen     chan http.Header
@@ -62,9 +62,9 @@ func start(t *testing.T, pkg string) *env {
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 
-	e.ca, err = localca.New(td)
+	e.ca, err = devca.New(td)
 	require.NoError(t, err)
-	serverSVID, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(td, "/ns/grid/sa/gateway"), localca.X509Options{})
+	serverSVID, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(td, "/ns/grid/sa/gateway"), devca.X509Options{})
 	require.NoError(t, err)
 	up, _ := url.Parse(e.upstream.URL)
 	proxy, err := New(Config{Plugin: p, Routes: []Route{{Prefix: "/", Upstream: up}}, Logger: quiet, StreamTimeout: 5 * time.Second})
@@ -79,7 +79,7 @@ func start(t *testing.T, pkg string) *env {
 }
 
 func (e *env) client(t *testing.T, path string) *http.Client {
-	svid, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(td, path), localca.X509Options{})
+	svid, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(td, path), devca.X509Options{})
 	require.NoError(t, err)
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(svid, e.ca.X509Bundle(), tlsconfig.AuthorizeID(spiffeid.RequireFromPath(td, "/ns/grid/sa/gateway")))}}
 }

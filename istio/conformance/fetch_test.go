@@ -25,9 +25,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"istio.io/istio/pkg/wasm"
 
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/istio"
-	"github.com/meshguard/meshguard/envoy"
 )
 
 var digestRE = regexp.MustCompile(`sha256:[a-f0-9]{64}`)

@@ -24,7 +24,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/meshguard/meshguard/examples/grid/upstream"
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 // TrustDomain is the scenario's trust domain.
@@ -72,8 +72,8 @@ type Report struct {
 type env struct {
 	opts     Options
 	work     string
-	ca       *localca.CA
-	devices  *localca.CA
+	ca       *devca.CA
+	devices  *devca.CA
 	procs    *procs
 	distURL  string
 	proxyURL string
@@ -133,10 +133,10 @@ func (e *env) setup(ctx context.Context) error {
 	if _, err = e.mg(ctx, "keys", "generate", "--alg", "ed25519", "--out", keys); err != nil {
 		return err
 	}
-	if e.ca, err = localca.New(TrustDomain); err != nil {
+	if e.ca, err = devca.New(TrustDomain); err != nil {
 		return err
 	}
-	if e.devices, err = localca.New(spiffeid.RequireTrustDomainFromString("devices.grid.example")); err != nil {
+	if e.devices, err = devca.New(spiffeid.RequireTrustDomainFromString("devices.grid.example")); err != nil {
 		return err
 	}
 	caDir := filepath.Join(e.work, "ca")
@@ -281,7 +281,7 @@ func (e *env) client(path string) *http.Client {
 	if c, ok := e.clients[path]; ok {
 		return c
 	}
-	svid, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(TrustDomain, path), localca.X509Options{})
+	svid, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(TrustDomain, path), devca.X509Options{})
 	if err != nil {
 		panic(err) // the CA was just created; this cannot fail for a valid path
 	}

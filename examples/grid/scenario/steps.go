@@ -12,7 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshguard/meshguard/host/localca"
+	"github.com/meshguard/meshguard/internal/devca"
 )
 
 // Device is what a device's attestation token claims.
@@ -86,14 +86,14 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 		req.Header.Set("content-type", "application/json")
 	}
 	if s.Version != "" {
-		tok, err := e.ca.IssueJWTSVID(spiffeid.RequireFromPath(TrustDomain, s.Caller), []string{Audience}, localca.JWTOptions{Claims: map[string]any{"swversion": s.Version}})
+		tok, err := e.ca.IssueJWTSVID(spiffeid.RequireFromPath(TrustDomain, s.Caller), []string{Audience}, devca.JWTOptions{Claims: map[string]any{"swversion": s.Version}})
 		if err != nil {
 			return o, err
 		}
 		req.Header.Set("authorization", "Bearer "+tok)
 	}
 	if d := s.Device; d != nil {
-		tok, err := e.devices.IssueJWTSVID(spiffeid.RequireFromPath(e.devices.TrustDomain(), "/"+d.ID), []string{Audience}, localca.JWTOptions{
+		tok, err := e.devices.IssueJWTSVID(spiffeid.RequireFromPath(e.devices.TrustDomain(), "/"+d.ID), []string{Audience}, devca.JWTOptions{
 			Claims: map[string]any{"iss": DeviceIssuer, "ueid": d.ID, "devclass": d.Class, "oemid": d.Vendor, "swversion": d.Firmware},
 		})
 		if err != nil {

@@ -1,9 +1,9 @@
-// Package localca is a small SPIFFE certificate authority for one trust domain,
+// Package devca is a small SPIFFE certificate authority for one trust domain,
 // used by the dev proxy (`meshguard run`), the demo and tests. It mints
 // X509-SVIDs (mTLS) and JWT-SVIDs with real keys, and hands out the matching
 // X.509 and JWT bundles through go-spiffe types. It is not meant to replace
 // SPIRE: keys live in memory or in a directory on disk.
-package localca
+package devca
 
 import (
 	"crypto"
@@ -54,11 +54,11 @@ type CA struct {
 func New(td spiffeid.TrustDomain) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("localca: generate CA key: %w", err)
+		return nil, fmt.Errorf("devca: generate CA key: %w", err)
 	}
 	jwtKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("localca: generate JWT key: %w", err)
+		return nil, fmt.Errorf("devca: generate JWT key: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -73,11 +73,11 @@ func New(td spiffeid.TrustDomain) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("localca: self-sign CA: %w", err)
+		return nil, fmt.Errorf("devca: self-sign CA: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("localca: parse CA: %w", err)
+		return nil, fmt.Errorf("devca: parse CA: %w", err)
 	}
 	return newCA(td, cert, key, jwtKey)
 }
@@ -85,7 +85,7 @@ func New(td spiffeid.TrustDomain) (*CA, error) {
 func newCA(td spiffeid.TrustDomain, cert *x509.Certificate, key, jwtKey *ecdsa.PrivateKey) (*CA, error) {
 	pub, err := x509.MarshalPKIXPublicKey(&jwtKey.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("localca: marshal JWT key: %w", err)
+		return nil, fmt.Errorf("devca: marshal JWT key: %w", err)
 	}
 	sum := sha256.Sum256(pub)
 	return &CA{td: td, cert: cert, key: key, jwtKey: jwtKey, jwtKID: hex.EncodeToString(sum[:12]), now: time.Now}, nil
@@ -94,7 +94,7 @@ func newCA(td spiffeid.TrustDomain, cert *x509.Certificate, key, jwtKey *ecdsa.P
 func serial() *big.Int {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		panic(fmt.Sprintf("localca: crypto/rand failed: %v", err))
+		panic(fmt.Sprintf("devca: crypto/rand failed: %v", err))
 	}
 	return n
 }
@@ -120,7 +120,7 @@ func (c *CA) JWTBundle() *jwtbundle.Bundle {
 func (c *CA) JWKS() ([]byte, error) {
 	b, err := c.JWTBundle().Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("localca: marshal JWT bundle: %w", err)
+		return nil, fmt.Errorf("devca: marshal JWT bundle: %w", err)
 	}
 	return b, nil
 }
@@ -136,7 +136,7 @@ type X509Options struct {
 // IssueX509SVID mints an X509-SVID for id, usable for both TLS client and server auth.
 func (c *CA) IssueX509SVID(id spiffeid.ID, opts X509Options) (*x509svid.SVID, error) {
 	if !id.MemberOf(c.td) {
-		return nil, fmt.Errorf("localca: %s is not in trust domain %s", id, c.td)
+		return nil, fmt.Errorf("devca: %s is not in trust domain %s", id, c.td)
 	}
 	ttl := opts.TTL
 	if ttl <= 0 {
@@ -144,7 +144,7 @@ func (c *CA) IssueX509SVID(id spiffeid.ID, opts X509Options) (*x509svid.SVID, er
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("localca: generate SVID key: %w", err)
+		return nil, fmt.Errorf("devca: generate SVID key: %w", err)
 	}
 	now := c.now()
 	tmpl := &x509.Certificate{
@@ -159,11 +159,11 @@ func (c *CA) IssueX509SVID(id spiffeid.ID, opts X509Options) (*x509svid.SVID, er
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
 	if err != nil {
-		return nil, fmt.Errorf("localca: sign SVID for %s: %w", id, err)
+		return nil, fmt.Errorf("devca: sign SVID for %s: %w", id, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("localca: parse SVID: %w", err)
+		return nil, fmt.Errorf("devca: parse SVID: %w", err)
 	}
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}, nil
 }
@@ -181,10 +181,10 @@ type JWTOptions struct {
 // IssueJWTSVID mints a JWT-SVID (ES256, kid set) for id with the audiences.
 func (c *CA) IssueJWTSVID(id spiffeid.ID, audiences []string, opts JWTOptions) (string, error) {
 	if !id.MemberOf(c.td) {
-		return "", fmt.Errorf("localca: %s is not in trust domain %s", id, c.td)
+		return "", fmt.Errorf("devca: %s is not in trust domain %s", id, c.td)
 	}
 	if len(audiences) == 0 {
-		return "", errors.New("localca: a JWT-SVID needs at least one audience")
+		return "", errors.New("devca: a JWT-SVID needs at least one audience")
 	}
 	ttl := opts.TTL
 	if ttl <= 0 {
@@ -200,18 +200,18 @@ func (c *CA) IssueJWTSVID(id spiffeid.ID, audiences []string, opts JWTOptions) (
 	}
 	tok, err := b.Build()
 	if err != nil {
-		return "", fmt.Errorf("localca: build JWT-SVID: %w", err)
+		return "", fmt.Errorf("devca: build JWT-SVID: %w", err)
 	}
 	key, err := jwk.FromRaw(c.jwtKey)
 	if err != nil {
-		return "", fmt.Errorf("localca: JWT key: %w", err)
+		return "", fmt.Errorf("devca: JWT key: %w", err)
 	}
 	if err := key.Set(jwk.KeyIDKey, c.jwtKID); err != nil {
-		return "", fmt.Errorf("localca: set kid: %w", err)
+		return "", fmt.Errorf("devca: set kid: %w", err)
 	}
 	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, key))
 	if err != nil {
-		return "", fmt.Errorf("localca: sign JWT-SVID: %w", err)
+		return "", fmt.Errorf("devca: sign JWT-SVID: %w", err)
 	}
 	return string(signed), nil
 }
@@ -220,15 +220,15 @@ func (c *CA) IssueJWTSVID(id spiffeid.ID, audiences []string, opts JWTOptions) (
 // files at mode 0600, so separate processes can share one CA.
 func (c *CA) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("localca: %w", err)
+		return fmt.Errorf("devca: %w", err)
 	}
 	caKey, err := x509.MarshalECPrivateKey(c.key)
 	if err != nil {
-		return fmt.Errorf("localca: marshal CA key: %w", err)
+		return fmt.Errorf("devca: marshal CA key: %w", err)
 	}
 	jwtKey, err := x509.MarshalECPrivateKey(c.jwtKey)
 	if err != nil {
-		return fmt.Errorf("localca: marshal JWT key: %w", err)
+		return fmt.Errorf("devca: marshal JWT key: %w", err)
 	}
 	files := []struct {
 		name string
@@ -242,7 +242,7 @@ func (c *CA) Save(dir string) error {
 	}
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return fmt.Errorf("localca: write %s: %w", f.name, err)
+			return fmt.Errorf("devca: write %s: %w", f.name, err)
 		}
 	}
 	return nil
@@ -253,7 +253,7 @@ func Load(dir string) (*CA, error) {
 	read := func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
-			return nil, fmt.Errorf("localca: %w", err)
+			return nil, fmt.Errorf("devca: %w", err)
 		}
 		return b, nil
 	}
@@ -263,7 +263,7 @@ func Load(dir string) (*CA, error) {
 	}
 	td, err := spiffeid.TrustDomainFromString(string(trimNL(tdRaw)))
 	if err != nil {
-		return nil, fmt.Errorf("localca: %s: %w", tdFile, err)
+		return nil, fmt.Errorf("devca: %s: %w", tdFile, err)
 	}
 	certPEM, err := read(caCertFile)
 	if err != nil {
@@ -271,11 +271,11 @@ func Load(dir string) (*CA, error) {
 	}
 	blk, _ := pem.Decode(certPEM)
 	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("localca: %s: no certificate", caCertFile)
+		return nil, fmt.Errorf("devca: %s: no certificate", caCertFile)
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("localca: %s: %w", caCertFile, err)
+		return nil, fmt.Errorf("devca: %s: %w", caCertFile, err)
 	}
 	key, err := readECKey(read, caKeyFile)
 	if err != nil {
@@ -286,7 +286,7 @@ func Load(dir string) (*CA, error) {
 		return nil, err
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("localca: %s does not match %s", caKeyFile, caCertFile)
+		return nil, fmt.Errorf("devca: %s does not match %s", caKeyFile, caCertFile)
 	}
 	return newCA(td, cert, key, jwtKey)
 }
@@ -298,11 +298,11 @@ func readECKey(read func(string) ([]byte, error), name string) (*ecdsa.PrivateKe
 	}
 	blk, _ := pem.Decode(raw)
 	if blk == nil || blk.Type != "EC PRIVATE KEY" {
-		return nil, fmt.Errorf("localca: %s: no EC private key", name)
+		return nil, fmt.Errorf("devca: %s: no EC private key", name)
 	}
 	k, err := x509.ParseECPrivateKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("localca: %s: %w", name, err)
+		return nil, fmt.Errorf("devca: %s: %w", name, err)
 	}
 	return k, nil
 }
@@ -318,13 +318,13 @@ func trimNL(b []byte) []byte {
 func WriteSVID(svid *x509svid.SVID, certFile, keyFile string) error {
 	certs, key, err := svid.Marshal()
 	if err != nil {
-		return fmt.Errorf("localca: marshal SVID: %w", err)
+		return fmt.Errorf("devca: marshal SVID: %w", err)
 	}
 	if err := os.WriteFile(certFile, certs, 0o644); err != nil {
-		return fmt.Errorf("localca: %w", err)
+		return fmt.Errorf("devca: %w", err)
 	}
 	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
-		return fmt.Errorf("localca: %w", err)
+		return fmt.Errorf("devca: %w", err)
 	}
 	return nil
 }

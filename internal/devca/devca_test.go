@@ -1,4 +1,4 @@
-package localca
+package devca
 
 import (
 	"crypto/tls"
