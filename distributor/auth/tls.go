@@ -14,6 +14,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/meshguard/meshguard/internal/svidtls"
 )
 
 // SVIDConfig says where an X509-SVID and the trust bundle come from: either
@@ -86,25 +88,7 @@ func NewSource(ctx context.Context, c SVIDConfig) (*Source, error) {
 // requireClient rejects handshakes without one; otherwise a client may
 // instead authenticate with a bearer token.
 func (s *Source) ServerTLS(requireClient bool) *tls.Config {
-	verify := tlsconfig.VerifyPeerCertificate(s.Bundles, tlsconfig.AuthorizeAny())
-	cfg := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: tlsconfig.GetCertificate(s.SVID),
-		ClientAuth:     tls.RequestClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				if requireClient {
-					return errors.New("client certificate (X509-SVID) required")
-				}
-				return nil
-			}
-			return verify(raw, nil)
-		},
-	}
-	if requireClient {
-		cfg.ClientAuth = tls.RequireAnyClientCert
-	}
-	return cfg
+	return svidtls.Server(s.SVID, svidtls.X509SVID(s.Bundles), requireClient)
 }
 
 // ClientTLS is the client side: present the SVID and accept a server whose
