@@ -62,14 +62,14 @@ func TestProperties(t *testing.T) {
 	}
 	// set_property writes filter state wasm.<name>, read back by name.
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Continue, s.Request("GET", "/setprop?k=tenant&v=dso-north"))
+	assert.Equal(t, host.Continue, s.Request("GET", "/setprop?k=tenant&v=dso-north").Action)
 	s.ExpectNoLocalReply()
 }
 
 func TestHeaderEdits(t *testing.T) {
 	h := probe(t)
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Continue, s.Request("GET", "/header", [2]string{"X-Probe", "a"}, [2]string{"x-probe", "b"}, [2]string{"x-remove", "1"}))
+	assert.Equal(t, host.Continue, s.Request("GET", "/header", [2]string{"X-Probe", "a"}, [2]string{"x-probe", "b"}, [2]string{"x-remove", "1"}).Action)
 	s.ExpectNoLocalReply()
 	v, ok := s.RequestHeader("x-probe")
 	assert.True(t, ok)
@@ -88,9 +88,9 @@ func TestHeaderEdits(t *testing.T) {
 func TestBodyRewrite(t *testing.T) {
 	h := probe(t)
 	s := h.NewStream(nil)
-	require.Equal(t, host.Continue, s.RequestHeaders(host.Headers{{":method", "POST"}, {":path", "/body"}, {":authority", "x"}}, false))
-	assert.Equal(t, host.Pause, s.RequestBody([]byte("set"), false), "a paused body is buffered")
-	assert.Equal(t, host.Continue, s.RequestBody([]byte("point"), true))
+	require.Equal(t, host.Continue, s.RequestHeaders(host.Headers{{":method", "POST"}, {":path", "/body"}, {":authority", "x"}}, false).Action)
+	assert.Equal(t, host.Pause, s.RequestBody([]byte("set"), false).Action, "a paused body is buffered")
+	assert.Equal(t, host.Continue, s.RequestBody([]byte("point"), true).Action)
 	assert.Equal(t, "SETPOINT", string(s.RequestBodyNow()))
 }
 
@@ -98,13 +98,11 @@ func TestSharedDataCASAcrossWorkers(t *testing.T) {
 	h := probe(t, hosttest.Workers(2))
 	set := func(worker int, q string) *host.LocalReply {
 		s := h.NewStreamOn(worker, nil)
-		s.Request("GET", "/shared/set?"+q)
-		return s.LocalReply()
+		return s.Request("GET", "/shared/set?"+q).Reply
 	}
 	get := func(worker int) *host.LocalReply {
 		s := h.NewStreamOn(worker, nil)
-		s.Request("GET", "/shared/get?k=budget")
-		return s.LocalReply()
+		return s.Request("GET", "/shared/get?k=budget").Reply
 	}
 	assert.Equal(t, uint32(404), get(0).Status, "missing key is NOT_FOUND")
 	assert.Equal(t, uint32(200), set(0, "k=budget&v=10").Status)
@@ -133,12 +131,13 @@ func TestCallouts(t *testing.T) {
 	h := probe(t, hosttest.Cluster("authz"))
 	t.Run("success resumes the request", func(t *testing.T) {
 		s := h.NewStream(nil)
-		assert.Equal(t, host.Pause, s.Request("GET", "/callout?cluster=authz"))
+		assert.Equal(t, host.Pause, s.Request("GET", "/callout?cluster=authz").Action)
+		assert.Equal(t, host.Pause, s.Verdict().Action, "paused until the callout returns")
 		c := h.NextCallout()
 		assert.Equal(t, "/check", c.Header(":path"))
 		assert.Equal(t, "authz", c.Request.Cluster)
 		c.Respond("200", nil, []byte("ok-from-authz"))
-		assert.True(t, s.Continued(false))
+		s.WaitContinued()
 		v, _ := s.RequestHeader("x-callout")
 		assert.Equal(t, "ok-from-authz", v)
 		s.ExpectNoLocalReply()
@@ -172,6 +171,40 @@ func TestCallouts(t *testing.T) {
 		s.Request("GET", "/callout?cluster=authz&nopath=1")
 		assert.Contains(t, string(s.ExpectLocalReply(500).Body), "bad argument")
 	})
+}
+
+// TestWait checks the driver's view of a paused stream: Wait returns Pause
+// while the module has not decided (its context ended first), then the
+// verdict the module reached from its callout callback.
+func TestWait(t *testing.T) {
+	h := probe(t, hosttest.Cluster("authz"))
+	cases := []struct {
+		name   string
+		answer func(c *hosttest.Callout)
+		want   host.Action
+		status uint32
+	}{
+		{"resumed", func(c *hosttest.Callout) { c.Respond("200", nil, []byte("ok")) }, host.Continue, 0},
+		{"answered", func(c *hosttest.Callout) { c.Respond("500", nil, nil) }, host.Reply, 403},
+		{"failed callout", (*hosttest.Callout).Fail, host.Reply, 502},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := h.NewStream(nil)
+			require.Equal(t, host.Pause, s.Request("GET", "/callout?cluster=authz").Action)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			assert.Equal(t, host.Verdict{Action: host.Pause}, s.Stream.Wait(ctx), "no decision before the callout returns")
+			go tc.answer(h.NextCallout())
+			v := s.Stream.Wait(context.Background())
+			assert.Equal(t, tc.want, v.Action)
+			if tc.status != 0 {
+				require.NotNil(t, v.Reply)
+				assert.Equal(t, tc.status, v.Reply.Status)
+			}
+			assert.Equal(t, v, s.Stream.Wait(context.Background()), "a decided stream answers at once")
+		})
+	}
 }
 
 func TestTicks(t *testing.T) {
@@ -227,15 +260,15 @@ func TestFailurePolicies(t *testing.T) {
 		wantStatus uint32
 		nextOK     bool
 	}{
-		{"fail closed", host.FailClosed, host.Pause, 503, false},
+		{"fail closed", host.FailClosed, host.Reply, 503, false},
 		{"fail open", host.FailOpen, host.Continue, 0, false},
-		{"fail reload", host.FailReload, host.Pause, 503, true},
+		{"fail reload", host.FailReload, host.Reply, 503, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := probe(t, hosttest.FailurePolicy(tc.policy), hosttest.Name("fp"))
 			s := h.NewStreamOn(0, nil)
-			assert.Equal(t, tc.wantAction, s.Request("GET", "/panic"))
+			assert.Equal(t, tc.wantAction, s.Request("GET", "/panic").Action)
 			if tc.wantStatus != 0 {
 				assert.Equal(t, "wasm_fail_stream", s.ExpectLocalReply(tc.wantStatus).Details)
 			} else {
@@ -262,7 +295,7 @@ func TestFailurePolicies(t *testing.T) {
 func TestCallbackDeadline(t *testing.T) {
 	h := probe(t, hosttest.CallbackDeadline(200*time.Millisecond), hosttest.Name("slow"))
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Pause, s.Request("GET", "/loop"))
+	assert.Equal(t, host.Reply, s.Request("GET", "/loop").Action, "an overrun callback fails the stream closed")
 	s.ExpectLocalReply(503)
 	assert.True(t, h.Plugin.Worker(0).Failed())
 	assert.ErrorContains(t, h.Plugin.Worker(0).Err(), "deadline")

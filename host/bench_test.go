@@ -49,7 +49,7 @@ func BenchmarkRequestHeadersCallback(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if s.RequestHeaders(benchHeaders, true) != host.Continue {
+				if s.RequestHeaders(benchHeaders, true).Action != host.Continue {
 					b.Fatal("paused")
 				}
 			}

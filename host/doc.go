@@ -13,6 +13,14 @@
 //   - Envoy's threading model: N worker VMs per plugin, a trap discards the VM
 //     and the stream gets the plugin's failure policy.
 //
-// Hostcalls use wazero's stack-based API; nothing on the request path is
-// reflective.
+// A driver (the dev proxy, hosttest, a benchmark) opens a Stream and delivers
+// its events in order; each call returns a Verdict — Continue, Pause, Reply
+// (a local response) or Reset — and Stream.Wait blocks on a paused stream
+// until the module decides (from a callout reply, a tick or a queue).
+//
+// Hostcalls are registered with wazero's stack-based API (nothing on the
+// request path is reflective), grouped by family with their parameters named
+// as the ABI names them. A handler only decodes guest memory; the state it
+// acts on belongs to a method of the VM, the Stream, the vm_id's shared data,
+// a queue or a metric.
 package host

@@ -38,3 +38,12 @@ var foreignFunctions = map[string]func(args []byte) ([]byte, status){
 		return out, statusOK
 	},
 }
+
+// callForeign runs a foreign function by name.
+func callForeign(name string, args []byte) ([]byte, status) {
+	f, ok := foreignFunctions[name]
+	if !ok {
+		return nil, statusNotFound
+	}
+	return f(args)
+}

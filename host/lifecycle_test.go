@@ -22,12 +22,12 @@ func TestLifecycleOrder(t *testing.T) {
 	h := hosttest.New(t, wasmbuild.ForTest(t, testfilters+"lifecycle"),
 		hosttest.VMConfig([]byte("vm-cfg")), hosttest.PluginConfig([]byte("plugin-config")))
 	s := h.NewStream(nil)
-	require.Equal(t, host.Continue, s.RequestHeaders(host.Headers{{":method", "POST"}, {":path", "/"}, {":authority", "a"}}, false))
-	require.Equal(t, host.Continue, s.RequestBody([]byte("abc"), false))
-	require.Equal(t, host.Continue, s.RequestBody([]byte("de"), false))
-	require.Equal(t, host.Continue, s.RequestTrailers(host.Headers{{"t", "1"}}))
-	require.Equal(t, host.Continue, s.ResponseHeaders(host.Headers{{":status", "200"}}, false))
-	require.Equal(t, host.Continue, s.ResponseBody([]byte("xy"), true))
+	require.Equal(t, host.Continue, s.RequestHeaders(host.Headers{{":method", "POST"}, {":path", "/"}, {":authority", "a"}}, false).Action)
+	require.Equal(t, host.Continue, s.RequestBody([]byte("abc"), false).Action)
+	require.Equal(t, host.Continue, s.RequestBody([]byte("de"), false).Action)
+	require.Equal(t, host.Continue, s.RequestTrailers(host.Headers{{"t", "1"}}).Action)
+	require.Equal(t, host.Continue, s.ResponseHeaders(host.Headers{{":status", "200"}}, false).Action)
+	require.Equal(t, host.Continue, s.ResponseBody([]byte("xy"), true).Action)
 	s.Complete()
 
 	root := h.Plugin.Worker(0).RootContextID()

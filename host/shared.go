@@ -61,6 +61,37 @@ type sharedQueue struct {
 	items      [][]byte
 }
 
+// dequeue takes the oldest item (EMPTY when there is none).
+func (q *sharedQueue) dequeue() ([]byte, status) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return nil, statusEmpty
+	}
+	item := q.items[0]
+	q.items = q.items[1:]
+	return item, statusOK
+}
+
+// enqueue appends a copy of data and tells the registering root context
+// (proxy_on_queue_ready) once the VM is free.
+func (q *sharedQueue) enqueue(id uint32, data []byte) {
+	q.mu.Lock()
+	q.items = append(q.items, append([]byte(nil), data...))
+	owner, root := q.owner, q.rootID
+	q.mu.Unlock()
+	if owner == nil {
+		return
+	}
+	owner.post(func() {
+		if owner.failed.Load() || owner.fns[cbQueueReady] == nil {
+			return
+		}
+		owner.enter(root)
+		_, _ = owner.callFn(owner.fns[cbQueueReady], uint64(root), uint64(id))
+	})
+}
+
 func newQueueRegistry() *queueRegistry {
 	return &queueRegistry{byName: map[[2]string]uint32{}, byID: map[uint32]*sharedQueue{}}
 }
@@ -120,6 +151,46 @@ type metric struct {
 	value atomic.Int64
 	mu    sync.Mutex
 	hist  []uint64
+}
+
+// increment is proxy_increment_metric: counters only go up; histograms
+// cannot be incremented.
+func (m *metric) increment(delta int64) status {
+	switch m.typ {
+	case MetricCounter:
+		if delta < 0 {
+			return statusBadArgument
+		}
+		m.value.Add(delta)
+	case MetricGauge:
+		m.value.Add(delta)
+	default:
+		return statusBadArgument
+	}
+	return statusOK
+}
+
+// record is proxy_record_metric: a counter adds, a gauge is set, a histogram
+// keeps the sample.
+func (m *metric) record(v uint64) {
+	switch m.typ {
+	case MetricCounter:
+		m.value.Add(int64(v))
+	case MetricGauge:
+		m.value.Store(int64(v))
+	case MetricHistogram:
+		m.mu.Lock()
+		m.hist = append(m.hist, v)
+		m.mu.Unlock()
+	}
+}
+
+// get is proxy_get_metric (a histogram has no single value).
+func (m *metric) get() (int64, status) {
+	if m.typ == MetricHistogram {
+		return 0, statusBadArgument
+	}
+	return m.value.Load(), statusOK
 }
 
 func newStats() *Stats { return &Stats{byName: map[string]uint32{}} }

@@ -1,28 +1,49 @@
 package host
 
 import (
+	"context"
 	"strings"
 	"sync"
 )
 
-// Action is what a stream callback decided.
+// Action is what became of a stream at one point of its life.
 type Action int
 
 // Actions.
 const (
-	// Continue lets the stream go on.
+	// Continue lets the stream go on to the next filter (or upstream).
 	Continue Action = iota
 	// Pause stops iteration (StopAllIterationAndWatermark for headers,
-	// StopIterationAndBuffer for bodies) until the module continues the stream
-	// or sends a local reply.
+	// StopIterationAndBuffer for bodies) until the module resumes the stream
+	// with proxy_continue_stream, answers it or closes it: see Stream.Wait.
 	Pause
+	// Reply means the stream was answered locally (proxy_send_local_response,
+	// or the failure policy's 503); Verdict.Reply holds the response.
+	Reply
+	// Reset means the module closed the stream (proxy_close_stream).
+	Reset
 )
 
 func (a Action) String() string {
-	if a == Pause {
+	switch a {
+	case Continue:
+		return "Continue"
+	case Pause:
 		return "Pause"
+	case Reply:
+		return "Reply"
+	case Reset:
+		return "Reset"
 	}
-	return "Continue"
+	return "Action(?)"
+}
+
+// Verdict is what the filter decided for a stream: returned by every driver
+// call (RequestHeaders, ..., ResponseTrailers) and by Wait.
+type Verdict struct {
+	Action Action
+	// Reply is the local response when Action is Reply.
+	Reply *LocalReply
 }
 
 // LocalReply is a response the module sent with proxy_send_local_response (or
@@ -35,7 +56,20 @@ type LocalReply struct {
 	GRPCStatus int32
 }
 
-// Stream is one HTTP stream context on a VM.
+// Stream directions, indexing Stream.resumed (proxy_continue_stream's
+// WasmStreamType values for HTTP).
+const (
+	sideRequest  = streamTypeRequest
+	sideResponse = streamTypeResponse
+)
+
+// Stream is one HTTP stream context on a VM. A driver (the dev proxy, a test)
+// delivers the stream's events in order and reads each call's Verdict; when
+// it is Pause, Wait blocks until the module decides.
+//
+// Hostcalls reach the stream's state only through its methods, which run on
+// the VM's goroutine; the verdict fields are also read by the driver and are
+// guarded by mu.
 type Stream struct {
 	vm          *VM
 	id          uint32
@@ -47,19 +81,22 @@ type Stream struct {
 	// reqBuffering/respBuffering: the last body callback returned Pause
 	// (StopIterationAndBuffer), so Envoy keeps the chunks buffered.
 	reqBuffering, respBuffering bool
-	hasReqBody, hasRespBody     bool
+	done                        bool
+	failOpen                    bool
 
-	mu        sync.Mutex
-	local     *LocalReply
-	continued [2]bool
-	reset     bool
-	changed   chan struct{}
-	done      bool
-	failOpen  bool
+	mu    sync.Mutex
+	reply *LocalReply
+	reset bool
+	// paused is the direction stopped by the last callback (-1: none);
+	// resumed[d] records proxy_continue_stream on direction d since its
+	// last callback.
+	paused  int
+	resumed [2]bool
+	changed chan struct{}
 }
 
 func (vm *VM) newStream(props *Props) *Stream {
-	s := &Stream{vm: vm, props: props, filterState: map[string][]byte{}, changed: make(chan struct{}, 1)}
+	s := &Stream{vm: vm, props: props, filterState: map[string][]byte{}, paused: -1, changed: make(chan struct{}, 1)}
 	if vm.Failed() {
 		s.applyFailure()
 		return s
@@ -85,8 +122,8 @@ func (s *Stream) applyFailure() {
 		return
 	}
 	s.mu.Lock()
-	if s.local == nil {
-		s.local = &LocalReply{Status: 503, Details: "wasm_fail_stream"}
+	if s.reply == nil {
+		s.reply = &LocalReply{Status: 503, Details: "wasm_fail_stream", GRPCStatus: -1}
 	}
 	s.mu.Unlock()
 	s.signal()
@@ -105,23 +142,26 @@ func b2u(b bool) uint64 {
 	return 0
 }
 
-// invoke runs a stream callback and maps its result to an Action.
-func (s *Stream) invoke(cb callback, a, b uint64) Action {
+// invoke runs a stream callback of direction side and returns the verdict.
+func (s *Stream) invoke(cb callback, side int, a, b uint64) Verdict {
 	if s.failOpen {
-		return Continue
+		return Verdict{Action: Continue}
 	}
-	if s.LocalReply() != nil || s.Reset() {
-		return Pause
+	s.mu.Lock()
+	if v, ended := s.endedLocked(); ended {
+		s.mu.Unlock()
+		return v
 	}
-	act := Continue
+	s.resumed[side] = false
+	s.mu.Unlock()
+	stopped := false
 	s.vm.run(func() {
 		vm := s.vm
-		f := vm.fns[cb]
 		if vm.failed.Load() {
 			s.applyFailure()
-			act = s.failureAction()
 			return
 		}
+		f := vm.fns[cb]
 		if f == nil {
 			return
 		}
@@ -135,74 +175,196 @@ func (s *Stream) invoke(cb callback, a, b uint64) Action {
 		r, err := vm.callFn(f, args[:n]...)
 		if err != nil {
 			s.applyFailure()
-			act = s.failureAction()
 			return
 		}
-		if uint32(r) != 0 {
-			act = Pause
-		}
+		stopped = uint32(r) != 0
 	})
-	if s.LocalReply() != nil {
-		// send_local_response stops the current iteration whatever it returned.
-		act = Pause
+	if s.failOpen {
+		return Verdict{Action: Continue}
 	}
-	return act
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ended := s.endedLocked(); ended {
+		// send_local_response and close_stream stop the current iteration
+		// whatever the callback returned.
+		return v
+	}
+	if stopped && !s.resumed[side] {
+		s.paused = side
+		return Verdict{Action: Pause}
+	}
+	s.paused = -1
+	return Verdict{Action: Continue}
 }
 
-func (s *Stream) failureAction() Action {
-	if s.failOpen {
-		return Continue
+// endedLocked is the verdict of a stream that was answered or closed.
+func (s *Stream) endedLocked() (Verdict, bool) {
+	switch {
+	case s.reply != nil:
+		return Verdict{Action: Reply, Reply: s.reply}, true
+	case s.reset:
+		return Verdict{Action: Reset}, true
 	}
-	return Pause
+	return Verdict{}, false
 }
+
+// verdictLocked is the stream's verdict now: Pause while the paused
+// direction has not been resumed.
+func (s *Stream) verdictLocked() Verdict {
+	if v, ended := s.endedLocked(); ended {
+		return v
+	}
+	if s.paused >= 0 && !s.resumed[s.paused] {
+		return Verdict{Action: Pause}
+	}
+	return Verdict{Action: Continue}
+}
+
+// Wait blocks while the stream is paused and returns the verdict once the
+// module resumes the paused direction (Continue), answers the stream (Reply)
+// or closes it (Reset), usually from a callout reply, a tick or a queue
+// callback. When ctx ends first it returns Pause; with a ctx that is already
+// done it reports the verdict now without blocking. One goroutine waits on a
+// stream at a time.
+func (s *Stream) Wait(ctx context.Context) Verdict {
+	for {
+		s.mu.Lock()
+		v := s.verdictLocked()
+		s.mu.Unlock()
+		if v.Action != Pause {
+			return v
+		}
+		select {
+		case <-s.changed:
+		case <-ctx.Done():
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.verdictLocked()
+		}
+	}
+}
+
+func (s *Stream) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// --- what hostcalls do to a stream ---
+
+// sendLocalReply answers the stream (Envoy sends the reply after the VM
+// call, so a later send_local_response in the same call replaces it).
+func (s *Stream) sendLocalReply(lr *LocalReply) {
+	s.mu.Lock()
+	s.reply = lr
+	s.mu.Unlock()
+	s.signal()
+}
+
+// resume is proxy_continue_stream on direction side.
+func (s *Stream) resume(side int) {
+	s.mu.Lock()
+	s.resumed[side] = true
+	s.mu.Unlock()
+	s.signal()
+}
+
+// close is proxy_close_stream: Envoy resets the stream.
+func (s *Stream) close() {
+	s.mu.Lock()
+	s.reset = true
+	s.mu.Unlock()
+	s.signal()
+}
+
+// setFilterState is proxy_set_property: Envoy keeps the value in the
+// stream's filter state as "wasm.<path>".
+func (s *Stream) setFilterState(path, value []byte) {
+	s.filterState["wasm."+string(path)] = append([]byte(nil), value...)
+}
+
+// headerMap is one of the stream's header maps, nil while Envoy has not
+// received it.
+func (s *Stream) headerMap(t uint32) *Headers {
+	var m *Headers
+	switch t {
+	case mapRequestHeaders:
+		m = &s.reqHeaders
+	case mapRequestTrailers:
+		m = &s.reqTrailers
+	case mapResponseHeaders:
+		m = &s.respHeaders
+	case mapResponseTrailers:
+		m = &s.respTrailers
+	default:
+		return nil
+	}
+	if *m == nil {
+		return nil
+	}
+	return m
+}
+
+// body is the stream's request or response body buffer.
+func (s *Stream) body(t uint32) *[]byte {
+	if t == bufRequestBody {
+		return &s.reqBody
+	}
+	return &s.respBody
+}
+
+// --- driver calls ---
 
 // RequestHeaders delivers request headers (pseudo headers included).
-func (s *Stream) RequestHeaders(h Headers, endOfStream bool) Action {
+func (s *Stream) RequestHeaders(h Headers, endOfStream bool) Verdict {
 	s.reqHeaders = lower(h)
-	return s.invoke(cbRequestHeaders, uint64(len(h)), b2u(endOfStream))
+	return s.invoke(cbRequestHeaders, sideRequest, uint64(len(h)), b2u(endOfStream))
 }
 
 // RequestBody delivers a body chunk. A paused body is buffered: the next call
 // reports the whole buffered size, as Envoy does with StopIterationAndBuffer;
-// after Continue the earlier chunks have gone upstream and the body buffer
-// holds only the new chunk.
-func (s *Stream) RequestBody(chunk []byte, endOfStream bool) Action {
-	return s.body(cbRequestBody, &s.reqBody, &s.reqBuffering, &s.hasReqBody, chunk, endOfStream)
+// once the module continues, the earlier chunks have gone upstream and the
+// body buffer holds only the new chunk.
+func (s *Stream) RequestBody(chunk []byte, endOfStream bool) Verdict {
+	return s.deliverBody(cbRequestBody, sideRequest, &s.reqBody, &s.reqBuffering, chunk, endOfStream)
 }
 
-// body delivers a chunk of one direction's body (see RequestBody).
-func (s *Stream) body(cb callback, buf *[]byte, buffering, has *bool, chunk []byte, endOfStream bool) Action {
-	if !*buffering {
+// deliverBody delivers a chunk of one direction's body (see RequestBody).
+func (s *Stream) deliverBody(cb callback, side int, buf *[]byte, buffering *bool, chunk []byte, endOfStream bool) Verdict {
+	s.mu.Lock()
+	flushed := s.resumed[side]
+	s.mu.Unlock()
+	if !*buffering || flushed {
 		*buf = (*buf)[:0]
 	}
 	*buf = append(*buf, chunk...)
-	*has = true
-	act := s.invoke(cb, uint64(len(*buf)), b2u(endOfStream))
-	*buffering = act == Pause
-	return act
+	v := s.invoke(cb, side, uint64(len(*buf)), b2u(endOfStream))
+	*buffering = v.Action == Pause
+	return v
 }
 
 // RequestTrailers delivers request trailers.
-func (s *Stream) RequestTrailers(t Headers) Action {
+func (s *Stream) RequestTrailers(t Headers) Verdict {
 	s.reqTrailers = lower(t)
-	return s.invoke(cbRequestTrailers, uint64(len(t)), 0)
+	return s.invoke(cbRequestTrailers, sideRequest, uint64(len(t)), 0)
 }
 
 // ResponseHeaders delivers response headers (":status" included).
-func (s *Stream) ResponseHeaders(h Headers, endOfStream bool) Action {
+func (s *Stream) ResponseHeaders(h Headers, endOfStream bool) Verdict {
 	s.respHeaders = lower(h)
-	return s.invoke(cbResponseHeaders, uint64(len(h)), b2u(endOfStream))
+	return s.invoke(cbResponseHeaders, sideResponse, uint64(len(h)), b2u(endOfStream))
 }
 
 // ResponseBody delivers a response body chunk (buffered like RequestBody).
-func (s *Stream) ResponseBody(chunk []byte, endOfStream bool) Action {
-	return s.body(cbResponseBody, &s.respBody, &s.respBuffering, &s.hasRespBody, chunk, endOfStream)
+func (s *Stream) ResponseBody(chunk []byte, endOfStream bool) Verdict {
+	return s.deliverBody(cbResponseBody, sideResponse, &s.respBody, &s.respBuffering, chunk, endOfStream)
 }
 
 // ResponseTrailers delivers response trailers.
-func (s *Stream) ResponseTrailers(t Headers) Action {
+func (s *Stream) ResponseTrailers(t Headers) Verdict {
 	s.respTrailers = lower(t)
-	return s.invoke(cbResponseTrailers, uint64(len(t)), 0)
+	return s.invoke(cbResponseTrailers, sideResponse, uint64(len(t)), 0)
 }
 
 // Complete ends the stream as Envoy does: on_done, on_log, on_delete.
@@ -243,41 +405,6 @@ func (s *Stream) RequestBodyNow() []byte { return append([]byte(nil), s.reqBody.
 
 // ResponseBodyNow returns the response body buffer (see RequestBodyNow).
 func (s *Stream) ResponseBodyNow() []byte { return append([]byte(nil), s.respBody...) }
-
-// LocalReply is the local response sent on this stream, if any.
-func (s *Stream) LocalReply() *LocalReply {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.local
-}
-
-// Continued reports whether the module resumed the request (0) or response
-// (1) side with proxy_continue_stream.
-func (s *Stream) Continued(response bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if response {
-		return s.continued[1]
-	}
-	return s.continued[0]
-}
-
-// Reset reports whether the module closed the stream.
-func (s *Stream) Reset() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reset
-}
-
-// Changed is signalled when a paused stream is continued, answered or reset.
-func (s *Stream) Changed() <-chan struct{} { return s.changed }
-
-func (s *Stream) signal() {
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
-}
 
 func lower(h Headers) Headers {
 	out := make(Headers, len(h))

@@ -383,15 +383,6 @@ func (vm *VM) deliverCallout(token uint32, resp *CalloutResponse) {
 	}
 	_, _ = vm.callFn(f, uint64(vm.rootID), uint64(token), uint64(nh), uint64(nb), uint64(nt))
 	vm.callResp = nil
-	vm.flushStreams()
-}
-
-// flushStreams signals streams whose state changed during a root callback
-// (continue_stream or a local reply set through an effective context).
-func (vm *VM) flushStreams() {
-	for _, s := range vm.streams {
-		s.signal()
-	}
 }
 
 // PendingCallouts is the number of callouts awaiting a reply.

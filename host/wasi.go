@@ -80,6 +80,14 @@ var wasiImpl = map[string]wasiFn{
 	"sock_shutdown":           {n32(2), true, constErrno(errnoNotsup)},
 }
 
+func n32(n int) []api.ValueType {
+	out := make([]api.ValueType, n)
+	for i := range out {
+		out[i] = i32
+	}
+	return out
+}
+
 func constErrno(e uint32) func(*VM, []uint64) uint32 {
 	return func(*VM, []uint64) uint32 { return e }
 }

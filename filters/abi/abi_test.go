@@ -241,8 +241,7 @@ func TestScratch(t *testing.T) {
 		s := h.NewStream(nil)
 		s.Request("GET", "/", [2]string{"x-a", strings.Repeat("a", 100)}, [2]string{"x-big", strings.Repeat("z", 40<<10)},
 			[2]string{"x-b", strings.Repeat("b", 200)})
-		lr := s.LocalReply()
-		require.NotNil(t, lr)
+		lr := s.ExpectLocalReply(200)
 		require.Equal(t, uint32(200), lr.Status, "%s", lr.Body)
 	}
 }

@@ -87,10 +87,10 @@ func BenchmarkDecision(b *testing.B) {
 			for b.Loop() {
 				s := h.Plugin.NewStream(props)
 				t0 := time.Now()
-				s.RequestHeaders(hdrs[i%len(hdrs)], true)
+				v := s.RequestHeaders(hdrs[i%len(hdrs)], true)
 				d = append(d, time.Since(t0))
-				if s.LocalReply() != nil {
-					b.Fatalf("denied: %s", s.LocalReply().Body)
+				if v.Reply != nil {
+					b.Fatalf("denied: %s", v.Reply.Body)
 				}
 				s.Complete()
 				i++
@@ -128,10 +128,10 @@ func BenchmarkSharedTokenHit(b *testing.B) {
 				}
 				s := h.Plugin.NewStreamOn(1, host.NewProps())
 				t0 := time.Now()
-				s.RequestHeaders(hh, true)
+				v := s.RequestHeaders(hh, true)
 				d = append(d, time.Since(t0))
-				if s.LocalReply() != nil {
-					b.Fatalf("denied: %s", s.LocalReply().Body)
+				if v.Reply != nil {
+					b.Fatalf("denied: %s", v.Reply.Body)
 				}
 				s.Complete()
 				i++

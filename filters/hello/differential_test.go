@@ -78,8 +78,11 @@ func observeWasm(t *testing.T, wasm string, tc diffCase) []observation {
 	for _, p := range tc.paths {
 		var o observation
 		s := h.NewStream(nil)
-		o.Paused = s.RequestHeaders(requestHeaders(p), true) == host.Pause
-		if lr := s.LocalReply(); lr != nil {
+		v := s.RequestHeaders(requestHeaders(p), true)
+		// The SDK reports Pause for a callback that answered locally; the
+		// host's verdict says Reply: both stopped the iteration.
+		o.Paused = v.Action != host.Continue
+		if lr := v.Reply; lr != nil {
 			o.LocalStatus, o.LocalBody = lr.Status, string(lr.Body)
 		} else {
 			s.ResponseHeaders(host.Headers{{":status", "200"}}, true)

@@ -207,56 +207,42 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		hasBody = len(body) > 0
 	}
-	if !p.wait(r.Context(), s, s.RequestHeaders(hdrs, !hasBody), false) {
-		status = p.finishLocal(w, s)
+	if v := p.settle(r.Context(), s, s.RequestHeaders(hdrs, !hasBody)); v.Action != host.Continue {
+		status = p.finish(w, v)
 		return
 	}
-	if hasBody && !p.wait(r.Context(), s, s.RequestBody(body, true), false) {
-		status = p.finishLocal(w, s)
-		return
+	if hasBody {
+		if v := p.settle(r.Context(), s, s.RequestBody(body, true)); v.Action != host.Continue {
+			status = p.finish(w, v)
+			return
+		}
 	}
 	status = p.forward(w, r, s, hasBody)
 }
 
-// wait blocks while the stream is paused; false means the stream ended here
-// (local reply, reset or timeout).
-func (p *Proxy) wait(ctx context.Context, s *host.Stream, act host.Action, response bool) bool {
-	if s.LocalReply() != nil || s.Reset() {
-		return false
+// settle waits while the verdict is Pause, bounded by the stream timeout
+// (Envoy's stream idle timeout) and the client's request.
+func (p *Proxy) settle(ctx context.Context, s *host.Stream, v host.Verdict) host.Verdict {
+	if v.Action != host.Pause {
+		return v
 	}
-	if act == host.Continue {
-		return true
-	}
-	timer := time.NewTimer(p.cfg.StreamTimeout)
-	defer timer.Stop()
-	for {
-		if s.LocalReply() != nil || s.Reset() {
-			return false
-		}
-		if s.Continued(response) {
-			return true
-		}
-		select {
-		case <-s.Changed():
-		case <-timer.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.StreamTimeout)
+	defer cancel()
+	return s.Wait(ctx)
 }
 
-// finishLocal writes the local reply (or a reset / timeout answer).
-func (p *Proxy) finishLocal(w http.ResponseWriter, s *host.Stream) int {
-	lr := s.LocalReply()
-	if lr == nil {
-		if s.Reset() {
-			// Envoy resets the stream; over HTTP/1 the closest is aborting.
-			panic(http.ErrAbortHandler)
-		}
+// finish ends a stream the filter did not let continue: its local reply, a
+// reset, or a timeout while paused.
+func (p *Proxy) finish(w http.ResponseWriter, v host.Verdict) int {
+	switch v.Action {
+	case host.Reset:
+		// Envoy resets the stream; over HTTP/1 the closest is aborting.
+		panic(http.ErrAbortHandler)
+	case host.Pause:
 		http.Error(w, "stream timeout", http.StatusGatewayTimeout)
 		return http.StatusGatewayTimeout
 	}
+	lr := v.Reply
 	for _, kv := range lr.Headers {
 		if !strings.HasPrefix(kv[0], ":") {
 			w.Header().Add(kv[0], kv[1])
@@ -336,11 +322,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, s *host.Stream, 
 			rh = append(rh, [2]string{lk, v})
 		}
 	}
-	if !p.wait(r.Context(), s, s.ResponseHeaders(rh, len(respBody) == 0), true) {
-		return p.finishLocal(w, s)
+	if v := p.settle(r.Context(), s, s.ResponseHeaders(rh, len(respBody) == 0)); v.Action != host.Continue {
+		return p.finish(w, v)
 	}
-	if len(respBody) > 0 && !p.wait(r.Context(), s, s.ResponseBody(respBody, true), true) {
-		return p.finishLocal(w, s)
+	if len(respBody) > 0 {
+		if v := p.settle(r.Context(), s, s.ResponseBody(respBody, true)); v.Action != host.Continue {
+			return p.finish(w, v)
+		}
 	}
 	final := s.ResponseHeadersNow()
 	code := resp.StatusCode

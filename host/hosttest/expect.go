@@ -40,19 +40,13 @@ func (h *Harness) WaitLogs(substrs ...string) {
 		"want log lines containing %q; logs:\n%s", substrs, strings.Join(h.LogMessages(host.LogTrace), "\n"))
 }
 
-// WaitContinued waits until the module resumes the request (response false)
-// or response (true) side with proxy_continue_stream.
-func (s *Stream) WaitContinued(response bool) {
+// WaitContinued waits until the module resumes the paused stream with
+// proxy_continue_stream and fails the test if it is answered, reset or still
+// paused instead.
+func (s *Stream) WaitContinued() {
 	s.t.Helper()
-	require.Eventually(s.t, func() bool { return s.Continued(response) }, waitFor, time.Millisecond,
-		"stream %d: want the %s resumed", s.ID(), side(response))
-}
-
-// WaitAnswered waits until the stream is resumed or answered locally.
-func (s *Stream) WaitAnswered(response bool) {
-	s.t.Helper()
-	require.Eventually(s.t, func() bool { return s.Continued(response) || s.LocalReply() != nil }, waitFor, time.Millisecond,
-		"stream %d: want the %s resumed or answered", s.ID(), side(response))
+	v := s.Wait()
+	require.Equal(s.t, host.Continue, v.Action, "stream %d: want the stream resumed; reply %+v", s.ID(), v.Reply)
 }
 
 // ExpectRequestHeader asserts the request header k has value v now.
@@ -69,11 +63,4 @@ func (s *Stream) ExpectResponseHeader(k, v string) {
 	got, ok := s.ResponseHeader(k)
 	assert.True(s.t, ok, "response header %q missing; headers %v", k, s.ResponseHeadersNow())
 	assert.Equal(s.t, v, got, "response header %q", k)
-}
-
-func side(response bool) string {
-	if response {
-		return "response"
-	}
-	return "request"
 }

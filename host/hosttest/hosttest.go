@@ -277,8 +277,8 @@ func (h *Harness) NewStreamOn(i int, props *host.Props) *Stream {
 }
 
 // Request sends request headers (end of stream) for method and path, with
-// :authority "test" unless given in extra.
-func (s *Stream) Request(method, path string, extra ...[2]string) host.Action {
+// :authority "test" unless given in extra, and returns the filter's verdict.
+func (s *Stream) Request(method, path string, extra ...[2]string) host.Verdict {
 	hdrs := host.Headers{{":method", method}, {":path", path}, {":scheme", "https"}}
 	if _, ok := host.Headers(extra).Get(":authority"); !ok {
 		hdrs = append(hdrs, [2]string{":authority", "test"})
@@ -286,16 +286,35 @@ func (s *Stream) Request(method, path string, extra ...[2]string) host.Action {
 	return s.RequestHeaders(append(hdrs, extra...), true)
 }
 
-// ExpectLocalReply asserts a local reply with status was sent and returns it.
-func (s *Stream) ExpectLocalReply(status uint32) *host.LocalReply {
-	s.t.Helper()
-	lr := s.LocalReply()
-	require.NotNil(s.t, lr, "expected a local reply %d", status)
-	assert.Equal(s.t, status, lr.Status, "local reply status; body %q", lr.Body)
-	return lr
+// Verdict is the stream's verdict now, without waiting.
+func (s *Stream) Verdict() host.Verdict {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return s.Stream.Wait(ctx)
 }
 
-// ExpectNoLocalReply asserts the stream was not answered locally.
+// LocalReply is the stream's local reply now, nil if it has none.
+func (s *Stream) LocalReply() *host.LocalReply { return s.Verdict().Reply }
+
+// Wait waits (at most a few seconds) while the stream is paused and returns
+// its verdict (Pause if the module did not decide in time).
+func (s *Stream) Wait() host.Verdict {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	return s.Stream.Wait(ctx)
+}
+
+// ExpectLocalReply asserts the stream was, or while paused gets, answered
+// locally with status, and returns the reply.
+func (s *Stream) ExpectLocalReply(status uint32) *host.LocalReply {
+	s.t.Helper()
+	v := s.Wait()
+	require.Equal(s.t, host.Reply, v.Action, "expected a local reply %d", status)
+	assert.Equal(s.t, status, v.Reply.Status, "local reply status; body %q", v.Reply.Body)
+	return v.Reply
+}
+
+// ExpectNoLocalReply asserts the stream has not been answered locally.
 func (s *Stream) ExpectNoLocalReply() {
 	s.t.Helper()
 	if lr := s.LocalReply(); lr != nil {

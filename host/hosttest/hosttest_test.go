@@ -46,14 +46,14 @@ func run(t *testing.T, f func(tb testing.TB)) []string {
 func TestHarnessDrivesHello(t *testing.T) {
 	h := hosttest.New(t, wasmbuild.ForTest(t, helloPkg), hosttest.PluginConfig([]byte("grid")), hosttest.Workers(2))
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Continue, s.Request("GET", "/v1/meters/7/readings"))
+	assert.Equal(t, host.Continue, s.Request("GET", "/v1/meters/7/readings").Action)
 	s.ExpectNoLocalReply()
 	s.ResponseHeaders(host.Headers{{":status", "200"}}, true)
 	s.ExpectResponseHeader("x-hello", "grid")
 	h.WaitLogs("hello: request to /v1/meters/7/readings")
 
 	d := h.NewStreamOn(1, nil)
-	assert.Equal(t, host.Pause, d.Request("GET", "/hello/deny"))
+	assert.Equal(t, host.Reply, d.Request("GET", "/hello/deny").Action)
 	lr := d.ExpectLocalReply(403)
 	assert.Equal(t, "denied by hello\n", string(lr.Body))
 	assert.Equal(t, int64(2), h.Counter("wasmcustom.hello_requests_total"), "counted on both workers")

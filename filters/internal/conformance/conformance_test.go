@@ -45,9 +45,9 @@ func TestHTTPHeaders(t *testing.T) {
 	h := hosttest.New(t, module(t, "httpheaders"),
 		hosttest.PluginConfig([]byte(`{"header": "x-wasm-header", "value": "demo-wasm"}`)))
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Continue, s.RequestHeaders(get("/uuid", [2]string{"this-is-key", "this-is-value"}), true))
+	assert.Equal(t, host.Continue, s.RequestHeaders(get("/uuid", [2]string{"this-is-key", "this-is-value"}), true).Action)
 	s.ExpectRequestHeader("test", "best")
-	assert.Equal(t, host.Continue, s.ResponseHeaders(host.Headers{{":status", "200"}, {"server", "envoy"}}, false))
+	assert.Equal(t, host.Continue, s.ResponseHeaders(host.Headers{{":status", "200"}, {"server", "envoy"}}, false).Action)
 	s.ExpectResponseHeader("x-wasm-header", "demo-wasm")
 	s.ExpectResponseHeader("x-proxy-wasm-go-sdk-example", "http_headers")
 	h.WaitLogs("this-is-key", "this-is-value", "server: envoy", "x-wasm-header", "x-proxy-wasm-go-sdk-example")
@@ -72,18 +72,18 @@ func TestHTTPBody(t *testing.T) {
 				s.RequestHeaders(req, false)
 				// The body arrives in two chunks: the filter must buffer.
 				if mode == "request" {
-					assert.Equal(t, host.Pause, s.RequestBody([]byte("[original "), false))
+					assert.Equal(t, host.Pause, s.RequestBody([]byte("[original "), false).Action)
 				} else {
 					s.RequestBody([]byte("[original "), false)
 				}
-				assert.Equal(t, host.Continue, s.RequestBody([]byte("body]"), true))
+				assert.Equal(t, host.Continue, s.RequestBody([]byte("body]"), true).Action)
 				s.ResponseHeaders(host.Headers{{":status", "200"}, {"content-length", "15"}}, false)
 				if mode == "response" {
-					assert.Equal(t, host.Pause, s.ResponseBody([]byte("[original "), false))
+					assert.Equal(t, host.Pause, s.ResponseBody([]byte("[original "), false).Action)
 				} else {
 					s.ResponseBody([]byte("[original "), false)
 				}
-				assert.Equal(t, host.Continue, s.ResponseBody([]byte("body]"), true))
+				assert.Equal(t, host.Continue, s.ResponseBody([]byte("body]"), true).Action)
 				if mode == "request" {
 					assert.Equal(t, tc.want, string(s.RequestBodyNow()))
 					_, ok := s.RequestHeader("content-length")
@@ -113,20 +113,21 @@ func TestHTTPAuthRandom(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := hosttest.New(t, wasm, hosttest.Cluster("httpbin"))
 			s := h.NewStream(nil)
-			assert.Equal(t, host.Pause, s.RequestHeaders(get("/uuid", [2]string{"this-is-key", "this-is-value"}), true))
+			assert.Equal(t, host.Pause, s.RequestHeaders(get("/uuid", [2]string{"this-is-key", "this-is-value"}), true).Action)
 			c := h.NextCallout()
 			assert.Equal(t, "httpbin", c.Request.Cluster)
 			assert.Equal(t, "/uuid", c.Header(":path"))
 			assert.Equal(t, 5*time.Second, c.Request.Timeout)
 			c.Respond("200", host.Headers{{"content-type", "application/json"}}, []byte(tc.body))
-			s.WaitAnswered(false)
+			v := s.Wait()
 			if tc.forbid {
+				assert.Equal(t, host.Reply, v.Action)
 				lr := s.ExpectLocalReply(403)
 				assert.Equal(t, "access forbidden", string(lr.Body))
 				assert.Contains(t, lr.Headers, [2]string{"powered-by", "proxy-wasm-go-sdk!!"})
 				h.WaitLogs("access forbidden")
 			} else {
-				s.ExpectNoLocalReply()
+				assert.Equal(t, host.Continue, v.Action, "the granted request is resumed")
 				h.WaitLogs("access granted")
 			}
 			h.WaitLogs("response header from httpbin: :status: 200", "this-is-key: this-is-value")
@@ -180,7 +181,7 @@ func TestMetrics(t *testing.T) {
 	for v, n := range map[string]int{"foo": 3, "bar": 5} {
 		for range n {
 			s := h.NewStream(nil)
-			assert.Equal(t, host.Continue, s.RequestHeaders(get("/", [2]string{"my-custom-header", v}), true))
+			assert.Equal(t, host.Continue, s.RequestHeaders(get("/", [2]string{"my-custom-header", v}), true).Action)
 		}
 	}
 	h.NewStream(nil).RequestHeaders(get("/"), true) // no header: not counted
@@ -192,11 +193,11 @@ func TestMetrics(t *testing.T) {
 func TestPostponeRequests(t *testing.T) {
 	h := hosttest.New(t, module(t, "postpone"))
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Pause, s.RequestHeaders(get("/"), true))
-	assert.False(t, s.Continued(false))
+	assert.Equal(t, host.Pause, s.RequestHeaders(get("/"), true).Action)
+	assert.Equal(t, host.Pause, s.Verdict().Action)
 	h.WaitLogs(fmt.Sprintf("postpone request with contextID=%d", s.ID()))
 	h.Advance(time.Second)
-	s.WaitContinued(false)
+	s.WaitContinued()
 	h.WaitLogs(fmt.Sprintf("resume request with contextID=%d", s.ID()))
 }
 
@@ -231,7 +232,7 @@ func TestProperties(t *testing.T) {
 			s.ExpectLocalReply(tc.status)
 			continue
 		}
-		assert.Equal(t, host.Continue, act, tc.path)
+		assert.Equal(t, host.Continue, act.Action, tc.path)
 		s.ExpectNoLocalReply()
 	}
 	h.WaitLogs(`auth header is "cookie"`, `auth header is "authorization"`, "no auth header for route")
@@ -243,7 +244,7 @@ func TestSharedData(t *testing.T) {
 	h := hosttest.New(t, module(t, "shareddata"), hosttest.Workers(2))
 	for i := range 10 {
 		s := h.NewStreamOn(i%2, nil)
-		assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true))
+		assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true).Action)
 	}
 	h.WaitLogs("shared value: 10")
 }
@@ -255,8 +256,8 @@ func TestSharedQueue(t *testing.T) {
 		hosttest.Name("receiver"), hosttest.RootID("receiver"), hosttest.VMID("sharedqueue"))
 	sender := h.AddPlugin(hosttest.Name("sender"), hosttest.RootID("sender"), hosttest.VMID("sharedqueue"))
 	s := h.StreamOf(sender, nil)
-	assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true))
-	assert.Equal(t, host.Continue, s.ResponseHeaders(host.Headers{{":status", "200"}}, true))
+	assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true).Action)
+	assert.Equal(t, host.Continue, s.ResponseHeaders(host.Headers{{":status", "200"}}, true).Action)
 	h.WaitLogs(
 		`enqueued data: {"key":":method","value":"GET"}`,
 		`dequeued data from http_request_headers`,
@@ -290,14 +291,14 @@ func TestJSONValidation(t *testing.T) {
 		{`{"id": `, true},
 	} {
 		s := h.NewStream(nil)
-		assert.Equal(t, host.Continue, s.RequestHeaders(post, false))
-		assert.Equal(t, host.Pause, s.RequestBody([]byte(tc.body[:4]), false))
+		assert.Equal(t, host.Continue, s.RequestHeaders(post, false).Action)
+		assert.Equal(t, host.Pause, s.RequestBody([]byte(tc.body[:4]), false).Action)
 		act := s.RequestBody([]byte(tc.body[4:]), true)
 		if tc.reject {
 			s.ExpectLocalReply(403)
 			continue
 		}
-		assert.Equal(t, host.Continue, act)
+		assert.Equal(t, host.Continue, act.Action)
 		s.ExpectNoLocalReply()
 	}
 }
@@ -307,14 +308,14 @@ func TestJSONValidation(t *testing.T) {
 func TestMultipleDispatches(t *testing.T) {
 	h := hosttest.New(t, module(t, "multidispatch"), hosttest.Cluster("httpbin"))
 	s := h.NewStream(nil)
-	assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true))
-	assert.Equal(t, host.Pause, s.ResponseHeaders(host.Headers{{":status", "200"}}, true))
+	assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true).Action)
+	assert.Equal(t, host.Pause, s.ResponseHeaders(host.Headers{{":status", "200"}}, true).Action)
 	require.Len(t, h.Callouts(), 10)
 	for _, c := range h.Callouts() {
-		assert.False(t, s.Continued(true))
+		assert.Equal(t, host.Pause, s.Verdict().Action)
 		c.Respond("200", nil, nil)
 	}
-	s.WaitContinued(true)
+	s.WaitContinued()
 	want := []string{"response resumed after processed 10 dispatched request"}
 	for i := 9; i >= 1; i-- {
 		want = append(want, fmt.Sprintf("pending dispatched requests: %d", i))
@@ -330,7 +331,7 @@ func TestHTTPRouting(t *testing.T) {
 	seen := map[string]int{}
 	for range 64 {
 		s := h.NewStream(nil)
-		assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true))
+		assert.Equal(t, host.Continue, s.RequestHeaders(get("/"), true).Action)
 		a, _ := s.RequestHeader(":authority")
 		seen[a]++
 	}
@@ -364,10 +365,9 @@ func TestHTTPBodyChunk(t *testing.T) {
 			h := hosttest.New(t, wasm)
 			s := h.NewStream(nil)
 			s.RequestHeaders(host.Headers{{":method", "POST"}, {":path", "/"}, {":authority", "localhost"}}, false)
-			var last host.Action
+			var last host.Verdict
 			for i, c := range tc.chunks {
-				last = s.RequestBody([]byte(c), i == len(tc.chunks)-1)
-				if s.LocalReply() != nil {
+				if last = s.RequestBody([]byte(c), i == len(tc.chunks)-1); last.Action == host.Reply {
 					break
 				}
 			}
@@ -377,7 +377,7 @@ func TestHTTPBodyChunk(t *testing.T) {
 				h.WaitLogs("pattern found")
 				return
 			}
-			assert.Equal(t, host.Continue, last)
+			assert.Equal(t, host.Continue, last.Action)
 			s.ExpectNoLocalReply()
 			assert.Equal(t, strings.Join(tc.chunks, ""), string(s.RequestBodyNow()))
 			h.WaitLogs("pattern not found")
