@@ -20,7 +20,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/meshguard/meshguard/distributor/modules"
@@ -50,9 +49,15 @@ forwards allowed requests to upstreams by path prefix and sends the module's
 http callouts to the named clusters.
 
 Identity: with --ca DIR the proxy gets an X509-SVID for --spiffe-id from a local
-SPIFFE CA (created in DIR if missing) and requires client SVIDs of that trust
-domain; with --workload-api it takes its SVID and bundle from a SPIFFE Workload
-API socket. --insecure-http serves plain HTTP (loopback demos only).`,
+SPIFFE CA (created in DIR if missing) and requires client certificates that
+chain to the trust bundle of the trust domain in their first URI SAN, as Envoy's
+SPIFFE certificate validator does; the module judges that URI SAN itself
+(connection.uri_san_peer_certificate), and a certificate with two URI SANs is
+refused ahead of it (403, like the RBAC filter render envoy|kuma adds). With
+--workload-api it takes its SVID and bundle from a SPIFFE Workload API socket.
+The path is forwarded exactly as received; x-forwarded-client-cert from the
+client is dropped and x-forwarded-proto set from the connection (Envoy's
+defaults). --insecure-http serves plain HTTP (loopback demos only).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), cmd.OutOrStdout(), f) },
 	}
@@ -257,12 +262,11 @@ func proxyTLS(ctx context.Context, f runFlags) (*tls.Config, func(), error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("workload API: %w", err)
 		}
-		svid, err := src.GetX509SVID()
-		if err != nil {
+		if _, err := src.GetX509SVID(); err != nil {
 			src.Close()
 			return nil, nil, err
 		}
-		return tlsconfig.MTLSServerConfig(src, src, tlsconfig.AuthorizeMemberOf(svid.ID.TrustDomain())), func() { src.Close() }, nil
+		return devproxy.ServerTLS(src, src), func() { src.Close() }, nil
 	}
 	if f.caDir == "" {
 		return nil, nil, errors.New("set --ca DIR, --workload-api or --insecure-http")
@@ -288,5 +292,5 @@ func proxyTLS(ctx context.Context, f runFlags) (*tls.Config, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return tlsconfig.MTLSServerConfig(svid, ca.X509Bundle(), tlsconfig.AuthorizeMemberOf(ca.TrustDomain())), func() {}, nil
+	return devproxy.ServerTLS(svid, ca.X509Bundle()), func() {}, nil
 }

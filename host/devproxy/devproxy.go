@@ -1,10 +1,14 @@
 // Package devproxy is a local Envoy stand-in (`meshguard run`): an HTTP(S)
 // reverse proxy that runs a Proxy-Wasm plugin from package host on every
-// request the way Envoy's HTTP Wasm filter does. It terminates mTLS, sets
-// Envoy's connection attributes from the real peer certificate, runs the
-// request and response callbacks, honours local replies and paused streams,
-// forwards allowed requests to upstreams by path prefix, and serves the
-// plugin's http callouts with a real HTTP client.
+// request the way Envoy's HTTP Wasm filter does. It terminates mTLS as
+// Envoy's SPIFFE certificate validator does (ServerTLS), sets Envoy's
+// connection attributes from the peer certificate as presented (the first
+// URI SAN byte for byte), sanitises x-forwarded-client-cert and
+// x-forwarded-proto as Envoy's connection manager does by default, refuses a
+// peer with two URI SANs as the RBAC filter of the rendered configs does,
+// runs the request and response callbacks, honours the plugin's verdicts,
+// forwards allowed requests to upstreams by path prefix with :path
+// unchanged, and serves the plugin's http callouts with a real HTTP client.
 package devproxy
 
 import (
@@ -125,8 +129,8 @@ func (p *Proxy) Props(r *http.Request) *host.Props {
 		props.SetString("connection.tls_version", tlsVersion(tlsState.Version))
 		if len(tlsState.PeerCertificates) > 0 {
 			leaf := tlsState.PeerCertificates[0]
-			if len(leaf.URIs) > 0 {
-				props.SetString("connection.uri_san_peer_certificate", leaf.URIs[0].String())
+			if san, ok := FirstURISAN(leaf); ok {
+				props.SetString("connection.uri_san_peer_certificate", san)
 			}
 			if len(leaf.DNSNames) > 0 {
 				props.SetString("connection.dns_san_peer_certificate", leaf.DNSNames[0])
@@ -161,6 +165,50 @@ func requestID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
+// Envoy's HTTP connection manager rewrites these request headers before any
+// filter runs (and so before the plugin sees them).
+var sanitised = map[string]bool{
+	// forward_client_cert_details defaults to SANITIZE: a client's XFCC is
+	// never believed or forwarded.
+	"x-forwarded-client-cert": true,
+	// With xff_num_trusted_hops 0 (the default) x-forwarded-proto is set
+	// from the downstream connection, whatever the client sent.
+	"x-forwarded-proto": true,
+}
+
+// requestPath is :path as the client sent it: the request target byte for
+// byte (Envoy hands the path to filters and upstream unchanged unless path
+// normalisation is configured), the path part of an absolute-form target.
+func requestPath(r *http.Request) string {
+	raw := r.RequestURI
+	if strings.HasPrefix(raw, "/") || raw == "*" {
+		return raw
+	}
+	if rest, ok := strings.CutPrefix(raw, r.URL.Scheme+"://"); ok && r.URL.Scheme != "" {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return rest[i:]
+		}
+		return "/"
+	}
+	return r.URL.RequestURI()
+}
+
+// OneURISANPolicy is the name of the RBAC policy that `meshguard render
+// envoy|kuma` puts before the guard: a peer certificate with more than one
+// URI SAN (never an X509-SVID) is refused, since Envoy hands the filter only
+// the first one.
+const OneURISANPolicy = "meshguard-one-uri-san"
+
+// manyURISANs reports a peer certificate that the rendered RBAC filter
+// refuses: its URI SANs, joined with "," as Envoy's uri_san matching input
+// joins them, contain a comma.
+func manyURISANs(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	return strings.Contains(strings.Join(URISANs(r.TLS.PeerCertificates[0]), ","), ",")
+}
+
 // ServeHTTP runs one request through the plugin and, if allowed, upstream.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -168,10 +216,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	hdrs := host.Headers{{":method", r.Method}, {":path", r.URL.RequestURI()}, {":authority", r.Host}, {":scheme", scheme}}
+	if manyURISANs(r) {
+		// The RBAC filter ahead of the guard answers; the plugin never sees
+		// the request headers.
+		w.Header().Set("x-envoy-local-reply-details", "rbac_access_denied_matched_policy["+OneURISANPolicy+"]")
+		http.Error(w, "RBAC: access denied", http.StatusForbidden)
+		return
+	}
+	hdrs := host.Headers{{":method", r.Method}, {":path", requestPath(r)}, {":authority", r.Host}, {":scheme", scheme}}
 	for _, k := range sortedHeaderKeys(r.Header) {
 		lk := strings.ToLower(k)
-		if hopByHop[lk] {
+		if hopByHop[lk] || sanitised[lk] {
 			continue
 		}
 		for _, v := range r.Header[k] {
@@ -278,22 +333,23 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, s *host.Stream, 
 		http.Error(w, "no route for "+path, http.StatusNotFound)
 		return http.StatusNotFound
 	}
-	target := *rt.Upstream
-	ref, err := url.Parse(path)
+	target, err := upstreamURL(rt.Upstream, path)
 	if err != nil {
-		http.Error(w, "bad path", http.StatusBadRequest)
-		return http.StatusBadRequest
+		// Never forward a path other than the one the plugin decided on.
+		p.cfg.Logger.Warn("cannot forward the path unchanged", "path", path, "error", err)
+		http.Error(w, "path cannot be forwarded unchanged", http.StatusBadGateway)
+		return http.StatusBadGateway
 	}
-	target.Path, target.RawQuery = ref.Path, ref.RawQuery
 	var body io.Reader
 	if hasBody {
 		body = bytes.NewReader(s.RequestBodyNow())
 	}
-	out, err := http.NewRequestWithContext(r.Context(), method, target.String(), body)
+	out, err := http.NewRequestWithContext(r.Context(), method, rt.Upstream.String(), body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return http.StatusBadGateway
 	}
+	out.URL = target
 	out.Host = authority
 	for _, kv := range reqHdrs {
 		if !strings.HasPrefix(kv[0], ":") && !hopByHop[kv[0]] && kv[0] != "content-length" {
@@ -349,6 +405,28 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, s *host.Stream, 
 	w.WriteHeader(code)
 	_, _ = w.Write(out2)
 	return code
+}
+
+// upstreamURL addresses path on base's scheme and host so that the request
+// line carries path byte for byte (net/http would otherwise re-encode it:
+// RawPath is dropped whenever it is not the canonical escaping).
+func upstreamURL(base *url.URL, path string) (*url.URL, error) {
+	p, q, hasQuery := strings.Cut(path, "?")
+	u := &url.URL{Scheme: base.Scheme, Host: base.Host, RawQuery: q, ForceQuery: hasQuery && q == ""}
+	if strings.HasPrefix(p, "//") {
+		// An opaque "//x" would be written as the absolute form "http://x".
+		dec, err := url.PathUnescape(p)
+		if err != nil {
+			return nil, err
+		}
+		u.Path, u.RawPath = dec, p
+	} else {
+		u.Opaque = p
+	}
+	if got := u.RequestURI(); got != path {
+		return nil, fmt.Errorf("would be sent as %q", got)
+	}
+	return u, nil
 }
 
 func sortedHeaderKeys(h http.Header) []string {

@@ -29,6 +29,7 @@ type env struct {
 	url      string
 	upstream *httptest.Server
 	seen     chan http.Header
+	proxy    *Proxy
 }
 
 // start runs pkg's module behind a real mTLS listener with an upstream and a
@@ -69,13 +70,20 @@ func start(t *testing.T, pkg string) *env {
 	up, _ := url.Parse(e.upstream.URL)
 	proxy, err := New(Config{Plugin: p, Routes: []Route{{Prefix: "/", Upstream: up}}, Logger: quiet, StreamTimeout: 5 * time.Second})
 	require.NoError(t, err)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.MTLSServerConfig(serverSVID, e.ca.X509Bundle(), tlsconfig.AuthorizeMemberOf(td)))
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(serverSVID, e.ca.X509Bundle()))
 	require.NoError(t, err)
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	e.url = "https://" + ln.Addr().String()
+	e.proxy = proxy
 	return e
+}
+
+// route sends every request to up instead of the default upstream.
+func (e *env) route(t *testing.T, up *url.URL) {
+	t.Helper()
+	e.proxy.routes = []Route{{Prefix: "/", Upstream: up}}
 }
 
 func (e *env) client(t *testing.T, path string) *http.Client {

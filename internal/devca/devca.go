@@ -11,6 +11,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -131,6 +132,9 @@ type X509Options struct {
 	TTL time.Duration
 	// DNSNames are added as DNS SANs (servers reached by host name).
 	DNSNames []string
+	// CA marks the certificate as a CA that may sign certificates (no
+	// X509-SVID leaf is; IssueCertificate only, for verifier tests).
+	CA bool
 }
 
 // IssueX509SVID mints an X509-SVID for id, usable for both TLS client and server auth.
@@ -138,34 +142,67 @@ func (c *CA) IssueX509SVID(id spiffeid.ID, opts X509Options) (*x509svid.SVID, er
 	if !id.MemberOf(c.td) {
 		return nil, fmt.Errorf("devca: %s is not in trust domain %s", id, c.td)
 	}
+	opts.CA = false
+	leaf, key, err := c.issue([]*url.URL{id.URL()}, id.Path(), opts)
+	if err != nil {
+		return nil, fmt.Errorf("devca: SVID for %s: %w", id, err)
+	}
+	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}, nil
+}
+
+// IssueCertificate mints a leaf signed by the CA with exactly the given URI
+// SANs, which need not make an X509-SVID (none, two, not a valid SPIFFE ID):
+// tests use it to see what a verifier or filter does with such a peer.
+func (c *CA) IssueCertificate(uris []string, opts X509Options) (tls.Certificate, error) {
+	parsed := make([]*url.URL, len(uris))
+	for i, u := range uris {
+		p, err := url.Parse(u)
+		if err != nil || p.String() != u {
+			return tls.Certificate{}, fmt.Errorf("devca: URI SAN %q does not survive encoding unchanged", u)
+		}
+		parsed[i] = p
+	}
+	leaf, key, err := c.issue(parsed, "test", opts)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("devca: certificate for %q: %w", uris, err)
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// issue signs a leaf with uris as its URI SANs.
+func (c *CA) issue(uris []*url.URL, cn string, opts X509Options) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	ttl := opts.TTL
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("devca: generate SVID key: %w", err)
+		return nil, nil, fmt.Errorf("generate key: %w", err)
 	}
 	now := c.now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{Organization: []string{"SPIFFE"}, CommonName: id.Path()},
-		URIs:         []*url.URL{id.URL()},
+		Subject:      pkix.Name{Organization: []string{"SPIFFE"}, CommonName: cn},
+		URIs:         uris,
 		DNSNames:     opts.DNSNames,
 		NotBefore:    now.Add(-time.Minute),
 		NotAfter:     now.Add(ttl),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
+	if opts.CA {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
 	if err != nil {
-		return nil, fmt.Errorf("devca: sign SVID for %s: %w", id, err)
+		return nil, nil, fmt.Errorf("sign: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("devca: parse SVID: %w", err)
+		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
-	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}, nil
+	return leaf, key, nil
 }
 
 // JWTOptions tune an issued JWT-SVID.
