@@ -135,13 +135,9 @@ func HTTPFilter(f Filter) (*hcmv3.HttpFilter, error) {
 		Configuration: cfg,
 		FailurePolicy: policy,
 	}}
-	tc, err := anypb.New(w)
+	hf, err := typedFilter(WasmFilterName, w)
 	if err != nil {
-		return nil, fmt.Errorf("envoy: %w", err)
-	}
-	hf := &hcmv3.HttpFilter{Name: WasmFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: tc}}
-	if err := hf.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("envoy: http filter: %w", err)
+		return nil, err
 	}
 	if err := w.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("envoy: wasm filter: %w", err)

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,7 +13,7 @@ import (
 )
 
 func keys(t testing.TB) []byte {
-	b, err := os.ReadFile("../../istio/testdata/verify-keys.json")
+	b, err := os.ReadFile("../istio/testdata/verify-keys.json")
 	require.NoError(t, err)
 	return b
 }
@@ -59,8 +60,12 @@ func TestFragmentRoundTrip(t *testing.T) {
 				Clusters    []any `json:"clusters"`
 			}
 			require.NoError(t, yaml.UnmarshalStrict(y, &doc))
-			require.Len(t, doc.HTTPFilters, 1)
-			fy, err := yaml.Marshal(doc.HTTPFilters[0])
+			require.Len(t, doc.HTTPFilters, 2, "the one-URI-SAN RBAC filter, then the guard")
+			ry, err := yaml.Marshal(doc.HTTPFilters[0])
+			require.NoError(t, err)
+			_, err = DecodeOneURISANFilter(ry)
+			require.NoError(t, err)
+			fy, err := yaml.Marshal(doc.HTTPFilters[1])
 			require.NoError(t, err)
 			hf, w, err := DecodeHTTPFilter(fy)
 			require.NoError(t, err)
@@ -209,4 +214,30 @@ func FuzzParseUpstream(f *testing.F) {
 			return
 		}
 	})
+}
+
+// TestOneURISANFilter: the rendered RBAC filter decodes strictly, validates,
+// and a changed copy (allowing the match, another input, no default allow)
+// is not taken for it.
+func TestOneURISANFilter(t *testing.T) {
+	hf, err := OneURISANFilter()
+	require.NoError(t, err)
+	assert.Equal(t, RBACFilterName, hf.GetName())
+	y, err := YAML(hf)
+	require.NoError(t, err)
+	_, err = DecodeOneURISANFilter(y)
+	require.NoError(t, err)
+	for _, tc := range []struct{ name, from, to string }{
+		{"allow instead of deny", "action: DENY", "action: LOG"},
+		{"another input", "envoy.matching.inputs.uri_san", "envoy.matching.inputs.dns_san"},
+		{"another pattern", "contains: ','", "contains: ';'"},
+		{"typo", "on_no_match", "on_nomatch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			changed := strings.Replace(string(y), tc.from, tc.to, 1)
+			require.NotEqual(t, string(y), changed)
+			_, err := DecodeOneURISANFilter([]byte(changed))
+			assert.Error(t, err)
+		})
+	}
 }

@@ -3,6 +3,8 @@ package envoy
 import (
 	"fmt"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
 	"sigs.k8s.io/yaml"
 )
 
@@ -16,9 +18,24 @@ type Standalone struct {
 	Guard GuardInput
 }
 
+// GuardFilters are the HTTP filters that go before envoy.filters.http.router,
+// in order: the one-URI-SAN RBAC filter, then the guard.
+func GuardFilters(f Filter) ([]*hcmv3.HttpFilter, error) {
+	rbac, err := OneURISANFilter()
+	if err != nil {
+		return nil, err
+	}
+	guard, err := HTTPFilter(f)
+	if err != nil {
+		return nil, err
+	}
+	return []*hcmv3.HttpFilter{rbac, guard}, nil
+}
+
 // Fragment renders the pieces a hand-written Envoy config needs: the
-// http_filters entry (place it before envoy.filters.http.router) and the
-// clusters entry of the distributor, as YAML with those two keys.
+// http_filters entries (place them, in order, before
+// envoy.filters.http.router) and the clusters entry of the distributor, as
+// YAML with those two keys.
 func Fragment(s Standalone) ([]byte, error) {
 	var callouts Callouts
 	out := map[string]any{}
@@ -48,15 +65,19 @@ func Fragment(s Standalone) ([]byte, error) {
 		}
 		f.Module.Cluster = callouts.Cluster
 	}
-	hf, err := HTTPFilter(f)
+	filters, err := GuardFilters(f)
 	if err != nil {
 		return nil, err
 	}
-	m, err := Map(hf)
-	if err != nil {
-		return nil, err
+	var list []any
+	for _, hf := range filters {
+		m, err := Map(hf)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, m)
 	}
-	out["http_filters"] = []any{m}
+	out["http_filters"] = list
 	y, err := yaml.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("envoy: %w", err)

@@ -137,7 +137,7 @@ func Render(o Options) (*Rendered, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("kuma: %w", errors.Join(errs...))
 	}
-	hf, err := envoy.HTTPFilter(envoy.Filter{
+	filters, err := envoy.GuardFilters(envoy.Filter{
 		Module:   envoy.Module{URL: o.ModuleURL, SHA256: o.ModuleSHA256, Cluster: callouts.Cluster, LocalFile: o.LocalModule},
 		Config:   cfg,
 		Env:      o.Env,
@@ -146,15 +146,19 @@ func Render(o Options) (*Rendered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kuma: %w", err)
 	}
-	fy, err := envoy.YAML(hf)
-	if err != nil {
-		return nil, err
+	// Each AddBefore lands just before the router, so the filters keep their
+	// order: the one-URI-SAN RBAC filter, then the guard.
+	for _, hf := range filters {
+		fy, err := envoy.YAML(hf)
+		if err != nil {
+			return nil, err
+		}
+		mods = append(mods, map[string]any{"httpFilter": map[string]any{
+			"operation": "AddBefore",
+			"match":     map[string]any{"name": envoy.RouterFilterName, "origin": "inbound"},
+			"value":     string(fy),
+		}})
 	}
-	mods = append(mods, map[string]any{"httpFilter": map[string]any{
-		"operation": "AddBefore",
-		"match":     map[string]any{"name": envoy.RouterFilterName, "origin": "inbound"},
-		"value":     string(fy),
-	}})
 
 	target := map[string]any{"kind": "Mesh"}
 	switch {

@@ -77,7 +77,7 @@ func TestRemoteModule(t *testing.T) {
 	assert.Nil(t, r.ContainerPatch)
 	require.NoError(t, set.Validate(r.MeshProxyPatch))
 	mods := modifications(t, r)
-	require.Len(t, mods, 2)
+	require.Len(t, mods, 3, "cluster, one-URI-SAN RBAC filter, guard")
 
 	cl := mods[0].(map[string]any)["cluster"].(map[string]any)
 	assert.Equal(t, "Add", cl["operation"])
@@ -86,7 +86,13 @@ func TestRemoteModule(t *testing.T) {
 	assert.Equal(t, envoy.DefaultClusterName, c.GetName())
 	assert.NotNil(t, c.GetTransportSocket(), "https distributor gets TLS")
 
-	hfMod := mods[1].(map[string]any)["httpFilter"].(map[string]any)
+	rbacMod := mods[1].(map[string]any)["httpFilter"].(map[string]any)
+	assert.Equal(t, "AddBefore", rbacMod["operation"], "added before the router ahead of the guard, so it runs first")
+	assert.Equal(t, map[string]any{"name": "envoy.filters.http.router", "origin": "inbound"}, rbacMod["match"])
+	_, err = envoy.DecodeOneURISANFilter([]byte(rbacMod["value"].(string)))
+	require.NoError(t, err)
+
+	hfMod := mods[2].(map[string]any)["httpFilter"].(map[string]any)
 	assert.Equal(t, "AddBefore", hfMod["operation"])
 	assert.Equal(t, map[string]any{"name": "envoy.filters.http.router", "origin": "inbound"}, hfMod["match"])
 	hf, w, err := envoy.DecodeHTTPFilter([]byte(hfMod["value"].(string)))
@@ -156,7 +162,7 @@ func TestInlineOnlyNeedsNoCluster(t *testing.T) {
 	r, err := Render(o)
 	require.NoError(t, err)
 	require.NoError(t, kumaCRDs(t).Validate(r.MeshProxyPatch))
-	assert.Len(t, modifications(t, r), 1)
+	assert.Len(t, modifications(t, r), 2, "the RBAC filter and the guard")
 	assert.Equal(t, map[string]any{"kind": "Mesh"}, r.MeshProxyPatch["spec"].(map[string]any)["targetRef"])
 }
 
@@ -250,7 +256,7 @@ func TestEnvoyValuesRejectTypos(t *testing.T) {
 	r, err := Render(remoteOptions(t))
 	require.NoError(t, err)
 	mods := modifications(t, r)
-	fv := mods[1].(map[string]any)["httpFilter"].(map[string]any)["value"].(string)
+	fv := mods[2].(map[string]any)["httpFilter"].(map[string]any)["value"].(string)
 	cv := mods[0].(map[string]any)["cluster"].(map[string]any)["value"].(string)
 	_, _, err = envoy.DecodeHTTPFilter([]byte(strings.Replace(fv, "vm_config", "vm_cfg", 1)))
 	assert.Error(t, err)

@@ -359,9 +359,11 @@ func newRenderEnvoyCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "envoy",
-		Short: "Render the envoy.filters.http.wasm filter and distributor cluster for a hand-run Envoy",
-		Long: `Render YAML with two keys, http_filters (place the entry before envoy.filters.http.router)
-and clusters (the distributor, which serves bundles, audit uploads and remote modules).`,
+		Short: "Render the guard's HTTP filters and distributor cluster for a hand-run Envoy",
+		Long: `Render YAML with two keys, http_filters (place both entries, in order, before
+envoy.filters.http.router: an RBAC filter refusing a peer certificate with two URI SANs, then
+envoy.filters.http.wasm) and clusters (the distributor, which serves bundles, audit uploads and
+remote modules).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error

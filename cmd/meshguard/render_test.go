@@ -81,9 +81,12 @@ func TestRenderEnvoy(t *testing.T) {
 		Clusters    []any `json:"clusters"`
 	}
 	require.NoError(t, yaml.UnmarshalStrict([]byte(out), &doc))
-	require.Len(t, doc.HTTPFilters, 1)
+	require.Len(t, doc.HTTPFilters, 2)
 	require.Len(t, doc.Clusters, 1)
-	fy, _ := yaml.Marshal(doc.HTTPFilters[0])
+	ry, _ := yaml.Marshal(doc.HTTPFilters[0])
+	_, err = envoy.DecodeOneURISANFilter(ry)
+	require.NoError(t, err)
+	fy, _ := yaml.Marshal(doc.HTTPFilters[1])
 	_, _, err = envoy.DecodeHTTPFilter(fy)
 	require.NoError(t, err)
 	cy, _ := yaml.Marshal(doc.Clusters[0])

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/host"
 )
 
@@ -193,15 +194,10 @@ func requestPath(r *http.Request) string {
 	return r.URL.RequestURI()
 }
 
-// OneURISANPolicy is the name of the RBAC policy that `meshguard render
-// envoy|kuma` puts before the guard: a peer certificate with more than one
-// URI SAN (never an X509-SVID) is refused, since Envoy hands the filter only
-// the first one.
-const OneURISANPolicy = "meshguard-one-uri-san"
-
-// manyURISANs reports a peer certificate that the rendered RBAC filter
-// refuses: its URI SANs, joined with "," as Envoy's uri_san matching input
-// joins them, contain a comma.
+// manyURISANs reports a peer certificate that the RBAC filter `meshguard
+// render envoy|kuma` puts before the guard (envoy.OneURISANFilter) refuses:
+// its URI SANs, joined with "," as Envoy's uri_san matching input joins
+// them, contain a comma.
 func manyURISANs(r *http.Request) bool {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return false
@@ -219,7 +215,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if manyURISANs(r) {
 		// The RBAC filter ahead of the guard answers; the plugin never sees
 		// the request headers.
-		w.Header().Set("x-envoy-local-reply-details", "rbac_access_denied_matched_policy["+OneURISANPolicy+"]")
+		w.Header().Set("x-envoy-local-reply-details", "rbac_access_denied_matched_policy["+envoy.OneURISANPolicy+"]")
 		http.Error(w, "RBAC: access denied", http.StatusForbidden)
 		return
 	}

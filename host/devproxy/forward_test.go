@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/internal/devca"
 )
 
@@ -164,7 +165,7 @@ func TestPeerURISANAsPresented(t *testing.T) {
 		resp, body := get(t, c, e.url+prop)
 		assert.Equal(t, 403, resp.StatusCode)
 		assert.Equal(t, "RBAC: access denied\n", body, "refused ahead of the filter")
-		assert.Equal(t, "rbac_access_denied_matched_policy["+OneURISANPolicy+"]", resp.Header.Get("x-envoy-local-reply-details"))
+		assert.Equal(t, "rbac_access_denied_matched_policy["+envoy.OneURISANPolicy+"]", resp.Header.Get("x-envoy-local-reply-details"))
 	})
 }
 
