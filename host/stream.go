@@ -84,14 +84,16 @@ type Stream struct {
 	done                        bool
 	failOpen                    bool
 
-	mu    sync.Mutex
-	reply *LocalReply
+	// The verdict, guarded by mu (the small fields sit together so that a
+	// Stream stays in a small allocation class).
 	reset bool
-	// paused is the direction stopped by the last callback (-1: none);
 	// resumed[d] records proxy_continue_stream on direction d since its
-	// last callback.
-	paused  int
+	// last callback; paused is the direction the last callback stopped
+	// (-1: none).
 	resumed [2]bool
+	paused  int8
+	mu      sync.Mutex
+	reply   *LocalReply
 	changed chan struct{}
 }
 
@@ -190,7 +192,7 @@ func (s *Stream) invoke(cb callback, side int, a, b uint64) Verdict {
 		return v
 	}
 	if stopped && !s.resumed[side] {
-		s.paused = side
+		s.paused = int8(side)
 		return Verdict{Action: Pause}
 	}
 	s.paused = -1
