@@ -117,39 +117,45 @@ func hSendLocalResponse(vm *VM, p []uint64) status {
 
 func hContinueStream(vm *VM, p []uint64) status { return vm.continueStream(uint32(p[0])) }
 
-// continueStream resumes a direction of the current stream. Envoy has no
-// upstream direction on an HTTP filter (UNIMPLEMENTED) and treats the
-// downstream one as a no-op.
+// continueStream resumes a direction of the current stream. Envoy treats
+// the downstream direction as a no-op.
 func (vm *VM) continueStream(t uint32) status {
-	if t > streamTypeUp {
-		return statusBadArgument
-	}
-	st := vm.stream()
-	switch {
-	case t == streamTypeUp:
-		return statusUnimplemented
-	case t == streamTypeDown:
+	if t == streamTypeDown {
 		return statusOK
-	case st == nil:
-		return statusUnimplemented
 	}
-	st.resume(int(t))
-	return statusOK
+	st, res := vm.directionStream(t)
+	if st != nil {
+		st.resume(int(t))
+	}
+	return res
 }
 
 func hCloseStream(vm *VM, p []uint64) status { return vm.closeStream(uint32(p[0])) }
 
 // closeStream resets the current stream (request or response direction).
 func (vm *VM) closeStream(t uint32) status {
-	if t > streamTypeUp {
-		return statusBadArgument
+	st, res := vm.directionStream(t)
+	if st != nil {
+		st.close()
+	}
+	return res
+}
+
+// directionStream decodes a stream_type for continue/close: BAD_ARGUMENT
+// past upstream, UNIMPLEMENTED for the connection directions (an HTTP filter
+// has none) or without a current stream, else the stream.
+func (vm *VM) directionStream(t uint32) (*Stream, status) {
+	switch {
+	case t > streamTypeUp:
+		return nil, statusBadArgument
+	case t > streamTypeResponse:
+		return nil, statusUnimplemented
 	}
 	st := vm.stream()
-	if st == nil || t > streamTypeResponse {
-		return statusUnimplemented
+	if st == nil {
+		return nil, statusUnimplemented
 	}
-	st.close()
-	return statusOK
+	return st, statusOK
 }
 
 // --- header maps ---
@@ -177,18 +183,29 @@ func (vm *VM) headerMap(t uint32) *Headers {
 	return st.headerMap(t)
 }
 
-func hGetHeaderValue(vm *VM, p []uint64) status {
-	mapType, keyData, keySize, retData, retSize := uint32(p[0]), p[1], p[2], p[3], p[4]
+// mapArg decodes the (map_type, data, size) arguments a header-map call
+// starts with, checked in Envoy's order: the type, the guest bytes, then the
+// map itself (BAD_ARGUMENT while it is unavailable).
+func (vm *VM) mapArg(mapType uint32, data, size uint64) (*Headers, []byte, status) {
 	if mapType > mapMax {
-		return statusBadArgument
+		return nil, nil, statusBadArgument
 	}
-	key, ok := vm.read(keyData, keySize)
+	b, ok := vm.read(data, size)
 	if !ok {
-		return statusInvalidMemoryAccess
+		return nil, nil, statusInvalidMemoryAccess
 	}
 	m := vm.headerMap(mapType)
 	if m == nil {
-		return statusBadArgument
+		return nil, nil, statusBadArgument
+	}
+	return m, b, statusOK
+}
+
+func hGetHeaderValue(vm *VM, p []uint64) status {
+	mapType, keyData, keySize, retData, retSize := uint32(p[0]), p[1], p[2], p[3], p[4]
+	m, key, st := vm.mapArg(mapType, keyData, keySize)
+	if st != statusOK {
+		return st
 	}
 	k := vm.lowerKey(key)
 	for _, kv := range *m {
@@ -253,16 +270,9 @@ func hGetHeaderPairs(vm *VM, p []uint64) status {
 
 func hSetHeaderPairs(vm *VM, p []uint64) status {
 	mapType, mapData, mapSize := uint32(p[0]), p[1], p[2]
-	if mapType > mapMax {
-		return statusBadArgument
-	}
-	data, ok := vm.read(mapData, mapSize)
-	if !ok {
-		return statusInvalidMemoryAccess
-	}
-	m := vm.headerMap(mapType)
-	if m == nil {
-		return statusBadArgument
+	m, data, st := vm.mapArg(mapType, mapData, mapSize)
+	if st != statusOK {
+		return st
 	}
 	pairs, _ := DecodePairs(data) // Envoy: malformed input means no pairs
 	*m = lower(pairs)
@@ -316,14 +326,24 @@ func (vm *VM) buffer(t uint32) (*[]byte, bool) {
 	return nil, false
 }
 
+// bufferArg decodes a buffer_type: BAD_ARGUMENT past the last type,
+// NOT_FOUND when the current callback has no such buffer.
+func (vm *VM) bufferArg(t uint32) (*[]byte, status) {
+	if t > bufMax {
+		return nil, statusBadArgument
+	}
+	b, ok := vm.buffer(t)
+	if !ok {
+		return nil, statusNotFound
+	}
+	return b, statusOK
+}
+
 func hGetBufferStatus(vm *VM, p []uint64) status {
 	bufType, retSize, retFlags := uint32(p[0]), p[1], p[2]
-	if bufType > bufMax {
-		return statusBadArgument
-	}
-	b, ok := vm.buffer(bufType)
-	if !ok {
-		return statusNotFound
+	b, st := vm.bufferArg(bufType)
+	if st != statusOK {
+		return st
 	}
 	if !vm.putU32(retSize, uint32(len(*b))) || !vm.putU32(retFlags, 0) {
 		return statusInvalidMemoryAccess
@@ -333,46 +353,29 @@ func hGetBufferStatus(vm *VM, p []uint64) status {
 
 func hGetBufferBytes(vm *VM, p []uint64) status {
 	bufType, start, maxSize, retData, retSize := uint32(p[0]), uint32(p[1]), uint32(p[2]), p[3], p[4]
-	if bufType > bufMax {
-		return statusBadArgument
-	}
-	b, ok := vm.buffer(bufType)
-	if !ok {
-		return statusNotFound
-	}
-	chunk, st := bufferSlice(*b, start, maxSize)
+	b, st := vm.bufferArg(bufType)
 	if st != statusOK {
 		return st
 	}
-	return vm.copyOut(chunk, retData, retSize)
+	return vm.copyOut(bufferSlice(*b, start, maxSize), retData, retSize)
 }
 
 // bufferSlice is what get_buffer_bytes returns: up to length bytes from
-// start, clipped to the buffer (empty past its end).
-func bufferSlice(b []byte, start, length uint32) ([]byte, status) {
-	from, n := uint64(start), uint64(length)
-	if from+n < from {
-		return nil, statusBadArgument
+// start, clipped to the buffer (empty past its end). The 32-bit arguments
+// cannot overflow their 64-bit sum, as in proxy-wasm-cpp-host.
+func bufferSlice(b []byte, start, length uint32) []byte {
+	from, size := uint64(start), uint64(len(b))
+	if from >= size {
+		return nil
 	}
-	size := uint64(len(b))
-	if from > size {
-		return nil, statusOK
-	}
-	n = min(n, size-from)
-	if n == 0 {
-		return nil, statusOK
-	}
-	return b[from : from+n], statusOK
+	return b[from : from+min(uint64(length), size-from)]
 }
 
 func hSetBufferBytes(vm *VM, p []uint64) status {
 	bufType, start, size, data, dataSize := uint32(p[0]), uint32(p[1]), uint32(p[2]), p[3], p[4]
-	if bufType > bufMax {
-		return statusBadArgument
-	}
-	b, ok := vm.buffer(bufType)
-	if !ok {
-		return statusNotFound
+	b, st := vm.bufferArg(bufType)
+	if st != statusOK {
+		return st
 	}
 	in, ok := vm.read(data, dataSize)
 	if !ok {
