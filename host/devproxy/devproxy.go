@@ -185,11 +185,15 @@ func requestPath(r *http.Request) string {
 	if strings.HasPrefix(raw, "/") || raw == "*" {
 		return raw
 	}
-	if rest, ok := strings.CutPrefix(raw, r.URL.Scheme+"://"); ok && r.URL.Scheme != "" {
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			return rest[i:]
+	if _, rest, ok := strings.Cut(raw, "://"); ok {
+		i := strings.IndexAny(rest, "/?")
+		switch {
+		case i < 0:
+			return "/"
+		case rest[i] == '?':
+			return "/" + rest[i:]
 		}
-		return "/"
+		return rest[i:]
 	}
 	return r.URL.RequestURI()
 }

@@ -196,3 +196,21 @@ func TestTLSRefusesLikeEnvoy(t *testing.T) {
 		})
 	}
 }
+
+func TestRequestPath(t *testing.T) {
+	for raw, want := range map[string]string{
+		"/v1/a%2Fb?x=%2e":           "/v1/a%2Fb?x=%2e",
+		"*":                         "*",
+		"http://meter/v1/a%2Fb?q=1": "/v1/a%2Fb?q=1",
+		"HTTP://meter/v1/%2e%2e":    "/v1/%2e%2e",
+		"http://meter?q=1":          "/?q=1",
+		"http://meter":              "/",
+	} {
+		u, err := url.ParseRequestURI(raw)
+		if raw == "*" {
+			u, err = &url.URL{Path: "*"}, nil
+		}
+		require.NoError(t, err, raw)
+		assert.Equal(t, want, requestPath(&http.Request{RequestURI: raw, URL: u}), raw)
+	}
+}
