@@ -7,6 +7,7 @@ package scenario
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -285,11 +286,28 @@ func (e *env) client(path string) *http.Client {
 	if err != nil {
 		panic(err) // the CA was just created; this cannot fail for a valid path
 	}
-	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: tlsconfig.MTLSClientConfig(svid, e.ca.X509Bundle(), tlsconfig.AuthorizeID(spiffeid.RequireFromPath(TrustDomain, "/ns/grid/sa/grid-gateway"))),
-	}}
+	c := e.mtlsClient(tlsconfig.MTLSClientConfig(svid, e.ca.X509Bundle(), e.proxyID()))
 	e.clients[path] = c
 	return c
+}
+
+// certClient presents a certificate of the CA with exactly these URI SANs.
+func (e *env) certClient(uris []string) (*http.Client, error) {
+	cert, err := e.ca.IssueCertificate(uris, devca.X509Options{})
+	if err != nil {
+		return nil, err
+	}
+	cfg := tlsconfig.TLSClientConfig(e.ca.X509Bundle(), e.proxyID())
+	cfg.Certificates = []tls.Certificate{cert}
+	return e.mtlsClient(cfg), nil
+}
+
+func (e *env) proxyID() tlsconfig.Authorizer {
+	return tlsconfig.AuthorizeID(spiffeid.RequireFromPath(TrustDomain, "/ns/grid/sa/grid-gateway"))
+}
+
+func (e *env) mtlsClient(cfg *tls.Config) *http.Client {
+	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 }
 
 // waitPolicy waits until the proxy answers with something other than the

@@ -53,6 +53,10 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 		if want, ok := wantRules[i]; ok {
 			assert.Equal(t, want, o.Rule, "step %d (%s)", i+1, o.Step.Note)
 		}
+		if o.Step.BeforeGuard {
+			assert.Empty(t, o.ID, "step %d (%s): no decision", i+1, o.Step.Note)
+			continue
+		}
 		wantRev := "1"
 		if i >= len(Steps) {
 			wantRev = "2"

@@ -27,6 +27,13 @@ type Step struct {
 	// JWT-SVID for the same workload.
 	Caller  string
 	Version string
+	// URISANs, when set, replace the caller's X509-SVID with a certificate
+	// from the same CA carrying exactly these URI SANs, which is no X509-SVID:
+	// the proxy hands the guard the first one as presented, as Envoy does.
+	URISANs []string
+	// BeforeGuard marks a request the proxy refuses before the guard runs
+	// (no decision record).
+	BeforeGuard bool
 	// Device, when set, is the target device's attestation token (signed by
 	// the device issuer) sent in x-device-token.
 	Device *Device
@@ -69,6 +76,10 @@ var Steps = []Step{
 var StepsAfterChange = []Step{
 	{Caller: bill, Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "deny", WantStatus: 403, Note: "revision 2 enforces the trialled deny"},
 	{Caller: reader, Method: "GET", Path: "/v1/meters/mtr-0042/readings", Want: "allow", WantStatus: 200, Note: "meter reader unaffected"},
+	{Caller: "/ns/metering/sa/meter%2Dreader", URISANs: []string{"spiffe://grid.example/ns/metering/sa/meter%2Dreader"}, Method: "GET", Path: "/v1/meters/mtr-0042/readings",
+		Want: "deny", WantStatus: 403, Note: "forged peer: a percent-encoded URI SAN is no SPIFFE ID (decoded it would be the reader); the guard judges it as presented"},
+	{Caller: reader + " +controller", URISANs: []string{"spiffe://grid.example" + reader, "spiffe://grid.example" + ctl}, Method: "GET", Path: "/v1/meters/mtr-0042/readings",
+		Want: "deny", WantStatus: 403, BeforeGuard: true, Note: "two URI SANs: refused ahead of the guard, as the rendered RBAC filter does"},
 }
 
 // do runs one step and records what the caller saw.
@@ -101,7 +112,15 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 		}
 		req.Header.Set("x-device-token", tok)
 	}
-	resp, err := e.client(s.Caller).Do(req)
+	var c *http.Client
+	if len(s.URISANs) > 0 {
+		if c, err = e.certClient(s.URISANs); err != nil {
+			return o, err
+		}
+	} else {
+		c = e.client(s.Caller)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return o, fmt.Errorf("%s %s as %s: %w", s.Method, s.Path, s.Caller, err)
 	}
@@ -214,7 +233,7 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 			// first unused allow record of the same caller and request. Each
 			// worker VM uploads its own batches, so log order across workers
 			// is not request order; denies are matched by id instead.
-			subject := spiffeid.RequireFromPath(TrustDomain, o.Step.Caller).String()
+			subject := "spiffe://" + TrustDomain.Name() + o.Step.Caller
 			for j, c := range recs.list {
 				allowed := c["decision"] == "allow" || c["decision"] == "dry-run-deny"
 				if !used[j] && allowed && c["subject"] == subject && c["method"] == o.Step.Method && c["path"] == o.Step.Path {
