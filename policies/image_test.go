@@ -96,7 +96,8 @@ func TestImageRejectsDamage(t *testing.T) {
 	}
 	cases := map[string][]byte{
 		"no magic":       []byte("MGENGINX" + string(img[8:])),
-		"future version": append([]byte(ImageMagic+"\x02"), img[9:]...),
+		"future version": append([]byte(ImageMagic+"\x03"), img[9:]...),
+		"old version":    append([]byte(ImageMagic+"\x01"), img[9:]...),
 		"trailing byte":  append(append([]byte(nil), img...), 0),
 	}
 	for name, b := range cases {

@@ -172,11 +172,20 @@ type RateLimit struct {
 	Burst     uint32
 }
 
+// DeviceTarget says where a request names the device it acts on, so a
+// device token can be bound to that device.
+type DeviceTarget struct {
+	Paths  []Pattern // path templates with exactly one {param} segment: the device id
+	Header string    // a request header carrying the device id (lower-cased)
+	Pos    Pos
+}
+
 // DevicePolicy controls reads and writes to IoT devices.
 type DevicePolicy struct {
 	Meta
 	Devices      DeviceSelector
-	ControlPaths []Pattern // paths that count as writes whatever the method
+	Target       *DeviceTarget // nil: the policy names no target
+	ControlPaths []Pattern     // paths that count as writes whatever the method
 	WriteLimit   *RateLimit
 	Rules        []*AccessRule
 }
