@@ -61,12 +61,13 @@ func minIdx(cur, i int32) int32 {
 	return cur
 }
 
-// next returns the first segment of s and the remainder.
-func next(s string) (seg, rest string) {
+// next returns the first segment of s and the remainder; last reports that
+// s has no further segment.
+func next(s string) (seg, rest string, last bool) {
 	if i := strings.IndexByte(s, '/'); i >= 0 {
-		return s[:i], s[i+1:]
+		return s[:i], s[i+1:], false
 	}
-	return s, ""
+	return s, "", true
 }
 
 // trimPath drops the leading "/" and the query of a request path.
@@ -89,8 +90,7 @@ func (st *state) walkPaths(n int32, path string, done bool) {
 		}
 		return
 	}
-	seg, rest := next(path)
-	last := !strings.Contains(path, "/")
+	seg, rest, last := next(path)
 	if c := f.child(n, seg); c != none {
 		st.walkPaths(c, rest, last)
 	}
@@ -133,8 +133,7 @@ func (st *state) walkSubjects(n int32, id string, done bool, mode int) {
 		}
 		return
 	}
-	seg, rest := next(id)
-	last := !strings.Contains(id, "/")
+	seg, rest, last := next(id)
 	if c := f.child(n, seg); c != none {
 		st.walkSubjects(c, rest, last, mode)
 	}
@@ -375,8 +374,7 @@ func (st *state) walkTargets(n int32, path string, done bool) {
 		}
 		return
 	}
-	seg, rest := next(path)
-	last := !strings.Contains(path, "/")
+	seg, rest, last := next(path)
 	if c := f.child(n, seg); c != none {
 		st.walkTargets(c, rest, last)
 	}
@@ -394,7 +392,7 @@ func segmentAt(p string, k int) string {
 		}
 		p = p[i+1:]
 	}
-	seg, _ := next(p)
+	seg, _, _ := next(p)
 	return seg
 }
 
@@ -426,6 +424,8 @@ func (e *Engine) devLists(r *Request) (byID, byClass []*cdevice) {
 	}
 	return byID, byClass
 }
+
+func (rv *revocations) any() bool { return len(rv.ids) > 0 || len(rv.devices) > 0 || len(rv.jtis) > 0 }
 
 // revokedBy returns the Revocations document revoking an identity of r, and
 // why ("" when none).
@@ -465,13 +465,21 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 
 func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	*d = Decision{}
-	st := state{e: e, req: req, tr: tr, path: trimPath(req.Path), deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+	end, pathErr := scanPath(req.Path)
+	if pathErr != nil {
+		st.path = trimPath(req.Path)
+	} else {
+		st.path = req.Path[1:end]
+	}
 	st.mbit = methodBit(req.Method)
 	if st.mbit == 0 {
 		st.mbit = methodOther
 	}
 	// Write is computed first, so every decision reports it.
-	st.targets()
+	if e.target != none || req.TargetDeviceID != "" || req.Headers != nil && len(e.targetHeaders) > 0 {
+		st.targets()
+	}
 	st.token = req.DeviceID != "" || req.DeviceClass != "" || req.DeviceVendor != "" || req.DeviceModel != "" || req.DeviceFirmware != ""
 	st.device = st.token || st.target != "" || st.targetConflict || st.targetEmpty
 	st.write = st.device && st.mbit&methodsSafe == 0 ||
@@ -483,15 +491,17 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	}
 
 	// 1. The path must be canonical.
-	if err := checkPath(req.Path); err != nil {
-		e.refuse(d, err.Error())
+	if pathErr != nil {
+		e.refuse(d, pathErr.Error())
 		return
 	}
 	// 2. Revocations.
-	if name, reason := st.revokedBy(&e.revoked, caller); name != "" {
-		e.refuse(d, reason)
-		d.addRule(name)
-		return
+	if e.anyRevoked {
+		if name, reason := st.revokedBy(&e.revoked, caller); name != "" {
+			e.refuse(d, reason)
+			d.addRule(name)
+			return
+		}
 	}
 	// 3. One caller per request.
 	if req.SPIFFEID != "" && req.PeerID != "" && req.SPIFFEID != req.PeerID && !req.Forwarded {
@@ -499,55 +509,27 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 		return
 	}
 	// 4. The device token is bound to the device the request targets.
-	switch {
-	case len(req.DeviceID) > MaxDeviceIDLen || len(st.target) > MaxDeviceIDLen:
-		e.refuse(d, ReasonDeviceIDTooLong)
-		return
-	case st.targetConflict:
-		e.refuse(d, ReasonTargetConflict)
-		return
-	case st.targetEmpty:
-		e.refuse(d, ReasonTargetEmpty)
-		return
-	case st.target != "" && req.DeviceID == "":
-		e.refuse(d, ReasonTargetNoToken)
-		return
-	case st.target != "" && !equalFold(st.target, req.DeviceID):
-		e.refuse(d, ReasonTargetMismatch)
-		return
+	if st.device {
+		if reason := st.binding(); reason != "" {
+			e.refuse(d, reason)
+			return
+		}
 	}
 
 	// 5. Version rules and 6. access rules, collected in one walk per
 	// identity: the caller's (rules and versions), the peer's (versions).
 	var limit *cdevice
 	if st.token {
-		byID, byClass := e.devLists(req)
-		for _, l := range [3][]*cdevice{byID, byClass, e.devAny} {
-			for _, c := range l {
-				sel := c.selects(req)
-				if tr != nil {
-					tr.device(c, sel)
-				}
-				if !sel {
-					continue
-				}
-				if c.limit != nil && (limit == nil || c.order < limit.order) {
-					limit = c
-				}
-				st.subjects(c.subj, caller, walkRules)
-			}
-		}
-		if req.DeviceClass != "" {
-			for _, v := range e.verByClass[req.DeviceClass] {
-				st.checkVersion(v)
-			}
-		}
+		limit = st.devicePolicies(caller)
 	}
 	st.subjects(e.subj, caller, walkRules|walkVersions)
 	if req.PeerID != "" && req.PeerID != caller {
 		st.subjects(e.subj, req.PeerID, walkVersions)
 	}
-	dryRevoked, _ := st.revokedBy(&e.dryRevoked, caller)
+	dryRevoked := ""
+	if e.anyDryRevoked {
+		dryRevoked, _ = st.revokedBy(&e.dryRevoked, caller)
+	}
 
 	switch {
 	case st.ver >= 0:
@@ -591,6 +573,54 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	if d.DryRun {
 		d.Audit = true
 	}
+}
+
+// binding returns why the device token is not bound to the device the
+// request names, or "".
+func (st *state) binding() string {
+	id := st.req.DeviceID
+	switch {
+	case len(id) > MaxDeviceIDLen || len(st.target) > MaxDeviceIDLen:
+		return ReasonDeviceIDTooLong
+	case st.targetConflict:
+		return ReasonTargetConflict
+	case st.targetEmpty:
+		return ReasonTargetEmpty
+	case st.target != "" && id == "":
+		return ReasonTargetNoToken
+	case st.target != "" && !equalFold(st.target, id):
+		return ReasonTargetMismatch
+	}
+	return ""
+}
+
+// devicePolicies walks the rules of every DevicePolicy selecting the
+// token's device, checks the device class's version rules, and returns the
+// first selecting policy (document order) with a write rate limit.
+func (st *state) devicePolicies(caller string) (limit *cdevice) {
+	e, req := st.e, st.req
+	byID, byClass := e.devLists(req)
+	for _, l := range [3][]*cdevice{byID, byClass, e.devAny} {
+		for _, c := range l {
+			sel := c.selects(req)
+			if st.tr != nil {
+				st.tr.device(c, sel)
+			}
+			if !sel {
+				continue
+			}
+			if c.limit != nil && (limit == nil || c.order < limit.order) {
+				limit = c
+			}
+			st.subjects(c.subj, caller, walkRules)
+		}
+	}
+	if req.DeviceClass != "" {
+		for _, v := range e.verByClass[req.DeviceClass] {
+			st.checkVersion(v)
+		}
+	}
+	return limit
 }
 
 // refuse fills a deny decided before the rules (always audited).

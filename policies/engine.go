@@ -134,7 +134,8 @@ type Engine struct {
 	devAny     []*cdevice
 	verByClass map[string][]int32
 
-	revoked, dryRevoked revocations
+	revoked, dryRevoked       revocations
+	anyRevoked, anyDryRevoked bool // so Decide skips empty tables
 
 	trustDomains map[string][]byte
 	counts       Counts
@@ -362,6 +363,7 @@ func Compile(s *Set) (*Engine, error) {
 	e.counts.TrustDomains = len(s.TrustDomains)
 	slices.Sort(e.targetHeaders)
 	e.targetHeaders = slices.Compact(e.targetHeaders)
+	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
 	e.flatten()
 	return e, nil
 }

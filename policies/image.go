@@ -398,6 +398,7 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		k := r.str()
 		e.trustDomains[k] = []byte(r.str())
 	}
+	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
 	e.subj, e.ctrl, e.target = r.ref(), r.ref(), r.ref()
 	r.forest(e, nv)
 	if r.err == nil && r.off != len(r.s) {

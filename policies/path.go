@@ -66,11 +66,11 @@ func CanonicalPath(target string, opt PathOptions) (string, error) {
 	return normalizePath(target, opt.MergeSlashes)
 }
 
-// Byte classes of a request path.
+// Byte classes of a request target. Ordinary path bytes are 0, so the
+// strict check skips runs of them in a tight loop.
 const (
-	cBad       = iota // refused anywhere in the target: controls, space, non-ASCII
-	cOK               // pchar other than '%'
-	cUnreserv         // unreserved: ALPHA DIGIT - . _ ~
+	cPchar     = iota // pchar other than '%' and ';' (unreserved, sub-delims, ':', '@')
+	cBad              // refused anywhere in the target: controls, space, non-ASCII
 	cForbidden        // not allowed in a URI path
 	cSemicolon
 	cPercent
@@ -80,11 +80,10 @@ const (
 )
 
 var pathClass = func() (t [256]uint8) {
-	for c := 0x21; c < 0x7f; c++ {
-		t[c] = cOK
-	}
-	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~" {
-		t[c] = cUnreserv
+	for c := range t {
+		if c <= 0x20 || c >= 0x7f {
+			t[c] = cBad
+		}
 	}
 	for _, c := range "\\\"<>[]^`{|}" {
 		t[c] = cForbidden
@@ -92,6 +91,11 @@ var pathClass = func() (t [256]uint8) {
 	t[';'], t['%'], t['/'], t['?'], t['#'] = cSemicolon, cPercent, cSlash, cQuery, cHash
 	return t
 }()
+
+// unreserved reports whether c is an RFC 3986 unreserved character.
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
 
 func unhex(c byte) (byte, bool) {
 	switch {
@@ -152,67 +156,86 @@ func checkQuery(q string) error {
 	return nil
 }
 
-// checkPath is the strict procedure: nil when target is canonical. It reads
-// the target once, left to right, and reports the first problem.
-func checkPath(target string) error {
-	if target == "" {
-		return ErrPathEmpty
+// checkPath is the strict procedure: nil when target is canonical.
+func checkPath(t string) error {
+	_, err := scanPath(t)
+	return err
+}
+
+// scanPath reads the target once, left to right, and reports the first
+// problem, or where the path ends (the '?' or len(t)). Ordinary bytes cost
+// one table load each; each '/' looks at the byte after it for an empty or
+// dot segment.
+func scanPath(t string) (end int, err error) {
+	if t == "" {
+		return 0, ErrPathEmpty
 	}
-	if target[0] != '/' {
-		return ErrPathNotAbsolute
+	if t[0] != '/' {
+		return 0, ErrPathNotAbsolute
 	}
-	segStart := 1
-	for i := 1; i <= len(target); i++ {
-		var c byte = '/'
-		if i < len(target) {
-			c = target[i]
+	i, n := 0, len(t)
+	for {
+		// t[i] is '/': the segment after it must not be empty (unless
+		// the path ends here) or a dot segment.
+		i++
+		if i == n {
+			return n, nil
 		}
-		switch pathClass[c] {
-		case cOK, cUnreserv:
-			continue
-		case cBad:
-			return ErrPathControl
-		case cForbidden:
-			return ErrPathCharacter
-		case cSemicolon:
-			return ErrPathParameter
-		case cHash:
-			return ErrPathFragment
-		case cPercent:
-			o, upper, err := escape(target, i)
+		if c := t[i]; c == '/' || c == '?' || c == '.' {
+			switch {
+			case c == '/':
+				return 0, ErrPathEmptySegment
+			case c == '?':
+				return i, checkQuery(t[i+1:])
+			}
+			k := i + 1
+			if k < n && t[k] == '.' {
+				k++
+			}
+			if k == n || t[k] == '/' || t[k] == '?' {
+				return 0, ErrPathDotSegment
+			}
+		}
+		for {
+			for i < n && pathClass[t[i]] == cPchar {
+				i++
+			}
+			if i == n {
+				return n, nil
+			}
+			c := t[i]
+			if c == '/' {
+				break
+			}
+			switch pathClass[c] {
+			case cBad:
+				return 0, ErrPathControl
+			case cForbidden:
+				return 0, ErrPathCharacter
+			case cSemicolon:
+				return 0, ErrPathParameter
+			case cHash:
+				return 0, ErrPathFragment
+			case cQuery:
+				return i, checkQuery(t[i+1:])
+			}
+			// '%'
+			o, upper, err := escape(t, i)
 			if err != nil {
-				return err
+				return 0, err
 			}
-			if err := escapedOctetErr(target, i, o); err != nil {
-				return err
+			if err := escapedOctetErr(t, i, o); err != nil {
+				return 0, err
 			}
-			if pathClass[o] == cUnreserv {
-				return ErrPathEncodedChar
+			if unreserved(o) {
+				return 0, ErrPathEncodedChar
 			}
 			if !upper {
-				return ErrPathLowerHex
+				return 0, ErrPathLowerHex
 			}
-			i += 2
-			continue
+			i += 3
 		}
-		// End of a segment: '/', '?' or the end of the target.
-		seg := target[segStart:i]
-		end := i == len(target) || c == '?'
-		switch {
-		case seg == "." || seg == "..":
-			return ErrPathDotSegment
-		case seg == "" && !end:
-			return ErrPathEmptySegment
-		}
-		if end {
-			if i < len(target) {
-				return checkQuery(target[i+1:])
-			}
-			return nil
-		}
-		segStart = i + 1
 	}
-	return nil
 }
 
 // normalizePath rewrites a non-canonical target: percent-encodings of
@@ -258,7 +281,7 @@ func normalizePath(target string, merge bool) (string, error) {
 			if err := escapedOctetErr(path, i, o); err != nil {
 				return "", err
 			}
-			if pathClass[o] == cUnreserv {
+			if unreserved(o) {
 				dec = append(dec, o)
 			} else {
 				const hexUpper = "0123456789ABCDEF"

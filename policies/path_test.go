@@ -2,12 +2,57 @@ package policies
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// refCanonical is the README's definition of a canonical target, written
+// plainly: the fast checkPath must agree with it.
+func refCanonical(t string) bool {
+	if strings.ContainsRune(t, '#') {
+		return false
+	}
+	path, query, _ := strings.Cut(t, "?")
+	for _, c := range []byte(query) {
+		if c <= 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	if !strings.HasPrefix(path, "/") {
+		return false
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, seg := range segs {
+		if seg == "" && i != len(segs)-1 || seg == "." || seg == ".." {
+			return false
+		}
+		for k := 0; k < len(seg); k++ {
+			c := seg[k]
+			switch {
+			case c <= 0x20 || c >= 0x7f || strings.IndexByte("\\\"<>[]^`{|};", c) >= 0:
+				return false
+			case c == '%':
+				if k+2 >= len(seg) || !strings.ContainsRune("0123456789ABCDEF", rune(seg[k+1])) || !strings.ContainsRune("0123456789ABCDEF", rune(seg[k+2])) {
+					return false
+				}
+				o, _ := strconv.ParseUint(seg[k+1:k+3], 16, 8)
+				if o < 0x20 || o == 0x7f || o == '/' || o == '\\' || unreserved(byte(o)) {
+					return false
+				}
+				if o == '%' && k+4 < len(seg) && strings.ContainsAny(seg[k+3:k+4], "0123456789ABCDEFabcdef") && strings.ContainsAny(seg[k+4:k+5], "0123456789ABCDEFabcdef") {
+					return false
+				}
+				k += 2
+			}
+		}
+	}
+	return true
+}
 
 func TestCanonicalPath(t *testing.T) {
 	norm := PathOptions{Normalize: true}
@@ -73,6 +118,7 @@ func TestCanonicalPath(t *testing.T) {
 		{in: "/v1/./a//b?q", strict: ErrPathDotSegment, normErr: ErrPathEmptySegment, merged: "/v1/a/b?q"},
 	} {
 		t.Run(c.in, func(t *testing.T) {
+			assert.Equal(t, c.strict == nil, refCanonical(c.in), "reference")
 			got, err := CanonicalPath(c.in, PathOptions{})
 			if c.strict == nil {
 				require.NoError(t, err)
@@ -126,6 +172,9 @@ func FuzzCanonicalPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string, merge bool) {
 		opt := PathOptions{Normalize: true, MergeSlashes: merge}
 		strict, serr := CanonicalPath(in, PathOptions{})
+		if ref := refCanonical(in); ref != (serr == nil) {
+			t.Fatalf("%q: strict check says %v, the reference %v", in, serr, ref)
+		}
 		got, nerr := CanonicalPath(in, opt)
 		if serr == nil {
 			if strict != in || nerr != nil || got != in {
@@ -153,4 +202,19 @@ func FuzzCanonicalPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkCanonicalPath measures the strict check of a typical path.
+// go test ./policies -run '^$' -bench CanonicalPath -benchmem
+func BenchmarkCanonicalPath(b *testing.B) {
+	for _, p := range []string{"/v1/svc4321/items/42", "/v1/meters/3e4f45ab31edfe5b67e343e5e4562e31984e23e5/readings?from=2026-01-01"} {
+		b.Run(fmt.Sprintf("len=%d", len(p)), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := CanonicalPath(p, PathOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
