@@ -220,9 +220,12 @@ type TestCase struct {
 
 // Expect is the expected part of a decision; nil fields are not compared.
 type Expect struct {
-	Allow     *bool
-	Rule      *string
-	Audit     *bool
-	DryRun    *bool
-	RateLimit *RateLimit
+	Allow      *bool
+	Rule       *string
+	Reason     *string
+	Audit      *bool
+	DryRun     *bool
+	DryRunRule *string
+	Write      *bool
+	RateLimit  *RateLimit
 }

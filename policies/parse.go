@@ -70,9 +70,12 @@ func (l ErrorList) err() error {
 
 // Load parses and checks policy files (name → content) and returns the set,
 // or an ErrorList with every problem found.
-func Load(files map[string][]byte) (*Set, error) {
-	s, errs := Parse(files)
-	errs = append(errs, Check(s)...)
+func Load(files map[string][]byte) (*Set, error) { return LoadProgress(files, nil) }
+
+// LoadProgress is Load reporting progress (nil: none).
+func LoadProgress(files map[string][]byte, progress Progress) (*Set, error) {
+	s, errs := ParseProgress(files, progress)
+	errs = append(errs, CheckProgress(s, progress)...)
 	if err := errs.err(); err != nil {
 		return nil, err
 	}
@@ -124,14 +127,20 @@ func ReadPaths(paths ...string) (map[string][]byte, error) {
 
 // Parse decodes policy files without the semantic checks. Files are
 // processed in name order so rule order is deterministic.
-func Parse(files map[string][]byte) (*Set, ErrorList) {
+func Parse(files map[string][]byte) (*Set, ErrorList) { return ParseProgress(files, nil) }
+
+// ParseProgress is Parse reporting progress per file (nil: none).
+func ParseProgress(files map[string][]byte, progress Progress) (*Set, ErrorList) {
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	p := &parser{set: &Set{}}
-	for _, n := range names {
+	for i, n := range names {
+		if progress != nil {
+			progress("parse", i, len(names))
+		}
 		p.file(n, files[n])
 	}
 	p.errs.sort()
@@ -579,7 +588,7 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 			tc.Input = p.input(in)
 		}
 		if ex := cf["expect"]; ex != nil {
-			ef := p.fields(ex, "expect", "allow", "rule", "audit", "dryRun", "rateLimit")
+			ef := p.fields(ex, "expect", "allow", "rule", "reason", "audit", "dryRun", "dryRunRule", "write", "rateLimit")
 			b := func(k string) *bool {
 				if ef[k] == nil {
 					return nil
@@ -587,11 +596,15 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 				v := p.boolean(ef[k], k)
 				return &v
 			}
-			tc.Expect.Allow, tc.Expect.Audit, tc.Expect.DryRun = b("allow"), b("audit"), b("dryRun")
-			if ef["rule"] != nil {
-				s := p.str(ef["rule"], "rule")
-				tc.Expect.Rule = &s
+			tc.Expect.Allow, tc.Expect.Audit, tc.Expect.DryRun, tc.Expect.Write = b("allow"), b("audit"), b("dryRun"), b("write")
+			str := func(k string) *string {
+				if ef[k] == nil {
+					return nil
+				}
+				s := p.str(ef[k], k)
+				return &s
 			}
+			tc.Expect.Rule, tc.Expect.Reason, tc.Expect.DryRunRule = str("rule"), str("reason"), str("dryRunRule")
 			if rl := ef["rateLimit"]; rl != nil {
 				rf := p.fields(rl, "rateLimit", "perSecond", "burst")
 				lim := &RateLimit{}
