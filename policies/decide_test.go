@@ -309,3 +309,62 @@ func TestExplain(t *testing.T) {
 	assert.Contains(t, x.Rules, RuleCheck{Rule: "meter-api/readers-read", Effect: "allow", Why: `method "POST" is not one the rule names`})
 	assert.Contains(t, x.Rules, RuleCheck{Rule: "meter-api/maintenance-header", Effect: "deny", Why: "a header condition does not hold"})
 }
+
+// TestDryRunDevicePolicy: a dry-run DevicePolicy changes no decision: its
+// rules are dry-run and its target, control paths and rate limit do not
+// apply.
+func TestDryRunDevicePolicy(t *testing.T) {
+	e := mustEngine(t, docHdr+`kind: DevicePolicy
+metadata: {name: trial, dryRun: true}
+spec:
+  devices: {classes: [inverter]}
+  target: {paths: ["/v1/inverters/{id}/**"]}
+  controlPaths: ["/v1/inverters/{id}/trip"]
+  writeRateLimit: {perSecond: 1, burst: 1}
+  rules:
+    - {name: w, effect: allow, access: write, paths: ["/v1/inverters/{id}/**"]}
+---
+apiVersion: meshguard.io/v1
+kind: WorkloadPolicy
+metadata: {name: w}
+spec:
+  rules:
+    - {name: reads, effect: allow, methods: [GET]}
+`)
+	runCases(t, e, []decideCase{
+		{name: "no binding from a dry-run target", req: Request{Method: "GET", Path: "/v1/inverters/inv-1/status"}, allow: true, rule: "w/reads", write: no()},
+		{name: "no write from a dry-run control path", req: Request{Method: "GET", Path: "/v1/inverters/inv-1/trip"}, allow: true, rule: "w/reads", write: no()},
+		{name: "its write rule is dry-run", req: Request{DeviceID: "inv-1", DeviceClass: "inverter", Method: "POST", Path: "/v1/inverters/inv-1/x"},
+			reason: ReasonDefaultDeny, write: yes(), dryRun: "trial/w", audit: yes()},
+	})
+}
+
+// TestPathPatternEdges: trailing slashes, the root and anonymous callers
+// as the README states them.
+func TestPathPatternEdges(t *testing.T) {
+	e := mustEngine(t, docHdr+`kind: WorkloadPolicy
+metadata: {name: w}
+spec:
+  rules:
+    - {name: tree, effect: allow, subjects: [spiffe://a.example/x], paths: ["/a/**"]}
+    - {name: one, effect: allow, subjects: [spiffe://a.example/y], paths: ["/a/{id}"]}
+    - {name: slash, effect: allow, subjects: [spiffe://a.example/y], paths: ["/b/"]}
+    - {name: root, effect: allow, subjects: [spiffe://a.example/y], paths: ["/"]}
+    - {name: td, effect: allow, trustDomains: [t.example], paths: ["/t"]}
+    - {name: prefix, effect: allow, subjects: [spiffe://a.example/ns/**], paths: ["/p"]}
+`)
+	x, y := "spiffe://a.example/x", "spiffe://a.example/y"
+	runCases(t, e, []decideCase{
+		{name: "** covers the trailing slash", req: Request{SPIFFEID: x, Method: "GET", Path: "/a/"}, allow: true, rule: "w/tree"},
+		{name: "** covers the prefix itself", req: Request{SPIFFEID: x, Method: "GET", Path: "/a"}, allow: true, rule: "w/tree"},
+		{name: "{id} never matches an empty segment", req: Request{SPIFFEID: y, Method: "GET", Path: "/a/"}, reason: ReasonDefaultDeny},
+		{name: "{id} matches one segment", req: Request{SPIFFEID: y, Method: "GET", Path: "/a/1"}, allow: true, rule: "w/one"},
+		{name: "literal trailing slash", req: Request{SPIFFEID: y, Method: "GET", Path: "/b/"}, allow: true, rule: "w/slash"},
+		{name: "without it", req: Request{SPIFFEID: y, Method: "GET", Path: "/b"}, reason: ReasonDefaultDeny},
+		{name: "root", req: Request{SPIFFEID: y, Method: "GET", Path: "/?q=1"}, allow: true, rule: "w/root"},
+		{name: "trust domain only", req: Request{TrustDomain: "t.example", Method: "GET", Path: "/t"}, allow: true, rule: "w/td"},
+		{name: "the trust domain ID itself", req: Request{SPIFFEID: "spiffe://t.example", Method: "GET", Path: "/t"}, allow: true, rule: "w/td"},
+		{name: "not a SPIFFE ID is anonymous", req: Request{SPIFFEID: "t.example", Method: "GET", Path: "/t"}, reason: ReasonDefaultDeny},
+		{name: "/** prefix includes itself", req: Request{SPIFFEID: "spiffe://a.example/ns", Method: "GET", Path: "/p"}, allow: true, rule: "w/prefix"},
+	})
+}

@@ -527,10 +527,16 @@ func (e *Engine) addVersion(r *VersionRule) error {
 }
 
 // addDevice compiles a device policy's selector, target and control paths;
-// its rules are added in source order by Compile.
+// its rules are added in source order by Compile. A dry-run policy only
+// contributes its (dry-run) rules: its target, control paths and rate
+// limit would change decisions.
 func (e *Engine) addDevice(d *DevicePolicy) (*cdevice, error) {
 	c := &cdevice{name: d.Name, order: int32(len(e.devices)), classes: d.Devices.Classes, vendors: d.Devices.Vendors,
 		models: d.Devices.Models, limit: d.WriteLimit, subjects: &snode{}}
+	if d.DryRun {
+		c.limit = nil
+		d = &DevicePolicy{Meta: d.Meta, Devices: d.Devices, Rules: d.Rules}
+	}
 	if d.Devices.Firmware != "" {
 		vr, err := parseRange(d.Devices.Firmware)
 		if err != nil {

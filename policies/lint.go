@@ -22,6 +22,9 @@ func Warnings(s *Set) ErrorList {
 	}
 	gov := &overlapTrie{}
 	for _, d := range s.Devices {
+		if d.DryRun {
+			continue // its target, control paths and write rules do not apply
+		}
 		for _, p := range d.ControlPaths {
 			gov.add(p, d.Name, "controlPaths", true)
 		}
