@@ -242,7 +242,7 @@ func shape(r *AccessRule) ruleShape {
 // its patterns, and only the rules in the smallest answer are compared in
 // full.
 func (c *checker) accessRules(rules []*AccessRule) {
-	subIdx, pathIdx := &coverTrie{}, &coverTrie{}
+	subIdx, pathIdx := &pnode{}, &pnode{}
 	type sigKey struct {
 		sig    string
 		effect Effect
@@ -277,10 +277,10 @@ func (c *checker) accessRules(rules []*AccessRule) {
 			firstSig[sigKey{sh.sig, r.Effect}] = i
 		}
 		for _, s := range sh.subs {
-			subIdx.insert(s, int32(i))
+			indexRule(subIdx, s, int32(i))
 		}
 		for _, p := range sh.paths {
-			pathIdx.insert(p, int32(i))
+			indexRule(pathIdx, p, int32(i))
 		}
 	}
 }
@@ -289,7 +289,7 @@ func (c *checker) accessRules(rules []*AccessRule) {
 // access, same effect or a deny, covering every request rules[i] matches),
 // or -1. A shadowing rule covers each of rules[i]'s subject and path
 // patterns, so it is in every index answer: only the smallest is compared.
-func shadower(rules []*AccessRule, shapes []ruleShape, subIdx, pathIdx *coverTrie, i int) int {
+func shadower(rules []*AccessRule, shapes []ruleShape, subIdx, pathIdx *pnode, i int) int {
 	r, sh := rules[i], &shapes[i]
 	var best []int32
 	first := true
@@ -322,45 +322,20 @@ func shadower(rules []*AccessRule, shapes []ruleShape, subIdx, pathIdx *coverTri
 	return -1
 }
 
-// coverTrie indexes patterns (segment lists, "*" for one segment, a final
-// "**" for any rest) by the rules they belong to.
-type coverTrie struct {
-	lit       map[string]*coverTrie
-	wild      *coverTrie
-	end, rest []int32
-}
-
-func (t *coverTrie) insert(segs []string, rule int32) {
-	for i, s := range segs {
-		if s == "**" && i == len(segs)-1 {
-			t.rest = appendOnce(t.rest, rule)
-			return
-		}
-		var next **coverTrie
-		if s == "*" {
-			next = &t.wild
-		} else {
-			if t.lit == nil {
-				t.lit = map[string]*coverTrie{}
-			}
-			n := t.lit[s]
-			if n == nil {
-				n = &coverTrie{}
-				t.lit[s] = n
-			}
-			next = &n
-		}
-		if *next == nil {
-			*next = &coverTrie{}
-		}
-		t = *next
+// indexRule adds a rule's pattern to a shadow index: the compile-time
+// path trie, whose payloads are here rule indexes of one policy.
+func indexRule(t *pnode, segs []string, rule int32) {
+	n, rest := t.insert(segs)
+	if rest {
+		n.rest = appendOnce(n.rest, rule)
+	} else {
+		n.end = appendOnce(n.end, rule)
 	}
-	t.end = appendOnce(t.end, rule)
 }
 
 // coverers appends the rules having a pattern that covers pattern y (every
 // path y matches, it matches; see segCovers).
-func (t *coverTrie) coverers(y []string, out []int32) []int32 {
+func (t *pnode) coverers(y []string, out []int32) []int32 {
 	out = append(out, t.rest...)
 	if len(y) == 0 {
 		return append(out, t.end...)

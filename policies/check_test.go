@@ -66,7 +66,7 @@ func TestShadowIndexMatchesPairwise(t *testing.T) {
 			rules = append(rules, r)
 		}
 		shapes := make([]ruleShape, len(rules))
-		subIdx, pathIdx := &coverTrie{}, &coverTrie{}
+		subIdx, pathIdx := &pnode{}, &pnode{}
 		for i, r := range rules {
 			shapes[i] = shape(r)
 			if r.DryRun {
@@ -80,10 +80,10 @@ func TestShadowIndexMatchesPairwise(t *testing.T) {
 				shadowed++
 			}
 			for _, s := range shapes[i].subs {
-				subIdx.insert(s, int32(i))
+				indexRule(subIdx, s, int32(i))
 			}
 			for _, p := range shapes[i].paths {
-				pathIdx.insert(p, int32(i))
+				indexRule(pathIdx, p, int32(i))
 			}
 		}
 	}

@@ -78,30 +78,39 @@ func trimPath(p string) string {
 	return strings.TrimPrefix(p, "/")
 }
 
-func (st *state) walkPaths(n int32, path string, done bool) {
+// walkPaths walks a path trie along the request path. Rule tries carry
+// rule indexes (considered); with targets, the target-template trie carries
+// the index of the segment naming the device.
+func (st *state) walkPaths(n int32, path string, done, targets bool) {
 	f := &st.e.f
 	nd := &f.nodes[n]
-	for _, i := range f.list(nd.rest) {
-		st.consider(i)
-	}
+	st.payload(f.list(nd.rest), targets)
 	if done {
-		for _, i := range f.list(nd.end) {
-			st.consider(i)
-		}
+		st.payload(f.list(nd.end), targets)
 		return
 	}
 	seg, rest, last := next(path)
 	if c := f.child(n, seg); c != none {
-		st.walkPaths(c, rest, last)
+		st.walkPaths(c, rest, last, targets)
 	}
 	if nd.wild != none && seg != "" {
-		st.walkPaths(nd.wild, rest, last)
+		st.walkPaths(nd.wild, rest, last, targets)
+	}
+}
+
+func (st *state) payload(l []int32, targets bool) {
+	for _, i := range l {
+		if targets {
+			st.nameTarget(segmentAt(st.path, int(i)))
+		} else {
+			st.consider(i)
+		}
 	}
 }
 
 func (st *state) pathsFrom(n int32) {
 	if n != none {
-		st.walkPaths(n, st.path, st.path == "")
+		st.walkPaths(n, st.path, st.path == "", false)
 	}
 }
 
@@ -360,29 +369,6 @@ func (st *state) nameTarget(id string) {
 	}
 }
 
-// walkTargets matches the path against the target templates; each
-// template's payload is the index of the segment naming the device.
-func (st *state) walkTargets(n int32, path string, done bool) {
-	f := &st.e.f
-	nd := &f.nodes[n]
-	for _, k := range f.list(nd.rest) {
-		st.nameTarget(segmentAt(st.path, int(k)))
-	}
-	if done {
-		for _, k := range f.list(nd.end) {
-			st.nameTarget(segmentAt(st.path, int(k)))
-		}
-		return
-	}
-	seg, rest, last := next(path)
-	if c := f.child(n, seg); c != none {
-		st.walkTargets(c, rest, last)
-	}
-	if nd.wild != none && seg != "" {
-		st.walkTargets(nd.wild, rest, last)
-	}
-}
-
 // segmentAt returns segment k (0-based) of a path without its leading "/".
 func segmentAt(p string, k int) string {
 	for ; k > 0; k-- {
@@ -403,7 +389,7 @@ func (st *state) targets() {
 		st.nameTarget(r.TargetDeviceID)
 	}
 	if e.target != none {
-		st.walkTargets(e.target, st.path, st.path == "")
+		st.walkPaths(e.target, st.path, st.path == "", true)
 	}
 	if r.Headers != nil {
 		for _, h := range e.targetHeaders {

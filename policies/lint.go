@@ -20,7 +20,7 @@ func Warnings(s *Set) ErrorList {
 	warn := func(p Pos, format string, args ...any) {
 		out = append(out, &Error{Pos: p, Msg: fmt.Sprintf(format, args...), Warning: true})
 	}
-	gov := &overlapTrie{}
+	gov := &governedIndex{}
 	for _, d := range s.Devices {
 		if d.DryRun {
 			continue // its target, control paths and write rules do not apply
@@ -79,56 +79,39 @@ type governed struct {
 	control bool
 }
 
-// overlapTrie indexes governed patterns to find those a pattern overlaps
-// (some path matches both).
-type overlapTrie struct {
-	lit       map[string]*overlapTrie
-	wild      *overlapTrie
-	end, rest []*governed
+// governedIndex indexes governed patterns in the compile-time path trie
+// (payloads: indexes into list) to find those a pattern overlaps (some path
+// matches both).
+type governedIndex struct {
+	trie pnode
+	list []governed
 }
 
-func (t *overlapTrie) add(p Pattern, policy, what string, control bool) {
+func (g *governedIndex) add(p Pattern, policy, what string, control bool) {
 	segs, err := pathSegments([]Pattern{p})
 	if err != nil {
 		return
 	}
-	g := &governed{policy: policy, what: what, text: p.Text, pos: p.Pos, control: control}
-	for i, s := range segs[0] {
-		if s == "**" && i == len(segs[0])-1 {
-			t.rest = append(t.rest, g)
-			return
-		}
-		next := &t.wild
-		if s != "*" {
-			if t.lit == nil {
-				t.lit = map[string]*overlapTrie{}
-			}
-			if t.lit[s] == nil {
-				t.lit[s] = &overlapTrie{}
-			}
-			n := t.lit[s]
-			next = &n
-		}
-		if *next == nil {
-			*next = &overlapTrie{}
-		}
-		t = *next
-	}
-	t.end = append(t.end, g)
+	g.list = append(g.list, governed{policy: policy, what: what, text: p.Text, pos: p.Pos, control: control})
+	indexRule(&g.trie, segs[0], int32(len(g.list)-1))
 }
 
 // overlap returns the first governed pattern overlapping y on which a rule
 // allowing unsafe methods (or, for control paths, any method) would allow
 // writes; nil when none.
-func (t *overlapTrie) overlap(y []string, unsafe bool) *governed {
-	pick := func(l []*governed) *governed {
-		for _, g := range l {
-			if g.control || unsafe {
-				return g
+func (g *governedIndex) overlap(y []string, unsafe bool) *governed {
+	pick := func(l []int32) *governed {
+		for _, i := range l {
+			if gv := &g.list[i]; gv.control || unsafe {
+				return gv
 			}
 		}
 		return nil
 	}
+	return overlapWalk(&g.trie, y, pick)
+}
+
+func overlapWalk(t *pnode, y []string, pick func([]int32) *governed) *governed {
 	if g := pick(t.rest); g != nil {
 		return g
 	}
@@ -137,30 +120,30 @@ func (t *overlapTrie) overlap(y []string, unsafe bool) *governed {
 	}
 	s := y[0]
 	if s == "**" {
-		return t.any(pick)
+		return anyBelow(t, pick)
 	}
 	if s == "*" {
 		for _, k := range sortedKeys(t.lit) {
 			if k == "" {
 				continue
 			}
-			if g := t.lit[k].overlap(y[1:], unsafe); g != nil {
+			if g := overlapWalk(t.lit[k], y[1:], pick); g != nil {
 				return g
 			}
 		}
 	} else if n := t.lit[s]; n != nil {
-		if g := n.overlap(y[1:], unsafe); g != nil {
+		if g := overlapWalk(n, y[1:], pick); g != nil {
 			return g
 		}
 	}
 	if t.wild != nil && s != "" {
-		return t.wild.overlap(y[1:], unsafe)
+		return overlapWalk(t.wild, y[1:], pick)
 	}
 	return nil
 }
 
-// any returns the first pattern in t's subtree that pick accepts.
-func (t *overlapTrie) any(pick func([]*governed) *governed) *governed {
+// anyBelow returns the first pattern in t's subtree that pick accepts.
+func anyBelow(t *pnode, pick func([]int32) *governed) *governed {
 	if g := pick(t.rest); g != nil {
 		return g
 	}
@@ -168,12 +151,12 @@ func (t *overlapTrie) any(pick func([]*governed) *governed) *governed {
 		return g
 	}
 	for _, k := range sortedKeys(t.lit) {
-		if g := t.lit[k].any(pick); g != nil {
+		if g := anyBelow(t.lit[k], pick); g != nil {
 			return g
 		}
 	}
 	if t.wild != nil {
-		return t.wild.any(pick)
+		return anyBelow(t.wild, pick)
 	}
 	return nil
 }

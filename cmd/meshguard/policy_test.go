@@ -37,6 +37,19 @@ func TestPolicyTestVerb(t *testing.T) {
 	require.Contains(t, out, "20 passed, 0 failed, 20 total")
 
 	// A failing expectation exits 1 and names the case.
+	dir := gridWithWrongTest(t)
+	out, err = runFresh(t, newPolicyTestCmd(), dir)
+	var ee *exitError
+	require.True(t, errors.As(err, &ee))
+	require.Equal(t, 1, ee.code)
+	require.Contains(t, out, "FAIL wrong/reader may not read")
+	require.Contains(t, out, "0 passed, 1 failed, 1 total")
+}
+
+// gridWithWrongTest copies the grid policies without their tests and adds
+// one PolicyTest whose expectation is wrong.
+func gridWithWrongTest(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	files, err := filepath.Glob(gridDir + "/*.yaml")
 	require.NoError(t, err)
@@ -57,12 +70,7 @@ spec:
       input: {spiffeID: "spiffe://grid.example/ns/metering/sa/meter-reader", method: GET, path: /v1/meters/1/readings}
       expect: {allow: false}
 `), 0o644))
-	out, err = runFresh(t, newPolicyTestCmd(), dir)
-	var ee *exitError
-	require.True(t, errors.As(err, &ee))
-	require.Equal(t, 1, ee.code)
-	require.Contains(t, out, "FAIL wrong/reader may not read")
-	require.Contains(t, out, "0 passed, 1 failed, 1 total")
+	return dir
 }
 
 func TestPolicyEval(t *testing.T) {
@@ -195,21 +203,7 @@ func TestPolicyTestOutputs(t *testing.T) {
 	assert.Zero(t, suites.Failures)
 
 	// A failing case is in the report and exits 1.
-	dir := t.TempDir()
-	files, _ := filepath.Glob(gridDir + "/*.yaml")
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644))
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "z_test.yaml"), []byte(`apiVersion: meshguard.io/v1
-kind: PolicyTest
-metadata: {name: wrong}
-spec:
-  cases:
-    - name: reader may not read
-      input: {spiffeID: "spiffe://grid.example/ns/metering/sa/meter-reader", method: GET, path: /v1/meters/1/readings}
-      expect: {allow: false}
-`), 0o644))
+	dir := gridWithWrongTest(t)
 	out, err = runFresh(t, newPolicyTestCmd(), "-o", "junit", dir)
 	var ee *exitError
 	require.True(t, errors.As(err, &ee))
