@@ -34,7 +34,7 @@ func TestPolicyCheck(t *testing.T) {
 func TestPolicyTestVerb(t *testing.T) {
 	out, err := runFresh(t, newPolicyTestCmd(), gridDir)
 	require.NoError(t, err)
-	require.Contains(t, out, "20 passed, 0 failed, 20 total")
+	require.Contains(t, out, "24 passed, 0 failed, 24 total")
 
 	// A failing expectation exits 1 and names the case.
 	dir := gridWithWrongTest(t)
