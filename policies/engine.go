@@ -405,6 +405,18 @@ func asciiLower(s string) string {
 
 // flatten moves the pointer tries into the forest.
 func (e *Engine) flatten() {
+	// Size the arrays once: a large set would otherwise copy them log n
+	// times while growing.
+	var sz forestSize
+	sz.subjects(e.subjects)
+	for _, c := range e.devices {
+		sz.subjects(c.subjects)
+	}
+	sz.paths(e.controlTrie)
+	sz.paths(e.targetTrie)
+	e.f.nodes = make([]fnode, 0, sz.nodes)
+	e.f.edges = make([]fedge, 0, sz.edges)
+	e.f.ints = make([]int32, 0, sz.ints)
 	e.subj = e.f.addSubjects(e.subjects)
 	e.subjects = nil
 	for _, c := range e.devices {
@@ -423,6 +435,37 @@ func (e *Engine) flatten() {
 	e.f.nodes = slices.Clip(e.f.nodes)
 	e.f.edges = slices.Clip(e.f.edges)
 	e.f.ints = slices.Clip(e.f.ints)
+}
+
+// forestSize counts what flattening pointer tries will append.
+type forestSize struct{ nodes, edges, ints int }
+
+func (z *forestSize) paths(n *pnode) {
+	if n == nil {
+		return
+	}
+	z.nodes++
+	z.edges += len(n.lit)
+	z.ints += len(n.end) + len(n.rest)
+	for _, c := range n.lit {
+		z.paths(c)
+	}
+	z.paths(n.wild)
+}
+
+func (z *forestSize) subjects(n *snode) {
+	if n == nil {
+		return
+	}
+	z.nodes++
+	z.edges += len(n.lit)
+	z.ints += len(n.endVers) + len(n.restVers)
+	for _, c := range n.lit {
+		z.subjects(c)
+	}
+	z.subjects(n.wild)
+	z.paths(n.endPaths)
+	z.paths(n.restPath)
 }
 
 func (n *pnode) empty() bool {
