@@ -1,7 +1,9 @@
 // Package policies implements the meshguard policy language: a versioned,
 // multi-document YAML format parsed with file:line:col positions, a checker
 // for semantic mistakes, and a compiler to an indexed Engine whose Decide
-// method is allocation-free and safe for concurrent use. The same package
+// method is allocation-free and safe for concurrent use, together with the
+// canonical request-path procedure (CanonicalPath) every decision relies
+// on. policies/README.md specifies the language and the decision. The same package
 // builds for GOOS=wasip1 GOARCH=wasm and runs inside the guard filter, which
 // loads engine images (UnmarshalEngine) only: the language front end (Parse,
 // Check, Load, RunTests and their YAML and semver dependencies) is not built
