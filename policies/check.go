@@ -11,12 +11,30 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
+// Progress is told how far a long operation is: stage names the phase
+// ("parse", "check"), done of total units (files or rules).
+type Progress func(stage string, done, total int)
+
+// progressEvery is how many rules pass between two progress reports.
+const progressEvery = 4096
+
 // Check runs the semantic checks on a parsed set: SPIFFE ID and trust
 // domain syntax, unknown trust domains (when any TrustDomain is declared),
-// path patterns, semver ranges, duplicate names and rule ids, rules shadowed
-// by earlier rules of the same policy and contradictory allow/deny rules.
-func Check(s *Set) ErrorList {
-	c := &checker{ids: map[string]Pos{}, names: map[string]Pos{}, known: map[string]bool{}}
+// path patterns (which must be able to match a canonical path), target
+// declarations, semver ranges and versions, duplicate names and rule ids,
+// rules shadowed by earlier rules of the same policy and contradictory
+// allow/deny rules. It runs in time near-linear in the number of rules.
+func Check(s *Set) ErrorList { return CheckProgress(s, nil) }
+
+// CheckProgress is Check reporting progress (nil: none).
+func CheckProgress(s *Set, progress Progress) ErrorList {
+	c := &checker{ids: map[string]Pos{}, names: map[string]Pos{}, known: map[string]bool{}, progress: progress}
+	for _, d := range s.Devices {
+		c.total += len(d.Rules)
+	}
+	for _, w := range s.Workloads {
+		c.total += len(w.Rules)
+	}
 	for _, td := range s.TrustDomains {
 		if _, err := spiffeid.TrustDomainFromString(td.Name); err != nil {
 			c.add(td.Pos, "invalid trust domain name %q: %v", td.Name, err)
@@ -33,6 +51,15 @@ func Check(s *Set) ErrorList {
 		if d.Devices.Firmware != "" {
 			c.rangeCheck(d.Devices.Pos, "firmware", d.Devices.Firmware)
 		}
+		if t := d.Target; t != nil {
+			for _, p := range t.Paths {
+				if _, _, err := targetSegments(p); err != nil {
+					c.add(p.Pos, "%s", strings.TrimPrefix(err.Error(), p.Pos.String()+": "))
+					continue
+				}
+				c.paths([]Pattern{p})
+			}
+		}
 		c.paths(d.ControlPaths)
 		c.accessRules(d.Rules)
 	}
@@ -45,8 +72,8 @@ func Check(s *Set) ErrorList {
 				c.rangeCheck(r.AllowedPos, "allowed", r.Allowed)
 			}
 			for _, d := range r.Denied {
-				if _, err := semver.StrictNewVersion(strings.TrimLeft(d.Text, "vV")); err != nil {
-					c.add(d.Pos, "denied: invalid version %q: %v", d.Text, err)
+				if _, err := semver.StrictNewVersion(d.Text); err != nil {
+					c.add(d.Pos, "denied: invalid version %q: %v (SemVer 2.0.0: MAJOR.MINOR.PATCH[-PRE][+BUILD], no v prefix)", d.Text, err)
 				}
 			}
 		}
@@ -56,18 +83,28 @@ func Check(s *Set) ErrorList {
 		for _, id := range r.SPIFFEIDs {
 			c.spiffeID(id, false)
 		}
+		for _, id := range r.DeviceIDs {
+			if len(id.Text) > MaxDeviceIDLen {
+				c.add(id.Pos, "device id %q is longer than %d bytes", id.Text, MaxDeviceIDLen)
+			}
+		}
 	}
 	for _, t := range s.Tests {
 		c.name(KindPolicyTest, t.Meta)
+	}
+	if progress != nil {
+		progress("check", c.done, c.total)
 	}
 	return c.errs
 }
 
 type checker struct {
-	errs  ErrorList
-	ids   map[string]Pos
-	names map[string]Pos
-	known map[string]bool
+	errs        ErrorList
+	ids         map[string]Pos
+	names       map[string]Pos
+	known       map[string]bool
+	progress    Progress
+	done, total int
 }
 
 func (c *checker) add(p Pos, format string, args ...any) {
@@ -128,9 +165,6 @@ func (c *checker) spiffeID(p Pattern, pattern bool) {
 			}
 		}
 		text = "spiffe://" + strings.Join(segs, "/")
-		if len(segs) > 0 && segs[len(segs)-1] == "x" && len(segs) == 2 && strings.HasSuffix(p.Text, "/**") {
-			text = "spiffe://" + segs[0] + "/x"
-		}
 	}
 	id, err := spiffeid.FromString(text)
 	if err != nil {
@@ -153,15 +187,30 @@ func (c *checker) subjects(subs, tds []Pattern) {
 	}
 }
 
+// paths validates path patterns: the segment syntax, and that the pattern
+// can match a canonical request path at all (a pattern with "//", a dot
+// segment or a non-canonical percent-encoding never would).
 func (c *checker) paths(ps []Pattern) {
 	for _, p := range ps {
-		if _, err := pathSegments([]Pattern{p}); err != nil {
+		segs, err := pathSegments([]Pattern{p})
+		if err != nil {
 			c.add(p.Pos, "invalid path pattern: %v", strings.TrimPrefix(err.Error(), p.Pos.String()+": "))
+			continue
+		}
+		sample := make([]string, len(segs[0]))
+		for i, s := range segs[0] {
+			if s == "*" || s == "**" {
+				s = "x"
+			}
+			sample[i] = s
+		}
+		if err := checkPath("/" + strings.Join(sample, "/")); err != nil {
+			c.add(p.Pos, "path pattern %q can never match a canonical request path: %v", p.Text, err)
 		}
 	}
 }
 
-// ruleShape is a rule's match, precomputed once for the pairwise checks.
+// ruleShape is a rule's match, precomputed once for the shadow checks.
 type ruleShape struct {
 	ok          bool // patterns valid (invalid ones are reported on their own)
 	subs, paths [][]string
@@ -176,40 +225,138 @@ func shape(r *AccessRule) ruleShape {
 	}
 	ms := slices.Clone(r.Methods)
 	slices.Sort(ms)
+	ms = slices.Compact(ms)
 	hs := make([]string, len(r.Headers))
 	for i, h := range r.Headers {
 		hs[i] = fmt.Sprintf("%s=%v:%s", h.Name, h.Present, h.Equals)
 	}
 	slices.Sort(hs)
-	sig := strings.Join([]string{strings.Join(texts(r.Subjects), " "), strings.Join(texts(r.TrustDomains), " "),
+	sig := strings.Join([]string{r.Access.String(), strings.Join(texts(r.Subjects), " "), strings.Join(texts(r.TrustDomains), " "),
 		strings.Join(texts(r.Paths), " "), strings.Join(ms, " "), strings.Join(hs, " ")}, "|")
 	return ruleShape{ok: true, subs: subs, paths: paths, sig: sig}
 }
 
+// accessRules checks the rules of one policy. Shadowing is found without
+// comparing every pair: earlier rules are indexed by their subject and path
+// patterns, each rule asks both indexes which earlier rules cover each of
+// its patterns, and only the rules in the smallest answer are compared in
+// full.
 func (c *checker) accessRules(rules []*AccessRule) {
+	subIdx, pathIdx := &pnode{}, &pnode{}
+	type sigKey struct {
+		sig    string
+		effect Effect
+	}
+	firstSig := map[sigKey]int{}
 	shapes := make([]ruleShape, len(rules))
 	for i, r := range rules {
-		shapes[i] = shape(r)
-	}
-	for i, r := range rules {
+		c.done++
+		if c.progress != nil && c.done%progressEvery == 0 {
+			c.progress("check", c.done, c.total)
+		}
 		c.ruleID(r.ID, r.Pos)
 		c.subjects(r.Subjects, r.TrustDomains)
 		c.paths(r.Paths)
-		if !shapes[i].ok || r.DryRun {
+		shapes[i] = shape(r)
+		sh := &shapes[i]
+		if !sh.ok || r.DryRun {
 			continue
 		}
-		for k, prev := range rules[:i] {
-			if prev.DryRun || prev.Access != r.Access || !shapes[k].ok {
-				continue
+		other := Deny
+		if r.Effect == Deny {
+			other = Allow
+		}
+		if k, ok := firstSig[sigKey{sh.sig, other}]; ok {
+			prev := rules[k]
+			c.add(r.Pos, "rule %q contradicts rule %q (%s): identical match with opposite effect", r.ID, prev.ID, prev.Pos)
+		} else if k := shadower(rules, shapes, subIdx, pathIdx, i); k >= 0 {
+			prev := rules[k]
+			c.add(r.Pos, "rule %q is shadowed by earlier rule %q (%s): it can never change a decision", r.ID, prev.ID, prev.Pos)
+		}
+		if _, ok := firstSig[sigKey{sh.sig, r.Effect}]; !ok {
+			firstSig[sigKey{sh.sig, r.Effect}] = i
+		}
+		for _, s := range sh.subs {
+			indexRule(subIdx, s, int32(i))
+		}
+		for _, p := range sh.paths {
+			indexRule(pathIdx, p, int32(i))
+		}
+	}
+}
+
+// shadower returns the earliest indexed rule that shadows rules[i] (same
+// access, same effect or a deny, covering every request rules[i] matches),
+// or -1. A shadowing rule covers each of rules[i]'s subject and path
+// patterns, so it is in every index answer: only the smallest is compared.
+func shadower(rules []*AccessRule, shapes []ruleShape, subIdx, pathIdx *pnode, i int) int {
+	r, sh := rules[i], &shapes[i]
+	var best []int32
+	first := true
+	for k, pats := range [2][][]string{sh.subs, sh.paths} {
+		idx := subIdx
+		if k == 1 {
+			idx = pathIdx
+		}
+		for _, y := range pats {
+			l := idx.coverers(y, nil)
+			if first || len(l) < len(best) {
+				best, first = l, false
 			}
-			switch {
-			case prev.Effect != r.Effect && shapes[k].sig == shapes[i].sig:
-				c.add(r.Pos, "rule %q contradicts rule %q (%s): identical match with opposite effect", r.ID, prev.ID, prev.Pos)
-			case (prev.Effect == r.Effect || prev.Effect == Deny) && covers(prev, r, &shapes[k], &shapes[i]):
-				c.add(r.Pos, "rule %q is shadowed by earlier rule %q (%s): it can never change a decision", r.ID, prev.ID, prev.Pos)
+			if len(best) == 0 {
+				return -1
 			}
 		}
 	}
+	slices.Sort(best)
+	best = slices.Compact(best)
+	for _, k := range best {
+		prev := rules[k]
+		if prev.Access != r.Access || !(prev.Effect == r.Effect || prev.Effect == Deny) {
+			continue
+		}
+		if covers(prev, r, &shapes[k], sh) {
+			return int(k)
+		}
+	}
+	return -1
+}
+
+// indexRule adds a rule's pattern to a shadow index: the compile-time
+// path trie, whose payloads are here rule indexes of one policy.
+func indexRule(t *pnode, segs []string, rule int32) {
+	n, rest := t.insert(segs)
+	if rest {
+		n.rest = appendOnce(n.rest, rule)
+	} else {
+		n.end = appendOnce(n.end, rule)
+	}
+}
+
+// coverers appends the rules having a pattern that covers pattern y (every
+// path y matches, it matches; see segCovers).
+func (t *pnode) coverers(y []string, out []int32) []int32 {
+	out = append(out, t.rest...)
+	if len(y) == 0 {
+		return append(out, t.end...)
+	}
+	s := y[0]
+	switch {
+	case s == "**":
+		// Only a pattern that ends in ** here covers y's rest.
+	case s == "*":
+		if t.wild != nil {
+			out = t.wild.coverers(y[1:], out)
+		}
+	default:
+		if n := t.lit[s]; n != nil {
+			out = n.coverers(y[1:], out)
+		}
+		if t.wild != nil && s != "" {
+			out = t.wild.coverers(y[1:], out)
+		}
+	}
+	return out
 }
 
 func texts(ps []Pattern) []string {

@@ -4,27 +4,54 @@ import "strings"
 
 // Reasons (constant strings so decisions never allocate).
 const (
-	ReasonRevokedID      = "caller SPIFFE ID is revoked"
-	ReasonRevokedDevice  = "device is revoked"
-	ReasonRevokedJTI     = "JWT-SVID jti is revoked"
-	ReasonDenyRule       = "denied by rule"
-	ReasonVersionMissing = "software version is unknown (version source gave nothing parseable)"
-	ReasonVersionRange   = "software version is outside the allowed range"
-	ReasonVersionDenied  = "software version is deny-listed"
-	ReasonAllowRule      = "allowed by rule"
-	ReasonDefaultDeny    = "no rule allows the request (default deny)"
+	ReasonRevokedID        = "caller SPIFFE ID is revoked"
+	ReasonRevokedPeer      = "mTLS peer SPIFFE ID is revoked"
+	ReasonRevokedDevice    = "device is revoked"
+	ReasonRevokedJTI       = "JWT-SVID jti is revoked"
+	ReasonIdentityConflict = "mTLS peer and JWT-SVID subject differ and the peer is not a trusted forwarder"
+	ReasonTargetConflict   = "request names two different target devices"
+	ReasonTargetEmpty      = "request names an empty target device"
+	ReasonTargetNoToken    = "request targets a device but carries no device token naming a device"
+	ReasonTargetMismatch   = "device token is for another device than the request targets"
+	ReasonDeviceIDTooLong  = "device id is longer than 128 bytes"
+	ReasonDenyRule         = "denied by rule"
+	ReasonVersionMissing   = "software version is unknown (version source gave no valid semantic version)"
+	ReasonVersionRange     = "software version is outside the allowed range"
+	ReasonVersionDenied    = "software version is deny-listed"
+	ReasonAllowRule        = "allowed by rule"
+	ReasonDefaultDeny      = "no rule allows the request (default deny)"
+)
+
+// MaxDeviceIDLen is the longest device id (token or target) the engine
+// accepts; longer ones are refused, so every id folds within a stack buffer.
+const MaxDeviceIDLen = 128
+
+// Why an access rule reached through the tries did not match (explain).
+const (
+	matchOK = iota
+	matchMethod
+	matchAccess
+	matchHeader
+	matchWorkloadWrite // a workload allow never allows a device write
 )
 
 type state struct {
-	e      *Engine
-	req    *Request
-	mbit   uint16
-	write  bool
-	device bool
+	e    *Engine
+	req  *Request
+	tr   *tracer // nil in Decide
+	path string  // request path without the leading "/" and the query
+	mbit uint16
+	// device: the request carries a device token or names a target;
+	// token: it carries a device token.
+	device, token, write bool
+
+	target                      string
+	targetConflict, targetEmpty bool
 
 	deny, allow, dryDeny, dryAllow int32
 	ver, dryVer                    int32
 	verReason                      string
+	audit                          bool // an enforced matching rule has audit: true
 }
 
 func minIdx(cur, i int32) int32 {
@@ -34,112 +61,126 @@ func minIdx(cur, i int32) int32 {
 	return cur
 }
 
-// next returns the first segment of s and the remainder.
-func next(s string) (seg, rest string) {
+// next returns the first segment of s and the remainder; last reports that
+// s has no further segment.
+func next(s string) (seg, rest string, last bool) {
 	if i := strings.IndexByte(s, '/'); i >= 0 {
-		return s[:i], s[i+1:]
+		return s[:i], s[i+1:], false
 	}
-	return s, ""
+	return s, "", true
 }
 
-func (st *state) walkPaths(n int32, path string, done bool) {
+// trimPath drops the leading "/" and the query of a request path.
+func trimPath(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	return strings.TrimPrefix(p, "/")
+}
+
+// walkPaths walks a path trie along the request path. Rule tries carry
+// rule indexes (considered); with targets, the target-template trie carries
+// the index of the segment naming the device.
+func (st *state) walkPaths(n int32, path string, done, targets bool) {
 	f := &st.e.f
 	nd := &f.nodes[n]
-	for _, i := range f.list(nd.rest) {
-		st.consider(i)
-	}
+	st.payload(f.list(nd.rest), targets)
 	if done {
-		for _, i := range f.list(nd.end) {
-			st.consider(i)
-		}
+		st.payload(f.list(nd.end), targets)
 		return
 	}
-	seg, rest := next(path)
-	last := !strings.Contains(path, "/")
+	seg, rest, last := next(path)
 	if c := f.child(n, seg); c != none {
-		st.walkPaths(c, rest, last)
+		st.walkPaths(c, rest, last, targets)
 	}
 	if nd.wild != none && seg != "" {
-		st.walkPaths(nd.wild, rest, last)
+		st.walkPaths(nd.wild, rest, last, targets)
+	}
+}
+
+func (st *state) payload(l []int32, targets bool) {
+	for _, i := range l {
+		if targets {
+			st.nameTarget(segmentAt(st.path, int(i)))
+		} else {
+			st.consider(i)
+		}
 	}
 }
 
 func (st *state) pathsFrom(n int32) {
-	if n == none {
-		return
+	if n != none {
+		st.walkPaths(n, st.path, st.path == "", false)
 	}
-	p := st.req.Path
-	if i := strings.IndexByte(p, '?'); i >= 0 {
-		p = p[:i]
-	}
-	p = strings.TrimPrefix(p, "/")
-	st.walkPaths(n, p, p == "")
 }
 
-func (st *state) walkSubjects(n int32, id string, done, versions bool) {
+// Subject walk modes.
+const (
+	walkRules    = 1 << iota // consider access rules
+	walkVersions             // check version rules
+)
+
+func (st *state) walkSubjects(n int32, id string, done bool, mode int) {
 	f := &st.e.f
 	nd := &f.nodes[n]
-	st.pathsFrom(nd.restPath)
-	if versions {
+	if mode&walkRules != 0 {
+		st.pathsFrom(nd.restPath)
+	}
+	if mode&walkVersions != 0 {
 		for _, v := range f.list(nd.restVers) {
 			st.checkVersion(v)
 		}
 	}
 	if done {
-		st.pathsFrom(nd.endPaths)
-		if versions {
+		if mode&walkRules != 0 {
+			st.pathsFrom(nd.endPaths)
+		}
+		if mode&walkVersions != 0 {
 			for _, v := range f.list(nd.endVers) {
 				st.checkVersion(v)
 			}
 		}
 		return
 	}
-	seg, rest := next(id)
-	last := !strings.Contains(id, "/")
+	seg, rest, last := next(id)
 	if c := f.child(n, seg); c != none {
-		st.walkSubjects(c, rest, last, versions)
+		st.walkSubjects(c, rest, last, mode)
 	}
 	if nd.wild != none && seg != "" {
-		st.walkSubjects(nd.wild, rest, last, versions)
+		st.walkSubjects(nd.wild, rest, last, mode)
 	}
 }
 
-func (st *state) subjects(root int32, versions bool) {
+// subjects walks a subject trie for one identity; anonymous requests only
+// reach rules open to any subject.
+func (st *state) subjects(root int32, id string, mode int) {
 	if root == none {
 		return
 	}
-	id, ok := strings.CutPrefix(st.req.SPIFFEID, "spiffe://")
-	if (!ok || id == "") && st.req.TrustDomain != "" {
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	if (!ok || rest == "") && id == "" && st.req.TrustDomain != "" {
 		// Only the trust domain is known (e.g. a JWT from a federated
 		// domain without a parsed ID): trust-domain rules may still match.
-		id, ok = st.req.TrustDomain, true
+		rest, ok = st.req.TrustDomain, true
 	}
-	if !ok || id == "" {
-		// Anonymous callers only match rules open to any subject.
-		st.pathsFrom(st.e.f.nodes[root].restPath)
+	if !ok || rest == "" {
+		if mode&walkRules != 0 {
+			st.pathsFrom(st.e.f.nodes[root].restPath)
+		}
 		return
 	}
-	st.walkSubjects(root, id, false, versions)
+	st.walkSubjects(root, rest, false, mode)
 }
 
 func (st *state) consider(i int32) {
+	why := st.match(i)
+	if st.tr != nil {
+		st.tr.rule(st, i, why)
+	}
+	if why != matchOK {
+		return
+	}
 	r := &st.e.rules[i]
-	if r.methods&st.mbit == 0 {
-		return
-	}
-	if r.access == AccessRead && st.write || r.access == AccessWrite && !st.write {
-		return
-	}
-	for k := range r.headers {
-		h := &r.headers[k]
-		if st.req.Headers == nil {
-			return
-		}
-		v, ok := st.req.Headers.Get(h.name)
-		if !ok || !h.present && v != h.equals {
-			return
-		}
-	}
 	switch {
 	case r.dryRun && r.effect == Deny:
 		st.dryDeny = minIdx(st.dryDeny, i)
@@ -147,9 +188,36 @@ func (st *state) consider(i int32) {
 		st.dryAllow = minIdx(st.dryAllow, i)
 	case r.effect == Deny:
 		st.deny = minIdx(st.deny, i)
+		st.audit = st.audit || r.audit
 	default:
 		st.allow = minIdx(st.allow, i)
+		st.audit = st.audit || r.audit
 	}
+}
+
+// match applies the conditions the tries do not index.
+func (st *state) match(i int32) int {
+	r := &st.e.rules[i]
+	if r.methods&st.mbit == 0 {
+		return matchMethod
+	}
+	if r.access == AccessRead && st.write || r.access == AccessWrite && !st.write {
+		return matchAccess
+	}
+	for k := range r.headers {
+		h := &r.headers[k]
+		if st.req.Headers == nil {
+			return matchHeader
+		}
+		v, ok := st.req.Headers.Get(h.name)
+		if !ok || !h.present && v != h.equals {
+			return matchHeader
+		}
+	}
+	if st.write && r.dev == nil && r.effect == Allow {
+		return matchWorkloadWrite
+	}
+	return matchOK
 }
 
 func (st *state) versionString(v *cversion) string {
@@ -173,37 +241,40 @@ func (st *state) versionString(v *cversion) string {
 	return ""
 }
 
-func (st *state) checkVersion(i int32) {
-	v := &st.e.versions[i]
-	s := st.versionString(v)
-	reason := ""
+// versionVerdict is "" when s satisfies v, else the reason it does not.
+func (v *cversion) verdict(s string) string {
 	pv, ok := parseVersion(s)
 	switch {
 	case !ok:
-		reason = ReasonVersionMissing
+		return ReasonVersionMissing
 	case !v.allowed.contains(pv):
-		reason = ReasonVersionRange
-	default:
-		for _, d := range v.deniedAll {
-			if pv.compare(d) == 0 && pv.pre == d.pre {
-				reason = ReasonVersionDenied
-			}
-		}
-		t := strings.TrimLeft(s, "vV")
-		for _, d := range v.deniedExt {
-			if t == d {
-				reason = ReasonVersionDenied
-			}
+		return ReasonVersionRange
+	}
+	for _, d := range v.deniedAll {
+		if pv.compare(d) == 0 {
+			return ReasonVersionDenied
 		}
 	}
-	if reason == "" {
-		return
+	for _, d := range v.deniedExt {
+		if pv.compare(d) == 0 && pv.build == d.build {
+			return ReasonVersionDenied
+		}
 	}
-	if v.dryRun {
+	return ""
+}
+
+func (st *state) checkVersion(i int32) {
+	v := &st.e.versions[i]
+	s := st.versionString(v)
+	reason := v.verdict(s)
+	if st.tr != nil {
+		st.tr.version(i, s, reason)
+	}
+	switch {
+	case reason == "":
+	case v.dryRun:
 		st.dryVer = minIdx(st.dryVer, i)
-		return
-	}
-	if st.ver < 0 || i < st.ver {
+	case st.ver < 0 || i < st.ver:
 		st.ver, st.verReason = i, reason
 	}
 }
@@ -228,15 +299,16 @@ func (c *cdevice) selects(r *Request) bool {
 	return true
 }
 
-// lookupFold looks s up in m, retrying with s lower-cased (ids such as
-// LFDIs arrive in either case). The retry lower-cases into a stack buffer;
-// the m[string(b)] form does not allocate.
+// lookupFold looks s up in m (whose keys are lower-case) with ASCII
+// letters folded; the lower-cased copy lives on the stack and the
+// m[string(b)] form does not allocate. Ids longer than MaxDeviceIDLen are
+// refused before any lookup.
 func lookupFold[V any](m map[string]V, s string) (V, bool) {
 	if v, ok := m[s]; ok {
 		return v, true
 	}
 	var zero V
-	var buf [128]byte
+	var buf [MaxDeviceIDLen]byte
 	if len(s) > len(buf) {
 		return zero, false
 	}
@@ -256,6 +328,26 @@ func lookupFold[V any](m map[string]V, s string) (V, bool) {
 	return v, ok
 }
 
+// equalFold compares device ids with ASCII letters folded.
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 'A' && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if y >= 'A' && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 func in(l []string, s string) bool {
 	for _, x := range l {
 		if x == s {
@@ -265,17 +357,50 @@ func in(l []string, s string) bool {
 	return false
 }
 
-func (e *Engine) isControl(c *cdevice, path string) bool {
-	if c.ctrl == none {
-		return false
+// nameTarget records one place naming the target device.
+func (st *state) nameTarget(id string) {
+	switch {
+	case id == "":
+		st.targetEmpty = true
+	case st.target == "":
+		st.target = id
+	case !equalFold(st.target, id):
+		st.targetConflict = true
 	}
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	return e.f.matchAny(c.ctrl, strings.TrimPrefix(path, "/"), path == "/" || path == "")
 }
 
-// devices calls fn-free loops over the device policies that may select r.
+// segmentAt returns segment k (0-based) of a path without its leading "/".
+func segmentAt(p string, k int) string {
+	for ; k > 0; k-- {
+		i := strings.IndexByte(p, '/')
+		if i < 0 {
+			return ""
+		}
+		p = p[i+1:]
+	}
+	seg, _, _ := next(p)
+	return seg
+}
+
+// targets collects every naming of the target device.
+func (st *state) targets() {
+	e, r := st.e, st.req
+	if r.TargetDeviceID != "" {
+		st.nameTarget(r.TargetDeviceID)
+	}
+	if e.target != none {
+		st.walkPaths(e.target, st.path, st.path == "", true)
+	}
+	if r.Headers != nil {
+		for _, h := range e.targetHeaders {
+			if v, ok := r.Headers.Get(h); ok {
+				st.nameTarget(v)
+			}
+		}
+	}
+}
+
+// devLists returns the device policies that may select r.
 func (e *Engine) devLists(r *Request) (byID, byClass []*cdevice) {
 	if r.DeviceID != "" {
 		byID, _ = lookupFold(e.devByID, r.DeviceID)
@@ -286,104 +411,148 @@ func (e *Engine) devLists(r *Request) (byID, byClass []*cdevice) {
 	return byID, byClass
 }
 
-// Decide evaluates req and fills d (which is reset first). It does not
-// allocate and is safe for concurrent use.
-func (e *Engine) Decide(req *Request, d *Decision) {
-	*d = Decision{}
-	if name, ok := e.revokedIDs[req.SPIFFEID]; ok && req.SPIFFEID != "" {
-		e.revoked(d, name, ReasonRevokedID)
-		return
-	}
-	if req.DeviceID != "" {
-		if name, ok := lookupFold(e.revokedDevices, req.DeviceID); ok {
-			e.revoked(d, name, ReasonRevokedDevice)
-			return
+func (rv *revocations) any() bool { return len(rv.ids) > 0 || len(rv.devices) > 0 || len(rv.jtis) > 0 }
+
+// revokedBy returns the Revocations document revoking an identity of r, and
+// why ("" when none).
+func (st *state) revokedBy(rv *revocations, caller string) (name, reason string) {
+	r := st.req
+	if caller != "" {
+		if n, ok := rv.ids[caller]; ok {
+			return n, ReasonRevokedID
 		}
 	}
-	if name, ok := e.revokedJTIs[req.JTI]; ok && req.JTI != "" {
-		e.revoked(d, name, ReasonRevokedJTI)
-		return
+	if r.PeerID != "" && r.PeerID != caller {
+		if n, ok := rv.ids[r.PeerID]; ok {
+			return n, ReasonRevokedPeer
+		}
 	}
+	for _, id := range [2]string{r.DeviceID, st.target} {
+		if id != "" {
+			if n, ok := lookupFold(rv.devices, id); ok {
+				return n, ReasonRevokedDevice
+			}
+		}
+	}
+	if r.JTI != "" {
+		if n, ok := rv.jtis[r.JTI]; ok {
+			return n, ReasonRevokedJTI
+		}
+	}
+	return "", ""
+}
 
-	st := state{e: e, req: req, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+// Decide evaluates req and fills d (which is reset first), following the
+// decision order of policies/README.md. It does not allocate and is safe
+// for concurrent use.
+func (e *Engine) Decide(req *Request, d *Decision) {
+	e.decide(req, d, nil)
+}
+
+func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
+	*d = Decision{}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+	end, pathErr := scanPath(req.Path)
+	if pathErr != nil {
+		st.path = trimPath(req.Path)
+	} else {
+		st.path = req.Path[1:end]
+	}
 	st.mbit = methodBit(req.Method)
 	if st.mbit == 0 {
 		st.mbit = methodOther
 	}
-	st.device = req.DeviceID != "" || req.DeviceClass != ""
-	var limit *cdevice
-	if st.device {
-		st.write = st.mbit&methodsSafe == 0
-		byID, byClass := e.devLists(req)
-		for pass := 0; pass < 2; pass++ {
-			for _, l := range [3][]*cdevice{byID, byClass, e.devAny} {
-				for _, c := range l {
-					if !c.selects(req) {
-						continue
-					}
-					if pass == 0 {
-						if !st.write && e.isControl(c, req.Path) {
-							st.write = true
-						}
-						if limit == nil && c.limit != nil {
-							limit = c
-						}
-						continue
-					}
-					st.subjects(c.subj, false)
-				}
-			}
-		}
-		if req.DeviceClass != "" {
-			for _, v := range e.verByClass[req.DeviceClass] {
-				st.checkVersion(v)
-			}
+	// Write is computed first, so every decision reports it.
+	if e.target != none || req.TargetDeviceID != "" || req.Headers != nil && len(e.targetHeaders) > 0 {
+		st.targets()
+	}
+	st.token = req.DeviceID != "" || req.DeviceClass != "" || req.DeviceVendor != "" || req.DeviceModel != "" || req.DeviceFirmware != ""
+	st.device = st.token || st.target != "" || st.targetConflict || st.targetEmpty
+	st.write = st.device && st.mbit&methodsSafe == 0 ||
+		e.ctrl != none && e.f.matchAny(e.ctrl, st.path, st.path == "")
+	d.Write, d.TargetDevice = st.write, st.target
+	caller := req.SPIFFEID
+	if caller == "" {
+		caller = req.PeerID
+	}
+
+	// 1. The path must be canonical.
+	if pathErr != nil {
+		e.refuse(d, pathErr.Error())
+		return
+	}
+	// 2. Revocations.
+	if e.anyRevoked {
+		if name, reason := st.revokedBy(&e.revoked, caller); name != "" {
+			e.refuse(d, reason)
+			d.addRule(name)
+			return
 		}
 	}
-	st.subjects(e.subj, true)
+	// 3. One caller per request.
+	if req.SPIFFEID != "" && req.PeerID != "" && req.SPIFFEID != req.PeerID && !req.Forwarded {
+		e.refuse(d, ReasonIdentityConflict)
+		return
+	}
+	// 4. The device token is bound to the device the request targets.
+	if st.device {
+		if reason := st.binding(); reason != "" {
+			e.refuse(d, reason)
+			return
+		}
+	}
 
-	d.Write = st.write
+	// 5. Version rules and 6. access rules, collected in one walk per
+	// identity: the caller's (rules and versions), the peer's (versions).
+	var limit *cdevice
+	if st.token {
+		limit = st.devicePolicies(caller)
+	}
+	st.subjects(e.subj, caller, walkRules|walkVersions)
+	if req.PeerID != "" && req.PeerID != caller {
+		st.subjects(e.subj, req.PeerID, walkVersions)
+	}
+	dryRevoked := ""
+	if e.anyDryRevoked {
+		dryRevoked, _ = st.revokedBy(&e.dryRevoked, caller)
+	}
+
 	switch {
-	case st.ver >= 0 || st.deny >= 0:
-		d.Reason = ReasonDenyRule
-		if st.ver >= 0 {
-			d.addRule(e.versions[st.ver].id)
-			d.Reason = st.verReason
-		}
-		if st.deny >= 0 {
-			r := &e.rules[st.deny]
-			d.addRule(r.id)
-			d.Audit = r.audit
-		}
-		d.Audit = d.Audit || st.write
+	case st.ver >= 0:
+		d.Reason, d.Audit = st.verReason, true
+		d.addRule(e.versions[st.ver].id)
+	case st.deny >= 0:
+		d.Reason, d.Audit = ReasonDenyRule, st.audit || st.write
+		d.addRule(e.rules[st.deny].id)
 	case st.allow >= 0:
 		r := &e.rules[st.allow]
-		d.Allow, d.Reason = true, ReasonAllowRule
+		d.Allow, d.Reason, d.Audit = true, ReasonAllowRule, st.audit || st.write
 		d.addRule(r.id)
-		d.Audit = r.audit || st.write
 		if st.write {
-			lc := limit
 			if r.dev != nil && r.dev.limit != nil {
-				lc = r.dev
+				limit = r.dev
 			}
-			if lc != nil {
-				d.HasRateLimit, d.RateLimit = true, *lc.limit
+			if limit != nil {
+				d.HasRateLimit, d.RateLimit = true, *limit.limit
 				d.RateLimitKey = req.DeviceID
 				if d.RateLimitKey == "" {
 					d.RateLimitKey = req.DeviceClass
 				}
 			}
 		}
+		// Would the dry-run rules have denied it?
 		switch {
+		case dryRevoked != "":
+			d.DryRun, d.DryRunRule = true, dryRevoked
 		case st.dryVer >= 0:
 			d.DryRun, d.DryRunRule = true, e.versions[st.dryVer].id
 		case st.dryDeny >= 0:
 			d.DryRun, d.DryRunRule = true, e.rules[st.dryDeny].id
 		}
 	default:
-		d.Reason = ReasonDefaultDeny
-		d.Audit = st.write
-		if st.dryAllow >= 0 {
+		d.Reason, d.Audit = ReasonDefaultDeny, st.write
+		// Would a dry-run allow have allowed it (nothing dry-run denying)?
+		if st.dryAllow >= 0 && dryRevoked == "" && st.dryVer < 0 && st.dryDeny < 0 {
 			d.DryRun, d.DryRunRule = true, e.rules[st.dryAllow].id
 		}
 	}
@@ -392,7 +561,55 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 	}
 }
 
-func (e *Engine) revoked(d *Decision, name, reason string) {
+// binding returns why the device token is not bound to the device the
+// request names, or "".
+func (st *state) binding() string {
+	id := st.req.DeviceID
+	switch {
+	case len(id) > MaxDeviceIDLen || len(st.target) > MaxDeviceIDLen:
+		return ReasonDeviceIDTooLong
+	case st.targetConflict:
+		return ReasonTargetConflict
+	case st.targetEmpty:
+		return ReasonTargetEmpty
+	case st.target != "" && id == "":
+		return ReasonTargetNoToken
+	case st.target != "" && !equalFold(st.target, id):
+		return ReasonTargetMismatch
+	}
+	return ""
+}
+
+// devicePolicies walks the rules of every DevicePolicy selecting the
+// token's device, checks the device class's version rules, and returns the
+// first selecting policy (document order) with a write rate limit.
+func (st *state) devicePolicies(caller string) (limit *cdevice) {
+	e, req := st.e, st.req
+	byID, byClass := e.devLists(req)
+	for _, l := range [3][]*cdevice{byID, byClass, e.devAny} {
+		for _, c := range l {
+			sel := c.selects(req)
+			if st.tr != nil {
+				st.tr.device(c, sel)
+			}
+			if !sel {
+				continue
+			}
+			if c.limit != nil && (limit == nil || c.order < limit.order) {
+				limit = c
+			}
+			st.subjects(c.subj, caller, walkRules)
+		}
+	}
+	if req.DeviceClass != "" {
+		for _, v := range e.verByClass[req.DeviceClass] {
+			st.checkVersion(v)
+		}
+	}
+	return limit
+}
+
+// refuse fills a deny decided before the rules (always audited).
+func (e *Engine) refuse(d *Decision, reason string) {
 	d.Reason, d.Audit = reason, true
-	d.addRule(name)
 }

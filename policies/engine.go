@@ -76,7 +76,7 @@ type crule struct {
 	methods uint16
 	access  Access
 	headers []hdr
-	dev     *cdevice
+	dev     *cdevice // nil for workload rules
 }
 
 type cversion struct {
@@ -85,41 +85,57 @@ type cversion struct {
 	source    VersionSource
 	allowed   versionRange
 	deniedAll []version // deny every build of these versions
-	deniedExt []string  // deny exactly these version strings (with +build)
+	deniedExt []version // deny exactly these builds
 }
 
 type cdevice struct {
 	name     string
-	ids      map[string]bool
+	order    int32           // index in Engine.devices (document order)
+	ids      map[string]bool // lower-case; nil = any id
 	classes  []string
 	vendors  []string
 	models   []string
 	firmware versionRange
 	hasFW    bool
 	limit    *RateLimit
-	ctrl     int32 // control-path trie root in the forest, or none
 	subj     int32 // subject trie root in the forest
 
-	// Pointer tries while compiling; nil afterwards.
-	control  *pnode
-	subjects *snode
+	subjects *snode // the pointer trie while compiling; nil afterwards
+}
+
+// revocations maps revoked identities to the name of the (earliest)
+// Revocations document listing them; device ids are lower-case.
+type revocations struct {
+	ids, devices, jtis map[string]string
+}
+
+func newRevocations() revocations {
+	return revocations{ids: map[string]string{}, devices: map[string]string{}, jtis: map[string]string{}}
 }
 
 // Engine is a compiled, immutable policy set. Decide is safe for concurrent use.
 type Engine struct {
-	rules    []crule
+	rules    []crule // workload and device rules in source order
 	versions []cversion
 	devices  []*cdevice
 	f        forest
 	subj     int32  // root of the workload and version subject trie
 	subjects *snode // that trie while compiling; nil afterwards
 
+	// Every DevicePolicy's controlPaths in one trie (payload unused), and
+	// every target path template in another (payload: the index of the
+	// segment naming the device); none when absent.
+	ctrl, target            int32
+	controlTrie, targetTrie *pnode // while compiling
+	targetHeaders           []string
+
 	devByID    map[string][]*cdevice
 	devByClass map[string][]*cdevice
 	devAny     []*cdevice
 	verByClass map[string][]int32
 
-	revokedIDs, revokedDevices, revokedJTIs map[string]string // → revocation policy name
+	revoked, dryRevoked       revocations
+	anyRevoked, anyDryRevoked bool // so Decide skips empty tables
 
 	trustDomains map[string][]byte
 	counts       Counts
@@ -278,14 +294,44 @@ func pathSegments(paths []Pattern) ([][]string, error) {
 // Compile builds an Engine from a set (normally one returned by Load).
 func Compile(s *Set) (*Engine, error) {
 	e := &Engine{subjects: &snode{}, devByID: map[string][]*cdevice{}, devByClass: map[string][]*cdevice{},
-		verByClass: map[string][]int32{}, revokedIDs: map[string]string{}, revokedDevices: map[string]string{},
-		revokedJTIs: map[string]string{}, trustDomains: map[string][]byte{}}
+		verByClass: map[string][]int32{}, revoked: newRevocations(), dryRevoked: newRevocations(),
+		trustDomains: map[string][]byte{}, controlTrie: &pnode{}, targetTrie: &pnode{}}
+	devs := make([]*cdevice, len(s.Devices))
+	for i, d := range s.Devices {
+		c, err := e.addDevice(d)
+		if err != nil {
+			return nil, err
+		}
+		devs[i] = c
+	}
+	// Rules of every kind are numbered in source order (file, then
+	// position), so "the earliest matching rule" means the same across
+	// WorkloadPolicy and DevicePolicy documents.
+	type entry struct {
+		r   *AccessRule
+		dev *cdevice
+	}
+	var all []entry
 	for _, w := range s.Workloads {
 		for _, r := range w.Rules {
-			if err := e.addRule(e.subjects, r, nil); err != nil {
-				return nil, err
-			}
-			e.counts.WorkloadRules++
+			all = append(all, entry{r, nil})
+		}
+		e.counts.WorkloadRules += len(w.Rules)
+	}
+	for i, d := range s.Devices {
+		for _, r := range d.Rules {
+			all = append(all, entry{r, devs[i]})
+		}
+		e.counts.DeviceRules += len(d.Rules)
+	}
+	slices.SortStableFunc(all, func(a, b entry) int { return comparePos(a.r.Pos, b.r.Pos) })
+	for _, en := range all {
+		root := e.subjects
+		if en.dev != nil {
+			root = en.dev.subjects
+		}
+		if err := e.addRule(root, en.r, en.dev); err != nil {
+			return nil, err
 		}
 	}
 	for _, v := range s.Versions {
@@ -295,20 +341,19 @@ func Compile(s *Set) (*Engine, error) {
 			}
 		}
 	}
-	for _, d := range s.Devices {
-		if err := e.addDevice(d); err != nil {
-			return nil, err
-		}
-	}
 	for _, r := range s.Revocations {
+		rv := &e.revoked
+		if r.DryRun {
+			rv = &e.dryRevoked
+		}
 		for _, p := range r.SPIFFEIDs {
-			e.revokedIDs[p.Text] = r.Name
+			putFirst(rv.ids, p.Text, r.Name)
 		}
 		for _, p := range r.DeviceIDs {
-			e.revokedDevices[strings.ToLower(p.Text)] = r.Name
+			putFirst(rv.devices, asciiLower(p.Text), r.Name)
 		}
 		for _, p := range r.JTIs {
-			e.revokedJTIs[p.Text] = r.Name
+			putFirst(rv.jtis, p.Text, r.Name)
 		}
 		e.counts.Revocations += len(r.SPIFFEIDs) + len(r.DeviceIDs) + len(r.JTIs)
 	}
@@ -316,26 +361,115 @@ func Compile(s *Set) (*Engine, error) {
 		e.trustDomains[td.Name] = td.JWKS
 	}
 	e.counts.TrustDomains = len(s.TrustDomains)
+	slices.Sort(e.targetHeaders)
+	e.targetHeaders = slices.Compact(e.targetHeaders)
+	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
 	e.flatten()
 	return e, nil
 }
 
+// comparePos orders positions by file name, line and column: the order in
+// which Parse reads documents.
+func comparePos(a, b Pos) int {
+	if c := strings.Compare(a.File, b.File); c != 0 {
+		return c
+	}
+	if a.Line != b.Line {
+		return a.Line - b.Line
+	}
+	return a.Col - b.Col
+}
+
+func putFirst(m map[string]string, k, v string) {
+	if _, ok := m[k]; !ok {
+		m[k] = v
+	}
+}
+
+// asciiLower lower-cases ASCII letters only (device ids fold this way, so
+// no Unicode case mapping can make two ids equal).
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for k := i; k < len(b); k++ {
+				if b[k] >= 'A' && b[k] <= 'Z' {
+					b[k] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
 // flatten moves the pointer tries into the forest.
 func (e *Engine) flatten() {
+	// Size the arrays once: a large set would otherwise copy them log n
+	// times while growing.
+	var sz forestSize
+	sz.subjects(e.subjects)
+	for _, c := range e.devices {
+		sz.subjects(c.subjects)
+	}
+	sz.paths(e.controlTrie)
+	sz.paths(e.targetTrie)
+	e.f.nodes = make([]fnode, 0, sz.nodes)
+	e.f.edges = make([]fedge, 0, sz.edges)
+	e.f.ints = make([]int32, 0, sz.ints)
 	e.subj = e.f.addSubjects(e.subjects)
 	e.subjects = nil
 	for _, c := range e.devices {
 		c.subj = e.f.addSubjects(c.subjects)
-		c.ctrl = none
-		if c.control != nil && (len(c.control.lit) > 0 || c.control.wild != nil || len(c.control.end) > 0 || len(c.control.rest) > 0) {
-			c.ctrl = e.f.addPaths(c.control)
-		}
-		c.subjects, c.control = nil, nil
+		c.subjects = nil
 	}
+	e.ctrl, e.target = none, none
+	if !e.controlTrie.empty() {
+		e.ctrl = e.f.addPaths(e.controlTrie)
+	}
+	if !e.targetTrie.empty() {
+		e.target = e.f.addPaths(e.targetTrie)
+	}
+	e.controlTrie, e.targetTrie = nil, nil
 	// The arrays are final: drop append slack.
 	e.f.nodes = slices.Clip(e.f.nodes)
 	e.f.edges = slices.Clip(e.f.edges)
 	e.f.ints = slices.Clip(e.f.ints)
+}
+
+// forestSize counts what flattening pointer tries will append.
+type forestSize struct{ nodes, edges, ints int }
+
+func (z *forestSize) paths(n *pnode) {
+	if n == nil {
+		return
+	}
+	z.nodes++
+	z.edges += len(n.lit)
+	z.ints += len(n.end) + len(n.rest)
+	for _, c := range n.lit {
+		z.paths(c)
+	}
+	z.paths(n.wild)
+}
+
+func (z *forestSize) subjects(n *snode) {
+	if n == nil {
+		return
+	}
+	z.nodes++
+	z.edges += len(n.lit)
+	z.ints += len(n.endVers) + len(n.restVers)
+	for _, c := range n.lit {
+		z.subjects(c)
+	}
+	z.subjects(n.wild)
+	z.paths(n.endPaths)
+	z.paths(n.restPath)
+}
+
+func (n *pnode) empty() bool {
+	return len(n.lit) == 0 && n.wild == nil && len(n.end) == 0 && len(n.rest) == 0
 }
 
 func (e *Engine) addRule(root *snode, r *AccessRule, dev *cdevice) error {
@@ -406,7 +540,7 @@ func (e *Engine) addVersion(r *VersionRule) error {
 			return fmt.Errorf("%s: denied: invalid version %q", d.Pos, d.Text)
 		}
 		if v.build != "" {
-			c.deniedExt = append(c.deniedExt, strings.TrimLeft(d.Text, "vV"))
+			c.deniedExt = append(c.deniedExt, v)
 		} else {
 			c.deniedAll = append(c.deniedAll, v)
 		}
@@ -435,50 +569,102 @@ func (e *Engine) addVersion(r *VersionRule) error {
 	return nil
 }
 
-func (e *Engine) addDevice(d *DevicePolicy) error {
-	c := &cdevice{name: d.Name, classes: d.Devices.Classes, vendors: d.Devices.Vendors, models: d.Devices.Models,
-		limit: d.WriteLimit, subjects: &snode{}, control: &pnode{}}
+// addDevice compiles a device policy's selector, target and control paths;
+// its rules are added in source order by Compile. A dry-run policy only
+// contributes its (dry-run) rules: its target, control paths and rate
+// limit would change decisions.
+func (e *Engine) addDevice(d *DevicePolicy) (*cdevice, error) {
+	c := &cdevice{name: d.Name, order: int32(len(e.devices)), classes: d.Devices.Classes, vendors: d.Devices.Vendors,
+		models: d.Devices.Models, limit: d.WriteLimit, subjects: &snode{}}
+	if d.DryRun {
+		c.limit = nil
+		d = &DevicePolicy{Meta: d.Meta, Devices: d.Devices, Rules: d.Rules}
+	}
 	if d.Devices.Firmware != "" {
 		vr, err := parseRange(d.Devices.Firmware)
 		if err != nil {
-			return fmt.Errorf("%s: firmware: %w", d.Devices.Pos, err)
+			return nil, fmt.Errorf("%s: firmware: %w", d.Devices.Pos, err)
 		}
 		c.firmware, c.hasFW = vr, true
 	}
 	if len(d.ControlPaths) > 0 {
 		segs, err := pathSegments(d.ControlPaths)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, s := range segs {
-			n, rest := c.control.insert(s)
+			n, rest := e.controlTrie.insert(s)
 			if rest {
-				n.rest = append(n.rest, 0)
+				n.rest = appendOnce(n.rest, 0)
 			} else {
-				n.end = append(n.end, 0)
+				n.end = appendOnce(n.end, 0)
 			}
 		}
 	}
-	e.devices = append(e.devices, c)
-	for _, r := range d.Rules {
-		if err := e.addRule(c.subjects, r, c); err != nil {
-			return err
+	if t := d.Target; t != nil {
+		for _, p := range t.Paths {
+			segs, k, err := targetSegments(p)
+			if err != nil {
+				return nil, err
+			}
+			n, rest := e.targetTrie.insert(segs)
+			if rest {
+				n.rest = appendOnce(n.rest, int32(k))
+			} else {
+				n.end = appendOnce(n.end, int32(k))
+			}
 		}
-		e.counts.DeviceRules++
+		if t.Header != "" {
+			e.targetHeaders = append(e.targetHeaders, strings.ToLower(t.Header))
+		}
 	}
+	e.devices = append(e.devices, c)
 	switch {
 	case len(d.Devices.IDs) > 0:
 		c.ids = map[string]bool{}
 		for _, id := range d.Devices.IDs {
-			c.ids[id] = true
-			e.devByID[id] = append(e.devByID[id], c)
+			id = asciiLower(id)
+			if !c.ids[id] {
+				c.ids[id] = true
+				e.devByID[id] = append(e.devByID[id], c)
+			}
 		}
 	case len(c.classes) > 0:
+		seen := map[string]bool{}
 		for _, cl := range c.classes {
-			e.devByClass[cl] = append(e.devByClass[cl], c)
+			if !seen[cl] {
+				seen[cl] = true
+				e.devByClass[cl] = append(e.devByClass[cl], c)
+			}
 		}
 	default:
 		e.devAny = append(e.devAny, c)
 	}
-	return nil
+	return c, nil
+}
+
+// targetSegments splits a target path template; exactly one segment is a
+// {param}, whose index is returned.
+func targetSegments(p Pattern) ([]string, int, error) {
+	segs, err := pathSegments([]Pattern{p})
+	if err != nil {
+		return nil, 0, err
+	}
+	k := -1
+	raw := strings.Split(strings.TrimPrefix(p.Text, "/"), "/")
+	for i, s := range raw {
+		switch {
+		case len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}':
+			if k >= 0 {
+				return nil, 0, fmt.Errorf("%s: target path %q: more than one {param} segment", p.Pos, p.Text)
+			}
+			k = i
+		case s == "*":
+			return nil, 0, fmt.Errorf("%s: target path %q: use {param} for the device segment and literal segments elsewhere", p.Pos, p.Text)
+		}
+	}
+	if k < 0 {
+		return nil, 0, fmt.Errorf("%s: target path %q needs one {param} segment naming the device", p.Pos, p.Text)
+	}
+	return segs[0], k, nil
 }

@@ -2,7 +2,6 @@ package policies
 
 import (
 	"slices"
-	"strings"
 )
 
 // A forest holds every trie of a compiled engine — the workload subject trie,
@@ -135,8 +134,7 @@ func (f *forest) matchAny(n int32, path string, done bool) bool {
 	if done {
 		return !nd.end.empty()
 	}
-	seg, rest := next(path)
-	last := !strings.Contains(path, "/")
+	seg, rest, last := next(path)
 	if c := f.child(n, seg); c != none && f.matchAny(c, rest, last) {
 		return true
 	}

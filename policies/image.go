@@ -27,7 +27,7 @@ const ImageFile = "compiled/engine.bin"
 const ImageMagic = "MGENGINE"
 
 // imageVersion is bumped on any change of the layout.
-const imageVersion = 1
+const imageVersion = 2
 
 // ErrImage is wrapped by every UnmarshalEngine error.
 var ErrImage = errors.New("invalid engine image")
@@ -70,11 +70,12 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.str(v.source.JWTClaim)
 		w.str(v.source.Header)
 		w.vrange(v.allowed)
-		w.uint(uint64(len(v.deniedAll)))
-		for _, d := range v.deniedAll {
-			w.version(d)
+		for _, l := range [2][]version{v.deniedAll, v.deniedExt} {
+			w.uint(uint64(len(l)))
+			for _, d := range l {
+				w.version(d)
+			}
 		}
-		w.strs(v.deniedExt)
 	}
 	w.uint(uint64(len(e.devices)))
 	for _, c := range e.devices {
@@ -99,7 +100,6 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			w.b = binary.LittleEndian.AppendUint64(w.b, math.Float64bits(c.limit.PerSecond))
 			w.uint(uint64(c.limit.Burst))
 		}
-		w.ref(c.ctrl)
 		w.ref(c.subj)
 	}
 	w.devMap(e.devByID, devIdx)
@@ -114,7 +114,9 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.str(k)
 		w.ints(e.verByClass[k])
 	}
-	for _, m := range []map[string]string{e.revokedIDs, e.revokedDevices, e.revokedJTIs} {
+	w.strs(e.targetHeaders)
+	for _, m := range []map[string]string{e.revoked.ids, e.revoked.devices, e.revoked.jtis,
+		e.dryRevoked.ids, e.dryRevoked.devices, e.dryRevoked.jtis} {
 		keys := sortedKeys(m)
 		w.uint(uint64(len(keys)))
 		for _, k := range keys {
@@ -129,6 +131,8 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.str(string(e.trustDomains[k]))
 	}
 	w.ref(e.subj)
+	w.ref(e.ctrl)
+	w.ref(e.target)
 	if err := w.forest(&e.f); err != nil {
 		return nil, err
 	}
@@ -178,10 +182,10 @@ func (w *imgWriter) version(v version) {
 
 func (w *imgWriter) vrange(r versionRange) {
 	w.uint(uint64(len(r)))
-	for _, alt := range r {
-		w.uint(uint64(len(alt)))
-		for _, c := range alt {
-			w.b = append(w.b, byte(c.op))
+	for _, g := range r {
+		w.uint(uint64(len(g.cmps)))
+		for _, c := range g.cmps {
+			w.b = append(w.b, byte(c.op), c.dirty)
 			w.version(c.v)
 		}
 	}
@@ -318,13 +322,14 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		v.dryRun, v.source.DeviceFirmware, v.source.PeerLabel = r.byte() != 0, r.byte() != 0, r.byte() != 0
 		v.source.JWTClaim, v.source.Header = r.str(), r.str()
 		v.allowed = r.vrange()
-		if n := r.count(5); n > 0 {
-			v.deniedAll = make([]version, n)
-			for k := range v.deniedAll {
-				v.deniedAll[k] = r.version()
+		for _, l := range [2]*[]version{&v.deniedAll, &v.deniedExt} {
+			if n := r.count(5); n > 0 {
+				*l = make([]version, n)
+				for k := range *l {
+					(*l)[k] = r.version()
+				}
 			}
 		}
-		v.deniedExt = r.strs()
 	}
 	nd := r.count(10)
 	e.devices = make([]*cdevice, nd)
@@ -332,7 +337,7 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 	for i := range devs {
 		c := &devs[i]
 		e.devices[i] = c
-		c.name = r.str()
+		c.name, c.order = r.str(), int32(i)
 		if n := r.int(math.MaxInt32); n > 0 {
 			n--
 			if n > r.left() {
@@ -351,7 +356,7 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 			bits := r.fixed64()
 			c.limit = &RateLimit{PerSecond: math.Float64frombits(bits), Burst: uint32(r.int(math.MaxUint32))}
 		}
-		c.ctrl, c.subj = r.ref(), r.ref()
+		c.subj = r.ref()
 	}
 	for i, ref := range devRefs {
 		switch {
@@ -376,7 +381,9 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		l := r.ints(nv)
 		e.verByClass[k] = l
 	}
-	maps := []*map[string]string{&e.revokedIDs, &e.revokedDevices, &e.revokedJTIs}
+	e.targetHeaders = r.strs()
+	maps := []*map[string]string{&e.revoked.ids, &e.revoked.devices, &e.revoked.jtis,
+		&e.dryRevoked.ids, &e.dryRevoked.devices, &e.dryRevoked.jtis}
 	for _, m := range maps {
 		n := r.count(2)
 		*m = make(map[string]string, n)
@@ -391,7 +398,8 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		k := r.str()
 		e.trustDomains[k] = []byte(r.str())
 	}
-	e.subj = r.ref()
+	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
+	e.subj, e.ctrl, e.target = r.ref(), r.ref(), r.ref()
 	r.forest(e, nv)
 	if r.err == nil && r.off != len(r.s) {
 		r.fail("%d trailing bytes", len(r.s)-r.off)
@@ -536,6 +544,8 @@ func (r *imgReader) version() version {
 	return version{major: r.uint(), minor: r.uint(), patch: r.uint(), pre: r.str(), build: r.str()}
 }
 
+// vrange reads a version range; each group's pre-release flag is derived
+// from its comparisons, as parseRange derives it.
 func (r *imgReader) vrange() versionRange {
 	n := r.count(1)
 	if n == 0 {
@@ -543,17 +553,22 @@ func (r *imgReader) vrange() versionRange {
 	}
 	vr := make(versionRange, n)
 	for i := range vr {
-		m := r.count(6)
+		m := r.count(7)
 		if m == 0 {
+			if r.err == nil {
+				r.fail("empty version range group")
+			}
 			continue
 		}
-		vr[i] = make([]comparison, m)
-		for k := range vr[i] {
-			op := op(r.byte())
-			if r.err == nil && op > opLE {
-				r.fail("version operator %d", op)
+		g := &vr[i]
+		g.cmps = make([]comparison, m)
+		for k := range g.cmps {
+			o, dirty := op(r.byte()), r.byte()
+			if r.err == nil && (o > opMax || dirty > dirtyAll) {
+				r.fail("version operator %d, flags %#x", o, dirty)
 			}
-			vr[i][k] = comparison{op: op, v: r.version()}
+			g.cmps[k] = comparison{op: o, dirty: dirty, v: r.version()}
+			g.pre = g.pre || g.cmps[k].v.pre != ""
 		}
 	}
 	return vr
@@ -565,7 +580,7 @@ func (r *imgReader) dev(devs []*cdevice) *cdevice {
 		r.fail("device %d of %d", i, len(devs))
 	}
 	if r.err != nil {
-		return &cdevice{ctrl: none, subj: none}
+		return &cdevice{subj: none}
 	}
 	return devs[i]
 }
@@ -590,7 +605,11 @@ const (
 	kindSubject
 	kindPath
 	kindControl
+	kindTarget
 )
+
+// maxTargetSegment bounds the segment index a target template names.
+const maxTargetSegment = 1 << 16
 
 func (r *imgReader) forest(e *Engine, nVersions int) {
 	f := &e.f
@@ -675,9 +694,10 @@ func (r *imgReader) forest(e *Engine, nVersions int) {
 		kind[n] = k
 	}
 	claim(e.subj, kindSubject, "subject root")
+	claim(e.ctrl, kindControl, "control paths")
+	claim(e.target, kindTarget, "target paths")
 	for i, c := range e.devices {
 		claim(c.subj, kindSubject, fmt.Sprintf("device %d subjects", i))
-		claim(c.ctrl, kindControl, fmt.Sprintf("device %d control paths", i))
 	}
 	for id := range f.nodes {
 		if r.err != nil {
@@ -713,6 +733,8 @@ func (r *imgReader) forest(e *Engine, nVersions int) {
 			limit = len(e.rules)
 		case kindControl:
 			limit = math.MaxInt32
+		case kindTarget:
+			limit = maxTargetSegment
 		}
 		if n.endPaths != none || n.restPath != none || !n.endVers.empty() || !n.restVers.empty() {
 			r.fail("path node %d has subject payload", id)

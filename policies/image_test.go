@@ -96,7 +96,8 @@ func TestImageRejectsDamage(t *testing.T) {
 	}
 	cases := map[string][]byte{
 		"no magic":       []byte("MGENGINX" + string(img[8:])),
-		"future version": append([]byte(ImageMagic+"\x02"), img[9:]...),
+		"future version": append([]byte(ImageMagic+"\x03"), img[9:]...),
+		"old version":    append([]byte(ImageMagic+"\x01"), img[9:]...),
 		"trailing byte":  append(append([]byte(nil), img...), 0),
 	}
 	for name, b := range cases {
@@ -166,4 +167,44 @@ func BenchmarkUnmarshalEngine(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestImageBindingTables round-trips the tables device binding, control
+// paths, dry-run revocations and wildcard ranges use, and compares
+// decisions over requests that exercise them.
+func TestImageBindingTables(t *testing.T) {
+	e := mustEngine(t, devicePolicies+`---
+apiVersion: meshguard.io/v1
+kind: Revocations
+metadata: {name: trial, dryRun: true}
+spec:
+  spiffeIDs: [spiffe://grid.example/ns/ops/sa/admin]
+---
+apiVersion: meshguard.io/v1
+kind: VersionPolicy
+metadata: {name: v}
+spec:
+  rules:
+    - {name: inv, deviceClasses: [inverter], source: {deviceFirmware: true}, allowed: "3.x || >=4.0.0-0 <5", denied: [3.1.4+b1, 3.2.0]}
+`)
+	d, _ := roundTrip(t, e)
+	n := 0
+	for _, id := range []string{"", "spiffe://grid.example/ns/ops/sa/admin", ctl} {
+		for _, dev := range []string{"", "inv-1", "INV-666", "3E4F45AB31EDFE5B67E343E5E4562E31984E23E5"} {
+			for _, fw := range []string{"3.1.4+b1", "3.1.4", "3.2.0", "4.1.0-rc.1", "2.0.0"} {
+				for _, p := range []string{"/v1/inverters/inv-1/setpoint", "/v1/inverters/inv-1/control/x", "/v1/inverters/inv-2/status", "/v1/meters/m/disconnect", "/v1/x"} {
+					for _, m := range []string{"GET", "POST"} {
+						req := &Request{SPIFFEID: id, DeviceID: dev, DeviceClass: "inverter", DeviceVendor: "voltwerk", DeviceFirmware: fw,
+							Method: m, Path: p, Headers: Map{"x-device-id": dev}}
+						var a, b Decision
+						e.Decide(req, &a)
+						d.Decide(req, &b)
+						require.Equal(t, a, b, "%+v", req)
+						n++
+					}
+				}
+			}
+		}
+	}
+	assert.Equal(t, 600, n)
 }

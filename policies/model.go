@@ -1,7 +1,9 @@
 // Package policies implements the meshguard policy language: a versioned,
 // multi-document YAML format parsed with file:line:col positions, a checker
 // for semantic mistakes, and a compiler to an indexed Engine whose Decide
-// method is allocation-free and safe for concurrent use. The same package
+// method is allocation-free and safe for concurrent use, together with the
+// canonical request-path procedure (CanonicalPath) every decision relies
+// on. policies/README.md specifies the language and the decision. The same package
 // builds for GOOS=wasip1 GOARCH=wasm and runs inside the guard filter, which
 // loads engine images (UnmarshalEngine) only: the language front end (Parse,
 // Check, Load, RunTests and their YAML and semver dependencies) is not built
@@ -172,11 +174,20 @@ type RateLimit struct {
 	Burst     uint32
 }
 
+// DeviceTarget says where a request names the device it acts on, so a
+// device token can be bound to that device.
+type DeviceTarget struct {
+	Paths  []Pattern // path templates with exactly one {param} segment: the device id
+	Header string    // a request header carrying the device id (lower-cased)
+	Pos    Pos
+}
+
 // DevicePolicy controls reads and writes to IoT devices.
 type DevicePolicy struct {
 	Meta
 	Devices      DeviceSelector
-	ControlPaths []Pattern // paths that count as writes whatever the method
+	Target       *DeviceTarget // nil: the policy names no target
+	ControlPaths []Pattern     // paths that count as writes whatever the method
 	WriteLimit   *RateLimit
 	Rules        []*AccessRule
 }
@@ -211,9 +222,12 @@ type TestCase struct {
 
 // Expect is the expected part of a decision; nil fields are not compared.
 type Expect struct {
-	Allow     *bool
-	Rule      *string
-	Audit     *bool
-	DryRun    *bool
-	RateLimit *RateLimit
+	Allow      *bool
+	Rule       *string
+	Reason     *string
+	Audit      *bool
+	DryRun     *bool
+	DryRunRule *string
+	Write      *bool
+	RateLimit  *RateLimit
 }

@@ -17,13 +17,20 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Error is one problem in a policy file.
+// Error is one problem in a policy file; a Warning does not make the set
+// invalid.
 type Error struct {
-	Pos Pos
-	Msg string
+	Pos     Pos
+	Msg     string
+	Warning bool
 }
 
-func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+func (e *Error) Error() string {
+	if e.Warning {
+		return e.Pos.String() + ": warning: " + e.Msg
+	}
+	return e.Pos.String() + ": " + e.Msg
+}
 
 // ErrorList is every problem found, sorted by position.
 type ErrorList []*Error
@@ -63,9 +70,12 @@ func (l ErrorList) err() error {
 
 // Load parses and checks policy files (name → content) and returns the set,
 // or an ErrorList with every problem found.
-func Load(files map[string][]byte) (*Set, error) {
-	s, errs := Parse(files)
-	errs = append(errs, Check(s)...)
+func Load(files map[string][]byte) (*Set, error) { return LoadProgress(files, nil) }
+
+// LoadProgress is Load reporting progress (nil: none).
+func LoadProgress(files map[string][]byte, progress Progress) (*Set, error) {
+	s, errs := ParseProgress(files, progress)
+	errs = append(errs, CheckProgress(s, progress)...)
 	if err := errs.err(); err != nil {
 		return nil, err
 	}
@@ -117,14 +127,20 @@ func ReadPaths(paths ...string) (map[string][]byte, error) {
 
 // Parse decodes policy files without the semantic checks. Files are
 // processed in name order so rule order is deterministic.
-func Parse(files map[string][]byte) (*Set, ErrorList) {
+func Parse(files map[string][]byte) (*Set, ErrorList) { return ParseProgress(files, nil) }
+
+// ParseProgress is Parse reporting progress per file (nil: none).
+func ParseProgress(files map[string][]byte, progress Progress) (*Set, ErrorList) {
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	p := &parser{set: &Set{}}
-	for _, n := range names {
+	for i, n := range names {
+		if progress != nil {
+			progress("parse", i, len(names))
+		}
 		p.file(n, files[n])
 	}
 	p.errs.sort()
@@ -475,14 +491,17 @@ func (p *parser) versionRule(n *yaml.Node, meta Meta) *VersionRule {
 
 func (p *parser) devicePolicy(spec *yaml.Node, meta Meta) {
 	d := &DevicePolicy{Meta: meta}
-	sf := p.fields(spec, "DevicePolicy spec", "devices", "controlPaths", "writeRateLimit", "rules")
+	sf := p.fields(spec, "DevicePolicy spec", "devices", "target", "controlPaths", "writeRateLimit", "rules")
 	p.require(sf, spec, "DevicePolicy spec", "devices")
 	if dn := sf["devices"]; dn != nil {
 		df := p.fields(dn, "devices", "ids", "classes", "vendors", "models", "firmware")
 		d.Devices = DeviceSelector{Classes: p.strs(df["classes"], "classes"), Vendors: p.strs(df["vendors"], "vendors"),
 			Models: p.strs(df["models"], "models"), Firmware: p.str(df["firmware"], "firmware"), Pos: p.pos(dn)}
 		for _, id := range p.patterns(df["ids"], "ids") {
-			d.Devices.IDs = append(d.Devices.IDs, strings.ToLower(id.Text))
+			d.Devices.IDs = append(d.Devices.IDs, asciiLower(id.Text))
+			if len(id.Text) > MaxDeviceIDLen {
+				p.errs = append(p.errs, &Error{Pos: id.Pos, Msg: fmt.Sprintf("device id %q is longer than %d bytes", id.Text, MaxDeviceIDLen)})
+			}
 			if looksLFDI(id.Text) != lfdiOK {
 				if looksLFDI(id.Text) == lfdiBad {
 					p.errs = append(p.errs, &Error{Pos: id.Pos, Msg: fmt.Sprintf("device id %q looks like an IEEE 2030.5 LFDI but is not 40 hex characters", id.Text)})
@@ -492,6 +511,20 @@ func (p *parser) devicePolicy(spec *yaml.Node, meta Meta) {
 		if len(df) == 0 {
 			p.errorf(dn, "devices must select something (ids, classes, vendors, models or firmware)")
 		}
+	}
+	if tn := sf["target"]; tn != nil {
+		tf := p.fields(tn, "target", "paths", "header")
+		t := &DeviceTarget{Paths: p.patterns(tf["paths"], "target.paths"), Pos: p.pos(tn)}
+		if h := tf["header"]; h != nil {
+			t.Header = strings.ToLower(p.str(h, "target.header"))
+			if !validHeaderName(t.Header) {
+				p.errorf(h, "target.header %q is not a valid HTTP header name", t.Header)
+			}
+		}
+		if len(t.Paths) == 0 && t.Header == "" {
+			p.errorf(tn, "target needs paths (templates with one {param} segment naming the device) or a header")
+		}
+		d.Target = t
 	}
 	d.ControlPaths = p.patterns(sf["controlPaths"], "controlPaths")
 	if rl := sf["writeRateLimit"]; rl != nil {
@@ -555,7 +588,7 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 			tc.Input = p.input(in)
 		}
 		if ex := cf["expect"]; ex != nil {
-			ef := p.fields(ex, "expect", "allow", "rule", "audit", "dryRun", "rateLimit")
+			ef := p.fields(ex, "expect", "allow", "rule", "reason", "audit", "dryRun", "dryRunRule", "write", "rateLimit")
 			b := func(k string) *bool {
 				if ef[k] == nil {
 					return nil
@@ -563,11 +596,15 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 				v := p.boolean(ef[k], k)
 				return &v
 			}
-			tc.Expect.Allow, tc.Expect.Audit, tc.Expect.DryRun = b("allow"), b("audit"), b("dryRun")
-			if ef["rule"] != nil {
-				s := p.str(ef["rule"], "rule")
-				tc.Expect.Rule = &s
+			tc.Expect.Allow, tc.Expect.Audit, tc.Expect.DryRun, tc.Expect.Write = b("allow"), b("audit"), b("dryRun"), b("write")
+			str := func(k string) *string {
+				if ef[k] == nil {
+					return nil
+				}
+				s := p.str(ef[k], k)
+				return &s
 			}
+			tc.Expect.Rule, tc.Expect.Reason, tc.Expect.DryRunRule = str("rule"), str("reason"), str("dryRunRule")
 			if rl := ef["rateLimit"]; rl != nil {
 				rf := p.fields(rl, "rateLimit", "perSecond", "burst")
 				lim := &RateLimit{}
@@ -582,7 +619,9 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 	p.set.Tests = append(p.set.Tests, t)
 }
 
-func (p *parser) strMap(n *yaml.Node, what string) map[string]string {
+// strMap reads a mapping of strings; with fold (header names) two names
+// equal but for case are an error, as two equal names always are.
+func (p *parser) strMap(n *yaml.Node, what string, fold bool) map[string]string {
 	if n == nil {
 		return nil
 	}
@@ -591,17 +630,49 @@ func (p *parser) strMap(n *yaml.Node, what string) map[string]string {
 		return nil
 	}
 	m := map[string]string{}
+	seen := map[string]string{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		m[n.Content[i].Value] = p.str(n.Content[i+1], what+" value")
+		k := p.str(n.Content[i], what+" name")
+		key := k
+		if fold {
+			key = strings.ToLower(k)
+		}
+		if prev, dup := seen[key]; dup {
+			p.errorf(n.Content[i], "%s %q given twice (as %q and %q)", what, k, prev, k)
+			continue
+		}
+		seen[key] = k
+		m[k] = p.str(n.Content[i+1], what+" value")
 	}
 	return m
 }
 
+// validHeaderName reports whether s is an RFC 9110 token (a header name).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
 func (p *parser) input(n *yaml.Node) Input {
-	f := p.fields(n, "input", "spiffeID", "trustDomain", "jti", "claims", "device", "peerVersion", "method", "path", "headers")
-	in := Input{SPIFFEID: p.str(f["spiffeID"], "spiffeID"), TrustDomain: p.str(f["trustDomain"], "trustDomain"),
-		JTI: p.str(f["jti"], "jti"), Claims: p.strMap(f["claims"], "claims"), PeerVersion: p.str(f["peerVersion"], "peerVersion"),
-		Method: p.str(f["method"], "method"), Path: p.str(f["path"], "path"), Headers: p.strMap(f["headers"], "headers")}
+	f := p.fields(n, "input", "spiffeID", "peerID", "forwarded", "trustDomain", "jti", "claims", "device", "targetDevice",
+		"peerVersion", "method", "path", "headers")
+	in := Input{SPIFFEID: p.str(f["spiffeID"], "spiffeID"), PeerID: p.str(f["peerID"], "peerID"),
+		Forwarded: p.boolean(f["forwarded"], "forwarded"), TrustDomain: p.str(f["trustDomain"], "trustDomain"),
+		JTI: p.str(f["jti"], "jti"), Claims: p.strMap(f["claims"], "claims", false), Target: p.str(f["targetDevice"], "targetDevice"),
+		PeerVersion: p.str(f["peerVersion"], "peerVersion"), Method: p.str(f["method"], "method"), Path: p.str(f["path"], "path"),
+		Headers: p.strMap(f["headers"], "headers", true)}
+	p.require(f, n, "input", "method", "path")
+	if f["path"] != nil && !strings.HasPrefix(in.Path, "/") {
+		p.errorf(f["path"], "input path %q must start with /", in.Path)
+	}
 	if d := f["device"]; d != nil {
 		df := p.fields(d, "device", "id", "class", "vendor", "model", "firmware")
 		in.Device = &InputDevice{ID: p.str(df["id"], "id"), Class: p.str(df["class"], "class"), Vendor: p.str(df["vendor"], "vendor"),

@@ -16,21 +16,37 @@ func (m Map) Get(name string) (string, bool) { v, ok := m[name]; return v, ok }
 
 // Request is the input of a decision. Strings are borrowed, never retained.
 type Request struct {
-	SPIFFEID    string // caller identity, spiffe://td/path
-	TrustDomain string // used only when SPIFFEID is empty (matches trustDomains rules)
+	// SPIFFEID is the caller, the identity access rules match: the JWT-SVID
+	// subject when a token was accepted, else the mTLS peer.
+	SPIFFEID string
+	// PeerID is the mTLS peer's SPIFFE ID as presented (also when it equals
+	// SPIFFEID). With SPIFFEID empty the peer is the caller.
+	PeerID string
+	// Forwarded says the peer is a trusted forwarder (e.g. an ingress
+	// gateway) relaying the caller's JWT-SVID, so a SPIFFEID different from
+	// PeerID is not an identity conflict.
+	Forwarded   bool
+	TrustDomain string // used only when the request carries no SPIFFE ID (matches trustDomains rules)
 	JTI         string // JWT-SVID jti
 	Claims      Getter // JWT-SVID claims (may be nil)
 
+	// The device the request's device token attests.
 	DeviceID       string // e.g. IEEE 2030.5 LFDI
 	DeviceClass    string
 	DeviceVendor   string
 	DeviceModel    string
 	DeviceFirmware string
 
+	// TargetDeviceID is the device the request acts on, when the caller
+	// determined it itself. Decide also derives the target from the
+	// DevicePolicy target declarations; every source must name the same
+	// device.
+	TargetDeviceID string
+
 	PeerVersion string // Istio peer metadata `version` label
 
 	Method  string
-	Path    string // without query string
+	Path    string // canonical path (see CanonicalPath); a query string is ignored
 	Headers Getter // may be nil
 }
 
@@ -50,12 +66,16 @@ type Decision struct {
 	// differently; DryRunRule names it.
 	DryRun     bool
 	DryRunRule string
-	// Write reports that the request is a device write; RateLimit is then
-	// the bucket to charge (HasRateLimit false = unlimited).
+	// Write reports that the request is a device write (set on every
+	// decision); an allowed write carries the bucket to charge in RateLimit
+	// (HasRateLimit false = unlimited).
 	Write        bool
 	HasRateLimit bool
-	RateLimitKey string // device id (or class when the id is unknown)
+	RateLimitKey string // the device token's id (or class when it has no id)
 	RateLimit    RateLimit
+	// TargetDevice is the device the request names (path, header or
+	// Request.TargetDeviceID), "" when it names none.
+	TargetDevice string
 }
 
 // Rules returns the deciding rule ids (a view into d, no allocation).
@@ -79,10 +99,13 @@ func (d *Decision) addRule(id string) {
 // Input is the JSON/YAML form of a Request used by `policy eval` and test files.
 type Input struct {
 	SPIFFEID    string            `json:"spiffeID,omitempty"`
+	PeerID      string            `json:"peerID,omitempty"`
+	Forwarded   bool              `json:"forwarded,omitempty"`
 	TrustDomain string            `json:"trustDomain,omitempty"`
 	JTI         string            `json:"jti,omitempty"`
 	Claims      map[string]string `json:"claims,omitempty"`
 	Device      *InputDevice      `json:"device,omitempty"`
+	Target      string            `json:"targetDevice,omitempty"`
 	PeerVersion string            `json:"peerVersion,omitempty"`
 	Method      string            `json:"method"`
 	Path        string            `json:"path"`
@@ -100,8 +123,8 @@ type InputDevice struct {
 
 // Request converts the input (header names are lower-cased).
 func (in *Input) Request() *Request {
-	r := &Request{SPIFFEID: in.SPIFFEID, TrustDomain: in.TrustDomain, JTI: in.JTI,
-		PeerVersion: in.PeerVersion, Method: in.Method, Path: in.Path}
+	r := &Request{SPIFFEID: in.SPIFFEID, PeerID: in.PeerID, Forwarded: in.Forwarded, TrustDomain: in.TrustDomain,
+		JTI: in.JTI, TargetDeviceID: in.Target, PeerVersion: in.PeerVersion, Method: in.Method, Path: in.Path}
 	if in.Claims != nil {
 		r.Claims = Map(in.Claims)
 	}
@@ -128,6 +151,7 @@ type DecisionJSON struct {
 	DryRunRule string         `json:"dryRunRule,omitempty"`
 	Write      bool           `json:"write"`
 	RateLimit  *RateLimitJSON `json:"rateLimit,omitempty"`
+	Target     string         `json:"targetDevice,omitempty"`
 }
 
 // RateLimitJSON is the JSON form of a decision's rate limit.
@@ -140,7 +164,7 @@ type RateLimitJSON struct {
 // JSON converts d to its JSON form.
 func (d *Decision) JSON() DecisionJSON {
 	j := DecisionJSON{Allow: d.Allow, Rules: append([]string{}, d.Rules()...), Reason: d.Reason,
-		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write}
+		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice}
 	if d.HasRateLimit {
 		j.RateLimit = &RateLimitJSON{Key: d.RateLimitKey, PerSecond: d.RateLimit.PerSecond, Burst: d.RateLimit.Burst}
 	}

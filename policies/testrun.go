@@ -10,19 +10,25 @@ import (
 // TestResult is the outcome of one PolicyTest case.
 type TestResult struct {
 	Test     string // <PolicyTest name>/<case name>
+	Suite    string // the PolicyTest name
+	Case     string // the case name
 	Pos      Pos
 	Passed   bool
 	Failures []string
 	Decision Decision
 }
 
-// RunTests evaluates every PolicyTest case of s against e.
-func RunTests(s *Set, e *Engine) []TestResult {
+// RunTests evaluates every PolicyTest case of s against e, refusing paths
+// that are not canonical as the guard does by default.
+func RunTests(s *Set, e *Engine) []TestResult { return RunTestsWith(s, e, PathOptions{}) }
+
+// RunTestsWith is RunTests with the guard's path options.
+func RunTestsWith(s *Set, e *Engine, opt PathOptions) []TestResult {
 	var out []TestResult
 	for _, t := range s.Tests {
 		for _, c := range t.Cases {
-			res := TestResult{Test: t.Name + "/" + c.Name, Pos: c.Pos}
-			e.Decide(c.Input.Request(), &res.Decision)
+			res := TestResult{Test: t.Name + "/" + c.Name, Suite: t.Name, Case: c.Name, Pos: c.Pos}
+			DecideInput(e, &c.Input, opt, &res.Decision)
 			res.Failures = compare(&c.Expect, &res.Decision)
 			res.Passed = len(res.Failures) == 0
 			out = append(out, res)
@@ -31,13 +37,51 @@ func RunTests(s *Set, e *Engine) []TestResult {
 	return out
 }
 
+// DecideInput decides an input as the guard would with opt: the path is
+// made canonical first (CanonicalPath); a path it refuses is denied with
+// its reason.
+func DecideInput(e *Engine, in *Input, opt PathOptions, d *Decision) {
+	req := in.Request()
+	p, err := CanonicalPath(req.Path, opt)
+	if err == nil {
+		req.Path = p
+	}
+	e.Decide(req, d)
+	if err != nil {
+		d.Reason = err.Error()
+	}
+}
+
+// ExplainInput is DecideInput with an explanation.
+func ExplainInput(e *Engine, in *Input, opt PathOptions, d *Decision) *Explanation {
+	req := in.Request()
+	p, err := CanonicalPath(req.Path, opt)
+	if err == nil {
+		req.Path = p
+	}
+	x := e.Explain(req, d)
+	if err != nil {
+		d.Reason, x.Path = err.Error(), err.Error()
+	}
+	return x
+}
+
 func compare(x *Expect, d *Decision) []string {
 	var f []string
 	if x.Allow != nil && *x.Allow != d.Allow {
 		f = append(f, fmt.Sprintf("allow: want %v, got %v (rules %s, reason %q)", *x.Allow, d.Allow, strings.Join(d.Rules(), ","), d.Reason))
 	}
-	if x.Rule != nil && *x.Rule != d.Rule() && !(*x.Rule != "" && contains(d.Rules(), *x.Rule)) {
+	if x.Rule != nil && *x.Rule != d.Rule() {
 		f = append(f, fmt.Sprintf("rule: want %q, got %q", *x.Rule, strings.Join(d.Rules(), ",")))
+	}
+	if x.Reason != nil && *x.Reason != d.Reason {
+		f = append(f, fmt.Sprintf("reason: want %q, got %q", *x.Reason, d.Reason))
+	}
+	if x.Write != nil && *x.Write != d.Write {
+		f = append(f, fmt.Sprintf("write: want %v, got %v", *x.Write, d.Write))
+	}
+	if x.DryRunRule != nil && *x.DryRunRule != d.DryRunRule {
+		f = append(f, fmt.Sprintf("dryRunRule: want %q, got %q", *x.DryRunRule, d.DryRunRule))
 	}
 	if x.Audit != nil && *x.Audit != d.Audit {
 		f = append(f, fmt.Sprintf("audit: want %v, got %v", *x.Audit, d.Audit))

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/filters/wasmbuild"
+	"github.com/meshguard/meshguard/policies"
 )
 
 // TestGridScenarioEndToEnd runs the whole demo (real distributor and dev
@@ -46,8 +47,8 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 	wantRules := map[int]string{
 		0: "meter-api/readers-read", 1: "meter-api/billing-raw-readings", 3: "inverters/controller-write",
 		4: "approved-versions/controller-releases", 5: "approved-versions/controller-releases",
-		6: "approved-versions/inverter-firmware", 7: "deregistered", 10: "inverters/controller-write",
-		11: "meter-api/billing-raw-readings", 12: "meter-api/readers-read",
+		6: "approved-versions/inverter-firmware", 7: "deregistered", 10: "inverters/controller-write", 11: "",
+		12: "meter-api/billing-raw-readings", 13: "meter-api/readers-read",
 	}
 	for i, o := range rep.Outcomes {
 		if want, ok := wantRules[i]; ok {
@@ -66,6 +67,7 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 			assert.NotEmpty(t, o.ID, "step %d: a deny carries a decision id", i+1)
 		}
 	}
+	assert.Equal(t, policies.ReasonTargetMismatch, rep.Outcomes[11].Reason, "a device token is bound to the device the path names")
 	assert.True(t, rep.AuditOK, rep.AuditOutput)
 	assert.GreaterOrEqual(t, rep.Records, len(all), "every decision reached the audit trail (allows are logged too)")
 	assert.True(t, strings.Contains(log.String(), "published bundle revision 2"))

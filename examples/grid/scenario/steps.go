@@ -70,6 +70,7 @@ var Steps = []Step{
 	{Caller: ctl, Version: "2.3.1", Device: inv99, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1000}`, Want: "allow", WantStatus: 200, Note: "write 1 within the device's burst"},
 	{Caller: ctl, Version: "2.3.1", Device: inv99, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1100}`, Want: "allow", WantStatus: 200, Note: "write 2 within the device's burst"},
 	{Caller: ctl, Version: "2.3.1", Device: inv99, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1200}`, Want: "deny", WantStatus: 429, Note: "write 3 exceeds the per-device rate limit"},
+	{Caller: ctl, Version: "2.3.1", Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0099/setpoint", Body: `{"watts": 1300}`, Want: "deny", WantStatus: 403, Note: "inv-0042's token cannot write inv-0099 (nor spend its rate limit)"},
 }
 
 // StepsAfterChange run once revision 2 (the trialled rule enforced) decides.

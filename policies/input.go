@@ -1,0 +1,188 @@
+//go:build !wasip1
+
+package policies
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ParseInput reads the JSON form of a request (`meshguard policy eval
+// --input`) strictly, so one input has one meaning: exactly one JSON
+// object; member names are exact (case-sensitive) and appear once; every
+// value has its documented type; method and path are required and the path
+// starts with "/"; header names are case-insensitive, so two that differ
+// only in case are refused.
+func ParseInput(data []byte) (*Input, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	in := &Input{}
+	seen := map[string]bool{}
+	err := readObject(dec, "request", func(k string) error {
+		if seen[k] {
+			return fmt.Errorf("member %q given twice", k)
+		}
+		seen[k] = true
+		switch k {
+		case "spiffeID":
+			return readString(dec, k, &in.SPIFFEID)
+		case "peerID":
+			return readString(dec, k, &in.PeerID)
+		case "forwarded":
+			return readBool(dec, k, &in.Forwarded)
+		case "trustDomain":
+			return readString(dec, k, &in.TrustDomain)
+		case "jti":
+			return readString(dec, k, &in.JTI)
+		case "claims":
+			m, err := readStrings(dec, k, false)
+			in.Claims = m
+			return err
+		case "device":
+			in.Device = &InputDevice{}
+			return readDevice(dec, in.Device)
+		case "targetDevice":
+			return readString(dec, k, &in.Target)
+		case "peerVersion":
+			return readString(dec, k, &in.PeerVersion)
+		case "method":
+			return readString(dec, k, &in.Method)
+		case "path":
+			return readString(dec, k, &in.Path)
+		case "headers":
+			m, err := readStrings(dec, k, true)
+			in.Headers = m
+			return err
+		}
+		return fmt.Errorf("unknown member %q (allowed: spiffeID, peerID, forwarded, trustDomain, jti, claims, device, targetDevice, peerVersion, method, path, headers)", k)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	switch {
+	case !seen["method"]:
+		return nil, errors.New("missing member \"method\"")
+	case !seen["path"]:
+		return nil, errors.New("missing member \"path\"")
+	case !strings.HasPrefix(in.Path, "/"):
+		return nil, fmt.Errorf("path %q must start with /", in.Path)
+	}
+	return in, nil
+}
+
+// readObject reads a JSON object, calling member for each member name; the
+// member function reads the value.
+func readObject(dec *json.Decoder, what string, member func(string) error) error {
+	t, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, jsonErr(err))
+	}
+	if d, ok := t.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("%s must be a JSON object", what)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, jsonErr(err))
+		}
+		if err := member(t.(string)); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("%s: %w", what, jsonErr(err))
+	}
+	return nil
+}
+
+func jsonErr(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func readString(dec *json.Decoder, what string, dst *string) error {
+	t, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, jsonErr(err))
+	}
+	s, ok := t.(string)
+	if !ok {
+		return fmt.Errorf("%s must be a string", what)
+	}
+	*dst = s
+	return nil
+}
+
+func readBool(dec *json.Decoder, what string, dst *bool) error {
+	t, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, jsonErr(err))
+	}
+	b, ok := t.(bool)
+	if !ok {
+		return fmt.Errorf("%s must be true or false", what)
+	}
+	*dst = b
+	return nil
+}
+
+// readStrings reads an object of strings; with fold, names equal but for
+// ASCII case count as the same name.
+func readStrings(dec *json.Decoder, what string, fold bool) (map[string]string, error) {
+	m := map[string]string{}
+	seen := map[string]string{}
+	err := readObject(dec, what, func(k string) error {
+		key := k
+		if fold {
+			key = strings.ToLower(k)
+		}
+		if prev, dup := seen[key]; dup {
+			if prev == k {
+				return fmt.Errorf("%s: %q given twice", what, k)
+			}
+			return fmt.Errorf("%s: %q and %q differ only in case", what, prev, k)
+		}
+		seen[key] = k
+		var v string
+		if err := readString(dec, what+"."+k, &v); err != nil {
+			return err
+		}
+		m[k] = v
+		return nil
+	})
+	return m, err
+}
+
+func readDevice(dec *json.Decoder, d *InputDevice) error {
+	seen := map[string]bool{}
+	return readObject(dec, "device", func(k string) error {
+		if seen[k] {
+			return fmt.Errorf("device: member %q given twice", k)
+		}
+		seen[k] = true
+		var dst *string
+		switch k {
+		case "id":
+			dst = &d.ID
+		case "class":
+			dst = &d.Class
+		case "vendor":
+			dst = &d.Vendor
+		case "model":
+			dst = &d.Model
+		case "firmware":
+			dst = &d.Firmware
+		default:
+			return fmt.Errorf("device: unknown member %q (allowed: id, class, vendor, model, firmware)", k)
+		}
+		return readString(dec, "device."+k, dst)
+	})
+}
