@@ -16,6 +16,11 @@ VERSION           ?= $(shell git describe --tags --always --dirty 2>/dev/null ||
 REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE_ARCH        ?= $(shell $(GO) env GOARCH)
+# The build date is the commit's time, so a rebuild of one commit is the same binary.
+BUILD_DATE        ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r $(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+# What `meshguard version` and the distributor's meshguard_build_info report.
+BUILDINFO         := github.com/meshguard/meshguard/internal/buildinfo
+VERSION_LDFLAGS    = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(REVISION) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 .PHONY: all filters cli image test lint bench demo clean FORCE
 
@@ -30,14 +35,14 @@ $(BUILD)/filters/%.wasm: FORCE
 
 cli:
 	@mkdir -p $(BUILD)
-	$(GO) build -o $(BUILD)/meshguard ./cmd/meshguard
+	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o $(BUILD)/meshguard ./cmd/meshguard
 
 # The static meshguard binary in an OCI image layout under $(BUILD)/image/oci
 # (non-root, no shell); push it with crane: crane push build/image/oci REGISTRY/meshguard:TAG
 image:
 	@mkdir -p $(BUILD)/image
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath \
-	  -ldflags "-s -w -buildid= -X main.version=$(VERSION)" -o $(BUILD)/image/meshguard ./cmd/meshguard
+	  -ldflags "-s -w -buildid= $(VERSION_LDFLAGS)" -o $(BUILD)/image/meshguard ./cmd/meshguard
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./distributor/deploy/image/mkimage \
 	  --binary $(BUILD)/image/meshguard --out $(BUILD)/image/oci --arch $(IMAGE_ARCH) \
 	  --version $(VERSION) --revision $(REVISION)

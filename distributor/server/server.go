@@ -65,6 +65,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, m: newMetrics(), mux: http.NewServeMux()}
+	announceBuild(s.log, s.m.reg)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	ok := false
 	defer func() {

@@ -29,7 +29,7 @@ var testEpoch = time.Unix(1764000000, 0).UTC()
 func buildBinary(t *testing.T, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "meshguard")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid= -X main.version="+testVersion,
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid= -X github.com/meshguard/meshguard/internal/buildinfo.version="+testVersion,
 		"-o", out, "../../../cmd/meshguard")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	b, err := cmd.CombinedOutput()
