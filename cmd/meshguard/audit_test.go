@@ -1,43 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 )
-
-// runDistCLI runs the CLI with the flags of the distributor verbs reset
-// (cobra keeps flag values between executions in one process).
-func runDistCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	for _, parent := range []*cobra.Command{auditCmd, pushCmd} {
-		for _, c := range parent.Commands() {
-			c.Flags().VisitAll(func(f *pflag.Flag) {
-				if f.Value.Type() != "stringSlice" && f.Value.Type() != "stringArray" {
-					_ = f.Value.Set(f.DefValue)
-				}
-				f.Changed = false
-			})
-		}
-	}
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&out)
-	rootCmd.SetArgs(args)
-	err := rootCmd.Execute()
-	return out.String(), err
-}
 
 func TestAuditVerifyOffline(t *testing.T) {
 	data := t.TempDir()
@@ -51,17 +25,19 @@ func TestAuditVerifyOffline(t *testing.T) {
 	}
 	require.NoError(t, l.Close())
 
-	out, err := runDistCLI(t, "audit", "verify", "--data", data)
-	require.NoError(t, err)
-	assert.Contains(t, out, "decision log intact: 5 records, head seq 5")
+	r := runCLI(t, "audit", "verify", "--data", data).ok(t)
+	assert.Contains(t, r.stdout, "decision log intact: 5 records, head seq 5")
+	r = runCLI(t, "audit", "verify", "--data", data, "-o", "csv").ok(t)
+	assert.True(t, strings.HasPrefix(r.stdout, "intact,records,headSeq,headHash\ntrue,5,5,"), r.stdout)
 
 	seg := filepath.Join(data, "decisions", "00000000000000000001.log")
 	b, err := os.ReadFile(seg)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(seg, []byte(strings.Replace(string(b), "spiffe://grid.example/m3", "spiffe://grid.example/mX", 1)), 0o640))
-	_, err = runDistCLI(t, "audit", "verify", "--data", data)
-	var ee *exitError
-	require.True(t, errors.As(err, &ee), "%v", err)
-	assert.Equal(t, 3, ee.code)
-	assert.Contains(t, err.Error(), "00000000000000000001.log:4: at seq 4: hash mismatch")
+	r = runCLI(t, "audit", "verify", "--data", data)
+	assert.Equal(t, exitTampered, r.code)
+	assert.Contains(t, r.stderr, "00000000000000000001.log:4: at seq 4: hash mismatch")
+	assert.Empty(t, r.stdout)
+
+	assert.Equal(t, exitUsage, runCLI(t, "audit", "verify").code, "neither --data nor --server")
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/csv"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,33 +20,43 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 		t.Run(alg, func(t *testing.T) {
 			dir := t.TempDir()
 			keys := filepath.Join(dir, "keys")
-			out, err := runFresh(t, newKeysGenerateCmd(), "--alg", alg, "--out", keys)
-			require.NoError(t, err)
-			assert.Contains(t, out, "kid ")
+			r := runCLI(t, "keys", "generate", "--alg", alg, "--out", keys).ok(t)
+			assert.Contains(t, r.stdout, "kid ")
 			st, err := os.Stat(filepath.Join(keys, "signing.jwk"))
 			require.NoError(t, err)
 			assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 			// No silent overwrite of a signing key.
-			_, err = runFresh(t, newKeysGenerateCmd(), "--out", keys)
-			assert.ErrorContains(t, err, "--force")
+			r = runCLI(t, "keys", "generate", "--out", keys)
+			assert.Equal(t, exitUsage, r.code)
+			assert.Contains(t, r.stderr, "--force")
 
 			dataDir := filepath.Join(dir, "data")
 			require.NoError(t, os.MkdirAll(dataDir, 0o755))
 			require.NoError(t, os.WriteFile(filepath.Join(dataDir, "jwks.json"), []byte(`{"keys":[]}`), 0o644))
 			b1 := filepath.Join(dir, "one.bundle")
-			args := []string{"--signing-key", filepath.Join(keys, "signing.jwk"), "--revision", "7", "--scope", "grid-prod",
+			args := []string{"policy", "bundle", "--signing-key", filepath.Join(keys, "signing.jwk"), "--revision", "7", "--scope", "grid-prod",
 				"--created", "2026-11-23T09:00:00Z", "--expires", "876000h", "--data", dataDir, "../../policies/testdata/grid"}
-			out, err = runFresh(t, newPolicyBundleCmd(), append(args, "-o", b1)...)
-			require.NoError(t, err)
-			assert.Contains(t, out, "revision 7")
+			r = runCLI(t, append(args, "--output-file", b1)...).ok(t)
+			assert.Contains(t, r.stdout, "revision 7")
 
-			out, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), "--scope", "grid-prod", "--min-revision", "6", b1)
-			require.NoError(t, err)
-			assert.Contains(t, out, "revision 7\n")
-			assert.Contains(t, out, "policies/workloads.yaml")
-			assert.Contains(t, out, "data/jwks.json")
-			assert.Contains(t, out, policies.ImageFile)
-			assert.Contains(t, out, "created  2026-11-23T09:00:00Z")
+			verify := []string{"policy", "verify", "--verify-keys", filepath.Join(keys, "verify.jwk")}
+			r = runCLI(t, append(verify, "--scope", "grid-prod", "--min-revision", "6", b1)...).ok(t)
+			assert.Contains(t, r.stdout, "revision 7\n")
+			assert.Contains(t, r.stdout, "policies/workloads.yaml")
+			assert.Contains(t, r.stdout, "data/jwks.json")
+			assert.Contains(t, r.stdout, policies.ImageFile)
+			assert.Contains(t, r.stdout, "created  2026-11-23T09:00:00Z")
+
+			// The bundle through stdout and stdin: the same bytes, the same manifest.
+			r = runCLI(t, append(args, "--output-file", "-")...).ok(t)
+			if alg == "ed25519" {
+				assert.Equal(t, string(must(os.ReadFile(b1))), r.stdout)
+			}
+			assert.Contains(t, r.stderr, "revision 7", "the summary goes to stderr when the bundle takes stdout")
+			var vr verifyResult
+			require.NoError(t, json.Unmarshal([]byte(runCLIStdin(t, r.stdout, append(verify, "-o", "json", "-")...).ok(t).stdout), &vr))
+			assert.Equal(t, uint64(7), vr.Revision)
+			assert.Equal(t, []string{"grid-prod"}, vr.Scope)
 
 			// An image that is not what the sources compile to is refused,
 			// even with a valid signature.
@@ -58,8 +70,9 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			forged := filepath.Join(dir, "forged.bundle")
 			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
 				Expires: vb.Manifest.Expires, Key: key})), 0o644))
-			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), forged)
-			require.ErrorContains(t, err, "does not match what the policy sources compile to")
+			r = runCLI(t, append(verify, forged)...)
+			assert.Equal(t, exitFailed, r.code)
+			assert.Contains(t, r.stderr, "does not match what the policy sources compile to")
 
 			// Same inputs, same bytes (Ed25519; ES256 signatures are randomised).
 			b2 := filepath.Join(dir, "two.bundle")
@@ -71,8 +84,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 					break
 				}
 			}
-			_, err = runFresh(t, newPolicyBundleCmd(), append(noCreated, "-o", b2)...)
-			require.NoError(t, err)
+			runCLI(t, append(noCreated, "--output-file", b2)...).ok(t)
 			one, _ := os.ReadFile(b1)
 			two, _ := os.ReadFile(b2)
 			if alg == "ed25519" {
@@ -82,55 +94,89 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			// Failures exit 1 with the reason.
 			for _, tc := range []struct {
 				args []string
-				want error
+				want string
 			}{
-				{[]string{"--min-revision", "7"}, bundle.ErrRollback},
-				{[]string{"--scope", "grid-lab"}, bundle.ErrScope},
+				{[]string{"--min-revision", "7"}, bundle.ErrRollback.Error()},
+				{[]string{"--scope", "grid-lab"}, bundle.ErrScope.Error()},
 			} {
-				_, err = runFresh(t, newPolicyVerifyCmd(), append(append([]string{"--verify-keys", filepath.Join(keys, "verify.jwk")}, tc.args...), b1)...)
-				require.Error(t, err)
-				assert.ErrorIs(t, err, tc.want)
-				var ee *exitError
-				require.ErrorAs(t, err, &ee)
-				assert.Equal(t, 1, ee.code)
-				assert.Contains(t, err.Error(), "verification failed")
+				r = runCLI(t, append(append(verify, tc.args...), b1)...)
+				assert.Equal(t, exitFailed, r.code)
+				assert.Contains(t, r.stderr, tc.want)
+				assert.Contains(t, r.stderr, "verification failed")
 			}
 			corrupt := append([]byte{}, one...)
 			corrupt[len(corrupt)/2] ^= 0xff
 			bad := filepath.Join(dir, "bad.bundle")
 			require.NoError(t, os.WriteFile(bad, corrupt, 0o644))
-			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), bad)
-			var ee *exitError
-			require.ErrorAs(t, err, &ee)
-			assert.Equal(t, 1, ee.code)
+			assert.Equal(t, exitFailed, runCLI(t, append(verify, bad)...).code)
 
 			// Another key set does not verify it.
 			other := filepath.Join(dir, "other")
-			_, err = runFresh(t, newKeysGenerateCmd(), "--out", other)
-			require.NoError(t, err)
-			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(other, "verify.jwk"), b1)
-			assert.ErrorIs(t, err, bundle.ErrUnknownKey)
+			runCLI(t, "keys", "generate", "--out", other).ok(t)
+			r = runCLI(t, "policy", "verify", "--verify-keys", filepath.Join(other, "verify.jwk"), b1)
+			assert.Equal(t, exitFailed, r.code)
+			assert.Contains(t, r.stderr, bundle.ErrUnknownKey.Error())
 		})
 	}
 }
 
+// TestBundleCLIFormats: the summaries of keys generate, policy bundle and
+// policy verify in every format.
+func TestBundleCLIFormats(t *testing.T) {
+	dir := t.TempDir()
+	var k keysResult
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "keys", "generate", "--out", dir, "-o", "json").ok(t).stdout), &k))
+	assert.Equal(t, filepath.Join(dir, "signing.jwk"), k.SigningKey)
+	assert.NotEmpty(t, k.KeyID)
+
+	out := filepath.Join(dir, "b.bundle")
+	var br bundleResult
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "policy", "bundle", "--signing-key", k.SigningKey, "--revision", "2",
+		"--output-file", out, "-o", "json", gridDir).ok(t).stdout), &br))
+	assert.Equal(t, uint64(2), br.Revision)
+	assert.Regexp(t, `^sha256:[0-9a-f]{64}$`, br.Digest)
+
+	rows, err := csv.NewReader(strings.NewReader(runCLI(t, "policy", "verify", "--verify-keys", k.VerifyKeys, "-o", "csv", out).ok(t).stdout)).ReadAll()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"path", "sha256", "size"}, rows[0])
+	var paths []string
+	for _, row := range rows[1:] {
+		paths = append(paths, row[0])
+	}
+	assert.Contains(t, paths, policies.ImageFile)
+	assert.Contains(t, paths, "policies/workloads.yaml")
+
+	table := runCLI(t, "policy", "verify", "--verify-keys", k.VerifyKeys, "-o", "yaml", out).ok(t).stdout
+	assert.Contains(t, table, "revision: 2\n")
+
+	// The old -o FILE names the flag that takes the file now.
+	r := runCLI(t, "policy", "bundle", "--signing-key", k.SigningKey, "--revision", "3", "-o", out, gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "files go to --output-file")
+	r = runCLI(t, "policy", "bundle", "--signing-key", k.SigningKey, "--revision", "3", gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, `required flag(s) "output-file" not set`)
+	r = runCLI(t, "keys", "generate", "--out", "-")
+	assert.Equal(t, exitUsage, r.code)
+}
+
 func TestBundleCLIRefusesBadPolicy(t *testing.T) {
 	dir := t.TempDir()
-	_, err := runFresh(t, newKeysGenerateCmd(), "--out", dir)
-	require.NoError(t, err)
+	runCLI(t, "keys", "generate", "--out", dir).ok(t)
 	out := filepath.Join(dir, "x.bundle")
-	_, err = runFresh(t, newPolicyBundleCmd(), "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1", "-o", out,
+	r := runCLI(t, "policy", "bundle", "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1", "--output-file", out,
 		"../../policies/testdata/errors/syntax.yaml")
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "policy check failed")
-	assert.True(t, strings.Contains(err.Error(), "syntax.yaml:"), err.Error())
-	_, statErr := os.Stat(out)
-	assert.True(t, os.IsNotExist(statErr))
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, "policy check failed")
+	assert.Contains(t, r.stderr, "syntax.yaml:")
+	assert.NoFileExists(t, out)
 
-	// A public key cannot sign.
-	_, err = runFresh(t, newPolicyBundleCmd(), "--signing-key", filepath.Join(dir, "verify.jwk"), "--revision", "1", "-o", out,
-		"../../policies/testdata/grid")
-	assert.Error(t, err)
+	// A public key cannot sign; revision 0 is no revision.
+	r = runCLI(t, "policy", "bundle", "--signing-key", filepath.Join(dir, "verify.jwk"), "--revision", "1", "--output-file", out, gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	r = runCLI(t, "policy", "bundle", "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "0", "--output-file", out, gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.NoFileExists(t, out)
 }
 
 func must[T any](v T, err error) T {

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,36 +28,52 @@ func TestCheckModule(t *testing.T) {
 	tests := []struct {
 		name string
 		args []string
-		code int // 0 = success
+		code int
 		want []string
 	}{
-		{"go filter on envoy-1.33", []string{"--envoy", "envoy-1.33", hello}, 0,
+		{"go filter on envoy-1.33", []string{"--envoy", "envoy-1.33", hello}, exitOK,
 			[]string{"envoy:        envoy-1.33", "abi:          0.2.1", "missing:      none", "start-up:     ok", "proxy_on_request_headers", "Envoy would load this module"}},
-		{"go filter on envoy-latest", []string{hello}, 0,
+		{"go filter on envoy-latest", []string{hello}, exitOK,
 			[]string{"envoy:        envoy-latest", "Envoy would load this module"}},
-		{"newer WASI on envoy-1.33", []string{"--envoy", "envoy-1.33", newWASI}, 1,
+		{"newer WASI on envoy-1.33", []string{"--envoy", "envoy-1.33", newWASI}, exitFailed,
 			[]string{"missing:      wasi_snapshot_preview1.fd_readdir", "REFUSED: Failed to load Wasm module due to a missing import: wasi_snapshot_preview1.fd_readdir", "Envoy would refuse this module"}},
-		{"newer WASI on envoy-latest", []string{"--envoy", "envoy-latest", newWASI}, 0,
+		{"newer WASI on envoy-latest", []string{"--envoy", "envoy-latest", newWASI}, exitOK,
 			[]string{"missing:      none", "Envoy would load this module"}},
-		{"forbidden start-up hostcall", []string{initCall}, 1,
+		{"forbidden start-up hostcall", []string{initCall}, exitFailed,
 			[]string{"start-up:     FAILED:", "not allowed during VM start-up", "Envoy would refuse this module"}},
-		{"not a module", []string{notWasm}, 1, []string{"abi:          none", "Envoy would refuse this module"}},
-		{"unknown profile", []string{"--envoy", "envoy-1.20", hello}, 2, nil},
-		{"missing file", []string{filepath.Join(dir, "nope.wasm")}, 2, nil},
+		{"not a module", []string{notWasm}, exitFailed, []string{"abi:          none", "Envoy would refuse this module"}},
+		{"unknown profile", []string{"--envoy", "envoy-1.20", hello}, exitUsage, nil},
+		{"missing file", []string{filepath.Join(dir, "nope.wasm")}, exitUsage, nil},
+		{"pinned file, wrong sha256", []string{"--sha256", "sha256:00000000000000000000000000000000000000000000000000000000000000ff", hello}, exitFailed, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := runFresh(t, newCheckModuleCmd(), tc.args...)
-			if tc.code == 0 {
-				require.NoError(t, err, out)
-			} else {
-				var ee *exitError
-				require.True(t, errors.As(err, &ee), "%v", err)
-				assert.Equal(t, tc.code, ee.code, "%v", err)
-			}
+			r := runCLI(t, append([]string{"check-module"}, tc.args...)...)
+			assert.Equal(t, tc.code, r.code, "%s", r.stderr)
 			for _, w := range tc.want {
-				assert.Contains(t, out, w)
+				assert.Contains(t, r.stdout, w)
 			}
 		})
 	}
+
+	// The module from stdin, the report as JSON.
+	wasm, err := os.ReadFile(newWASI)
+	require.NoError(t, err)
+	r := runCLIStdin(t, string(wasm), "check-module", "--envoy", "envoy-1.33", "-o", "json", "-")
+	assert.Equal(t, exitFailed, r.code)
+	var rep struct {
+		Module   string   `json:"module"`
+		Envoy    string   `json:"envoy"`
+		ABI      string   `json:"abi"`
+		Missing  []string `json:"missing"`
+		Loadable bool     `json:"loadable"`
+		Load     string   `json:"loadError"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.Equal(t, "-", rep.Module)
+	assert.Equal(t, "envoy-1.33", rep.Envoy)
+	assert.Equal(t, "0.2.1", rep.ABI)
+	assert.Equal(t, []string{"wasi_snapshot_preview1.fd_readdir"}, rep.Missing)
+	assert.False(t, rep.Loadable)
+	assert.Contains(t, rep.Load, "missing import")
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,6 +13,28 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// TestExitCodeTableInREADME: the README's exit-code table is the one
+// exitCode uses, row for row, and --help prints it.
+func TestExitCodeTableInREADME(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	var rows []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "| ") && len(l) > 4 && l[2] >= '0' && l[2] <= '9' && l[3] == ' ' {
+			rows = append(rows, l)
+		}
+	}
+	var want []string
+	for _, e := range exitCodes {
+		want = append(want, fmt.Sprintf("| %d | %s |", e.code, e.meaning))
+	}
+	assert.Equal(t, want, rows, "README.md exit-code table")
+	help := runCLI(t, "--help").ok(t).stdout
+	for _, e := range exitCodes {
+		assert.Contains(t, help, fmt.Sprintf("  %d  %s\n", e.code, e.meaning))
+	}
+}
 
 // docCommands returns the meshguard command lines in a Markdown file's code
 // blocks, continuation lines joined.
@@ -86,17 +110,29 @@ func splitArgs(line string) []string {
 	return args
 }
 
-// TestInstallGuidesUseRealFlags parses every meshguard command in the
-// install guides against the CLI: the verb exists and every flag parses.
-func TestInstallGuidesUseRealFlags(t *testing.T) {
-	for _, doc := range []string{"../../istio/README.md", "../../kuma/README.md"} {
+// guides are the documents whose code blocks quote meshguard commands, and
+// how many each quotes at least (so a broken extraction cannot pass).
+var guides = map[string]int{
+	"../../istio/README.md":              6,
+	"../../kuma/README.md":               6,
+	"../../README.md":                    0,
+	"../../policies/README.md":           0,
+	"../../distributor/deploy/README.md": 0,
+	"../../examples/grid/README.md":      0,
+}
+
+// TestGuidesUseRealFlags parses every meshguard command in the guides'
+// code blocks against the CLI: the verb exists and every flag parses.
+func TestGuidesUseRealFlags(t *testing.T) {
+	for doc, least := range guides {
 		cmds := docCommands(t, doc)
-		require.GreaterOrEqual(t, len(cmds), 6, doc)
+		require.GreaterOrEqual(t, len(cmds), least, doc)
+		root := newRootCmd()
 		for _, line := range cmds {
 			args := splitArgs(line)[1:]
-			c, rest, err := rootCmd.Find(args)
+			c, rest, err := root.Find(args)
 			require.NoError(t, err, "%s: %s", doc, line)
-			assert.True(t, c != rootCmd && c.Runnable(), "%s: %s names no verb", doc, line)
+			assert.True(t, c != root && c.Runnable() && c.HasSubCommands() == false, "%s: %s names no verb", doc, line)
 			// A copy of the verb's flags with inert values: parsing checks
 			// names, shorthands and arity without touching the real command.
 			fs := pflag.NewFlagSet(c.Name(), pflag.ContinueOnError)
@@ -106,7 +142,11 @@ func TestInstallGuidesUseRealFlags(t *testing.T) {
 				if fs.Lookup(f.Name) != nil {
 					return
 				}
-				nf := fs.VarPF(inert(f.Value.Type()), f.Name, f.Shorthand, "")
+				var v pflag.Value = inert(f.Value.Type())
+				if ev, ok := f.Value.(enumValue); ok {
+					v = inertEnum{inert(f.Value.Type()), ev.Values()}
+				}
+				nf := fs.VarPF(v, f.Name, f.Shorthand, "")
 				nf.NoOptDefVal = f.NoOptDefVal
 				deprecated[f.Name] = f.Deprecated != ""
 			}
@@ -118,6 +158,19 @@ func TestInstallGuidesUseRealFlags(t *testing.T) {
 			})
 		}
 	}
+}
+
+// inertEnum accepts the words of an enum flag (a guide's -o FILE fails).
+type inertEnum struct {
+	inert
+	words []string
+}
+
+func (v inertEnum) Set(s string) error {
+	if !slices.Contains(v.words, s) {
+		return fmt.Errorf("%q is not one of %v", s, v.words)
+	}
+	return nil
 }
 
 // inert is a flag value that accepts anything and keeps nothing.

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -121,7 +123,7 @@ func checkGuardPolicy(in envoy.GuardInput, warn io.Writer, now time.Time) error 
 	if !haveKeys && len(gp.inline) > 0 {
 		return errors.New("an inline bundle needs verification keys (--verify-keys verify.jwk)")
 	}
-	for _, name := range renderSortedKeys(gp.jwks) {
+	for _, name := range slices.Sorted(maps.Keys(gp.jwks)) {
 		if err := refusePrivateJWKs(gp.jwks[name]); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -45,8 +44,7 @@ func TestWarnExpiry(t *testing.T) {
 // keyPair writes signing.jwk and verify.jwk like `meshguard keys generate`.
 func keyPair(t *testing.T) (dir string, sign func(rev uint64, created, expires time.Time, scope ...string) []byte) {
 	dir = t.TempDir()
-	_, err := runFresh(t, newKeysGenerateCmd(), "--out", dir)
-	require.NoError(t, err)
+	runCLI(t, "keys", "generate", "--out", dir).ok(t)
 	raw, err := os.ReadFile(filepath.Join(dir, "signing.jwk"))
 	require.NoError(t, err)
 	key, err := bundle.ParseSigningKey(raw)
@@ -131,10 +129,8 @@ func TestRenderRefusesBeforeWriting(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "mpp.yaml")
-			_, err := runFresh(t, newRenderKumaCmd(), append(args, "--local-module", "/etc/meshguard/guard.wasm", "-o", out)...)
-			var ee *exitError
-			require.ErrorAs(t, err, &ee)
-			assert.Equal(t, 1, ee.code, "%v", err)
+			r := runCLI(t, append(append([]string{"render", "kuma"}, args...), "--local-module", "/etc/meshguard/guard.wasm", "--output-file", out)...)
+			assert.Equal(t, exitFailed, r.code, r.stderr)
 			assert.NoFileExists(t, out)
 		})
 	}
@@ -143,42 +139,25 @@ func TestRenderRefusesBeforeWriting(t *testing.T) {
 func TestPolicyBundleWarnsNearExpiry(t *testing.T) {
 	dir, _ := keyPair(t)
 	src := "../../examples/grid/policies"
-	var errOut bytes.Buffer
-	_, err := runFreshErr(t, newPolicyBundleCmd(), &errOut, "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1",
-		"--expires", "72h", "-o", filepath.Join(dir, "b.bundle"), src)
-	require.NoError(t, err)
-	assert.Contains(t, errOut.String(), "warning: bundle revision 1 expires at")
-	errOut.Reset()
-	_, err = runFreshErr(t, newPolicyBundleCmd(), &errOut, "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1",
-		"--created", "2020-01-01T00:00:00Z", "-o", filepath.Join(dir, "b.bundle"), src)
-	require.NoError(t, err)
-	assert.Contains(t, errOut.String(), "warning: bundle revision 1 expired at 2020-01-31T00:00:00Z")
-}
-
-// runFreshErr is runFresh with stderr captured in errOut.
-func runFreshErr(t *testing.T, cmd *cobra.Command, errOut *bytes.Buffer, args ...string) (string, error) {
-	t.Helper()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(errOut)
-	cmd.SetArgs(args)
-	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	err := cmd.Execute()
-	return out.String(), err
+	r := runCLI(t, "policy", "bundle", "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1",
+		"--expires", "72h", "--output-file", filepath.Join(dir, "b.bundle"), src).ok(t)
+	assert.Contains(t, r.stderr, "warning: bundle revision 1 expires at")
+	r = runCLI(t, "policy", "bundle", "--signing-key", filepath.Join(dir, "signing.jwk"), "--revision", "1",
+		"--created", "2020-01-01T00:00:00Z", "--output-file", filepath.Join(dir, "b.bundle"), src).ok(t)
+	assert.Contains(t, r.stderr, "warning: bundle revision 1 expired at 2020-01-31T00:00:00Z")
 }
 
 func TestRenderExpiryGrace(t *testing.T) {
-	args := []string{"--distributor", "http://127.0.0.1:8080", "--local-module", "/etc/meshguard/guard.wasm",
+	args := []string{"render", "envoy", "--distributor", "http://127.0.0.1:8080", "--local-module", "/etc/meshguard/guard.wasm",
 		"--verify-keys", keysFile, "--channel", "dev"}
-	out, err := runFresh(t, newRenderEnvoyCmd(), append(args, "--expiry-grace", "24h")...)
-	require.NoError(t, err)
+	out := runCLI(t, append(args, "--expiry-grace", "24h")...).ok(t).stdout
 	assert.Contains(t, out, `expiryGrace`)
 	assert.Contains(t, out, `24h0m0s`)
-	out, err = runFresh(t, newRenderEnvoyCmd(), args...)
-	require.NoError(t, err)
+	out = runCLI(t, args...).ok(t).stdout
 	assert.NotContains(t, out, "expiryGrace", "fail closed at expiry by default")
-	_, err = runFresh(t, newRenderEnvoyCmd(), append(args, "--expiry-grace", "200h")...)
-	assert.ErrorContains(t, err, "policy.expiryGrace")
+	r := runCLI(t, append(args, "--expiry-grace", "200h")...)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "policy.expiryGrace")
 }
 
 func FuzzRefusePrivateJWKs(f *testing.F) {

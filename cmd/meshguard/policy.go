@@ -1,57 +1,141 @@
 package main
 
 import (
-	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/spf13/cobra"
 
+	"github.com/meshguard/meshguard/internal/enumflag"
+	"github.com/meshguard/meshguard/internal/output"
 	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
-func init() {
-	policyCmd.AddCommand(newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd())
+// newPolicyCmd is the policy verb group.
+func newPolicyCmd() *cobra.Command {
+	return newGroup("policy", "Check, evaluate, test, bundle and verify policies",
+		newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd(), newPolicyBundleCmd(), newPolicyVerifyCmd())
 }
 
 func newPolicyCheckCmd() *cobra.Command {
 	var failWarnings bool
+	var out *outputFormat
 	check := &cobra.Command{
-		Use:   "check FILE|DIR...",
+		Use:   "check FILE|DIR|-...",
 		Short: "Parse and check policy files; print every file:line:col error and warning",
 		Long: `Parse and check policy files and print every problem at once, as
-file:line:col: message (errors, then exit 1) and file:line:col: warning: message.
-Long runs show a progress line on stderr (on a terminal after a second,
+file:line:col: message (errors, then exit 1) and file:line:col: warning: message
+on stderr; -o json|yaml prints the counts, errors and warnings as data on stdout
+instead, -o csv one problem a row. - reads one policy file from stdin (named
+stdin). Long runs show a progress line on stderr (on a terminal after a second,
 elsewhere every few seconds once slow).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			prog := newProgressLine(cmd.ErrOrStderr())
-			set, eng, err := loadPoliciesProgress(cmd, args, prog.update)
-			prog.finish()
+			files, err := readPolicyFiles(cmd, args)
 			if err != nil {
 				return err
 			}
-			warnings := policies.Warnings(set)
-			for _, w := range warnings {
-				fmt.Fprintln(cmd.ErrOrStderr(), w.Error())
+			prog := newProgressLine(cmd.ErrOrStderr())
+			set, eng, err := compilePolicies(files, prog.update)
+			prog.finish()
+			var errs, warnings policies.ErrorList
+			if err != nil && !errors.As(err, &errs) {
+				return failed(err)
 			}
-			c := eng.Counts()
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d workload rules, %d device rules (%d device policies), %d version rules, %d revocations, %d trust domains, %d test files, %d warnings\n",
-				c.WorkloadRules, c.DeviceRules, len(set.Devices), c.VersionRules, c.Revocations, c.TrustDomains, len(set.Tests), len(warnings))
+			rep := checkReport{OK: err == nil, Errors: problems(errs)}
+			if set != nil {
+				warnings = policies.Warnings(set)
+				c := eng.Counts()
+				rep.Counts = &checkCounts{WorkloadRules: c.WorkloadRules, DeviceRules: c.DeviceRules, DevicePolicies: len(set.Devices),
+					VersionRules: c.VersionRules, Revocations: c.Revocations, TrustDomains: c.TrustDomains, TestFiles: len(set.Tests)}
+			}
+			rep.Warnings = problems(warnings)
+			if out.format() == output.Table {
+				// The human form: problems on stderr, as compilers print them.
+				for _, e := range append(errs, warnings...) {
+					fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
+				}
+			}
+			if rep.OK || out.format() != output.Table {
+				if err := out.print(cmd, rep); err != nil {
+					return err
+				}
+			}
+			if !rep.OK {
+				return failedf("%d problem(s) found", len(errs))
+			}
 			if failWarnings && len(warnings) > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("%d warning(s) (--fail-on-warnings)", len(warnings))}
+				return failedf("%d warning(s) (--fail-on-warnings)", len(warnings))
 			}
 			return nil
 		},
 	}
 	check.Flags().BoolVar(&failWarnings, "fail-on-warnings", false, "exit 1 when there are warnings")
+	out = addOutputFlag(check, output.All...)
 	return check
+}
+
+// checkReport is what policy check prints.
+type checkReport struct {
+	OK       bool         `json:"ok"`
+	Counts   *checkCounts `json:"counts,omitempty"`
+	Errors   []problem    `json:"errors"`
+	Warnings []problem    `json:"warnings"`
+}
+
+type checkCounts struct {
+	WorkloadRules  int `json:"workloadRules"`
+	DeviceRules    int `json:"deviceRules"`
+	DevicePolicies int `json:"devicePolicies"`
+	VersionRules   int `json:"versionRules"`
+	Revocations    int `json:"revocations"`
+	TrustDomains   int `json:"trustDomains"`
+	TestFiles      int `json:"testFiles"`
+}
+
+// problem is one error or warning at its position.
+type problem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
+	Message string `json:"message"`
+}
+
+func problems(list policies.ErrorList) []problem {
+	out := []problem{}
+	for _, e := range list {
+		out = append(out, problem{File: e.Pos.File, Line: e.Pos.Line, Col: e.Pos.Col, Message: e.Msg})
+	}
+	return out
+}
+
+// Text is the summary line (the problems went to stderr).
+func (r checkReport) Text(w io.Writer) error {
+	c := r.Counts
+	_, err := fmt.Fprintf(w, "ok: %d workload rules, %d device rules (%d device policies), %d version rules, %d revocations, %d trust domains, %d test files, %d warnings\n",
+		c.WorkloadRules, c.DeviceRules, c.DevicePolicies, c.VersionRules, c.Revocations, c.TrustDomains, c.TestFiles, len(r.Warnings))
+	return err
+}
+
+// Rows are the problems, one a row.
+func (r checkReport) Rows() ([]string, [][]string) {
+	var rows [][]string
+	for _, set := range []struct {
+		severity string
+		list     []problem
+	}{{"error", r.Errors}, {"warning", r.Warnings}} {
+		for _, p := range set.list {
+			rows = append(rows, []string{set.severity, p.File, strconv.Itoa(p.Line), strconv.Itoa(p.Col), p.Message})
+		}
+	}
+	return []string{"severity", "file", "line", "col", "message"}, rows
 }
 
 // pathModes are the values of --paths, the guard's handling of request
@@ -62,15 +146,12 @@ var pathModes = map[string]policies.PathOptions{
 	"merge-slashes": {Normalize: true, MergeSlashes: true},
 }
 
-func pathOptions(mode string) (policies.PathOptions, error) {
-	opt, ok := pathModes[mode]
-	if !ok {
-		return opt, &exitError{code: 2, err: fmt.Errorf("--paths %q: want refuse, normalize or merge-slashes", mode)}
-	}
-	return opt, nil
-}
-
 const pathsUsage = "non-canonical request paths, as the guard handles them: refuse (deny with the reason), normalize (RFC 3986) or merge-slashes (normalize and merge //)"
+
+// addPathsFlag registers --paths.
+func addPathsFlag(cmd *cobra.Command, p *string) {
+	enumflag.Var(cmd.Flags(), p, "paths", "", "refuse", []string{"refuse", "normalize", "merge-slashes"}, pathsUsage)
+}
 
 // evalOutput is what policy eval prints: the decision, and with --explain
 // how it was reached.
@@ -79,131 +160,194 @@ type evalOutput struct {
 	Explain *policies.Explanation `json:"explain,omitempty"`
 }
 
+// Text is the decision as labelled lines, then the explanation.
+func (e evalOutput) Text(w io.Writer) error {
+	d := e.DecisionJSON
+	var b strings.Builder
+	decision := "deny"
+	if d.Allow {
+		decision = "allow"
+	}
+	line := func(k, v string) { fmt.Fprintf(&b, "%-14s%s\n", k, output.Clean(v)) }
+	line("decision", decision)
+	line("rules", strings.Join(d.Rules, ", "))
+	line("reason", d.Reason)
+	line("audit", strconv.FormatBool(d.Audit))
+	line("write", strconv.FormatBool(d.Write))
+	line("dry run", strconv.FormatBool(d.DryRun))
+	if d.DryRunRule != "" {
+		line("dry-run rule", d.DryRunRule)
+	}
+	if d.RateLimit != nil {
+		line("rate limit", fmt.Sprintf("%g/s, burst %d, key %s", d.RateLimit.PerSecond, d.RateLimit.Burst, d.RateLimit.Key))
+	}
+	if d.Target != "" {
+		line("target device", d.Target)
+	}
+	if x := e.Explain; x != nil {
+		line("path", x.Path)
+		line("caller", x.Caller)
+		line("peer", x.Peer)
+		for _, r := range x.Rules {
+			verdict := "matched"
+			if !r.Matched {
+				verdict = "not matched: " + r.Why
+			}
+			line("rule", fmt.Sprintf("%s (%s%s) %s", r.Rule, r.Effect, dryRunMark(r.DryRun), verdict))
+		}
+		for _, p := range x.DevicePolicies {
+			verdict := "selected the device"
+			if !p.Selected {
+				verdict = "did not select the device: " + p.Why
+			}
+			line("device policy", p.Policy+" "+verdict)
+		}
+		for _, v := range x.VersionRules {
+			line("version rule", fmt.Sprintf("%s%s: version %q: %s", v.Rule, dryRunMark(v.DryRun), v.Version, v.Result))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func dryRunMark(dry bool) string {
+	if dry {
+		return ", dry run"
+	}
+	return ""
+}
+
+// Rows are the decision in one row.
+func (e evalOutput) Rows() ([]string, [][]string) {
+	d := e.DecisionJSON
+	var key, perSecond, burst string
+	if d.RateLimit != nil {
+		key, perSecond, burst = d.RateLimit.Key, strconv.FormatFloat(d.RateLimit.PerSecond, 'g', -1, 64), strconv.FormatUint(uint64(d.RateLimit.Burst), 10)
+	}
+	return []string{"allow", "rules", "reason", "audit", "write", "dryRun", "dryRunRule", "rateLimitKey", "rateLimitPerSecond", "rateLimitBurst", "targetDevice"},
+		[][]string{{strconv.FormatBool(d.Allow), strings.Join(d.Rules, " "), d.Reason, strconv.FormatBool(d.Audit), strconv.FormatBool(d.Write),
+			strconv.FormatBool(d.DryRun), d.DryRunRule, key, perSecond, burst, d.Target}}
+}
+
 func newPolicyEvalCmd() *cobra.Command {
 	var input, bundlePath, keysPath, scope, paths string
 	var fail, explain bool
+	var out *outputFormat
 	eval := &cobra.Command{
 		Use:   "eval (--bundle B | FILE|DIR...) --input REQUEST.json|-",
-		Short: "Evaluate one request against policies and print the decision as JSON",
-		Long: `Evaluate one request and print the decision as JSON. The request is one
-JSON object (policies/README.md, "Request input"): exact member names, each
-once, nothing after it; header names that differ only in case are refused.
---explain adds the rules the request reached and why each matched or not, why
-each device policy did or did not select the device, and each version rule
-checked with the version it saw. --fail exits 1 when the decision is deny.`,
+		Short: "Evaluate one request against policies and print the decision (JSON by default)",
+		Long: `Evaluate one request and print the decision (-o json by default; yaml, table
+or csv). The request is one JSON object (policies/README.md, "Request input"):
+exact member names, each once, nothing after it; header names that differ only
+in case are refused. --explain adds the rules the request reached and why each
+matched or not, why each device policy did or did not select the device, and
+each version rule checked with the version it saw. --fail exits 1 when the
+decision is deny.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (bundlePath == "") == (len(args) == 0) {
-				return &exitError{code: 2, err: errors.New("policy eval needs either --bundle or policy files/directories")}
+				return usagef("policy eval needs either --bundle or policy files/directories")
 			}
 			if input == "" {
-				return &exitError{code: 2, err: errors.New("--input is required (a file, or - for stdin)")}
+				return usagef("--input is required (a file, or - for stdin)")
 			}
-			opt, err := pathOptions(paths)
+			in := newInputs(cmd)
+			raw, err := in.read("--input", input)
 			if err != nil {
 				return err
 			}
-			var raw []byte
-			if input == "-" {
-				raw, err = io.ReadAll(cmd.InOrStdin())
-			} else {
-				raw, err = os.ReadFile(input)
-			}
+			req, err := policies.ParseInput(raw)
 			if err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("reading input: %w", err)}
-			}
-			in, err := policies.ParseInput(raw)
-			if err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("%s: invalid request: %w", input, err)}
+				return usagef("%s: invalid request: %w", input, err)
 			}
 			var eng *policies.Engine
 			if bundlePath != "" {
-				eng, err = loadBundle(bundlePath, keysPath, scope)
+				eng, err = loadBundle(in, bundlePath, keysPath, scope)
 			} else {
-				_, eng, err = loadPolicies(cmd, args)
+				var files map[string][]byte
+				if files, err = readPolicyFilesFrom(in, args); err == nil {
+					_, eng, err = loadPolicies(cmd, files)
+				}
 			}
 			if err != nil {
 				return err
 			}
 			var d policies.Decision
-			out := evalOutput{}
+			res := evalOutput{}
 			if explain {
-				out.Explain = policies.ExplainInput(eng, in, opt, &d)
+				res.Explain = policies.ExplainInput(eng, req, pathModes[paths], &d)
 			} else {
-				policies.DecideInput(eng, in, opt, &d)
+				policies.DecideInput(eng, req, pathModes[paths], &d)
 			}
-			out.DecisionJSON = d.JSON()
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(out); err != nil {
+			res.DecisionJSON = d.JSON()
+			if err := out.print(cmd, res); err != nil {
 				return err
 			}
 			if fail && !d.Allow {
-				return &exitError{code: 1, err: errors.New("decision: deny (--fail)")}
+				return failedf("decision: deny (--fail)")
 			}
 			return nil
 		},
 	}
-	eval.Flags().StringVar(&input, "input", "", "request JSON file, or - for stdin (spiffeID, peerID, forwarded, jti, claims, device, targetDevice, peerVersion, method, path, headers)")
-	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --verify-keys)")
-	eval.Flags().StringVar(&keysPath, "verify-keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
-	aliasFlag(eval.Flags(), "verify-keys", "keys")
-	eval.Flags().StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
-	eval.Flags().BoolVar(&fail, "fail", false, "exit 1 when the decision is deny")
-	eval.Flags().BoolVar(&explain, "explain", false, "say how the decision was reached (rules considered, device policy selection, version checks)")
-	eval.Flags().StringVar(&paths, "paths", "refuse", pathsUsage)
+	f := eval.Flags()
+	f.StringVar(&input, "input", "", "request JSON file, or - for stdin (spiffeID, peerID, forwarded, jti, claims, device, targetDevice, peerVersion, method, path, headers)")
+	f.StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --verify-keys)")
+	f.StringVar(&keysPath, "verify-keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
+	aliasFlag(f, "verify-keys", "keys")
+	f.StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
+	f.BoolVar(&fail, "fail", false, "exit 1 when the decision is deny")
+	f.BoolVar(&explain, "explain", false, "say how the decision was reached (rules considered, device policy selection, version checks)")
+	addPathsFlag(eval, &paths)
+	out = addOutputFlag(eval, output.JSON, output.YAML, output.Table, output.CSV)
 	return eval
 }
 
+// testFormats: the shared formats, "text" (the older name of table) and
+// JUnit XML for CI.
+var testFormats = []string{"table", "text", "json", "yaml", "csv", "junit"}
+
 func newPolicyTestCmd() *cobra.Command {
 	var verbose bool
-	var output, paths string
+	var format, paths string
 	test := &cobra.Command{
-		Use:   "test DIR...",
+		Use:   "test DIR|FILE|-...",
 		Short: "Run PolicyTest cases (inputs and expected decisions) against the policies beside them",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" && output != "junit" {
-				return &exitError{code: 2, err: fmt.Errorf("-o %q: want text, json or junit", output)}
-			}
-			opt, err := pathOptions(paths)
+			files, err := readPolicyFiles(cmd, args)
 			if err != nil {
 				return err
 			}
-			set, eng, err := loadPolicies(cmd, args)
+			set, eng, err := loadPolicies(cmd, files)
 			if err != nil {
 				return err
 			}
-			results := policies.RunTestsWith(set, eng, opt)
+			results := policies.RunTestsWith(set, eng, pathModes[paths])
 			if len(results) == 0 {
-				return &exitError{code: 1, err: errors.New("no PolicyTest cases found")}
+				return failedf("no PolicyTest cases found")
 			}
-			failed := 0
-			for _, r := range results {
-				if !r.Passed {
-					failed++
-				}
-			}
-			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				err = writeTestJSON(out, results, failed)
+			rep := newTestReport(results)
+			w := cmd.OutOrStdout()
+			switch format {
 			case "junit":
-				err = writeTestJUnit(out, results, failed)
+				err = writeTestJUnit(w, results, rep.Failed)
+			case "table", "text":
+				writeTestText(w, results, rep.Failed, verbose)
 			default:
-				writeTestText(out, results, failed, verbose)
+				err = output.Write(w, output.Format(format), rep)
 			}
 			if err != nil {
 				return err
 			}
-			if failed > 0 {
-				return &exitError{code: 1, err: errors.New("")}
+			if rep.Failed > 0 {
+				return failed(errors.New("")) // the report says which
 			}
 			return nil
 		},
 	}
-	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print passing cases too (text output)")
-	test.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or junit (JUnit XML for CI)")
-	test.Flags().StringVar(&paths, "paths", "refuse", pathsUsage)
+	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print passing cases too (table output)")
+	enumflag.Var(test.Flags(), &format, "output", "o", "table", testFormats,
+		"output format: table (text), json, yaml, csv (one case a row) or junit (JUnit XML for CI)").WithHint("-o is the output format; redirect stdout for a file")
+	addPathsFlag(test, &paths)
 	return test
 }
 
@@ -223,7 +367,7 @@ func writeTestText(out io.Writer, results []policies.TestResult, failed int, ver
 	fmt.Fprintf(out, "%d passed, %d failed, %d total\n", len(results)-failed, failed, len(results))
 }
 
-// testReportJSON is `policy test -o json`.
+// testReportJSON is `policy test -o json` (and yaml, csv).
 type testReportJSON struct {
 	Passed  int              `json:"passed"`
 	Failed  int              `json:"failed"`
@@ -239,15 +383,26 @@ type testResultJSON struct {
 	Decision policies.DecisionJSON `json:"decision"`
 }
 
-func writeTestJSON(out io.Writer, results []policies.TestResult, failed int) error {
-	rep := testReportJSON{Passed: len(results) - failed, Failed: failed, Total: len(results)}
+func newTestReport(results []policies.TestResult) testReportJSON {
+	rep := testReportJSON{Total: len(results)}
 	for _, r := range results {
+		if !r.Passed {
+			rep.Failed++
+		}
 		rep.Results = append(rep.Results, testResultJSON{Test: r.Test, Position: r.Pos.String(), Passed: r.Passed,
 			Failures: r.Failures, Decision: r.Decision.JSON()})
 	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rep)
+	rep.Passed = rep.Total - rep.Failed
+	return rep
+}
+
+// Rows are the cases, one a row.
+func (r testReportJSON) Rows() ([]string, [][]string) {
+	rows := make([][]string, 0, len(r.Results))
+	for _, c := range r.Results {
+		rows = append(rows, []string{c.Test, c.Position, strconv.FormatBool(c.Passed), strings.Join(c.Failures, "; ")})
+	}
+	return []string{"test", "position", "passed", "failures"}, rows
 }
 
 // JUnit XML, as CI systems (GitLab, Jenkins, GitHub test reporters) read it.
@@ -310,58 +465,90 @@ func writeTestJUnit(out io.Writer, results []policies.TestResult, failed int) er
 	return err
 }
 
-// loadPolicies reads, checks and compiles policy files; bad policies exit 1
-// with one file:line:col line per problem.
-func loadPolicies(cmd *cobra.Command, paths []string) (*policies.Set, *policies.Engine, error) {
-	return loadPoliciesProgress(cmd, paths, nil)
+// stdinPolicyName is the file name a policy read from stdin has in
+// positions (stdin:3:5: ...).
+const stdinPolicyName = "stdin"
+
+// readPolicyFiles reads the policy files and directories named on the
+// command line; - is one policy file from stdin.
+func readPolicyFiles(cmd *cobra.Command, paths []string) (map[string][]byte, error) {
+	return readPolicyFilesFrom(newInputs(cmd), paths)
 }
 
-func loadPoliciesProgress(cmd *cobra.Command, paths []string, progress policies.Progress) (*policies.Set, *policies.Engine, error) {
-	files, err := policies.ReadPaths(paths...)
-	if err != nil {
-		return nil, nil, &exitError{code: 2, err: err}
+func readPolicyFilesFrom(in *inputs, paths []string) (map[string][]byte, error) {
+	var named []string
+	var stdin []byte
+	for _, p := range paths {
+		if p != stdio {
+			named = append(named, p)
+			continue
+		}
+		b, err := in.read("policy file", p)
+		if err != nil {
+			return nil, err
+		}
+		stdin = b
 	}
+	files := map[string][]byte{}
+	if len(named) > 0 {
+		var err error
+		if files, err = policies.ReadPaths(named...); err != nil {
+			return nil, usage(err)
+		}
+	}
+	if stdin != nil {
+		files[stdinPolicyName] = stdin
+	}
+	return files, nil
+}
+
+// compilePolicies checks and compiles policy files; a policy problem is a
+// policies.ErrorList.
+func compilePolicies(files map[string][]byte, progress policies.Progress) (*policies.Set, *policies.Engine, error) {
 	set, err := policies.LoadProgress(files, progress)
 	if err != nil {
-		var list policies.ErrorList
-		if errors.As(err, &list) {
-			for _, e := range list {
-				fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
-			}
-			return nil, nil, &exitError{code: 1, err: fmt.Errorf("%d problem(s) found", len(list))}
-		}
-		return nil, nil, &exitError{code: 1, err: err}
+		return nil, nil, err
 	}
 	if progress != nil {
 		progress("compiling", 0, 0)
 	}
 	eng, err := policies.Compile(set)
 	if err != nil {
-		return nil, nil, &exitError{code: 1, err: err}
+		return nil, nil, failed(err)
 	}
 	return set, eng, nil
 }
 
+// loadPolicies is compilePolicies for verbs whose output is not the
+// problems: they go to stderr, one file:line:col line each (exit 1).
+func loadPolicies(cmd *cobra.Command, files map[string][]byte) (*policies.Set, *policies.Engine, error) {
+	set, eng, err := compilePolicies(files, nil)
+	var list policies.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
+		}
+		return nil, nil, failedf("%d problem(s) found", len(list))
+	}
+	return set, eng, err
+}
+
 // loadBundle verifies a signed bundle and compiles its policy files.
-func loadBundle(path, keysPath, scope string) (*policies.Engine, error) {
+func loadBundle(in *inputs, path, keysPath, scope string) (*policies.Engine, error) {
 	if keysPath == "" {
-		return nil, &exitError{code: 2, err: errors.New("--bundle needs --verify-keys (the public JWK Set that verifies it)")}
+		return nil, usagef("--bundle needs --verify-keys (the public JWK Set that verifies it)")
 	}
-	data, err := os.ReadFile(path)
+	data, err := in.read("--bundle", path)
 	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("reading bundle: %w", err)}
+		return nil, err
 	}
-	kb, err := os.ReadFile(keysPath)
+	keys, err := readKeySet(in, keysPath)
 	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("reading keys: %w", err)}
-	}
-	keys, err := bundle.ParseKeySet(kb)
-	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("%s: %w", keysPath, err)}
+		return nil, err
 	}
 	b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, Scope: scope})
 	if err != nil {
-		return nil, &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
+		return nil, failedf("%s: %w", path, err)
 	}
 	files := map[string][]byte{}
 	for name, content := range b.Files {
@@ -371,7 +558,21 @@ func loadBundle(path, keysPath, scope string) (*policies.Engine, error) {
 	}
 	eng, err := policies.CompileFiles(files)
 	if err != nil {
-		return nil, &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
+		return nil, failedf("%s: %w", path, err)
 	}
 	return eng, nil
+}
+
+// readKeySet reads a public JWK Set (verify.jwk); a bad file is a usage
+// error.
+func readKeySet(in *inputs, path string) (jwk.Set, error) {
+	raw, err := in.read("--verify-keys", path)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := bundle.ParseKeySet(raw)
+	if err != nil {
+		return nil, usagef("%s: %w", path, err)
+	}
+	return keys, nil
 }

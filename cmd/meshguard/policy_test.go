@@ -2,9 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/policies"
 )
@@ -20,30 +21,82 @@ import (
 const gridDir = "../../policies/testdata/grid"
 
 func TestPolicyCheck(t *testing.T) {
-	out, err := runFresh(t, newPolicyCheckCmd(), gridDir)
-	require.NoError(t, err)
-	require.Contains(t, out, "ok: 5 workload rules, 4 device rules")
+	r := runCLI(t, "policy", "check", gridDir).ok(t)
+	require.Contains(t, r.stdout, "ok: 5 workload rules, 4 device rules")
 
-	_, err = runFresh(t, newPolicyCheckCmd(), "../../policies/testdata/errors/shadow.yaml")
-	var ee *exitError
-	require.True(t, errors.As(err, &ee))
-	require.Equal(t, 1, ee.code)
-	require.Contains(t, err.Error(), "3 problem(s) found")
+	r = runCLI(t, "policy", "check", "../../policies/testdata/errors/shadow.yaml")
+	require.Equal(t, exitFailed, r.code)
+	require.Contains(t, r.stderr, "3 problem(s) found")
+	require.Contains(t, r.stderr, "shadow.yaml:")
+	require.Empty(t, r.stdout)
+
+	r = runCLI(t, "policy", "check", filepath.Join(t.TempDir(), "none"))
+	require.Equal(t, exitUsage, r.code, "a path that is not there is a usage error")
+}
+
+// TestPolicyCheckFormats: every format carries the counts and the problems.
+func TestPolicyCheckFormats(t *testing.T) {
+	var rep checkReport
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "policy", "check", "-o", "json", gridDir).ok(t).stdout), &rep))
+	assert.True(t, rep.OK)
+	require.NotNil(t, rep.Counts)
+	assert.Equal(t, 5, rep.Counts.WorkloadRules)
+	assert.Empty(t, rep.Errors)
+
+	// Errors as data, on stdout, still exit 1; nothing on stderr but the summary.
+	r := runCLI(t, "policy", "check", "-o", "json", "../../policies/testdata/errors/shadow.yaml")
+	assert.Equal(t, exitFailed, r.code)
+	rep = checkReport{}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.False(t, rep.OK)
+	require.Len(t, rep.Errors, 3)
+	assert.Equal(t, "../../policies/testdata/errors/shadow.yaml", rep.Errors[0].File)
+	assert.Positive(t, rep.Errors[0].Line)
+	assert.Equal(t, "meshguard: 3 problem(s) found\n", r.stderr)
+
+	r = runCLI(t, "policy", "check", "-o", "yaml", "../../policies/testdata/errors/shadow.yaml")
+	assert.Equal(t, exitFailed, r.code)
+	var y map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(r.stdout), &y))
+	assert.Equal(t, false, y["ok"])
+
+	r = runCLI(t, "policy", "check", "-o", "csv", "../../policies/testdata/errors/shadow.yaml")
+	assert.Equal(t, exitFailed, r.code)
+	rows, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 4)
+	assert.Equal(t, []string{"severity", "file", "line", "col", "message"}, rows[0])
+	assert.Equal(t, "error", rows[1][0])
+}
+
+// TestPolicyFromStdin: - is one policy file read from stdin.
+func TestPolicyFromStdin(t *testing.T) {
+	open := "apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: open}\nspec:\n  rules:\n    - name: all\n      effect: allow\n"
+	assert.Contains(t, runCLIStdin(t, open, "policy", "check", "-").ok(t).stdout, "ok: 1 workload rules")
+	r := runCLIStdin(t, "kind: Nope\n", "policy", "check", "-")
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, "stdin:1:")
+	r = runCLIStdin(t, open, "policy", "check", "-", "-")
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "stdin is already the input of policy file")
+	// Policies from stdin, the request from a file.
+	in := writeInput(t, `{"method":"GET","path":"/x"}`)
+	assert.Contains(t, runCLIStdin(t, open, "policy", "eval", "--input", in, "-").ok(t).stdout, `"allow": true`)
+	r = runCLIStdin(t, open, "policy", "eval", "--input", "-", "-")
+	assert.Equal(t, exitUsage, r.code, "stdin cannot be both the request and the policies")
 }
 
 func TestPolicyTestVerb(t *testing.T) {
-	out, err := runFresh(t, newPolicyTestCmd(), gridDir)
-	require.NoError(t, err)
-	require.Contains(t, out, "24 passed, 0 failed, 24 total")
+	r := runCLI(t, "policy", "test", gridDir).ok(t)
+	require.Contains(t, r.stdout, "24 passed, 0 failed, 24 total")
 
 	// A failing expectation exits 1 and names the case.
 	dir := gridWithWrongTest(t)
-	out, err = runFresh(t, newPolicyTestCmd(), dir)
-	var ee *exitError
-	require.True(t, errors.As(err, &ee))
-	require.Equal(t, 1, ee.code)
-	require.Contains(t, out, "FAIL wrong/reader may not read")
-	require.Contains(t, out, "0 passed, 1 failed, 1 total")
+	r = runCLI(t, "policy", "test", dir)
+	require.Equal(t, exitFailed, r.code)
+	require.Contains(t, r.stdout, "FAIL wrong/reader may not read")
+	require.Contains(t, r.stdout, "0 passed, 1 failed, 1 total")
+	require.Empty(t, r.stderr, "the report says it all")
 }
 
 // gridWithWrongTest copies the grid policies without their tests and adds
@@ -74,41 +127,56 @@ spec:
 }
 
 func TestPolicyEval(t *testing.T) {
-	in := filepath.Join(t.TempDir(), "in.json")
-	require.NoError(t, os.WriteFile(in, []byte(`{"spiffeID":"spiffe://grid.example/ns/billing/sa/billing",
+	in := writeInput(t, `{"spiffeID":"spiffe://grid.example/ns/billing/sa/billing",
 "device":{"id":"3e4f45ab31edfe5b67e343e5e4562e31984e23e5","class":"meter"},
-"method":"POST","path":"/v1/meters/3e4f45ab31edfe5b67e343e5e4562e31984e23e5/disconnect"}`), 0o644))
-	out, err := runFresh(t, newPolicyEvalCmd(), "--input", in, gridDir)
-	require.NoError(t, err)
+"method":"POST","path":"/v1/meters/3e4f45ab31edfe5b67e343e5e4562e31984e23e5/disconnect"}`)
+	r := runCLI(t, "policy", "eval", "--input", in, gridDir).ok(t)
 	var d policies.DecisionJSON
-	require.NoError(t, json.Unmarshal([]byte(out), &d))
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &d))
 	require.True(t, d.Allow)
 	require.Equal(t, []string{"meters/remote-disconnect"}, d.Rules)
 	require.True(t, d.Audit)
 	require.NotNil(t, d.RateLimit)
 	require.Equal(t, policies.RateLimitJSON{Key: "3e4f45ab31edfe5b67e343e5e4562e31984e23e5", PerSecond: 0.5, Burst: 1}, *d.RateLimit)
 
-	require.NoError(t, os.WriteFile(in, []byte(`{"method":"GET","path":"/","bogus":1}`), 0o644))
-	_, err = runFresh(t, newPolicyEvalCmd(), "--input", in, gridDir)
-	require.ErrorContains(t, err, "unknown member")
-	_, err = runFresh(t, newPolicyEvalCmd(), "--input", in, "--bundle", "x.bundle", gridDir)
-	require.ErrorContains(t, err, "either --bundle or policy files")
+	// The other formats carry the same decision.
+	yr := runCLI(t, "policy", "eval", "--input", in, "-o", "yaml", gridDir).ok(t)
+	var yd policies.DecisionJSON
+	require.NoError(t, yaml.Unmarshal([]byte(yr.stdout), &yd))
+	assert.Equal(t, d, yd)
+	table := runCLI(t, "policy", "eval", "--input", in, "-o", "table", gridDir).ok(t).stdout
+	assert.Contains(t, table, "decision      allow\n")
+	assert.Contains(t, table, "rules         meters/remote-disconnect\n")
+	assert.Contains(t, table, "rate limit    0.5/s, burst 1, key 3e4f45ab31edfe5b67e343e5e4562e31984e23e5\n")
+	rows, err := csv.NewReader(strings.NewReader(runCLI(t, "policy", "eval", "--input", in, "-o", "csv", gridDir).ok(t).stdout)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, []string{"true", "meters/remote-disconnect"}, rows[1][:2])
+
+	bogus := writeInput(t, `{"method":"GET","path":"/","bogus":1}`)
+	r = runCLI(t, "policy", "eval", "--input", bogus, gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "unknown member")
+	r = runCLI(t, "policy", "eval", "--input", in, "--bundle", "x.bundle", gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "either --bundle or policy files")
 }
 
 func TestPolicyEvalBundle(t *testing.T) {
 	dir := t.TempDir()
-	_, err := runFresh(t, newKeysGenerateCmd(), "--out", filepath.Join(dir, "keys"))
-	require.NoError(t, err)
+	runCLI(t, "keys", "generate", "--out", filepath.Join(dir, "keys")).ok(t)
 	b := filepath.Join(dir, "p.bundle")
-	_, err = runFresh(t, newPolicyBundleCmd(), "--signing-key", filepath.Join(dir, "keys", "signing.jwk"), "--revision", "3", "-o", b, gridDir)
-	require.NoError(t, err)
-	in := filepath.Join(dir, "in.json")
-	require.NoError(t, os.WriteFile(in, []byte(`{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"GET","path":"/v1/meters/9/readings"}`), 0o644))
-	out, err := runFresh(t, newPolicyEvalCmd(), "--bundle", b, "--verify-keys", filepath.Join(dir, "keys", "verify.jwk"), "--input", in)
-	require.NoError(t, err)
-	require.Contains(t, out, `"meter-api/readers-read"`)
-	_, err = runFresh(t, newPolicyEvalCmd(), "--bundle", b, "--input", in)
-	require.ErrorContains(t, err, "--verify-keys")
+	runCLI(t, "policy", "bundle", "--signing-key", filepath.Join(dir, "keys", "signing.jwk"), "--revision", "3", "--output-file", b, gridDir).ok(t)
+	in := writeInput(t, `{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"GET","path":"/v1/meters/9/readings"}`)
+	r := runCLI(t, "policy", "eval", "--bundle", b, "--verify-keys", filepath.Join(dir, "keys", "verify.jwk"), "--input", in).ok(t)
+	require.Contains(t, r.stdout, `"meter-api/readers-read"`)
+	r = runCLI(t, "policy", "eval", "--bundle", b, "--input", in)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "--verify-keys")
+	// A bundle from another signer does not verify: a failure, not a usage error.
+	runCLI(t, "keys", "generate", "--out", filepath.Join(dir, "other")).ok(t)
+	r = runCLI(t, "policy", "eval", "--bundle", b, "--verify-keys", filepath.Join(dir, "other", "verify.jwk"), "--input", in)
+	assert.Equal(t, exitFailed, r.code, r.stderr)
 }
 
 func writeInput(t *testing.T, body string) string {
@@ -135,87 +203,89 @@ func TestPolicyEvalStrictInput(t *testing.T) {
 		`[{"method":"GET","path":"/x"}]`:                                           "must be a JSON object",
 		`{"method":"GET","path":"/x"`:                                              "unexpected EOF",
 	} {
-		_, err := runFresh(t, newPolicyEvalCmd(), "--input", writeInput(t, body), gridDir)
-		var ee *exitError
-		require.True(t, errors.As(err, &ee), "%s: %v", body, err)
-		assert.Equal(t, 2, ee.code, body)
-		assert.ErrorContains(t, err, msg, body)
+		r := runCLI(t, "policy", "eval", "--input", writeInput(t, body), gridDir)
+		assert.Equal(t, exitUsage, r.code, body)
+		assert.Contains(t, r.stderr, msg, body)
 	}
 }
 
 func TestPolicyEvalStdinFailExplainPaths(t *testing.T) {
-	cmd := newPolicyEvalCmd()
-	cmd.SetIn(strings.NewReader(`{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"GET","path":"/v1/meters/m-17/readings"}`))
-	out, err := runFresh(t, cmd, "--input", "-", "--fail", gridDir)
-	require.NoError(t, err, "an allow passes --fail")
-	assert.Contains(t, out, `"meter-api/readers-read"`)
+	r := runCLIStdin(t, `{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"GET","path":"/v1/meters/m-17/readings"}`,
+		"policy", "eval", "--input", "-", "--fail", gridDir).ok(t)
+	assert.Contains(t, r.stdout, `"meter-api/readers-read"`, "an allow passes --fail")
 
 	// A deny with --fail exits 1 and still prints the decision.
 	deny := writeInput(t, `{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"DELETE","path":"/v1/meters/m-17/readings"}`)
-	out, err = runFresh(t, newPolicyEvalCmd(), "--input", deny, "--fail", gridDir)
-	var ee *exitError
-	require.True(t, errors.As(err, &ee))
-	assert.Equal(t, 1, ee.code)
-	assert.Contains(t, out, `"allow": false`)
-	_, err = runFresh(t, newPolicyEvalCmd(), "--input", deny, gridDir)
-	require.NoError(t, err, "without --fail a deny is a result, not an error")
+	r = runCLI(t, "policy", "eval", "--input", deny, "--fail", gridDir)
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stdout, `"allow": false`)
+	runCLI(t, "policy", "eval", "--input", deny, gridDir).ok(t) // without --fail a deny is a result, not an error
 
 	// --explain names the version rule, the version and the unselected policy.
 	ctlReq := writeInput(t, `{"spiffeID":"spiffe://grid.example/ns/der/sa/controller","claims":{"swversion":"2.4.1"},
 "device":{"id":"inv-0042","class":"inverter","vendor":"acme","firmware":"3.2.0"},"method":"PUT","path":"/v1/inverters/inv-0042/setpoint"}`)
-	out, err = runFresh(t, newPolicyEvalCmd(), "--input", ctlReq, "--explain", gridDir)
-	require.NoError(t, err)
+	r = runCLI(t, "policy", "eval", "--input", ctlReq, "--explain", gridDir).ok(t)
 	var got evalOutput
-	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
 	require.NotNil(t, got.Explain)
 	assert.Contains(t, got.Explain.VersionRules, policies.VersionCheck{Rule: "der-controller-versions/controller-releases", Version: "2.4.1", Result: policies.ReasonVersionDenied})
 	assert.Contains(t, got.Explain.DevicePolicies, policies.DeviceExplanation{Policy: "inverters", Why: `device vendor "acme" is not in ["voltwerk" "sunbridge"]`})
 	assert.True(t, got.Write)
+	table := runCLI(t, "policy", "eval", "--input", ctlReq, "--explain", "-o", "table", gridDir).ok(t).stdout
+	assert.Contains(t, table, `version rule  der-controller-versions/controller-releases: version "2.4.1": `+policies.ReasonVersionDenied)
+	assert.Contains(t, table, `device policy inverters did not select the device: device vendor "acme" is not in ["voltwerk" "sunbridge"]`)
 
 	// Non-canonical paths: refused by default, normalised on request.
 	dotted := writeInput(t, `{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"GET","path":"/v1/meters/x/../m-17/%72eadings"}`)
-	out, err = runFresh(t, newPolicyEvalCmd(), "--input", dotted, gridDir)
-	require.NoError(t, err)
-	assert.Contains(t, out, policies.ErrPathDotSegment.Error())
-	out, err = runFresh(t, newPolicyEvalCmd(), "--input", dotted, "--paths", "normalize", gridDir)
-	require.NoError(t, err)
-	assert.Contains(t, out, `"allow": true`)
-	_, err = runFresh(t, newPolicyEvalCmd(), "--input", dotted, "--paths", "tolerant", gridDir)
-	assert.ErrorContains(t, err, "refuse, normalize or merge-slashes")
+	assert.Contains(t, runCLI(t, "policy", "eval", "--input", dotted, gridDir).ok(t).stdout, policies.ErrPathDotSegment.Error())
+	assert.Contains(t, runCLI(t, "policy", "eval", "--input", dotted, "--paths", "normalize", gridDir).ok(t).stdout, `"allow": true`)
+	r = runCLI(t, "policy", "eval", "--input", dotted, "--paths", "tolerant", gridDir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "refuse, normalize, merge-slashes")
 }
 
 func TestPolicyTestOutputs(t *testing.T) {
-	out, err := runFresh(t, newPolicyTestCmd(), "-o", "json", gridDir)
-	require.NoError(t, err)
 	var rep testReportJSON
-	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "policy", "test", "-o", "json", gridDir).ok(t).stdout), &rep))
 	assert.Equal(t, rep.Total, rep.Passed)
 	assert.Positive(t, rep.Total)
 	assert.Regexp(t, `^grid_test\.yaml:\d+:\d+$`, filepath.Base(rep.Results[0].Position))
 
-	out, err = runFresh(t, newPolicyTestCmd(), "-o", "junit", gridDir)
-	require.NoError(t, err)
 	var suites junitSuites
-	require.NoError(t, xml.Unmarshal([]byte(out), &suites))
+	require.NoError(t, xml.Unmarshal([]byte(runCLI(t, "policy", "test", "-o", "junit", gridDir).ok(t).stdout), &suites))
 	assert.Equal(t, rep.Total, suites.Tests)
 	require.Len(t, suites.Suites, 1)
 	assert.Equal(t, "grid", suites.Suites[0].Name)
 	assert.Zero(t, suites.Failures)
 
-	// A failing case is in the report and exits 1.
+	// text is the older name of table.
+	assert.Equal(t, runCLI(t, "policy", "test", "-o", "table", gridDir).ok(t).stdout, runCLI(t, "policy", "test", "-o", "text", gridDir).ok(t).stdout)
+
+	// A failing case is in every report and exits 1.
 	dir := gridWithWrongTest(t)
-	out, err = runFresh(t, newPolicyTestCmd(), "-o", "junit", dir)
-	var ee *exitError
-	require.True(t, errors.As(err, &ee))
-	assert.Equal(t, 1, ee.code)
-	require.NoError(t, xml.Unmarshal([]byte(out), &suites))
+	r := runCLI(t, "policy", "test", "-o", "junit", dir)
+	assert.Equal(t, exitFailed, r.code)
+	require.NoError(t, xml.Unmarshal([]byte(r.stdout), &suites))
 	assert.Equal(t, 1, suites.Failures)
 	last := suites.Suites[len(suites.Suites)-1]
 	require.Equal(t, "wrong", last.Name)
 	require.NotNil(t, last.Cases[0].Failure)
 	assert.Contains(t, last.Cases[0].Failure.Message, "allow: want false, got true")
-	_, err = runFresh(t, newPolicyTestCmd(), "-o", "yaml", dir)
-	assert.ErrorContains(t, err, "text, json or junit")
+
+	r = runCLI(t, "policy", "test", "-o", "yaml", dir)
+	assert.Equal(t, exitFailed, r.code)
+	var yrep testReportJSON
+	require.NoError(t, yaml.Unmarshal([]byte(r.stdout), &yrep))
+	assert.Equal(t, 1, yrep.Failed)
+	r = runCLI(t, "policy", "test", "-o", "csv", dir)
+	assert.Equal(t, exitFailed, r.code)
+	rows, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"wrong/reader may not read", rows[1][1], "false"}, rows[1][:3])
+
+	r = runCLI(t, "policy", "test", "-o", "xml", dir)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "table, text, json, yaml, csv, junit")
 }
 
 func TestPolicyCheckWarnings(t *testing.T) {
@@ -236,13 +306,16 @@ spec:
   rules:
     - {name: all, effect: allow, subjects: [spiffe://grid.example/ns/ops/sa/admin]}
 `), 0o644))
-	var errOut bytes.Buffer
-	out, err := runFreshErr(t, newPolicyCheckCmd(), &errOut, dir)
-	require.NoError(t, err)
-	assert.Contains(t, out, "1 warnings")
-	assert.Contains(t, errOut.String(), `p.yaml:15:7: warning: workload rule "ops/all" allows writes on paths DevicePolicy "inverters" governs`)
-	_, err = runFreshErr(t, newPolicyCheckCmd(), &errOut, "--fail-on-warnings", dir)
-	assert.ErrorContains(t, err, "1 warning(s)")
+	r := runCLI(t, "policy", "check", dir).ok(t)
+	assert.Contains(t, r.stdout, "1 warnings")
+	assert.Contains(t, r.stderr, `p.yaml:15:7: warning: workload rule "ops/all" allows writes on paths DevicePolicy "inverters" governs`)
+	r = runCLI(t, "policy", "check", "--fail-on-warnings", dir)
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, "1 warning(s)")
+	var rep checkReport
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "policy", "check", "-o", "json", dir).ok(t).stdout), &rep))
+	require.Len(t, rep.Warnings, 1)
+	assert.Equal(t, 15, rep.Warnings[0].Line)
 }
 
 // TestProgressLine: nothing for fast runs; a line per interval once slow.

@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/server"
+	"github.com/meshguard/meshguard/internal/output"
 )
 
 // distClientFlags are the flags every distributor client verb shares.
@@ -42,7 +44,7 @@ func (d *distClientFlags) register(cmd *cobra.Command, serverRequired bool) {
 func (d *distClientFlags) client(ctx context.Context) (*server.Client, func() error, error) {
 	tc, closer, err := auth.ClientTLSConfig(ctx, d.tls)
 	if err != nil {
-		return nil, closer, &exitError{code: 2, err: err}
+		return nil, closer, usage(err)
 	}
 	tok := d.token
 	if tok == "" {
@@ -53,17 +55,43 @@ func (d *distClientFlags) client(ctx context.Context) (*server.Client, func() er
 	return &server.Client{Base: d.server, Token: tok, HTTP: &http.Client{Transport: tr, Timeout: 5 * time.Minute}}, closer, nil
 }
 
-func init() {
+// newPushCmd is the push verb group.
+func newPushCmd() *cobra.Command {
+	return newGroup("push", "Publish filter modules and policy bundles", newPushBundleCmd(), newPushModuleCmd())
+}
+
+// publishResult is what push bundle prints.
+type publishResult struct {
+	Channel  string    `json:"channel"`
+	Revision uint64    `json:"revision"`
+	Digest   string    `json:"digest"`
+	Expires  time.Time `json:"expires"`
+}
+
+// Text is the summary line.
+func (r publishResult) Text(w io.Writer) error {
+	_, err := fmt.Fprintf(w, "published %s revision %d %s\n", output.Clean(r.Channel), r.Revision, r.Digest)
+	return err
+}
+
+// Rows is one row.
+func (r publishResult) Rows() ([]string, [][]string) {
+	return []string{"channel", "revision", "digest", "expires"},
+		[][]string{{r.Channel, strconv.FormatUint(r.Revision, 10), r.Digest, r.Expires.UTC().Format(time.RFC3339)}}
+}
+
+func newPushBundleCmd() *cobra.Command {
 	var flags distClientFlags
 	var channel string
+	var format *outputFormat
 	cmd := &cobra.Command{
-		Use:   "bundle FILE",
+		Use:   "bundle FILE|-",
 		Short: "Publish a signed policy bundle to a distributor channel",
-		Long: `Publish a signed policy bundle to a distributor channel.
+		Long: `Publish a signed policy bundle to a distributor channel (- reads it from stdin).
 
 The distributor verifies the signature (and the channel's scope) and refuses a
 revision that is not above the channel's latest with 409 (exit code 3); a bundle
-that fails verification is refused with 422 (exit code 4).
+that fails verification is refused with 422 (exit code 1).
 
 Rolling back: the distributor never serves a lower revision as latest. To return
 to an older policy, fetch it (GET /v1/bundles/CHANNEL/revisions/N), rebuild and
@@ -78,9 +106,9 @@ expires within 7 days.`,
   MESHGUARD_TOKEN=... meshguard push bundle policy.bundle --server http://127.0.0.1:8443`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := os.ReadFile(args[0])
+			data, err := newInputs(cmd).read("bundle", args[0])
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return err
 			}
 			c, closer, err := flags.client(cmd.Context())
 			if err != nil {
@@ -88,24 +116,18 @@ expires within 7 days.`,
 			}
 			defer closer()
 			res, err := c.PublishBundle(cmd.Context(), channel, data)
-			var apiErr *server.APIError
-			if errors.As(err, &apiErr) {
-				switch apiErr.Code {
-				case http.StatusConflict:
-					return &exitError{code: 3, err: fmt.Errorf("rejected: %w", err)}
-				case http.StatusUnprocessableEntity:
-					return &exitError{code: 4, err: fmt.Errorf("rejected: %w", err)}
-				}
-			}
 			if err != nil {
+				return fmt.Errorf("publish to channel %q: %w", channel, err)
+			}
+			if err := format.print(cmd, publishResult{Channel: res.Channel, Revision: res.Revision, Digest: res.Digest, Expires: res.Expires}); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "published %s revision %d %s\n", res.Channel, res.Revision, res.Digest)
 			warnExpiry(cmd.ErrOrStderr(), "bundle", res.Revision, res.Expires, time.Now())
 			return nil
 		},
 	}
 	flags.register(cmd, true)
 	cmd.Flags().StringVar(&channel, "channel", "default", "channel name ([a-z0-9][a-z0-9._-]{0,62})")
-	pushCmd.AddCommand(cmd)
+	format = addOutputFlag(cmd, output.All...)
+	return cmd
 }

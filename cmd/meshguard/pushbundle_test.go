@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -43,18 +42,42 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	file := filepath.Join(dir, "p.bundle")
 	require.NoError(t, os.WriteFile(file, b, 0o644))
 
-	out, err := runDistCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
-	require.NoError(t, err)
-	assert.Contains(t, out, "published prod revision 3 sha256:")
-	assert.Contains(t, out, "warning: bundle revision 3 expires at", "a bundle valid for an hour more")
+	r := runCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod").ok(t)
+	assert.Contains(t, r.stdout, "published prod revision 3 sha256:")
+	assert.Contains(t, r.stderr, "warning: bundle revision 3 expires at", "a bundle valid for an hour more")
 
-	_, err = runDistCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
-	var ee *exitError
-	require.True(t, errors.As(err, &ee), "%v", err)
-	assert.Equal(t, 3, ee.code, "same revision again: 409")
-	assert.Contains(t, err.Error(), "409")
+	r = runCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
+	assert.Equal(t, exitConflict, r.code, "same revision again: 409")
+	assert.Contains(t, r.stderr, "409")
 
-	out, err = runDistCLI(t, "audit", "verify", "--server", url)
+	// From stdin, as JSON: the next revision.
+	b4, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
+		bundle.BuildOptions{Revision: 4, Expires: time.Now().Add(30 * 24 * time.Hour), Key: key})
 	require.NoError(t, err)
-	assert.Contains(t, out, "decision log intact: 0 records")
+	r = runCLIStdin(t, string(b4), "push", "bundle", "-", "--server", url, "--channel", "prod", "-o", "json").ok(t)
+	var pub publishResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &pub))
+	assert.Equal(t, publishResult{Channel: "prod", Revision: 4, Digest: pub.Digest, Expires: pub.Expires}, pub)
+	assert.Regexp(t, `^sha256:[0-9a-f]{64}$`, pub.Digest)
+	assert.Empty(t, r.stderr, "no expiry warning for a month")
+
+	// A bundle the distributor does not verify (another key): 422, a failure.
+	other, _, err := bundle.GenerateKey("ed25519")
+	require.NoError(t, err)
+	b5, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
+		bundle.BuildOptions{Revision: 5, Expires: time.Now().Add(time.Hour), Key: other})
+	require.NoError(t, err)
+	r = runCLIStdin(t, string(b5), "push", "bundle", "-", "--server", url, "--channel", "prod")
+	assert.Equal(t, exitFailed, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "422")
+
+	r = runCLI(t, "audit", "verify", "--server", url).ok(t)
+	assert.Contains(t, r.stdout, "decision log intact: 0 records")
+
+	// Nothing listens: not a usage error, not a failure of the bundle.
+	cancel()
+	<-done
+	done <- nil
+	r = runCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
+	assert.Equal(t, exitError, r.code, r.stderr)
 }

@@ -1,20 +1,18 @@
 package main
 
 import (
-	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshguard/meshguard/distributor/server"
+	"github.com/meshguard/meshguard/internal/enumflag"
 )
 
-func init() {
+func newServeCmd() *cobra.Command {
 	var (
 		configFile, listen, data, keys, logLevel, logFormat string
 		insecure, force, printDefault                       bool
@@ -36,14 +34,14 @@ Plain HTTP needs --insecure-http and a loopback listen address (or --force-insec
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if printDefault {
-				_, err := os.Stdout.Write(server.DefaultConfigYAML)
+				_, err := cmd.OutOrStdout().Write(server.DefaultConfigYAML)
 				return err
 			}
 			cfg := server.DefaultConfig()
 			if configFile != "" {
 				var err error
 				if cfg, err = server.LoadConfig(configFile); err != nil {
-					return &exitError{code: 2, err: err}
+					return usage(err)
 				}
 			}
 			f := cmd.Flags()
@@ -62,18 +60,14 @@ Plain HTTP needs --insecure-http and a loopback listen address (or --force-insec
 			if f.Changed("force-insecure") {
 				cfg.ForceInsecure = force
 			}
-			log, err := newLogger(logLevel, logFormat)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
+			log := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
 			if err := cfg.Validate(); err != nil {
-				return &exitError{code: 2, err: err}
+				return usage(err)
 			}
 			if err := server.CheckListen(cfg); err != nil {
-				return &exitError{code: 2, err: err}
+				return usage(err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
 			srv, err := server.New(ctx, cfg, server.Options{Logger: log})
 			if err != nil {
 				return err
@@ -95,22 +89,19 @@ Plain HTTP needs --insecure-http and a loopback listen address (or --force-insec
 	f.BoolVar(&insecure, "insecure-http", false, "serve plain HTTP (loopback only unless --force-insecure)")
 	f.BoolVar(&force, "force-insecure", false, "allow plain HTTP on a non-loopback address")
 	f.BoolVar(&printDefault, "print-default-config", false, "print the embedded default configuration and exit")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	rootCmd.AddCommand(cmd)
+	enumflag.Var(f, &logLevel, "log-level", "", "info", []string{"debug", "info", "warn", "error"}, "log level")
+	enumflag.Var(f, &logFormat, "log-format", "", "text", []string{"text", "json"}, "log format")
+	return cmd
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
+// newLogger is the distributor's logger on w; level and format are
+// enumflag values, so they parse.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
+	_ = lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -228,7 +228,7 @@ func (e *env) publish(ctx context.Context, rev int, dir string) error {
 	out := filepath.Join(e.work, fmt.Sprintf("grid-r%d.bundle", rev))
 	src := filepath.Join(e.opts.Root, "examples", "grid", dir)
 	if _, err := e.mg(ctx, "policy", "bundle", "--signing-key", filepath.Join(e.work, "keys", "signing.jwk"), "--revision", fmt.Sprint(rev),
-		"--expires", "24h", "--scope", "grid", "-o", out, src); err != nil {
+		"--expires", "24h", "--scope", "grid", "--output-file", out, src); err != nil {
 		return err
 	}
 	if _, err := e.mg(ctx, "push", "bundle", out, "--server", e.distURL, "--channel", "grid"); err != nil {
