@@ -78,29 +78,31 @@ func Write(w io.Writer, f Format, v any) error {
 		if t, ok := v.(Texter); ok {
 			return t.Text(w)
 		}
-		r, ok := v.(Rows)
-		if !ok {
-			return fmt.Errorf("-o table: %w", ErrNoTable)
-		}
-		cols, rows := r.Rows()
-		tw := NewTableWriter(w, cols)
-		for _, row := range rows {
-			tw.Row(row...)
-		}
-		return tw.Flush()
+		return writeRows(v, f, func(cols []string) rowWriter { return NewTableWriter(w, cols) })
 	case CSV:
-		r, ok := v.(Rows)
-		if !ok {
-			return fmt.Errorf("-o csv: %w", ErrNoTable)
-		}
-		cols, rows := r.Rows()
-		cw := NewCSVWriter(w, cols)
-		for _, row := range rows {
-			cw.Row(row...)
-		}
-		return cw.Flush()
+		return writeRows(v, f, func(cols []string) rowWriter { return NewCSVWriter(w, cols) })
 	}
 	return fmt.Errorf("unknown output format %q", f)
+}
+
+// rowWriter is TableWriter or CSVWriter.
+type rowWriter interface {
+	Row(cells ...string)
+	Flush() error
+}
+
+// writeRows prints v's Rows with the writer newWriter makes.
+func writeRows(v any, f Format, newWriter func(columns []string) rowWriter) error {
+	r, ok := v.(Rows)
+	if !ok {
+		return fmt.Errorf("-o %s: %w", f, ErrNoTable)
+	}
+	cols, rows := r.Rows()
+	rw := newWriter(cols)
+	for _, row := range rows {
+		rw.Row(row...)
+	}
+	return rw.Flush()
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -213,11 +215,10 @@ func (c *CSVWriter) Flush() error {
 // as one compact object a line (NDJSON), yaml as "---"-separated
 // documents, table rows aligned up to each Flush, csv rows.
 type Stream struct {
-	w     io.Writer
-	f     Format
-	n     int
-	table *TableWriter
-	csv   *CSVWriter
+	w    io.Writer
+	f    Format
+	n    int
+	rows rowWriter // table and csv
 }
 
 // NewStream starts a stream; table and csv print the columns first.
@@ -225,9 +226,9 @@ func NewStream(w io.Writer, f Format, columns []string) *Stream {
 	s := &Stream{w: w, f: f}
 	switch f {
 	case Table:
-		s.table = NewTableWriter(w, columns)
+		s.rows = NewTableWriter(w, columns)
 	case CSV:
-		s.csv = NewCSVWriter(w, columns)
+		s.rows = NewCSVWriter(w, columns)
 	}
 	return s
 }
@@ -256,10 +257,8 @@ func (s *Stream) Record(raw []byte, row []string) error {
 		}
 		_, err = s.w.Write(y)
 		return err
-	case Table:
-		s.table.Row(row...)
-	case CSV:
-		s.csv.Row(row...)
+	case Table, CSV:
+		s.rows.Row(row...)
 	default:
 		return fmt.Errorf("unknown output format %q", s.f)
 	}
@@ -268,11 +267,8 @@ func (s *Stream) Record(raw []byte, row []string) error {
 
 // Flush writes what table and csv buffer.
 func (s *Stream) Flush() error {
-	switch {
-	case s.table != nil:
-		return s.table.Flush()
-	case s.csv != nil:
-		return s.csv.Flush()
+	if s.rows != nil {
+		return s.rows.Flush()
 	}
 	return nil
 }
