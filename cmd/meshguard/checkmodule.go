@@ -43,13 +43,8 @@ meshguard ships (guard.wasm, hello.wasm) pass both profiles; make test checks it
 			in := newInputs(cmd)
 			bin, err := modsource.Fetch(cmd.Context(), args[0], sha, modsource.Options{
 				ReadFile: func(p string) ([]byte, error) { return in.read("module", p) }})
-			switch {
-			case errors.Is(err, modsource.ErrDigest):
-				return failed(err)
-			case err != nil && !modsource.IsRemote(args[0]):
-				return usage(err)
-			case err != nil:
-				return err
+			if err != nil {
+				return err // a local file that cannot be read is a usage error already
 			}
 			rep := host.CheckModule(cmd.Context(), bin, host.CheckOptions{Profile: host.Profile(profile), Workers: workers})
 			if err := format.print(cmd, checkResult{module: args[0], rep: rep}); err != nil {

@@ -17,6 +17,8 @@ import (
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/server"
 	"github.com/meshguard/meshguard/internal/buildinfo"
+	"github.com/meshguard/meshguard/internal/modsource"
+	"github.com/meshguard/meshguard/internal/ociref"
 	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
@@ -62,6 +64,14 @@ func TestUnknownSubVerbs(t *testing.T) {
 		{[]string{"serve", "--log-format", "xml"}, exitUsage, `"xml" is not one of text, json`, false},
 		{[]string{"run", "--envoy", "envoy-1.20", "--module", "x"}, exitUsage, `"envoy-1.20" is not one of envoy-1.33, envoy-latest`, false},
 		{[]string{"push", "bundle", "x"}, exitUsage, `required flag(s) "server" not set`, false},
+		{[]string{"serve", "--verify-keys", "-"}, exitUsage, "--verify-keys -: the distributor reads its files again", false},
+		{[]string{"serve", "--config", "/nonexistent/meshguard.yaml"}, exitUsage, "no such file", false},
+		{[]string{"serve", "--listen", "0.0.0.0:0", "--insecure-http"}, exitUsage, "", false},
+		{[]string{"run"}, exitUsage, "--module is required", false},
+		{[]string{"run", "--module", "/nonexistent.wasm"}, exitUsage, "no such file", false},
+		{[]string{"run", "--module", "oci://127.0.0.1:1"}, exitUsage, "no repository", false},
+		{[]string{"run", "--module", "x.wasm", "--route", "v1=http://x"}, exitUsage, "want /PREFIX=http://host:port", false},
+		{[]string{"run", "--module", "x.wasm", "--cluster", "authz"}, exitUsage, "want NAME=http://host:port", false},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -176,6 +186,9 @@ func TestExitCodeClassification(t *testing.T) {
 		{"bundle signature", fmt.Errorf("b: %w", bundle.ErrSignature), exitFailed},
 		{"bundle rollback", bundle.ErrRollback, exitFailed},
 		{"bundle expired", bundle.ErrExpired, exitFailed},
+		{"a reference that would go to Docker Hub", fmt.Errorf("x: %w", ociref.ErrReference), exitUsage},
+		{"a module URL without its sha256", modsource.ErrNoDigest, exitUsage},
+		{"a module that is not the pinned one", fmt.Errorf("x: %w", modsource.ErrDigest), exitFailed},
 		{"anything else", errors.New("connection refused"), exitError},
 		{"a cancelled run", context.Canceled, exitError},
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/server"
+	"github.com/meshguard/meshguard/internal/modsource"
+	"github.com/meshguard/meshguard/internal/ociref"
 	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
@@ -80,10 +82,13 @@ func failed(err error) error {
 // failedf is failed(fmt.Errorf(...)).
 func failedf(format string, a ...any) error { return failed(fmt.Errorf(format, a...)) }
 
-// bundleFailures are the bundle verification errors: the bundle is bad,
-// not the command line.
-var bundleFailures = []error{bundle.ErrFormat, bundle.ErrSignature, bundle.ErrFileSet, bundle.ErrExpired,
-	bundle.ErrNotYetValid, bundle.ErrScope, bundle.ErrRollback}
+// failures are the libraries' verification errors: the bundle or module
+// is bad, not the command line.
+var failures = []error{bundle.ErrFormat, bundle.ErrSignature, bundle.ErrFileSet, bundle.ErrExpired,
+	bundle.ErrNotYetValid, bundle.ErrScope, bundle.ErrRollback, modsource.ErrDigest}
+
+// usages are the libraries' errors about what the command line says.
+var usages = []error{ociref.ErrReference, modsource.ErrNoDigest}
 
 // exitCode classifies err: an explicit mark (usage, failed) first, then the
 // libraries' typed errors, else exitError.
@@ -113,9 +118,14 @@ func exitCode(err error) int {
 	if errors.As(err, &list) {
 		return exitFailed
 	}
-	for _, f := range bundleFailures {
+	for _, f := range failures {
 		if errors.Is(err, f) {
 			return exitFailed
+		}
+	}
+	for _, u := range usages {
+		if errors.Is(err, u) {
+			return exitUsage
 		}
 	}
 	return exitError

@@ -82,7 +82,7 @@ is refused rather than sent to Docker Hub (docker.io/... names Docker Hub).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := ociref.Parse(args[1])
 			if err != nil {
-				return usage(err)
+				return err
 			}
 			wasm, err := newInputs(cmd).read("module", args[0])
 			if err != nil {
@@ -128,7 +128,7 @@ Prints the manifest digest (-o for the reference, digest and size as data).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := ociref.Parse(args[0])
 			if err != nil {
-				return usage(err)
+				return err
 			}
 			wasm, d, err := modules.Pull(cmd.Context(), ref, pf.options())
 			if err != nil {

@@ -118,13 +118,7 @@ func (f *runFlags) config(cmd *cobra.Command) (devproxy.ServeConfig, error) {
 	cfg.Module, err = modsource.Fetch(cmd.Context(), f.module, f.sha, modsource.Options{
 		ReadFile: func(p string) ([]byte, error) { return in.read("--module", p) }})
 	if err != nil {
-		if errors.Is(err, modsource.ErrDigest) {
-			return cfg, failed(err)
-		}
-		if !modsource.IsRemote(f.module) {
-			return cfg, usage(err)
-		}
-		return cfg, err
+		return cfg, err // a local file that cannot be read is a usage error already
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level.Slog()}))
 	cfg.Runtime = host.RuntimeConfig{Profile: host.Profile(f.profile), CompilationCacheDir: f.cacheDir, CallbackDeadline: f.deadline,

@@ -37,6 +37,11 @@ Plain HTTP needs --insecure-http and a loopback listen address (or --force-insec
 				_, err := cmd.OutOrStdout().Write(server.DefaultConfigYAML)
 				return err
 			}
+			for name, v := range map[string]string{"--config": configFile, "--verify-keys": keys, "--data": data} {
+				if v == stdio {
+					return usagef("%s -: the distributor reads its files again while it serves (keys on every use); give a path", name)
+				}
+			}
 			cfg := server.DefaultConfig()
 			if configFile != "" {
 				var err error

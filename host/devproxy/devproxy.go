@@ -9,6 +9,9 @@
 // runs the request and response callbacks, honours the plugin's verdicts,
 // forwards allowed requests to upstreams by path prefix with :path
 // unchanged, and serves the plugin's http callouts with a real HTTP client.
+// Serve composes the whole proxy `meshguard run` starts: host runtime,
+// plugin, callout clusters, listener and an identity from a local SPIFFE CA
+// or the Workload API.
 package devproxy
 
 import (

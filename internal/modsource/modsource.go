@@ -27,6 +27,9 @@ const MaxModuleBytes = 256 << 20
 // ErrDigest: the module is not the one the sha256 pins.
 var ErrDigest = errors.New("module digest mismatch")
 
+// ErrNoDigest: an http(s) source without the sha256 that pins it.
+var ErrNoDigest = errors.New("a module URL needs its sha256 (as Envoy requires for remote code)")
+
 // Options configure Fetch.
 type Options struct {
 	// ReadFile reads a local source (default os.ReadFile); the CLI's reads
@@ -38,13 +41,10 @@ type Options struct {
 	Remote modules.RemoteOptions
 }
 
-// IsRemote reports whether src names an http(s) URL or an OCI reference.
-func IsRemote(src string) bool {
-	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") || strings.HasPrefix(src, ociref.Scheme)
-}
-
 // Fetch returns the module src names. want is "sha256:<hex>" or "<hex>"
-// (empty: not checked, refused for http(s)).
+// (empty: not checked, refused for http(s) with ErrNoDigest). A bad OCI
+// reference wraps ociref.ErrReference; a module that is not the one want
+// pins, ErrDigest.
 func Fetch(ctx context.Context, src, want string, o Options) ([]byte, error) {
 	want = strings.TrimPrefix(strings.ToLower(want), "sha256:")
 	switch {
@@ -63,7 +63,7 @@ func Fetch(ctx context.Context, src, want string, o Options) ([]byte, error) {
 		return wasm, nil
 	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
 		if want == "" {
-			return nil, errors.New("a module URL needs its sha256 (as Envoy requires for remote code)")
+			return nil, ErrNoDigest
 		}
 		bin, err := fetchHTTP(ctx, src, o.HTTP)
 		if err != nil {

@@ -56,7 +56,7 @@ func TestFetch(t *testing.T) {
 		{"file pinned", file, "sha256:" + fileSum, ""},
 		{"file, wrong pin", file, strings.Repeat("0", 64), "module digest mismatch"},
 		{"http pinned", web.URL + "/m.wasm", fileSum, ""},
-		{"http without a pin", web.URL + "/m.wasm", "", "needs its sha256"},
+		{"http without a pin", web.URL + "/m.wasm", "", ErrNoDigest.Error()},
 		{"http, wrong pin", web.URL + "/m.wasm", strings.Repeat("0", 64), "module digest mismatch"},
 		{"http 404", web.URL + "/other.wasm", fileSum, "404"},
 		{"oci by tag, pinned by manifest digest", "oci://" + host + "/m/guard:v1", dgst.String(), ""},
@@ -76,7 +76,4 @@ func TestFetch(t *testing.T) {
 			assert.Equal(t, wasm, got)
 		})
 	}
-	assert.True(t, IsRemote("oci://r.example/a:b"))
-	assert.True(t, IsRemote("https://r.example/a.wasm"))
-	assert.False(t, IsRemote("guard.wasm"))
 }

@@ -16,6 +16,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
+// ErrReference is wrapped by every error of Parse.
+var ErrReference = errors.New("invalid OCI reference")
+
 // Scheme is the optional prefix Istio uses for OCI module URLs.
 const Scheme = "oci://"
 
@@ -24,21 +27,21 @@ const Scheme = "oci://"
 func Parse(ref string) (string, error) {
 	s := strings.TrimPrefix(ref, Scheme)
 	if s == "" {
-		return "", fmt.Errorf("reference %q: empty", ref)
+		return "", fmt.Errorf("%w %q: empty", ErrReference, ref)
 	}
 	host, repo, ok := strings.Cut(s, "/")
 	if !ok || repo == "" {
-		return "", fmt.Errorf("reference %q: no repository: want REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST", ref)
+		return "", fmt.Errorf("%w %q: no repository: want REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST", ErrReference, ref)
 	}
 	if !isRegistryHost(host) {
-		return "", fmt.Errorf("reference %q: %q is not a registry host (it has no '.' or ':' and is not localhost), so a Docker client would send this to Docker Hub; name the registry, e.g. registry.example.com/%s (docker.io/%s for Docker Hub)", ref, host, s, s)
+		return "", fmt.Errorf("%w %q: %q is not a registry host (it has no '.' or ':' and is not localhost), so a Docker client would send this to Docker Hub; name the registry, e.g. registry.example.com/%s (docker.io/%s for Docker Hub)", ErrReference, ref, host, s, s)
 	}
 	r, err := name.ParseReference(s, name.WithDefaultRegistry(""))
 	if err != nil {
-		return "", fmt.Errorf("reference %q: %w", ref, err)
+		return "", fmt.Errorf("%w %q: %w", ErrReference, ref, err)
 	}
 	if r.Context().RegistryStr() == "" {
-		return "", fmt.Errorf("reference %q: %w", ref, errors.New("no registry"))
+		return "", fmt.Errorf("%w %q: no registry", ErrReference, ref)
 	}
 	return r.Name(), nil
 }
