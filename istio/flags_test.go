@@ -38,7 +38,7 @@ func TestFlagsOptions(t *testing.T) {
 			assert.Nil(t, c)
 			assert.True(t, o.Guard.PeerCertificate)
 		}, ""},
-		{"everything", []string{"-n", "grid", "--url", "oci://r/g:v1", "--sha256", "abc", "--priority", "0", "--fail-open",
+		{"everything", []string{"-n", "grid", "--url", "oci://r.example/g:v1", "--sha256", "abc", "--priority", "0", "--fail-open",
 			"--target-ref", "Gateway/gw", "--target-ref", "gateway.networking.k8s.io/Gateway/gw2", "--port", "8080",
 			"--env", "B=2", "--env", "A=1", "--host-env", "POD_NAME", "--verify-keys", "keys.jwk", "--channel", "grid",
 			"--distributor", "https://d:8443", "--distributor-tls", "SIMPLE", "--distributor-ca", "/ca.pem", "--service-entry",

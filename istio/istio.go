@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/envoy"
+	"github.com/meshguard/meshguard/internal/ociref"
 )
 
 // Defaults.
@@ -343,8 +344,10 @@ func moduleDigest(o Options) (string, error) {
 		if len(o.ModuleFile) > 0 {
 			return "", errors.New("--module applies to http(s) URLs: for oci:// the sha256 is the image manifest digest that `meshguard push module` prints")
 		}
-		if u.Host == "" {
-			return "", fmt.Errorf("url %q: oci://registry/repository:tag expected", o.URL)
+		// Istio resolves the reference as a Docker client would: a bare
+		// HOST:PORT or a registry-less repository would go to Docker Hub.
+		if _, err := ociref.Parse(o.URL); err != nil {
+			return "", fmt.Errorf("url: %w", err)
 		}
 		if sum == "" {
 			return "", errors.New("sha256: required for oci:// (the manifest digest pins the exact module; a moved tag must not change the filter)")

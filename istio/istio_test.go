@@ -246,6 +246,9 @@ func TestDigestForms(t *testing.T) {
 		{"http mismatch", "https://d/modules/g/v1.wasm", exampleDigest, module, "", "does not match"},
 		{"http without sum", "https://d/modules/g/v1.wasm", "", nil, "", "required"},
 		{"file url", "file:///var/lib/guard.wasm", "", nil, "", ""},
+		// Istio would pull these from Docker Hub.
+		{"oci registry without repository", "oci://r:5000", exampleDigest, nil, "", "no repository"},
+		{"oci repository without registry", "oci://meshguard/guard:v1", exampleDigest, nil, "", "not a registry host"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
