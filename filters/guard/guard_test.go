@@ -100,7 +100,7 @@ func (f *fixture) buildBundle(t testing.TB, rev uint64, files map[string][]byte,
 			if eng, err := policies.Compile(set); err == nil {
 				img, err := eng.MarshalBinary()
 				require.NoError(t, err)
-				all[policies.ImageFile] = img
+				all[bundle.ImageFile] = img
 			}
 		}
 	}
@@ -486,12 +486,12 @@ func TestBundleForms(t *testing.T) {
 		s := h.NewStream(peer(reader))
 		s.Request("GET", "/v1/meters/42/readings")
 		lr := s.ExpectLocalReply(503)
-		assert.Contains(t, string(lr.Body), "has no compiled engine image (compiled/engine.bin)")
+		assert.Contains(t, string(lr.Body), "has no compiled/engine.bin")
 		assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_verification_failures_total"))
 	})
 	t.Run("damaged image: fail closed", func(t *testing.T) {
 		files := maps.Clone(f.files)
-		files[policies.ImageFile] = []byte(policies.ImageMagic + "\x01garbage")
+		files[bundle.ImageFile] = []byte(policies.ImageMagic + "\x01garbage")
 		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, inline(f.buildBundle(t, 1, files, true)))))
 		s := h.NewStream(peer(reader))
 		s.Request("GET", "/v1/meters/42/readings")

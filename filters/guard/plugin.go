@@ -47,6 +47,7 @@ type plugin struct {
 	cfgErr error // non-nil: configuration unusable, every request gets 503
 
 	keys    *verify.KeySet
+	keeper  *verify.Keeper
 	policy  *policyState
 	expires time.Time
 	polErr  error // last reason there is no policy
@@ -167,6 +168,7 @@ func (p *plugin) configure() error {
 	if p.keys, err = verify.ParseKeySet(cfg.Policy.VerifyKeys); err != nil {
 		return fmt.Errorf("policy.verifyKeys: %w", err)
 	}
+	p.keeper = verify.NewKeeper(cfg.Policy.MinRevision)
 	if j := cfg.Identity.JWTSVID; j != nil {
 		if p.svid, err = identity.NewSVIDVerifier(identity.RawJSON(j.TrustDomains), j.Audiences, j.CacheSize); err != nil {
 			return err

@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
-	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
@@ -38,35 +36,25 @@ func (p *plugin) revision() uint64 {
 }
 
 func (p *plugin) tryInstall(data []byte) error {
-	min := p.cfg.Policy.MinRevision
-	if p.policy != nil {
-		min = max(min, p.policy.revision)
-	}
-	// The compiled engine image is the only policy form the filter loads
-	// (`meshguard policy bundle` always writes it): verifying only
-	// compiled/ skips inflating and hashing the YAML sources, and the guard
-	// carries no policy-language parser at all.
-	opts := verify.Options{Keys: p.keys, MinRevision: min, Scope: p.cfg.Policy.Scope, Now: time.Now(),
-		Subset: []string{"compiled/"}}
-	b, err := verify.Verify(data, opts)
-	if grace := p.cfg.Policy.ExpiryGrace.Duration; grace > 0 && errors.Is(err, verify.ErrExpired) {
-		// Within the configured grace an expired bundle (after a restart,
-		// say) still beats failing closed; checkExpiry logs and bounds it.
-		opts.Now = opts.Now.Add(-grace)
-		b, err = verify.Verify(data, opts)
-	}
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	img, ok := b.Files[policies.ImageFile]
-	if !ok {
-		return fmt.Errorf("revision %d has no compiled engine image (%s): proxies load only bundles built by `meshguard policy bundle`",
-			b.Manifest.Revision, policies.ImageFile)
-	}
-	eng, err := policies.UnmarshalEngine(img)
-	if err != nil {
-		return fmt.Errorf("revision %d: %w", b.Manifest.Revision, err)
-	}
+	// The compiled engine image is the only policy form the filter loads:
+	// verifying only compiled/ skips inflating and hashing the YAML
+	// sources, and the guard carries no policy-language parser at all.
+	var pol *verify.Policy
+	_, err := p.keeper.Offer(data, func(last uint64) (uint64, error) {
+		var err error
+		pol, err = verify.Load(data, verify.Options{Keys: p.keys, MinRevision: last, Scope: p.cfg.Policy.Scope, Now: time.Now(),
+			Grace: p.cfg.Policy.ExpiryGrace.Duration})
+		if err != nil {
+			return 0, err
+		}
+		return pol.Revision(), nil
+	}, func() error { return p.swap(pol) })
+	return err
+}
+
+// swap makes pol the enforced policy.
+func (p *plugin) swap(pol *verify.Policy) error {
+	eng, rev := pol.Engine, pol.Revision()
 	// Trust domains whose JWT bundle the configuration left empty take their
 	// keys from the policy bundle; a domain without keys verifies nothing.
 	if p.svid != nil {
@@ -76,17 +64,17 @@ func (p *plugin) tryInstall(data []byte) error {
 			}
 			if jwks, ok := eng.JWKS(td); ok && len(jwks) > 0 {
 				if err := p.svid.SetBundle(td, jwks); err != nil {
-					return fmt.Errorf("revision %d: %w", b.Manifest.Revision, err)
+					return fmt.Errorf("revision %d: %w", rev, err)
 				}
 			}
 		}
 	}
-	p.policy = &policyState{engine: eng, revision: b.Manifest.Revision, digest: b.Digest, peerVersion: eng.UsesPeerVersion()}
-	p.expires = b.Manifest.Expires
+	p.policy = &policyState{engine: eng, revision: rev, digest: pol.Digest, peerVersion: eng.UsesPeerVersion()}
+	p.expires = pol.Manifest.Expires
 	p.polErr = nil
 	p.m.bundleLoads.Increment(1)
-	p.m.revision.Add(int64(b.Manifest.Revision) - p.m.revision.Value())
-	p.m.expiry.Add(b.Manifest.Expires.Unix() - p.m.expiry.Value())
+	p.m.revision.Add(int64(rev) - p.m.revision.Value())
+	p.m.expiry.Add(pol.Manifest.Expires.Unix() - p.m.expiry.Value())
 	return nil
 }
 
