@@ -17,6 +17,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/filters/guard/internal/lease"
 	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
@@ -284,13 +285,13 @@ func (p *plugin) nextDecisionID() string {
 	return p.idPrefix + strconv.FormatUint(p.idSeq, 36)
 }
 
-// sharedStore adapts Proxy-Wasm shared data to ratelimit.Store.
+// sharedStore adapts Proxy-Wasm shared data to shared.Store.
 type sharedStore struct{}
 
 func (sharedStore) Get(key string) ([]byte, uint32, error) {
 	v, cas, err := proxywasm.GetSharedData(key)
 	if errors.Is(err, types.ErrorStatusNotFound) {
-		return nil, 0, ratelimit.ErrNotFound
+		return nil, 0, shared.ErrNotFound
 	}
 	return v, cas, err
 }
@@ -298,7 +299,7 @@ func (sharedStore) Get(key string) ([]byte, uint32, error) {
 func (sharedStore) Set(key string, v []byte, cas uint32) error {
 	err := proxywasm.SetSharedData(key, v, cas)
 	if errors.Is(err, types.ErrorStatusCasMismatch) {
-		return ratelimit.ErrCASMismatch
+		return shared.ErrCASMismatch
 	}
 	return err
 }
