@@ -64,6 +64,13 @@ const (
 	FieldSource         = "source"
 )
 
+// Reply field names besides FieldDecision, FieldDecisionID and
+// FieldReason (the JSON names of Reply's fields).
+const (
+	FieldRule  = "rule"
+	FieldError = "error"
+)
+
 // RecordStringFields are the Record fields whose value is a JSON string.
 var RecordStringFields = []string{FieldDecisionID, FieldReason, FieldSubject, FieldDeviceID, FieldDeviceClass,
 	FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource}

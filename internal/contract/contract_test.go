@@ -2,7 +2,6 @@ package contract
 
 import (
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +27,11 @@ func TestRecordFieldsAreTheConstants(t *testing.T) {
 	assert.Equal(t, consts, tags)
 	assert.ElementsMatch(t, strs, RecordStringFields)
 	assert.NotContains(t, RecordDecisions, DecisionUnavailable, "an unavailable policy is answered, never recorded")
-	assert.True(t, slices.IsSorted([]string{DecisionsPath, DecisionsHeadPath, DecisionsLogPath}))
+	var reply []string
+	for f := range reflect.TypeFor[Reply]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		reply = append(reply, name)
+	}
+	assert.Equal(t, []string{FieldDecision, FieldDecisionID, FieldRule, FieldError, FieldReason}, reply)
 	assert.Equal(t, "/v1/bundles/grid", ChannelPath("grid"))
 }
