@@ -56,7 +56,7 @@ type Outcome struct {
 }
 
 // Forward reports whether the request goes upstream.
-func (o *Outcome) Forward() bool { return o.Status == 0 }
+func (o Outcome) Forward() bool { return o.Status == 0 }
 
 // Decide resolves the caller, evaluates the policy and enforces the
 // outcome. It fails closed: without a usable configuration or policy the

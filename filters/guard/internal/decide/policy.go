@@ -17,7 +17,7 @@ func (g *Guard) Install(data []byte, from string) error {
 	// The compiled engine image is the only policy form the filter loads:
 	// loading reads only compiled/, so the YAML sources are never inflated
 	// and the guard carries no policy-language parser.
-	_, err := g.keeper.Offer(data, func(last uint64) (uint64, error) {
+	changed, err := g.keeper.Offer(data, func(last uint64) (uint64, error) {
 		var err error
 		pol, err = verify.Load(data, verify.Options{Keys: g.keys, MinRevision: last, Scope: g.cfg.Policy.Scope,
 			Now: g.ports.Clock(), Grace: g.cfg.Policy.ExpiryGrace.Duration})
@@ -30,6 +30,9 @@ func (g *Guard) Install(data []byte, from string) error {
 		g.ports.Telemetry.BundleRejected()
 		g.ports.Log.Log(LevelError, fmt.Sprintf("meshguard: rejected policy bundle from %s (keeping revision %d): %v", from, g.Revision(), err))
 		return err
+	}
+	if !changed { // the bytes already enforced
+		return nil
 	}
 	g.ports.Log.Log(LevelInfo, fmt.Sprintf("meshguard: installed policy bundle revision %d (%s) from %s", pol.Revision(), pol.Digest, from))
 	return nil
