@@ -30,9 +30,6 @@ type Exchange struct {
 // deny's reply does.
 func (x *Exchange) DecisionID() string { return x.decisionID }
 
-// Caller returns the identities of the request being decided.
-func (x *Exchange) Caller() *Caller { return &x.caller }
-
 // headers reads the request headers once.
 func (x *Exchange) headers(r Request) {
 	if !x.hdrsRead {
