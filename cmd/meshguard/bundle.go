@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
@@ -138,48 +136,31 @@ within 7 days or already has (an old SOURCE_DATE_EPOCH, say).`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			files, sources, err := collectBundleFiles("policies/", args, true)
+			files, sources, err := collectBundleFiles(bundle.SourcesDir, args, true)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			dataFiles, dataSources, err := collectBundleFiles("data/", data, false)
+			dataFiles, dataSources, err := collectBundleFiles(bundle.DataDir, data, false)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			for name, b := range dataFiles {
 				files[name], sources[name] = b, dataSources[name]
 			}
-			// Check the policies under their source paths so errors point at
-			// the files the user edits.
-			bySource := map[string][]byte{}
-			for name, b := range files {
-				if strings.HasPrefix(name, "policies/") {
-					bySource[sources[name]] = b
-				}
-			}
-			if len(bySource) == 0 {
-				return &exitError{code: 2, err: errors.New("no policy files (.yaml, .yml) found")}
-			}
-			set, err := policies.Load(bySource)
-			if err != nil {
-				return &exitError{code: 1, err: fmt.Errorf("policy check failed, no bundle written:\n%w", err)}
-			}
 			// Proxies load the compiled engine image instead of parsing and
 			// compiling the YAML, which is what makes hot reloads of large
 			// bundles fast; the sources stay in the bundle for people and
-			// for `meshguard policy verify`, which checks they agree.
-			eng, err := policies.Compile(set)
-			if err != nil {
-				return &exitError{code: 1, err: fmt.Errorf("policy compile failed, no bundle written: %w", err)}
-			}
-			img, err := eng.MarshalBinary()
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			files[policies.ImageFile] = img
-			b, err := bundle.Build(files, bundle.BuildOptions{
+			// for `meshguard policy verify` and the distributor, which check
+			// that they agree.
+			b, err := bundle.Pack(files, bundle.PackOptions{Sources: sources, BuildOptions: bundle.BuildOptions{
 				Revision: revision, Created: createdAt, Expires: createdAt.Add(expires), Scope: scope, Key: key,
-			})
+			}})
+			if errors.Is(err, bundle.ErrNoSources) {
+				return &exitError{code: 2, err: errors.New("no policy files (.yaml, .yml) found")}
+			}
+			if errors.Is(err, bundle.ErrPolicy) {
+				return &exitError{code: 1, err: fmt.Errorf("%w, no bundle written", err)}
+			}
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -187,7 +168,7 @@ within 7 days or already has (an old SOURCE_DATE_EPOCH, say).`,
 				return &exitError{code: 2, err: err}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: revision %d, %d files, kid %s, expires %s, sha256:%s\n",
-				out, revision, len(files), key.KeyID(), createdAt.Add(expires).UTC().Format(time.RFC3339), sha256Hex(b))
+				out, revision, len(files)+1, key.KeyID(), createdAt.Add(expires).UTC().Format(time.RFC3339), sha256Hex(b))
 			// A SOURCE_DATE_EPOCH from an old commit yields a bundle that is
 			// already expired, or nearly: say so before it is published.
 			warnExpiry(cmd.ErrOrStderr(), "bundle", revision, createdAt.Add(expires), time.Now())
@@ -294,7 +275,9 @@ func newPolicyVerifyCmd() *cobra.Command {
 		Long: `Verify a signed policy bundle exactly as the distributor and the guard filter
 do: size limits, paths, signature (EdDSA or ES256, kid in the key set), exact
 file set and hashes, validity window, scope and, with --min-revision, that the
-revision is above the last accepted one. Exit code 1 on any failure.`,
+revision is above the last accepted one; then, as the distributor does before
+publishing, that the compiled engine image (what proxies enforce) is exactly
+what the policy sources in the bundle compile to. Exit code 1 on any failure.`,
 		Example: "  meshguard policy verify --verify-keys keys/verify.jwk --scope grid-prod --min-revision 41 policy.bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -313,11 +296,8 @@ revision is above the last accepted one. Exit code 1 on any failure.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, MinRevision: minRevision, Scope: scope})
+			b, err := bundle.Open(data, bundle.VerifyOptions{Keys: keys, MinRevision: minRevision, Scope: scope})
 			if err != nil {
-				return &exitError{code: 1, err: fmt.Errorf("%s: verification failed: %w", args[0], err)}
-			}
-			if err := checkImage(b.Files); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("%s: verification failed: %w", args[0], err)}
 			}
 			m := b.Manifest
@@ -350,36 +330,4 @@ revision is above the last accepted one. Exit code 1 on any failure.`,
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
-}
-
-// checkImage confirms that a bundle's compiled engine image (what proxies
-// enforce) is exactly what its policy sources (what people review) compile
-// to. Bundles without an image pass.
-func checkImage(files map[string][]byte) error {
-	img, ok := files[policies.ImageFile]
-	if !ok {
-		return nil
-	}
-	src := map[string][]byte{}
-	for name, b := range files {
-		if strings.HasPrefix(name, "policies/") {
-			src[name] = b
-		}
-	}
-	set, err := policies.Load(src)
-	if err != nil {
-		return fmt.Errorf("policy sources: %w", err)
-	}
-	eng, err := policies.Compile(set)
-	if err != nil {
-		return fmt.Errorf("policy sources: %w", err)
-	}
-	want, err := eng.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(img, want) {
-		return fmt.Errorf("%s does not match what the policy sources compile to", policies.ImageFile)
-	}
-	return nil
 }

@@ -43,7 +43,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			assert.Contains(t, out, "revision 7\n")
 			assert.Contains(t, out, "policies/workloads.yaml")
 			assert.Contains(t, out, "data/jwks.json")
-			assert.Contains(t, out, policies.ImageFile)
+			assert.Contains(t, out, bundle.ImageFile)
 			assert.Contains(t, out, "created  2026-11-23T09:00:00Z")
 
 			// An image that is not what the sources compile to is refused,
@@ -52,14 +52,20 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			vb, err := bundle.Verify(must(os.ReadFile(b1)), bundle.VerifyOptions{Keys: must(bundle.ParseKeySet(must(os.ReadFile(filepath.Join(keys, "verify.jwk")))))})
 			require.NoError(t, err)
-			otherEng, err := policies.CompileFiles(map[string][]byte{"w.yaml": []byte("apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: w}\nspec:\n  rules:\n    - name: all\n      effect: allow\n")})
+			otherEng, err := policies.CompileFiles(map[string][]byte{"w.yaml": []byte(openPolicy)})
 			require.NoError(t, err)
-			vb.Files[policies.ImageFile] = must(otherEng.MarshalBinary())
+			vb.Files[bundle.ImageFile] = must(otherEng.MarshalBinary())
 			forged := filepath.Join(dir, "forged.bundle")
 			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
 				Expires: vb.Manifest.Expires, Key: key})), 0o644))
 			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), forged)
-			require.ErrorContains(t, err, "does not match what the policy sources compile to")
+			require.ErrorIs(t, err, bundle.ErrImageMismatch)
+			// So is a bundle without an image: no proxy would load it.
+			delete(vb.Files, bundle.ImageFile)
+			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
+				Expires: vb.Manifest.Expires, Key: key})), 0o644))
+			_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(keys, "verify.jwk"), forged)
+			require.ErrorIs(t, err, bundle.ErrNoImage)
 
 			// Same inputs, same bytes (Ed25519; ES256 signatures are randomised).
 			b2 := filepath.Join(dir, "two.bundle")

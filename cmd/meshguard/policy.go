@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -144,7 +143,7 @@ checked with the version it saw. --fail exits 1 when the decision is deny.`,
 		},
 	}
 	eval.Flags().StringVar(&input, "input", "", "request JSON file, or - for stdin (spiffeID, peerID, forwarded, jti, claims, device, targetDevice, peerVersion, method, path, headers)")
-	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --verify-keys)")
+	eval.Flags().StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files, through its engine image as the guard does (needs --verify-keys)")
 	eval.Flags().StringVar(&keysPath, "verify-keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
 	aliasFlag(eval.Flags(), "verify-keys", "keys")
 	eval.Flags().StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
@@ -342,7 +341,8 @@ func loadPoliciesProgress(cmd *cobra.Command, paths []string, progress policies.
 	return set, eng, nil
 }
 
-// loadBundle verifies a signed bundle and compiles its policy files.
+// loadBundle verifies a signed bundle and loads its engine image: the
+// policy the guard filter enforces, not a fresh compile of the sources.
 func loadBundle(path, keysPath, scope string) (*policies.Engine, error) {
 	if keysPath == "" {
 		return nil, &exitError{code: 2, err: errors.New("--bundle needs --verify-keys (the public JWK Set that verifies it)")}
@@ -359,19 +359,9 @@ func loadBundle(path, keysPath, scope string) (*policies.Engine, error) {
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("%s: %w", keysPath, err)}
 	}
-	b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, Scope: scope})
+	p, err := bundle.Load(data, bundle.VerifyOptions{Keys: keys, Scope: scope})
 	if err != nil {
 		return nil, &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
 	}
-	files := map[string][]byte{}
-	for name, content := range b.Files {
-		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
-			files[name] = content
-		}
-	}
-	eng, err := policies.CompileFiles(files)
-	if err != nil {
-		return nil, &exitError{code: 1, err: fmt.Errorf("%s: %w", path, err)}
-	}
-	return eng, nil
+	return p.Engine, nil
 }

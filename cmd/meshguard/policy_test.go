@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/policies"
+	"github.com/meshguard/meshguard/policies/bundle"
 )
 
 const gridDir = "../../policies/testdata/grid"
@@ -261,4 +262,45 @@ func TestProgressLine(t *testing.T) {
 	p.finish()
 	assert.Contains(t, buf.String(), "meshguard: checking: 4096/100000 rules (")
 	assert.NotContains(t, buf.String(), "\r", "no terminal escapes in logs")
+}
+
+// TestPolicyEvalBundleUsesTheImage: eval --bundle answers with the engine
+// image the guard enforces, whatever the sources beside it say and
+// whatever YAML data files the bundle carries.
+func TestPolicyEvalBundleUsesTheImage(t *testing.T) {
+	dir := t.TempDir()
+	_, err := runFresh(t, newKeysGenerateCmd(), "--out", dir)
+	require.NoError(t, err)
+	key := must(bundle.ParseSigningKey(must(os.ReadFile(filepath.Join(dir, "signing.jwk")))))
+	allowAll := must(policies.CompileFiles(map[string][]byte{"w.yaml": []byte(openPolicy)}))
+	files, err := policies.ReadPaths(gridDir)
+	require.NoError(t, err)
+	inBundle := map[string][]byte{
+		bundle.ImageFile: must(allowAll.MarshalBinary()),
+		// Not a policy: eval used to compile every YAML file it found.
+		"data/inventory.yaml": []byte("meters: [m1, m2]\n"),
+	}
+	for name, b := range files {
+		inBundle["policies/"+filepath.Base(name)] = b
+	}
+	b := filepath.Join(dir, "forged.bundle")
+	require.NoError(t, os.WriteFile(b, must(bundle.Build(inBundle, bundle.BuildOptions{Revision: 1,
+		Expires: time.Now().Add(time.Hour), Key: key})), 0o644))
+	in := filepath.Join(dir, "in.json")
+	require.NoError(t, os.WriteFile(in, []byte(`{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"DELETE","path":"/v1/meters/9/readings"}`), 0o644))
+
+	out, err := runFresh(t, newPolicyEvalCmd(), "--bundle", b, "--verify-keys", filepath.Join(dir, "verify.jwk"), "--input", in)
+	require.NoError(t, err)
+	var d policies.DecisionJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &d))
+	assert.True(t, d.Allow, "the image allows everything")
+	assert.Equal(t, []string{"open/all"}, d.Rules)
+
+	// The sources deny it; policy verify refuses the bundle for the mismatch.
+	out, err = runFresh(t, newPolicyEvalCmd(), "--input", in, gridDir)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(out), &d))
+	assert.False(t, d.Allow)
+	_, err = runFresh(t, newPolicyVerifyCmd(), "--verify-keys", filepath.Join(dir, "verify.jwk"), b)
+	assert.ErrorIs(t, err, bundle.ErrImageMismatch)
 }

@@ -37,8 +37,8 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	url := "http://" + ln.Addr().String()
 
-	b, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
-		bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key})
+	b, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
+		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key}})
 	require.NoError(t, err)
 	file := filepath.Join(dir, "p.bundle")
 	require.NoError(t, os.WriteFile(file, b, 0o644))

@@ -20,7 +20,7 @@ import (
 // test here; signed bundles are tested end to end in distributor/server).
 type revVerifier struct{}
 
-func (revVerifier) Verify(data []byte, scope string, min uint64) (Verified, error) {
+func (revVerifier) Verify(data []byte, scope string, last uint64) (Verified, error) {
 	s, ok := strings.CutPrefix(string(data), "rev=")
 	if !ok {
 		return Verified{}, errors.New("not a bundle")
@@ -30,8 +30,8 @@ func (revVerifier) Verify(data []byte, scope string, min uint64) (Verified, erro
 	if err != nil {
 		return Verified{}, err
 	}
-	if n < min {
-		return Verified{}, fmt.Errorf("%w: %d < %d", ErrConflict, n, min)
+	if n <= last {
+		return Verified{}, fmt.Errorf("%w: %d <= %d", ErrConflict, n, last)
 	}
 	return Verified{Revision: n, Created: time.Unix(1700000000, 0)}, nil
 }

@@ -11,8 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Record is one decision record as received: field name to raw JSON value.
@@ -40,13 +44,6 @@ func Stamp(recs []Record, by string, at time.Time) {
 		r[FieldReceivedAt] = atJSON
 	}
 }
-
-// Decision values the guard filter emits.
-var decisions = map[string]bool{"allow": true, "deny": true, "dry-run-deny": true, "error": true}
-
-// stringFields are known fields whose value must be a JSON string.
-var stringFields = []string{"decision_id", "reason", "subject", "device_id", "device_class",
-	"version", "method", "path", "authority", "proxy", "source"}
 
 // MaxBatch bounds the records accepted in one upload.
 const MaxBatch = 10000
@@ -130,21 +127,21 @@ func (r Record) validate() error {
 			return fmt.Errorf("field %q is assigned by the log and may not be sent", f)
 		}
 	}
-	ts, ok := r.str("time")
+	ts, ok := r.str(contract.FieldTime)
 	if !ok {
-		return errors.New(`field "time" is required and must be an RFC 3339 string`)
+		return fmt.Errorf("field %q is required and must be an RFC 3339 string", contract.FieldTime)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
-		return fmt.Errorf(`field "time": %w`, err)
+		return fmt.Errorf("field %q: %w", contract.FieldTime, err)
 	}
-	d, ok := r.str("decision")
+	d, ok := r.str(contract.FieldDecision)
 	if !ok {
-		return errors.New(`field "decision" is required and must be a string`)
+		return fmt.Errorf("field %q is required and must be a string", contract.FieldDecision)
 	}
-	if !decisions[d] {
-		return fmt.Errorf(`field "decision": %q is not one of allow, deny, dry-run-deny, error`, d)
+	if !slices.Contains(contract.RecordDecisions, d) {
+		return fmt.Errorf("field %q: %q is not one of %s", contract.FieldDecision, d, strings.Join(contract.RecordDecisions, ", "))
 	}
-	for _, f := range stringFields {
+	for _, f := range contract.RecordStringFields {
 		if v, present := r[f]; present && !isNull(v) {
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
@@ -152,16 +149,16 @@ func (r Record) validate() error {
 			}
 		}
 	}
-	if v, present := r["rule_ids"]; present && !isNull(v) {
+	if v, present := r[contract.FieldRuleIDs]; present && !isNull(v) {
 		var ids []string
 		if err := json.Unmarshal(v, &ids); err != nil {
-			return errors.New(`field "rule_ids" must be an array of strings`)
+			return fmt.Errorf("field %q must be an array of strings", contract.FieldRuleIDs)
 		}
 	}
-	if v, present := r["bundle_revision"]; present && !isNull(v) {
+	if v, present := r[contract.FieldBundleRevision]; present && !isNull(v) {
 		var n uint64
 		if err := json.Unmarshal(v, &n); err != nil {
-			return errors.New(`field "bundle_revision" must be a non-negative integer`)
+			return fmt.Errorf("field %q must be a non-negative integer", contract.FieldBundleRevision)
 		}
 	}
 	return nil

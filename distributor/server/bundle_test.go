@@ -102,6 +102,33 @@ func TestBundlePublishGetETagRevisionsRetention(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, r.Code, "anti-rollback survives restarts")
 }
 
+// TestPublishRefusesImageSourceMismatch: a bundle signed by the trusted
+// key whose engine image differs from its sources, or that has no image,
+// is refused over HTTP with 422 and changes nothing.
+func TestPublishRefusesImageSourceMismatch(t *testing.T) {
+	k := newSigner(t)
+	ts := startServer(t, testConfig(t), k.options())
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "")).Code)
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		error string
+	}{
+		{"forged image", k.forged(t, 2, true), "does not match its policy sources"},
+		{"no image", k.forged(t, 2, false), "has no compiled/engine.bin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := publish(t, ts.URL, "prod", tc.data)
+			assert.Equal(t, http.StatusUnprocessableEntity, r.Code, string(r.Body))
+			assert.Contains(t, string(r.Body), tc.error)
+			r = do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod", nil)
+			assert.Equal(t, "1", r.Header.Get(HeaderRevision))
+		})
+	}
+	// The honest revision 2 still lands.
+	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 2, "")).Code)
+}
+
 func TestBundleChannelScope(t *testing.T) {
 	k := newSigner(t)
 	cfg := testConfig(t)

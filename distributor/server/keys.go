@@ -69,14 +69,11 @@ func (v *KeyVerifier) current() jwk.Set {
 	return v.keys
 }
 
-// Verify implements bundles.Verifier with policies/bundle.Verify.
-func (v *KeyVerifier) Verify(data []byte, scope string, minRevision uint64) (bundles.Verified, error) {
-	// bundle.VerifyOptions.MinRevision is the last accepted revision.
-	var last uint64
-	if minRevision > 0 {
-		last = minRevision - 1
-	}
-	b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: v.current(), MinRevision: last, Scope: scope, Now: time.Now()})
+// Verify implements bundles.Verifier with policies/bundle.Open: every file
+// verified, and the engine image proxies enforce must be what the policy
+// sources auditors read compile to.
+func (v *KeyVerifier) Verify(data []byte, scope string, last uint64) (bundles.Verified, error) {
+	b, err := bundle.Open(data, bundle.VerifyOptions{Keys: v.current(), MinRevision: last, Scope: scope, Now: time.Now()})
 	if err != nil {
 		if errors.Is(err, bundle.ErrRollback) {
 			return bundles.Verified{}, fmt.Errorf("%w: %w", bundles.ErrConflict, err)

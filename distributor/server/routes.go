@@ -15,6 +15,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Response headers of the bundle API.
@@ -165,20 +166,20 @@ func (s *Server) routes(opts Options) error {
 	s.handle("GET /readyz", "readyz", nil, 0, s.readyz)
 	s.handle("GET /metrics", "metrics", fixed(auth.ActionMetrics), 0, s.metricsHandler().ServeHTTP)
 
-	s.handle("GET /v1/bundles", "bundles", fixed(auth.ActionRead), 0, func(w http.ResponseWriter, r *http.Request) {
+	s.handle("GET "+contract.BundlesPath, "bundles", fixed(auth.ActionRead), 0, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.reg.Channels())
 	})
-	s.handle("POST /v1/bundles/{channel}", "bundle_publish", fixed(auth.ActionPublish), int64(lim.BundleBytes), s.publishBundle)
-	s.handle("GET /v1/bundles/{channel}", "bundle_get", fixed(auth.ActionRead), 0, s.getBundle)
-	s.handle("GET /v1/bundles/{channel}/revisions", "bundle_revisions", fixed(auth.ActionRead), 0, s.listRevisions)
-	s.handle("GET /v1/bundles/{channel}/revisions/{rev}", "bundle_revision", fixed(auth.ActionRead), 0, s.getRevision)
+	s.handle("POST "+contract.BundlesPath+"/{channel}", "bundle_publish", fixed(auth.ActionPublish), int64(lim.BundleBytes), s.publishBundle)
+	s.handle("GET "+contract.BundlesPath+"/{channel}", "bundle_get", fixed(auth.ActionRead), 0, s.getBundle)
+	s.handle("GET "+contract.BundlesPath+"/{channel}/revisions", "bundle_revisions", fixed(auth.ActionRead), 0, s.listRevisions)
+	s.handle("GET "+contract.BundlesPath+"/{channel}/revisions/{rev}", "bundle_revision", fixed(auth.ActionRead), 0, s.getRevision)
 
-	s.handle("POST /v1/decisions", "decisions_ingest", fixed(auth.ActionIngest), int64(lim.DecisionsBytes), s.ingest)
-	s.handle("GET /v1/decisions", "decisions_query", fixed(auth.ActionAudit), 0, s.queryDecisions)
-	s.handle("GET /v1/decisions/head", "decisions_head", fixed(auth.ActionAudit), 0, func(w http.ResponseWriter, r *http.Request) {
+	s.handle("POST "+contract.DecisionsPath, "decisions_ingest", fixed(auth.ActionIngest), int64(lim.DecisionsBytes), s.ingest)
+	s.handle("GET "+contract.DecisionsPath, "decisions_query", fixed(auth.ActionAudit), 0, s.queryDecisions)
+	s.handle("GET "+contract.DecisionsHeadPath, "decisions_head", fixed(auth.ActionAudit), 0, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.dlog.Head())
 	})
-	s.handle("GET /v1/decisions/log", "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
+	s.handle("GET "+contract.DecisionsLogPath, "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
 	oci, modules := opts.OCI, opts.Modules
@@ -272,7 +273,7 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 		s.setExpiry(name, ri)
 		s.log.Info("bundle published", "channel", name, "revision", ri.Revision, "digest", ri.Digest,
 			"size", ri.Size, "by", identityOf(r).String())
-		w.Header().Set("Location", fmt.Sprintf("/v1/bundles/%s/revisions/%d", name, ri.Revision))
+		w.Header().Set("Location", fmt.Sprintf("%s/revisions/%d", contract.ChannelPath(name), ri.Revision))
 		writeJSON(w, http.StatusCreated, PublishResult{Channel: name, Revision: ri.Revision, Digest: ri.Digest, Expires: ri.Expires})
 	case errors.Is(err, errNoKeys):
 		writeError(w, http.StatusServiceUnavailable, err.Error())

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,17 +35,46 @@ func newSigner(t testing.TB) *signer {
 	return &signer{key: key, keysFile: file, created: time.Now().UTC().Truncate(time.Second).Add(-time.Minute), verifier: v}
 }
 
-// bundle builds a signed bundle; Ed25519 builds are deterministic, so the
-// same revision always yields the same bytes.
-func (s *signer) bundle(t testing.TB, rev uint64, scope string) []byte {
+// files are a bundle's sources: a policy that differs by revision.
+func (s *signer) files(rev uint64) map[string][]byte {
+	return map[string][]byte{
+		"policies/grid.yaml": fmt.Appendf(nil, "apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: grid}\nspec:\n  rules:\n"+
+			"    - name: readers-r%d\n      effect: allow\n      subjects: [spiffe://grid.example/ns/metering/sa/meter-reader]\n      paths: [/v1/meters/**]\n      methods: [GET]\n", rev),
+		"data/devices.json": []byte(`{"meters":["m1","m2"]}`),
+	}
+}
+
+func (s *signer) opts(rev uint64, scope string) bundle.BuildOptions {
 	opts := bundle.BuildOptions{Revision: rev, Created: s.created, Expires: s.created.Add(24 * time.Hour), Key: s.key}
 	if scope != "" {
 		opts.Scope = []string{scope}
 	}
-	data, err := bundle.Build(map[string][]byte{
-		"policies/grid.yaml": []byte("# revision " + time.Duration(rev).String() + "\n"),
-		"data/devices.json":  []byte(`{"meters":["m1","m2"]}`),
-	}, opts)
+	return opts
+}
+
+// bundle packs a signed bundle as `meshguard policy bundle` does; Ed25519
+// builds are deterministic, so the same revision always yields the same
+// bytes.
+func (s *signer) bundle(t testing.TB, rev uint64, scope string) []byte {
+	data, err := bundle.Pack(s.files(rev), bundle.PackOptions{BuildOptions: s.opts(rev, scope)})
+	require.NoError(t, err)
+	return data
+}
+
+// forged is a correctly signed bundle whose engine image (what proxies
+// enforce) is not what its sources (what auditors read) compile to: image
+// of revision rev+1000's policy, sources of rev's. Without image it
+// carries no image at all.
+func (s *signer) forged(t testing.TB, rev uint64, image bool) []byte {
+	files := s.files(rev)
+	if image {
+		other, err := bundle.Pack(s.files(rev+1000), bundle.PackOptions{BuildOptions: s.opts(rev, "")})
+		require.NoError(t, err)
+		b, err := bundle.Verify(other, bundle.VerifyOptions{Keys: s.verifier.current()})
+		require.NoError(t, err)
+		files[bundle.ImageFile] = b.Files[bundle.ImageFile]
+	}
+	data, err := bundle.Build(files, s.opts(rev, ""))
 	require.NoError(t, err)
 	return data
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/meshguard/meshguard/examples/grid/upstream"
+	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/internal/devca"
 )
 
@@ -251,23 +252,26 @@ func (e *env) guardConfig(keys string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cfg := map[string]any{
-		"policy": map[string]any{
-			"verifyKeys":  json.RawMessage(verify),
-			"scope":       "grid",
-			"distributor": map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1s", "timeout": "2s"},
+	// The typed schema (filters/guard/config), so a renamed field fails to
+	// compile here rather than at the guard's configure.
+	cfg := config.Config{
+		Policy: config.PolicySource{
+			VerifyKeys: verify,
+			Scope:      "grid",
+			Distributor: &config.Distributor{Cluster: "distributor", Channel: "grid",
+				PollInterval: config.Duration{Duration: time.Second}, Timeout: config.Duration{Duration: 2 * time.Second}},
 		},
-		"identity": map[string]any{
-			"peerCertificate": true,
-			"jwtSvid":         map[string]any{"audiences": []string{Audience}, "trustDomains": map[string]any{"grid.example": json.RawMessage(jwks)}},
-			"device": map[string]any{
-				"issuers":   map[string]any{DeviceIssuer: json.RawMessage(deviceJWKS)},
-				"audiences": []string{Audience},
-				"claims":    map[string]string{"id": "ueid", "class": "devclass", "vendor": "oemid", "model": "hwmodel", "firmware": "swversion"},
+		Identity: config.Identity{
+			PeerCertificate: true,
+			JWTSVID:         &config.JWTSVID{Audiences: []string{Audience}, TrustDomains: map[string]json.RawMessage{"grid.example": jwks}},
+			Device: &config.Device{
+				Issuers:   map[string]json.RawMessage{DeviceIssuer: deviceJWKS},
+				Audiences: []string{Audience},
+				Claims:    config.DeviceClaims{ID: "ueid", Class: "devclass", Vendor: "oemid", Model: "hwmodel", Firmware: "swversion"},
 			},
-			"stripHeaders": []string{"x-device-token", "authorization", "x-meshguard-identity"},
+			StripHeaders: []string{"x-device-token", "authorization", "x-meshguard-identity"},
 		},
-		"audit": map[string]any{"logAllows": true, "sink": map[string]any{"cluster": "distributor", "flushInterval": "1s"}},
+		Audit: config.Audit{LogAllows: true, Sink: &config.AuditSink{Cluster: "distributor", FlushInterval: config.Duration{Duration: time.Second}}},
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
