@@ -2,6 +2,7 @@ package decisionlog
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -75,9 +76,35 @@ func seal(r Record, seq uint64, prev string) ([]byte, string, error) {
 
 // stored is the chain part of a stored line.
 type stored struct {
-	Seq      *uint64 `json:"seq"`
-	PrevHash string  `json:"prev_hash"`
-	Hash     string  `json:"hash"`
+	Seq      uint64
+	PrevHash string
+	Hash     string
+}
+
+// parseStored reads a stored line by exact member names. The line must be
+// the canonical encoding of the record it holds: anything else (duplicate
+// names, re-escaped text, reordered members) was not written by the log.
+func parseStored(line []byte) (Record, stored, error) {
+	var rec Record
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return nil, stored{}, fmt.Errorf("unreadable record (edited or corrupted): %v", err)
+	}
+	var s stored
+	seq, okSeq := rec[FieldSeq]
+	if !okSeq || json.Unmarshal(seq, &s.Seq) != nil || s.Seq == 0 {
+		return nil, stored{}, errors.New("record has no valid seq (edited or corrupted)")
+	}
+	if json.Unmarshal(rec[FieldPrevHash], &s.PrevHash) != nil || json.Unmarshal(rec[FieldHash], &s.Hash) != nil {
+		return nil, stored{}, errors.New("record has no valid prev_hash/hash (edited or corrupted)")
+	}
+	canon, err := rec.Canonical()
+	if err != nil {
+		return nil, stored{}, fmt.Errorf("record cannot be canonicalised: %v", err)
+	}
+	if !bytes.Equal(canon, line) {
+		return nil, stored{}, errors.New("record is not in the canonical form the log writes (edited)")
+	}
+	return rec, s, nil
 }
 
 // ChainVerifier checks stored lines one after another. The zero value
@@ -103,19 +130,15 @@ func (v *ChainVerifier) Line(line []byte) (Head, error) {
 	if v.next == 0 {
 		v.next, v.prev = 1, GenesisHash
 	}
-	var rec Record
-	if err := json.Unmarshal(line, &rec); err != nil {
-		return Head{}, fmt.Errorf("unreadable record (edited or corrupted): %v", err)
+	rec, s, err := parseStored(line)
+	if err != nil {
+		return Head{}, err
 	}
-	var s stored
-	if err := json.Unmarshal(line, &s); err != nil || s.Seq == nil {
-		return Head{}, errors.New("record has no valid seq/prev_hash/hash (edited or corrupted)")
-	}
-	if *s.Seq != v.next {
-		if *s.Seq > v.next {
-			return Head{}, fmt.Errorf("found seq %d: records %d..%d are missing (deleted) or out of order", *s.Seq, v.next, *s.Seq-1)
+	if s.Seq != v.next {
+		if s.Seq > v.next {
+			return Head{}, fmt.Errorf("found seq %d: records %d..%d are missing (deleted) or out of order", s.Seq, v.next, s.Seq-1)
 		}
-		return Head{}, fmt.Errorf("found seq %d again or out of order (reordered or duplicated records)", *s.Seq)
+		return Head{}, fmt.Errorf("found seq %d again or out of order (reordered or duplicated records)", s.Seq)
 	}
 	h, _, err := hashRecord(rec)
 	if err != nil {
@@ -130,7 +153,7 @@ func (v *ChainVerifier) Line(line []byte) (Head, error) {
 	v.next++
 	v.prev = h
 	v.Count++
-	return Head{Seq: *s.Seq, Hash: h}, nil
+	return Head{Seq: s.Seq, Hash: h}, nil
 }
 
 // VerifyReader verifies every line read from r, named name in errors. It

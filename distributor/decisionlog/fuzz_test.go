@@ -2,10 +2,12 @@ package decisionlog
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -21,7 +23,29 @@ func FuzzDecode(f *testing.F) {
 		}
 		var buf bytes.Buffer
 		prev := GenesisHash
+		if !ndjson {
+			// No accepted top-level member may be a duplicate: counting the
+			// members in the text must give the map's size.
+			var raw []json.RawMessage
+			if err := json.Unmarshal(body, &raw); err != nil || len(raw) != len(recs) {
+				t.Fatalf("accepted body does not split into %d records: %v", len(recs), err)
+			}
+			for i, el := range raw {
+				n := 0
+				_ = topLevel(el, func(_, _ []byte) bool { n++; return true })
+				if n != len(recs[i]) {
+					t.Fatalf("record %d: %d members in the text, %d kept: a duplicate name was accepted", i, n, len(recs[i]))
+				}
+			}
+		}
 		for i, r := range recs {
+			for name := range r {
+				for _, f := range namedFields {
+					if name != f && strings.EqualFold(name, f) {
+						t.Fatalf("accepted field %q, which folds onto %q", name, f)
+					}
+				}
+			}
 			c1, err := r.Canonical()
 			if err != nil {
 				t.Fatalf("canonical: %v", err)
@@ -37,6 +61,19 @@ func FuzzDecode(f *testing.F) {
 			line, h, err := seal(r, uint64(i+1), prev)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// What the log reads back is what it wrote and what the client
+			// sent, by exact name.
+			stripped := bytes.TrimSuffix(line, []byte{'\n'})
+			_, st, err := parseStored(stripped)
+			if err != nil || st.Seq != uint64(i+1) || st.PrevHash != prev || st.Hash != h {
+				t.Fatalf("stored line reads back as %+v (%v), want seq %d prev %s hash %s", st, err, i+1, prev, h)
+			}
+			for _, f := range []string{"decision", "subject", "time"} {
+				want, _ := r.str(f)
+				if got := storedString(stripped, f); got != want {
+					t.Fatalf("indexed field %q reads back as %q, the record has %q", f, got, want)
+				}
 			}
 			buf.Write(line)
 			prev = h

@@ -176,19 +176,18 @@ func recoverTail(path string, first uint64, log *slog.Logger) (Head, int64, erro
 	}
 	start := bytes.LastIndexByte(data[:end-1], '\n') + 1
 	line := data[start : end-1]
-	var rec Record
-	var s stored
-	if json.Unmarshal(line, &rec) != nil || json.Unmarshal(line, &s) != nil || s.Seq == nil {
-		return Head{}, 0, fmt.Errorf("%s: last record is unreadable; run meshguard audit verify", filepath.Base(path))
+	rec, s, err := parseStored(line)
+	if err != nil {
+		return Head{}, 0, fmt.Errorf("%s: last record: %v; run meshguard audit verify", filepath.Base(path), err)
 	}
 	h, _, err := hashRecord(rec)
 	if err != nil || h != s.Hash {
 		return Head{}, 0, fmt.Errorf("%s: last record's hash does not match its content; run meshguard audit verify", filepath.Base(path))
 	}
-	if *s.Seq < first {
-		return Head{}, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), *s.Seq, first)
+	if s.Seq < first {
+		return Head{}, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), s.Seq, first)
 	}
-	return Head{Seq: *s.Seq, Hash: h}, int64(end), nil
+	return Head{Seq: s.Seq, Hash: h}, int64(end), nil
 }
 
 func (l *Log) openSegment(first uint64) error {
@@ -462,21 +461,17 @@ func (l *Log) Query(q Query) (QueryResult, error) {
 	}
 	res := QueryResult{Records: []json.RawMessage{}}
 	var lastSeq uint64
-	var probe struct {
-		Time     string `json:"time"`
-		Subject  string `json:"subject"`
-		Decision string `json:"decision"`
-	}
 	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
-		probe.Time, probe.Subject, probe.Decision = "", "", ""
-		if err := json.Unmarshal(line, &probe); err != nil {
-			return false, fmt.Errorf("decision log: seq %d unreadable: %w", seq, err)
+		if !json.Valid(line) {
+			return false, fmt.Errorf("decision log: seq %d unreadable", seq)
 		}
-		if q.Subject != "" && probe.Subject != q.Subject || q.Decision != "" && probe.Decision != q.Decision {
+		// Exact names only: a client field that merely folds to "decision"
+		// must never stand in for it.
+		if q.Subject != "" && storedString(line, "subject") != q.Subject || q.Decision != "" && storedString(line, "decision") != q.Decision {
 			return true, nil
 		}
 		if !q.Since.IsZero() || !q.Until.IsZero() {
-			t, err := time.Parse(time.RFC3339Nano, probe.Time)
+			t, err := time.Parse(time.RFC3339Nano, storedString(line, "time"))
 			if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
 				return true, nil
 			}

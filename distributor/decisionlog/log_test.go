@@ -80,11 +80,91 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		"ndjson bad line":  {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"allow\"}\n[1]", true, "line 2"},
 		"too deep":         {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","x":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}]`, false, "levels deep"},
 		"ndjson truncated": {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"al", true, "line 1"},
+		// Names that fold (Unicode simple case folding) onto reserved or
+		// indexed fields, duplicates and non-I-JSON text.
+		"folded hash (U+017F)":     {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","haſh":"x"}]`, false, `"haſh" is the name "hash"`},
+		"folded seq":               {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","ſeq":1000000}]`, false, `"seq" under Unicode case folding`},
+		"folded decision":          {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","deciſion":"allow"}]`, false, `"decision" under`},
+		"folded subject":           {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","ſubject":"x"}]`, false, `"subject" under`},
+		"capitalised decision":     {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","Decision":"allow"}]`, false, `"Decision"`},
+		"folded reason":            {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reaſon":"x"}]`, false, `"reason" under`},
+		"escaped folded name":      {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","SUBJECT":"x"}]`, false, `"subject" under`},
+		"duplicate decision":       {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","decision":"allow"}]`, false, `"decision" appears twice`},
+		"duplicate escaped":        {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","\u0064ecision":"allow"}]`, false, "appears twice"},
+		"duplicate nested":         {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","x":[{"a":1,"a":2}]}]`, false, `"a" appears twice`},
+		"invalid UTF-8":            {"[{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"deny\",\"reason\":\"\xff\"}]", false, "UTF-8"},
+		"unpaired high surrogate":  {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":"\ud800x"}]`, false, "unpaired surrogate"},
+		"unpaired low surrogate":   {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":"\udc00"}]`, false, "unpaired surrogate"},
+		"ndjson duplicate on line": {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"allow\"}\n{\"time\":\"2026-11-23T08:00:00Z\",\"time\":\"x\",\"decision\":\"allow\"}", true, "line 2"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.body), tc.ndjson)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestDecodeKeepsPairedSurrogatesAndLookalikesOfUnknownFields(t *testing.T) {
+	recs, err := Decode([]byte(`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":"\ud83d\ude00 \\ud800","ext":{"Decision":1,"decision":2}}]`), false)
+	require.NoError(t, err)
+	c, err := recs[0].Canonical()
+	require.NoError(t, err)
+	assert.Equal(t, `{"decision":"deny","ext":{"Decision":1,"decision":2},"reason":"😀 \\ud800","time":"2026-11-23T08:00:00Z"}`, string(c))
+}
+
+// TestStoredLookalikesReadByExactName: a log an older distributor wrote
+// with look-alike names (they were accepted then) verifies, reopens at its
+// real seq and answers queries by the real fields only.
+func TestStoredLookalikesReadByExactName(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	require.NoError(t, err)
+	old := func(body string) Record {
+		var r Record
+		require.NoError(t, json.Unmarshal([]byte(body), &r))
+		return r
+	}
+	_, _, err = l.Append([]Record{
+		old(`{"time":"2026-11-23T08:00:00Z","decision":"deny","subject":"spiffe://grid.example/a","haſh":"x","ſeq":1000000}`),
+		old(`{"time":"2026-11-23T08:00:01Z","decision":"deny","deciſion":"allow","ſubject":"spiffe://grid.example/b","subject":"spiffe://grid.example/a"}`),
+		old(`{"time":"2026-11-23T08:00:02Z","decision":"allow","haſh":"last"}`),
+	})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), rep.Head.Seq)
+	l, err = Open(dir, Options{})
+	require.NoError(t, err, "a look-alike hash in the last record must not stop a restart")
+	defer l.Close()
+	assert.Equal(t, uint64(3), l.Head().Seq, "ſeq must not be adopted as the sequence number")
+	res, err := l.Query(Query{Decision: "deny", Subject: "spiffe://grid.example/a"})
+	require.NoError(t, err)
+	assert.Len(t, res.Records, 2, "deciſion/ſubject must not hide the deny")
+	res, err = l.Query(Query{Subject: "spiffe://grid.example/b"})
+	require.NoError(t, err)
+	assert.Empty(t, res.Records)
+}
+
+func TestVerifyRefusesNonCanonicalLines(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 3, 3, Options{}).Close()
+	_, lines := segLines(t, dir)
+	for name, edit := range map[string]func(string) string{
+		"duplicate hash member": func(l string) string { return strings.Replace(l, `{`, `{"hash":"00",`, 1) },
+		"escaped name":          func(l string) string { return strings.Replace(l, `"seq"`, `"\u0073eq"`, 1) },
+		"spaces":                func(l string) string { return strings.Replace(l, `,`, `, `, 1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ls := append([]string(nil), lines[names0()]...)
+			ls[1] = edit(ls[1])
+			writeLines(t, dir, names0(), ls)
+			_, err := VerifyDir(dir)
+			var ce *ChainError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, 2, ce.Line)
 		})
 	}
 }
@@ -257,9 +337,9 @@ func TestQuery(t *testing.T) {
 	seqs := func(rs []json.RawMessage) []uint64 {
 		var out []uint64
 		for _, r := range rs {
-			var s stored
-			require.NoError(t, json.Unmarshal(r, &s))
-			out = append(out, *s.Seq)
+			_, s, err := parseStored(r)
+			require.NoError(t, err)
+			out = append(out, s.Seq)
 		}
 		return out
 	}

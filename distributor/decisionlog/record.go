@@ -4,6 +4,12 @@
 // the canonical encoding of the record including seq and prev_hash), so an
 // edited, reordered or deleted record breaks the chain; a HEAD file written
 // after every fsync'd batch lets a verifier notice a truncated tail.
+//
+// Uploads must be I-JSON (RFC 7493: UTF-8, no duplicate member names), and
+// no field may fold (Unicode simple case folding) onto a name the log
+// assigns or indexes. Stored lines are read back by exact member names
+// only and must be in canonical form, so a look-alike such as "haſh"
+// (U+017F) can never stand in for the chain or query fields.
 package decisionlog
 
 import (
@@ -111,8 +117,8 @@ func DecodeRecord(data []byte) (Record, error) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, errors.New("record is not a JSON object")
 	}
-	if d := nestingDepth(data); d > maxDepth {
-		return nil, fmt.Errorf("record nests %d levels deep, at most %d", d, maxDepth)
+	if err := checkIJSON(data); err != nil {
+		return nil, err
 	}
 	var rec Record
 	if err := json.Unmarshal(data, &rec); err != nil {
@@ -128,6 +134,11 @@ func (r Record) validate() error {
 	for _, f := range []string{FieldSeq, FieldPrevHash, FieldHash, FieldReceivedBy, FieldReceivedAt} {
 		if _, ok := r[f]; ok {
 			return fmt.Errorf("field %q is assigned by the log and may not be sent", f)
+		}
+	}
+	for name := range r {
+		if err := checkFolding(name); err != nil {
+			return err
 		}
 	}
 	ts, ok := r.str("time")
@@ -224,31 +235,6 @@ func appendObject(buf []byte, m map[string]json.RawMessage, skip string, depth i
 
 // maxDepth bounds nesting of unknown fields.
 const maxDepth = 64
-
-// nestingDepth is the deepest object/array nesting in JSON text.
-func nestingDepth(data []byte) int {
-	depth, deepest, inStr, esc := 0, 0, false, false
-	for _, c := range data {
-		switch {
-		case esc:
-			esc = false
-		case inStr:
-			if c == '\\' {
-				esc = true
-			} else if c == '"' {
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return deepest
-}
 
 // appendValue appends a raw JSON value canonically.
 func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
