@@ -42,7 +42,7 @@ func hello(t *testing.T) []byte {
 
 func serve(t *testing.T) (host string, st store.Store, srv *httptest.Server) {
 	t.Helper()
-	fs, err := store.OpenFS(t.TempDir())
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", oci.NewHandler(fs, oci.Options{}))

@@ -100,6 +100,7 @@ const (
 	codeNameUnknown         = "NAME_UNKNOWN"
 	codeSizeInvalid         = "SIZE_INVALID"
 	codeUnsupported         = "UNSUPPORTED"
+	codeTooManyRequests     = "TOOMANYREQUESTS"
 )
 
 type apiError struct {
@@ -239,23 +240,47 @@ func methodNotAllowed(w http.ResponseWriter) {
 	writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "method not allowed")
 }
 
-// storeError maps store errors to API errors.
+// notFoundText is the client message for each not-found code; the store's
+// own error text (paths, a backing registry's URL) stays in the log.
+var notFoundText = map[string]string{
+	codeBlobUnknown:       "blob unknown to registry",
+	codeBlobUploadUnknown: "blob upload unknown to registry",
+	codeManifestUnknown:   "manifest unknown to registry",
+	codeNameUnknown:       "repository name not known to registry",
+	codeManifestInvalid:   "manifest invalid",
+}
+
+// storeError maps store errors to API errors. Messages are fixed texts:
+// the error itself, which may name files or the backing registry, is
+// logged only.
 func (h *Handler) storeError(w http.ResponseWriter, err error, notFoundCode string) {
+	h.opt.Logger.Debug("oci: request failed", "err", err)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, notFoundCode, err.Error())
-	case errors.Is(err, store.ErrDigestMismatch), errors.Is(err, store.ErrUnsupportedDigest):
-		writeError(w, http.StatusBadRequest, codeDigestInvalid, err.Error())
+		msg := notFoundText[notFoundCode]
+		if msg == "" {
+			msg = "not found"
+		}
+		writeError(w, http.StatusNotFound, notFoundCode, msg)
+	case errors.Is(err, store.ErrDigestMismatch):
+		writeError(w, http.StatusBadRequest, codeDigestInvalid, "content does not match the digest")
+	case errors.Is(err, store.ErrUnsupportedDigest):
+		writeError(w, http.StatusBadRequest, codeDigestInvalid, "unsupported or malformed digest (sha256 and sha512 are supported)")
 	case errors.Is(err, store.ErrTooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, err.Error())
+		writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, fmt.Sprintf("content exceeds the limit of %d bytes", h.opt.MaxBlobBytes))
 	case errors.Is(err, store.ErrInvalidOffset):
-		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid, err.Error())
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid, "chunk does not start where the upload ends")
+	case errors.Is(err, store.ErrUploadBusy):
+		writeError(w, http.StatusConflict, codeBlobUploadInvalid, "upload is busy with another request; retry when it has finished")
+	case errors.Is(err, store.ErrTooManyUploads):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusTooManyRequests, codeTooManyRequests, "too many open uploads; retry later")
 	case errors.Is(err, store.ErrUnsupported):
-		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, err.Error())
+		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "operation not supported by the storage backend")
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, err.Error())
+			writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, fmt.Sprintf("content exceeds the limit of %d bytes", mbe.Limit))
 			return
 		}
 		h.opt.Logger.Error("oci: storage error", "err", err)

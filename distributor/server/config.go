@@ -125,6 +125,13 @@ type StorageConfig struct {
 	OCI OCIStorageConfig `yaml:"oci"`
 	// AllowDelete enables DELETE of manifests, tags and blobs on /v2/.
 	AllowDelete bool `yaml:"allow_delete"`
+	// MaxUploads bounds the open chunked upload sessions (filesystem).
+	MaxUploads int `yaml:"max_uploads"`
+	// UploadTTL purges upload sessions idle for longer (filesystem).
+	UploadTTL time.Duration `yaml:"upload_ttl"`
+	// ScrubInterval re-hashes every stored blob this often, quarantining
+	// corrupted ones (filesystem; 0: never, beyond the check on first read).
+	ScrubInterval time.Duration `yaml:"scrub_interval"`
 }
 
 // OCIStorageConfig is the external registry of storage backend oci.

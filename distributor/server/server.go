@@ -206,6 +206,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	useTLS := srv.TLSConfig != nil
 	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", useTLS)
 	go s.watchExpiry(ctx, time.Minute)
+	go s.scrubLoop(ctx, s.cfg.Storage.ScrubInterval)
 	errc := make(chan error, 1)
 	go func() {
 		if useTLS {

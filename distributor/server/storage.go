@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/distributor/oci"
@@ -17,7 +19,9 @@ func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err
 	var st store.Store
 	switch s.cfg.Storage.Backend {
 	case "", "filesystem":
-		fs, err := store.OpenFS(filepath.Join(s.cfg.Data, "oci"))
+		fs, err := store.OpenFS(filepath.Join(s.cfg.Data, "oci"), store.FSOptions{
+			MaxUploads: s.cfg.Storage.MaxUploads, UploadTTL: s.cfg.Storage.UploadTTL, Logger: s.log,
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -48,4 +52,30 @@ func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err
 		Metrics:      s.m.reg,
 	})
 	return h, modules.NewHTTPHandler(st, modules.HTTPOptions{Logger: s.log}), nil
+}
+
+// scrubLoop re-hashes the filesystem store's blobs every interval.
+func (s *Server) scrubLoop(ctx context.Context, every time.Duration) {
+	fs, ok := s.store.(*store.FS)
+	if !ok || every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := fs.Scrub(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Error("blob scrub failed", "err", err)
+		case len(rep.Quarantined) > 0:
+			s.log.Error("blob scrub quarantined corrupted blobs", "checked", rep.Checked, "quarantined", len(rep.Quarantined))
+		default:
+			s.log.Info("blob scrub finished", "checked", rep.Checked)
+		}
+	}
 }
