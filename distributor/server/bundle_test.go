@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -135,12 +136,49 @@ func TestKeyRotation(t *testing.T) {
 	require.NoError(t, os.WriteFile(k.keysFile, b, 0o644))
 	future := time.Now().Add(time.Minute)
 	require.NoError(t, os.Chtimes(k.keysFile, future, future))
-	kv := ts.verifier.(*KeyVerifier)
-	kv.mu.Lock()
-	kv.checked = time.Time{} // skip the reload interval
-	kv.mu.Unlock()
 	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts.URL, "prod", k.bundle(t, 2, "")).Code, "old key retired")
 	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k2.bundle(t, 2, "")).Code, "new key accepted")
+}
+
+// TestKeysFileRemovalFailsClosed: a keys file emptied, deleted or
+// corrupted while serving stops every publish (503) and readiness, with an
+// error in the log, instead of keeping the last good set; fixing the file
+// restores both.
+func TestKeysFileRemovalFailsClosed(t *testing.T) {
+	k := newSigner(t)
+	good, err := os.ReadFile(k.keysFile)
+	require.NoError(t, err)
+	cfg := testConfig(t)
+	cfg.Keys = k.keysFile
+	var logs syncBuffer
+	ts := startServer(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "")).Code)
+	rev := uint64(2)
+	for name, breakIt := range map[string]func(){
+		"emptied":        func() { require.NoError(t, os.WriteFile(k.keysFile, nil, 0o644)) },
+		"empty set":      func() { require.NoError(t, os.WriteFile(k.keysFile, []byte(`{"keys":[]}`), 0o644)) },
+		"deleted":        func() { require.NoError(t, os.Remove(k.keysFile)) },
+		"corrupted":      func() { require.NoError(t, os.WriteFile(k.keysFile, good[:len(good)/2], 0o644)) },
+		"replaced (dir)": func() { require.NoError(t, os.Remove(k.keysFile)); require.NoError(t, os.Mkdir(k.keysFile, 0o755)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			breakIt()
+			r := publish(t, ts.URL, "prod", k.bundle(t, rev, ""))
+			assert.Equal(t, http.StatusServiceUnavailable, r.Code, string(r.Body))
+			r = do(t, nil, http.MethodGet, ts.URL+"/readyz", nil)
+			assert.Equal(t, http.StatusServiceUnavailable, r.Code)
+			var ready struct{ Checks map[string]string }
+			r.json(t, &ready)
+			assert.NotEqual(t, "ok", ready.Checks["bundle_keys"])
+			assert.Contains(t, logs.String(), "bundle keys unusable")
+
+			require.NoError(t, os.RemoveAll(k.keysFile))
+			require.NoError(t, os.WriteFile(k.keysFile, good, 0o644))
+			require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, rev, "")).Code)
+			rev++
+			assert.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, ts.URL+"/readyz", nil).Code)
+		})
+	}
 }
 
 func TestLongPollWakesOnPublishAndTimesOut(t *testing.T) {
@@ -250,7 +288,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	ts2 := startServer(t, cfg, Options{})
 	r = do(t, nil, http.MethodGet, ts2.URL+"/readyz", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, r.Code)
-	assert.Contains(t, string(r.Body), "no bundle verification keys")
+	assert.Contains(t, string(r.Body), "bundle verification keys unavailable: none configured")
 	assert.Equal(t, http.StatusServiceUnavailable, publish(t, ts2.URL, "prod", k.bundle(t, 1, "")).Code)
 }
 

@@ -216,7 +216,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	check("bundle_storage", s.reg.Writable())
 	check("decision_log", s.dlog.Writable())
-	check("bundle_keys", s.keysErr)
+	keysErr := s.keysErr
+	if kv, ok := s.verifier.(interface{ Err() error }); ok && keysErr == nil {
+		keysErr = kv.Err()
+	}
+	check("bundle_keys", keysErr)
 	if s.tlsSrc != nil {
 		_, err := s.tlsSrc.SVID.GetX509SVID()
 		check("tls_svid", err)
@@ -274,8 +278,9 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 			"size", ri.Size, "by", identityOf(r).String())
 		w.Header().Set("Location", fmt.Sprintf("/v1/bundles/%s/revisions/%d", name, ri.Revision))
 		writeJSON(w, http.StatusCreated, PublishResult{Channel: name, Revision: ri.Revision, Digest: ri.Digest, Expires: ri.Expires})
-	case errors.Is(err, errNoKeys):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, errKeysUnavailable):
+		s.m.publishes.WithLabelValues(name, "unavailable").Inc()
+		writeError(w, http.StatusServiceUnavailable, "bundle verification keys are unavailable; nothing can be published until they are fixed (see the distributor log)")
 	case errors.Is(err, bundles.ErrConflict):
 		s.m.publishes.WithLabelValues(name, "conflict").Inc()
 		s.m.rejected.WithLabelValues(route, "conflict").Inc()

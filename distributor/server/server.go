@@ -90,7 +90,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		if cfg.Keys == "" {
 			s.keysErr = errNoKeys
 		} else {
-			kv, err := NewKeyVerifier(cfg.Keys)
+			kv, err := NewKeyVerifier(cfg.Keys, s.log)
 			if err != nil {
 				return nil, err
 			}
@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 }
 
 // errNoKeys: publishing is impossible until keys are configured (503).
-var errNoKeys = errors.New("no bundle verification keys configured (keys: in the config, or --keys)")
+var errNoKeys = fmt.Errorf("%w: none configured (keys: in the config, or --keys)", errKeysUnavailable)
 
 // noKeys refuses every publish while no keys are configured.
 type noKeys struct{ err error }

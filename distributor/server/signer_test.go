@@ -29,7 +29,7 @@ func newSigner(t testing.TB) *signer {
 	require.NoError(t, err)
 	file := filepath.Join(t.TempDir(), "bundle-keys.jwks")
 	require.NoError(t, os.WriteFile(file, b, 0o644))
-	v, err := NewKeyVerifier(file)
+	v, err := NewKeyVerifier(file, quietLogger())
 	require.NoError(t, err)
 	return &signer{key: key, keysFile: file, created: time.Now().UTC().Truncate(time.Second).Add(-time.Minute), verifier: v}
 }
