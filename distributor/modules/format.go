@@ -33,6 +33,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -57,16 +58,11 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unknown module format %q: want oci-image, docker or oci-artifact", s)
 }
 
-// Media types.
+// Media types of the Wasm artifact variant; the OCI and Docker image media
+// types are go-containerregistry's (pkg/v1/types).
 const (
-	MediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeOCIConfig      = "application/vnd.oci.image.config.v1+json"
-	MediaTypeOCILayerGzip   = "application/vnd.oci.image.layer.v1.tar+gzip"
-	MediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerConfig   = "application/vnd.docker.container.image.v1+json"
-	MediaTypeDockerLayer    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeWasmConfig     = "application/vnd.module.wasm.config.v1+json"
-	MediaTypeWasmContent    = "application/vnd.module.wasm.content.layer.v1+wasm"
+	MediaTypeWasmConfig  types.MediaType = "application/vnd.module.wasm.config.v1+json"
+	MediaTypeWasmContent types.MediaType = "application/vnd.module.wasm.content.layer.v1+wasm"
 )
 
 // PluginFile is the file name Istio looks for inside an image layer.
@@ -91,15 +87,15 @@ func CheckWasm(b []byte) error {
 
 // Descriptor is an OCI content descriptor.
 type Descriptor struct {
-	MediaType string        `json:"mediaType"`
-	Digest    digest.Digest `json:"digest"`
-	Size      int64         `json:"size"`
+	MediaType types.MediaType `json:"mediaType"`
+	Digest    digest.Digest   `json:"digest"`
+	Size      int64           `json:"size"`
 }
 
 // Manifest is an image manifest (OCI or Docker v2 schema 2).
 type Manifest struct {
 	SchemaVersion int               `json:"schemaVersion"`
-	MediaType     string            `json:"mediaType,omitempty"`
+	MediaType     types.MediaType   `json:"mediaType,omitempty"`
 	Config        Descriptor        `json:"config"`
 	Layers        []Descriptor      `json:"layers"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
@@ -113,14 +109,14 @@ type Blob struct {
 
 // Package is a module packaged for a registry.
 type Package struct {
-	MediaType string        // manifest media type
-	Manifest  []byte        // manifest bytes
-	Digest    digest.Digest // manifest digest (the WasmPlugin sha256 for oci://)
-	Blobs     []Blob        // config first, then layers
-	WasmSHA   string        // hex sha256 of the module itself
+	MediaType types.MediaType // manifest media type
+	Manifest  []byte          // manifest bytes
+	Digest    digest.Digest   // manifest digest (the WasmPlugin sha256 for oci://)
+	Blobs     []Blob          // config first, then layers
+	WasmSHA   string          // hex sha256 of the module itself
 }
 
-func blobOf(mt string, data []byte) Blob {
+func blobOf(mt types.MediaType, data []byte) Blob {
 	return Blob{Descriptor{MediaType: mt, Digest: digest.FromBytes(data), Size: int64(len(data))}, data}
 }
 
@@ -192,18 +188,18 @@ func Build(wasm []byte, f Format) (*Package, error) {
 		cfg.RootFS.Type = "layers"
 		cfg.RootFS.DiffIDs = []digest.Digest{diffID}
 		cfgJSON, _ := json.Marshal(cfg)
-		cfgMT, layerMT := MediaTypeOCIConfig, MediaTypeOCILayerGzip
-		m.MediaType = MediaTypeOCIManifest
+		cfgMT, layerMT := types.OCIConfigJSON, types.OCILayer
+		m.MediaType = types.OCIManifestSchema1
 		if f == FormatDocker {
-			cfgMT, layerMT = MediaTypeDockerConfig, MediaTypeDockerLayer
-			m.MediaType = MediaTypeDockerManifest
+			cfgMT, layerMT = types.DockerConfigJSON, types.DockerLayer
+			m.MediaType = types.DockerManifestSchema2
 		} else {
 			m.Annotations = map[string]string{"module.wasm.image/variant": "compat"}
 		}
 		p.Blobs = []Blob{blobOf(cfgMT, cfgJSON), blobOf(layerMT, layer)}
 	case FormatOCIArtifact:
 		cfgJSON := []byte(`{"type":"envoy_proxy","abiVersions":["proxy_abi_version_0_2_1"],"config":{"rootIds":[]}}`)
-		m.MediaType = MediaTypeOCIManifest
+		m.MediaType = types.OCIManifestSchema1
 		c := blobOf(MediaTypeWasmConfig, cfgJSON)
 		p.Blobs = []Blob{c, c, blobOf(MediaTypeWasmContent, wasm)}
 	default:
@@ -245,7 +241,7 @@ func WasmLayer(manifest []byte) (layer Descriptor, raw bool, err error) {
 	}
 	last := m.Layers[len(m.Layers)-1]
 	switch last.MediaType {
-	case MediaTypeOCILayerGzip, MediaTypeDockerLayer:
+	case types.OCILayer, types.DockerLayer:
 		return last, false, nil
 	}
 	return Descriptor{}, false, fmt.Errorf("modules: no Wasm layer: last layer has media type %q", last.MediaType)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/meshguard/meshguard/distributor/store"
@@ -36,11 +37,6 @@ type ManifestDoc struct {
 	Manifests     []Descriptor      `json:"manifests,omitempty"`
 	Subject       *Descriptor       `json:"subject,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
-}
-
-// IsIndex reports whether mediaType is an index or manifest list.
-func IsIndex(mediaType string) bool {
-	return mediaType == MediaTypeOCIIndex || mediaType == MediaTypeDockerList
 }
 
 func checkDescriptor(d *Descriptor, what string) error {
@@ -80,8 +76,8 @@ func DecodeManifest(contentType string, data []byte) (ManifestDoc, string, error
 		}
 		mt = ct
 	}
-	switch mt {
-	case MediaTypeOCIManifest, MediaTypeDockerManifest:
+	switch types.MediaType(mt) {
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
 		if m.Config == nil {
 			return m, "", errors.New("image manifest without config")
 		}
@@ -96,7 +92,7 @@ func DecodeManifest(contentType string, data []byte) (ManifestDoc, string, error
 		if m.Manifests != nil {
 			return m, "", errors.New("image manifest with manifests field")
 		}
-	case MediaTypeOCIIndex, MediaTypeDockerList:
+	case types.OCIImageIndex, types.DockerManifestList:
 		for i := range m.Manifests {
 			if err := checkDescriptor(&m.Manifests[i], fmt.Sprintf("manifests[%d]", i)); err != nil {
 				return m, "", err
@@ -269,8 +265,8 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, rt route) {
 	if filter != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	w.Header().Set("Content-Type", MediaTypeOCIIndex)
-	body, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": out})
+	w.Header().Set("Content-Type", string(types.OCIImageIndex))
+	body, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": types.OCIImageIndex, "manifests": out})
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {

@@ -24,14 +24,6 @@ import (
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
-// Media types the registry accepts for manifests.
-const (
-	MediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	MediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
 // Options configure the handler. Zero values pick safe defaults.
 type Options struct {
 	// AllowDelete enables DELETE of manifests, tags and blobs.
