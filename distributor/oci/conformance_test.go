@@ -152,6 +152,25 @@ func conformance(t *testing.T, newServer serverFunc) {
 		d512 := digest.SHA512.FromBytes(layer)
 		r = c.do("POST", "/v2/conf/repo/blobs/uploads/?digest="+d512.String(), "application/octet-stream", layer)
 		require.Equal(t, 201, r.StatusCode)
+		// Chunked sha512 (the oci backend: CNCF Distribution answers with
+		// its canonical sha256 digest).
+		r = c.do("POST", "/v2/conf/sha512/blobs/uploads/", "", nil)
+		require.Equal(t, 202, r.StatusCode)
+		loc512 := r.Header.Get("Location")
+		r = c.do("PATCH", loc512, "application/octet-stream", layer[:7], "Content-Range", "0-6")
+		require.Equal(t, 202, r.StatusCode)
+		loc512 = r.Header.Get("Location")
+		sep := "?"
+		if strings.Contains(loc512, "?") {
+			sep = "&"
+		}
+		r = c.do("PUT", loc512+sep+"digest="+d512.String(), "application/octet-stream", layer[7:], "Content-Range", fmt.Sprintf("7-%d", len(layer)-1))
+		require.Equal(t, 201, r.StatusCode, "chunked sha512 upload")
+		require.Equal(t, d512.String(), r.Header.Get("Docker-Content-Digest"))
+		r = c.do("GET", "/v2/conf/sha512/blobs/"+d512.String(), "", nil)
+		require.Equal(t, 200, r.StatusCode)
+		b512, _ := io.ReadAll(r.Body)
+		require.Equal(t, layer, b512)
 		// Cross-repo mount.
 		r = c.do("POST", "/v2/conf/mounted/blobs/uploads/?mount="+ld.String()+"&from=conf/repo", "", nil)
 		require.Equal(t, 201, r.StatusCode)
@@ -169,6 +188,28 @@ func conformance(t *testing.T, newServer serverFunc) {
 		require.Equal(t, md.String(), r.Header.Get("Docker-Content-Digest"))
 		r = c.do("PUT", "/v2/conf/repo/manifests/"+md.String(), string(types.OCIManifestSchema1), man)
 		require.Equal(t, 201, r.StatusCode)
+		// Tags given with a push by digest (?tag=, distribution-spec 1.1).
+		for _, dg := range []string{cd.String(), ld.String()} {
+			r = c.do("POST", "/v2/conf/tagged/blobs/uploads/?mount="+dg+"&from=conf/repo", "", nil)
+			require.Equal(t, 201, r.StatusCode)
+		}
+		r = c.do("PUT", "/v2/conf/tagged/manifests/"+md.String()+"?tag=one&tag=two", string(types.OCIManifestSchema1), man)
+		require.Equal(t, 201, r.StatusCode)
+		require.Equal(t, []string{"one", "two"}, r.Header.Values("OCI-Tag"))
+		for _, tag := range []string{"one", "two"} {
+			r = c.do("GET", "/v2/conf/tagged/manifests/"+tag, "", nil)
+			require.Equal(t, 200, r.StatusCode, tag)
+			require.Equal(t, md.String(), r.Header.Get("Docker-Content-Digest"))
+		}
+		r = c.do("PUT", "/v2/conf/tagged/manifests/"+md.String()+"?tag=-bad", string(types.OCIManifestSchema1), man)
+		require.Equal(t, 400, r.StatusCode)
+		require.Equal(t, "MANIFEST_INVALID", errCode(t, r))
+		// Non-distributable layers are refused (see the package doc).
+		foreign := bytes.Replace(man, []byte(`"application/vnd.oci.image.layer.v1.tar"`), []byte(`"`+string(types.OCIRestrictedLayer)+`"`), 1)
+		require.NotEqual(t, man, foreign)
+		r = c.do("PUT", "/v2/conf/repo/manifests/foreign", string(types.OCIManifestSchema1), foreign)
+		require.Equal(t, 400, r.StatusCode)
+		require.Equal(t, "MANIFEST_INVALID", errCode(t, r))
 		for _, tc := range []struct {
 			name, ctype, ref string
 			body             []byte

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -163,6 +164,9 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 }
 
+// maxTagsPerPush bounds the tags one manifest push may set.
+const maxTagsPerPush = 16
+
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, ref string, isDigest bool) {
 	ctx := r.Context()
 	data, err := drain(http.MaxBytesReader(w, r.Body, h.opt.MaxManifestBytes), h.opt.MaxManifestBytes)
@@ -176,15 +180,38 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, 
 		return
 	}
 	alg := digest.SHA256
-	tag := ref
+	var tags []string
 	if isDigest {
 		alg = digest.Digest(ref).Algorithm()
-		tag = ""
+	} else {
+		tags = append(tags, ref)
+	}
+	// ?tag= on a push by digest (distribution-spec 1.1) tags it in one go.
+	for _, t := range r.URL.Query()["tag"] {
+		if !store.ValidTag(t) {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("invalid tag %q", t))
+			return
+		}
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	if len(tags) > maxTagsPerPush {
+		writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("at most %d tags in one push", maxTagsPerPush))
+		return
 	}
 	d := alg.FromBytes(data)
 	if isDigest && d.String() != ref {
 		writeError(w, http.StatusBadRequest, codeDigestInvalid, "manifest digest does not match reference")
 		return
+	}
+	// Non-distributable ("foreign") layers live outside the registry; a
+	// module must be served whole from here, so they are refused.
+	for i, l := range doc.Layers {
+		if !types.MediaType(l.MediaType).IsDistributable() {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("layers[%d] has the non-distributable media type %q: this registry only accepts content it holds", i, l.MediaType))
+			return
+		}
 	}
 	// Referenced content must exist in the repository.
 	if doc.Config != nil {
@@ -205,9 +232,18 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, 
 			return
 		}
 	}
-	if err := h.st.PutManifest(ctx, rt.name, tag, store.Manifest{MediaType: mt, Digest: d, Data: data}); err != nil {
-		h.storeError(w, err, codeNameUnknown)
-		return
+	m := store.Manifest{MediaType: mt, Digest: d, Data: data}
+	if len(tags) == 0 {
+		tags = []string{""}
+	}
+	for _, tag := range tags {
+		if err := h.st.PutManifest(ctx, rt.name, tag, m); err != nil {
+			h.storeError(w, err, codeNameUnknown)
+			return
+		}
+		if tag != "" && isDigest {
+			w.Header().Add("OCI-Tag", tag)
+		}
 	}
 	if doc.Subject != nil {
 		w.Header().Set("OCI-Subject", doc.Subject.Digest.String())

@@ -3,6 +3,20 @@
 //
 // The handler is anonymous: authentication and authorization are applied by
 // the caller (distributor/server) around it. Mount it at /v2/.
+//
+// Conformance decisions the spec leaves to the registry:
+//
+//   - Manifests with non-distributable layers (the OCI ...nondistributable...
+//     media types, Docker's foreign layers) are refused with
+//     MANIFEST_INVALID: such layers are fetched from elsewhere (their urls),
+//     while a filter module must be served whole, and verified, from here.
+//   - A push by digest may tag the manifest with ?tag=a&tag=b (up to 16);
+//     the answer names them in OCI-Tag headers.
+//   - sha256 and sha512 digests are accepted everywhere; others are
+//     DIGEST_INVALID.
+//   - One request at a time may work on an upload: a commit or chunk while
+//     another chunk is still arriving gets 409 BLOB_UPLOAD_INVALID, too
+//     many open uploads 429 TOOMANYREQUESTS.
 package oci
 
 import (

@@ -79,12 +79,8 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 			id, err := s.policy.Identify(r)
 			if err != nil {
 				s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
-				if route == "oci" {
-					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
-				} else {
-					sw.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
-				}
-				writeError(sw, http.StatusUnauthorized, err.Error())
+				s.challenge(sw, route)
+				s.refuse(sw, r, route, http.StatusUnauthorized, err.Error())
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
@@ -94,25 +90,63 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 					// Registry clients send credentials (a pull secret) only
 					// after a Basic challenge.
 					s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
-					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
-					writeError(sw, http.StatusUnauthorized, "credentials required")
+					s.challenge(sw, route)
+					s.refuse(sw, r, route, http.StatusUnauthorized, "credentials required")
 					return
 				}
 				s.m.rejected.WithLabelValues(route, "forbidden").Inc()
-				writeError(sw, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, a))
+				s.refuse(sw, r, route, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, a))
 				return
 			}
 		}
 		if maxBody > 0 {
 			if r.ContentLength > maxBody {
 				s.m.rejected.WithLabelValues(route, "too_large").Inc()
-				writeError(sw, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d", r.ContentLength, maxBody))
+				s.refuse(sw, r, route, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d", r.ContentLength, maxBody))
 				return
 			}
 			r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
 		}
 		h(sw, r)
 	})
+}
+
+// challenge asks for credentials the way the route's clients understand.
+func (s *Server) challenge(w http.ResponseWriter, route string) {
+	if route == "oci" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
+	} else {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
+	}
+}
+
+// ociCodes are the distribution-spec error codes of the statuses the
+// server itself answers on /v2/ (UNAVAILABLE and UNKNOWN as CNCF
+// Distribution uses them).
+var ociCodes = map[int]string{
+	http.StatusUnauthorized:          "UNAUTHORIZED",
+	http.StatusForbidden:             "DENIED",
+	http.StatusRequestEntityTooLarge: "SIZE_INVALID",
+	http.StatusTooManyRequests:       "TOOMANYREQUESTS",
+	http.StatusServiceUnavailable:    "UNAVAILABLE",
+	http.StatusInsufficientStorage:   "UNAVAILABLE",
+	http.StatusRequestTimeout:        "UNKNOWN",
+}
+
+// refuse answers a request the server turns away before (or instead of)
+// its handler, in the route's error format: the distribution spec's
+// {"errors":[{code,message}]} on /v2/, {"error": msg} elsewhere.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, route string, code int, msg string) {
+	if route == "oci" {
+		c := ociCodes[code]
+		if c == "" {
+			c = "UNKNOWN"
+		}
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		writeJSON(w, code, map[string]any{"errors": []map[string]string{{"code": c, "message": msg}}})
+		return
+	}
+	writeError(w, code, msg)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
