@@ -46,7 +46,7 @@ func TestAuditVerifyOffline(t *testing.T) {
 	for i := range 5 {
 		r, err := decisionlog.DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:0%dZ","decision":"deny","subject":"spiffe://grid.example/m%d"}`, i, i))
 		require.NoError(t, err)
-		_, _, err = l.Append([]decisionlog.Record{r})
+		_, err = l.Append([]decisionlog.Record{r})
 		require.NoError(t, err)
 	}
 	require.NoError(t, l.Close())

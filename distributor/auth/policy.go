@@ -79,6 +79,20 @@ func (id Identity) String() string {
 	return "anonymous@" + id.Remote
 }
 
+// Principal names the identity without connection details: an anonymous
+// caller is its host, not its ephemeral port, so one client is the same
+// principal on every connection (decision records' received_by).
+func (id Identity) Principal() string {
+	if id.Token != "" || id.SPIFFEID != "" {
+		return id.String()
+	}
+	host, _, err := net.SplitHostPort(id.Remote)
+	if err != nil {
+		host = id.Remote
+	}
+	return "anonymous@" + host
+}
+
 // ErrBadToken is returned for a bearer token that matches no configured token.
 var ErrBadToken = errors.New("unknown bearer token")
 

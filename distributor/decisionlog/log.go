@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,9 @@ type Options struct {
 	SegmentBytes int64
 	// Logger receives recovery notes (default slog.Default()).
 	Logger *slog.Logger
+	// DedupeWindow is how many recent (uploader, decision_id) pairs are
+	// remembered to drop retried records (default 1<<18; negative: off).
+	DedupeWindow int
 }
 
 // Log is an open decision log directory. It is safe for concurrent use.
@@ -46,6 +50,8 @@ type Log struct {
 
 	qmu   sync.Mutex // guards queue
 	queue []*pending
+
+	seen *dedupe // guarded by mu
 }
 
 type segment struct {
@@ -107,7 +113,10 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}}
+	if opts.DedupeWindow == 0 {
+		opts.DedupeWindow = 1 << 18
+	}
+	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}, seen: newDedupe(opts.DedupeWindow)}
 	head, herr := readHead(dir)
 	if herr != nil && !errors.Is(herr, os.ErrNotExist) {
 		return nil, fmt.Errorf("decision log %s: %w", dir, herr)
@@ -153,6 +162,11 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("decision log: %w", err)
 	}
 	l.seg, l.segSize = f, size
+	// Records written but never acknowledged before a crash are kept; the
+	// client's retry of them is dropped by the dedupe window.
+	for _, sg := range segs[max(0, len(segs)-2):] {
+		l.seen.load(filepath.Join(dir, sg.name))
+	}
 	return l, l.writeHead()
 }
 
@@ -239,13 +253,25 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// Appended is the outcome of one Append.
+type Appended struct {
+	// First and Last are the seqs of the stored records (0 when every
+	// record was a duplicate).
+	First, Last uint64
+	// Accepted records were stored; Duplicates were dropped because a
+	// record with the same received_by and decision_id is already in the
+	// log (a client retrying a batch whose answer it never got).
+	Accepted, Duplicates int
+}
+
 // Append chains and durably stores a batch: all records are written, the
-// segment fsync'd, then HEAD advanced. It returns the seqs assigned.
+// segment fsync'd, then HEAD advanced. Records whose (received_by,
+// decision_id) was already stored are dropped, not stored twice.
 // Concurrent appends are group-committed: whoever gets the commit lock
 // writes every queued batch with one fsync.
-func (l *Log) Append(recs []Record) (first, last uint64, err error) {
+func (l *Log) Append(recs []Record) (Appended, error) {
 	if len(recs) == 0 {
-		return 0, 0, errors.New("decision log: empty batch")
+		return Appended{}, errors.New("decision log: empty batch")
 	}
 	p := &pending{recs: recs, done: make(chan struct{})}
 	l.qmu.Lock()
@@ -262,15 +288,15 @@ func (l *Log) Append(recs []Record) (first, last uint64, err error) {
 		l.commit(group)
 	}
 	l.mu.Unlock()
-	return p.first, p.last, p.err
+	return p.res, p.err
 }
 
 // pending is a batch waiting for group commit.
 type pending struct {
-	recs        []Record
-	first, last uint64
-	err         error
-	done        chan struct{}
+	recs []Record
+	res  Appended
+	err  error
+	done chan struct{}
 }
 
 // commit writes a group of batches; l.mu is held.
@@ -289,9 +315,15 @@ func (l *Log) commit(group []*pending) {
 	head := l.head
 	buf := make([]byte, 0, 64<<10)
 	var ok []*pending
+	var keys []dedupeKey // of the records written
 	for _, p := range group {
-		h, n := head, len(buf)
+		h, n, nk := head, len(buf), len(keys)
 		for _, r := range p.recs {
+			k, has := keyOf(r)
+			if has && (l.seen.has(k) || slices.Contains(keys[nk:], k)) {
+				p.res.Duplicates++
+				continue
+			}
 			line, hash, err := seal(r, h.Seq+1, h.Hash)
 			if err != nil {
 				p.err = fmt.Errorf("decision log: encode record: %w", err)
@@ -299,25 +331,32 @@ func (l *Log) commit(group []*pending) {
 			}
 			buf = append(buf, line...)
 			h = Head{Seq: h.Seq + 1, Hash: hash}
+			if has {
+				keys = append(keys, k)
+			}
 		}
 		if p.err != nil {
-			buf = buf[:n]
+			buf, keys = buf[:n], keys[:nk]
+			p.res = Appended{}
 			continue
 		}
-		p.first, p.last = head.Seq+1, h.Seq
+		p.res.Accepted = int(h.Seq - head.Seq)
+		if p.res.Accepted > 0 {
+			p.res.First, p.res.Last = head.Seq+1, h.Seq
+		}
 		head = h
 		ok = append(ok, p)
 	}
-	if len(ok) == 0 {
+	if len(buf) == 0 {
 		return
 	}
 	fail := func(err error) {
 		for _, p := range ok {
-			p.first, p.last, p.err = 0, 0, err
+			p.res, p.err = Appended{}, err
 		}
 	}
 	if l.segSize > 0 && l.segSize+int64(len(buf)) > l.opts.SegmentBytes {
-		if err := l.openSegment(ok[0].first); err != nil {
+		if err := l.openSegment(l.head.Seq + 1); err != nil {
 			fail(err)
 			return
 		}
@@ -334,6 +373,9 @@ func (l *Log) commit(group []*pending) {
 	}
 	l.segSize += int64(n)
 	l.head = head
+	for _, k := range keys {
+		l.seen.add(k)
+	}
 	if err := l.writeHead(); err != nil {
 		// The records are durable; a stale HEAD is repaired on open.
 		l.opts.Logger.Error("decision log: HEAD update failed", "err", err)

@@ -40,7 +40,7 @@ func fill(t *testing.T, dir string, n, batch int, opts Options) *Log {
 			}
 			b = append(b, rec(t, j, d, fmt.Sprintf("spiffe://grid.example/meter-%d", j%2)))
 		}
-		_, _, err := l.Append(b)
+		_, err := l.Append(b)
 		require.NoError(t, err)
 	}
 	return l
@@ -125,7 +125,7 @@ func TestStoredLookalikesReadByExactName(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(body), &r))
 		return r
 	}
-	_, _, err = l.Append([]Record{
+	_, err = l.Append([]Record{
 		old(`{"time":"2026-11-23T08:00:00Z","decision":"deny","subject":"spiffe://grid.example/a","haſh":"x","ſeq":1000000}`),
 		old(`{"time":"2026-11-23T08:00:01Z","decision":"deny","deciſion":"allow","ſubject":"spiffe://grid.example/b","subject":"spiffe://grid.example/a"}`),
 		old(`{"time":"2026-11-23T08:00:02Z","decision":"allow","haſh":"last"}`),
@@ -184,10 +184,10 @@ func TestAppendVerifyReopen(t *testing.T) {
 
 	l, err = Open(dir, Options{SegmentBytes: 16 << 10})
 	require.NoError(t, err)
-	first, last, err := l.Append([]Record{rec(t, 999, "allow", "s")})
+	res, err := l.Append([]Record{rec(t, 999, "allow", "s")})
 	require.NoError(t, err)
-	assert.Equal(t, uint64(251), first)
-	assert.Equal(t, uint64(251), last)
+	assert.Equal(t, uint64(251), res.First)
+	assert.Equal(t, uint64(251), res.Last)
 	require.NoError(t, l.Close())
 	_, err = VerifyDir(dir)
 	require.NoError(t, err)
@@ -314,7 +314,7 @@ func TestOpenRefusesTruncatedLogAndRecoversTornWrite(t *testing.T) {
 	l, err = Open(dir, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, uint64(30), l.Head().Seq)
-	_, _, err = l.Append([]Record{rec(t, 31, "deny", "s")})
+	_, err = l.Append([]Record{rec(t, 31, "deny", "s")})
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
 	_, err = VerifyDir(dir)
@@ -377,7 +377,7 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				_, _, err := l.Append(recs)
+				_, err := l.Append(recs)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -404,8 +404,9 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 				for i := range recs {
 					recs[i] = rec(t, w*1000+b*10+i, "allow", fmt.Sprintf("w%d", w))
 				}
-				first, last, err := l.Append(recs)
+				res, err := l.Append(recs)
 				assert.NoError(t, err)
+				first, last := res.First, res.Last
 				assert.Equal(t, first+size-1, last)
 				mu.Lock()
 				for s := first; s <= last; s++ {
@@ -422,4 +423,53 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	rep, err := VerifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(writers*batches*size), rep.Records)
+}
+
+// TestAppendDropsRetriedRecords: a client retrying a batch whose answer it
+// lost (also across a restart, records kept after a crash) stores nothing
+// twice; the same decision_id from another uploader is another record.
+func TestAppendDropsRetriedRecords(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	require.NoError(t, err)
+	batch := func(by string, ids ...int) []Record {
+		var out []Record
+		for _, i := range ids {
+			r := rec(t, i, "deny", "s")
+			Stamp([]Record{r}, by, t0)
+			out = append(out, r)
+		}
+		return out
+	}
+	res, err := l.Append(batch("spiffe://grid.example/proxy-a", 1, 2, 3))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{First: 1, Last: 3, Accepted: 3}, res)
+	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 2, 3, 4, 4))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{First: 4, Last: 4, Accepted: 1, Duplicates: 3}, res)
+	res, err = l.Append(batch("spiffe://grid.example/proxy-b", 1))
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Accepted, "ids are per uploader")
+	require.NoError(t, l.Close())
+
+	l, err = Open(dir, Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 1, 4, 5))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{First: 6, Last: 6, Accepted: 1, Duplicates: 2}, res, "remembered across a restart")
+	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 5))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{Duplicates: 1}, res)
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(6), rep.Records)
+
+	// The window forgets the oldest pairs first.
+	d := newDedupe(2)
+	for _, id := range []string{"a", "b", "c"} {
+		d.add(makeKey("p", id))
+	}
+	assert.False(t, d.has(makeKey("p", "a")))
+	assert.True(t, d.has(makeKey("p", "b")) && d.has(makeKey("p", "c")))
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	created     *prometheus.GaugeVec
 	longPolls   prometheus.Gauge
 	ingested    prometheus.Counter
+	duplicates  prometheus.Counter
 	decisionSeq prometheus.Gauge
 }
 
@@ -60,13 +61,17 @@ func newMetrics() *metrics {
 			Name: "meshguard_distributor_decision_records_ingested_total",
 			Help: "Decision records durably appended to the log.",
 		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_distributor_decision_records_duplicate_total",
+			Help: "Decision records dropped at ingest because the same uploader already stored the same decision_id (client retries).",
+		}),
 		decisionSeq: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshguard_distributor_decision_log_head_seq",
 			Help: "Sequence number of the last decision record.",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.expiry, m.created, m.longPolls,
-		m.ingested, m.decisionSeq,
+		m.ingested, m.duplicates, m.decisionSeq,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

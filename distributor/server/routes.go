@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,6 +162,17 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
+// internalError logs err with a reference and answers 500 with only that
+// reference: error text names files, paths or a backing registry and
+// stays in the log.
+func (s *Server) internalError(w http.ResponseWriter, route, what string, err error, attrs ...any) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	ref := hex.EncodeToString(b[:])
+	s.log.Error(what, append([]any{"route", route, "ref", ref, "err", err}, attrs...)...)
+	s.refuse(w, nil, route, http.StatusInternalServerError, "internal error (reference "+ref+" in the distributor log)")
+}
+
 // readBody reads a limited body, answering 413 when it is too large.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) ([]byte, bool) {
 	body, err := io.ReadAll(r.Body)
@@ -237,15 +250,37 @@ func (s *Server) routes(opts Options) error {
 	return nil
 }
 
+// readyFailure is what /readyz says about each failing check.
+var readyFailure = map[string]string{
+	"bundle_storage": "bundle storage not writable",
+	"decision_log":   "decision log not writable",
+	"bundle_keys":    "bundle verification keys unavailable",
+	"tls_svid":       "no TLS SVID",
+	"storage":        "module storage unreachable",
+	"disk":           "data directory below its free-space watermark",
+}
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	checks := map[string]string{}
 	ready := true
+	// /readyz is anonymous: it names the failing check, the log says why
+	// (paths and registry addresses stay out of the answer).
 	check := func(name string, err error) {
+		s.readyMu.Lock()
+		changed := fmt.Sprint(err) != s.readyLast[name]
+		s.readyLast[name] = fmt.Sprint(err)
+		s.readyMu.Unlock()
 		if err != nil {
-			checks[name] = err.Error()
+			checks[name] = readyFailure[name]
 			ready = false
+			if changed {
+				s.log.Warn("readiness check failing", "check", name, "err", err)
+			}
 		} else {
 			checks[name] = "ok"
+			if changed {
+				s.log.Info("readiness check passing", "check", name)
+			}
 		}
 	}
 	check("bundle_storage", s.reg.Writable())
@@ -329,8 +364,7 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
 		s.m.publishes.WithLabelValues(name, "error").Inc()
-		s.log.Error("bundle publish failed", "channel", name, "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, route, "bundle publish failed", err, "channel", name)
 	}
 }
 
@@ -428,7 +462,7 @@ func (s *Server) bundleError(w http.ResponseWriter, err error) {
 	case errors.Is(err, bundles.ErrBadChannel):
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, "bundles", "bundle read failed", err)
 	}
 }
 
@@ -463,7 +497,10 @@ func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
 
 // IngestResult is the body of a successful decision upload (200).
 type IngestResult struct {
-	Accepted int    `json:"accepted"`
+	Accepted int `json:"accepted"`
+	// Duplicates were already in the log (same uploader and decision_id):
+	// a retry of records whose acknowledgement was lost.
+	Duplicates int    `json:"duplicates,omitempty"`
 	FirstSeq uint64 `json:"first_seq"`
 	LastSeq  uint64 `json:"last_seq"`
 }
@@ -494,16 +531,20 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("ingest rate limit for %s exceeded; retry in %s", id, wait.Round(time.Millisecond)))
 		return
 	}
-	decisionlog.Stamp(recs, id.String(), time.Now())
-	first, last, err := s.dlog.Append(recs)
+	decisionlog.Stamp(recs, id.Principal(), time.Now())
+	res, err := s.dlog.Append(recs)
 	if err != nil {
-		s.log.Error("decision log append failed", "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, route, "decision log append failed", err)
 		return
 	}
-	s.m.ingested.Add(float64(len(recs)))
-	s.m.decisionSeq.Set(float64(last))
-	writeJSON(w, http.StatusOK, IngestResult{Accepted: len(recs), FirstSeq: first, LastSeq: last})
+	s.m.ingested.Add(float64(res.Accepted))
+	if res.Duplicates > 0 {
+		s.m.duplicates.Add(float64(res.Duplicates))
+	}
+	if res.Accepted > 0 {
+		s.m.decisionSeq.Set(float64(res.Last))
+	}
+	writeJSON(w, http.StatusOK, IngestResult{Accepted: res.Accepted, Duplicates: res.Duplicates, FirstSeq: res.First, LastSeq: res.Last})
 }
 
 func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
@@ -539,7 +580,7 @@ func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.dlog.Query(query)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, "decisions_query", "decision query failed", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)

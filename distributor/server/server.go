@@ -47,6 +47,9 @@ type Server struct {
 	store    store.Store
 	mux      *http.ServeMux
 
+	readyMu   sync.Mutex
+	readyLast map[string]string // check -> last error text, to log changes
+
 	expiryMu     sync.Mutex
 	expiryWarned map[string]expiryWarning // channel -> last expiry warning logged
 
@@ -64,7 +67,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: opts.Logger, m: newMetrics(), mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: opts.Logger, m: newMetrics(), mux: http.NewServeMux(), readyLast: map[string]string{}}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
