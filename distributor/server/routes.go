@@ -501,8 +501,8 @@ type IngestResult struct {
 	// Duplicates were already in the log (same uploader and decision_id):
 	// a retry of records whose acknowledgement was lost.
 	Duplicates int    `json:"duplicates,omitempty"`
-	FirstSeq uint64 `json:"first_seq"`
-	LastSeq  uint64 `json:"last_seq"`
+	FirstSeq   uint64 `json:"first_seq"`
+	LastSeq    uint64 `json:"last_seq"`
 }
 
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
