@@ -214,7 +214,8 @@ func VerifyDir(dir string) (Report, error) {
 		return Report{}, err
 	}
 	var v ChainVerifier
-	for _, s := range segs {
+	var torn *TornTailError
+	for i, s := range segs {
 		if v.Head().Seq+1 != s.first {
 			// A whole segment gone or renamed: point at it before reading.
 			if s.first > v.Head().Seq+1 {
@@ -228,7 +229,16 @@ func VerifyDir(dir string) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
-		err = v.VerifyReader(s.name, f)
+		var src io.Reader = f
+		if i == len(segs)-1 {
+			// An unterminated last line of the last segment is a write the
+			// crash interrupted; Open cuts it. Verify what precedes it.
+			if n, complete, terr := tornBytes(f); terr == nil && n > 0 {
+				torn = &TornTailError{File: s.name, Offset: complete, Bytes: n}
+				src = io.LimitReader(f, complete)
+			}
+		}
+		err = v.VerifyReader(s.name, src)
 		f.Close()
 		if err != nil {
 			return Report{}, err
@@ -239,7 +249,58 @@ func VerifyDir(dir string) (Report, error) {
 		return Report{}, &ChainError{File: headFile, Problem: err.Error()}
 	}
 	if err := v.CheckHead(headFile, head); err != nil {
+		var ce *ChainError
+		if torn != nil && errors.As(err, &ce) {
+			ce.Problem += fmt.Sprintf("; %s ends in an incomplete last line of %d bytes at offset %d, so acknowledged records were cut", torn.File, torn.Bytes, torn.Offset)
+		}
 		return Report{}, err
 	}
-	return Report{Records: v.Count, Segments: len(segs), Head: v.Head()}, nil
+	rep := Report{Records: v.Count, Segments: len(segs), Head: v.Head()}
+	if torn != nil {
+		torn.Head = rep.Head
+		return rep, torn
+	}
+	return rep, nil
+}
+
+// TornTailError reports a log that is intact up to its HEAD but whose last
+// segment ends in an interrupted write (bytes after the last complete
+// record, never acknowledged). It is recoverable, not tampering: Open cuts
+// the bytes off. The Report returned with it is valid.
+type TornTailError struct {
+	File   string // the last segment
+	Offset int64  // where the incomplete line starts
+	Bytes  int64  // its length
+	Head   Head   // the verified end of the log
+}
+
+func (e *TornTailError) Error() string {
+	return fmt.Sprintf("%s: %d bytes after offset %d are an interrupted write after seq %d (recoverable: the distributor cuts them off when it starts)",
+		e.File, e.Bytes, e.Offset, e.Head.Seq)
+}
+
+// tornBytes measures an unterminated last line of f and leaves f at its
+// start.
+func tornBytes(f *os.File) (n, complete int64, err error) {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return 0, 0, err
+	}
+	size := fi.Size()
+	buf := make([]byte, 64<<10)
+	end := size
+	for end > 0 {
+		start := max(0, end-int64(len(buf)))
+		b := buf[:end-start]
+		if _, err := f.ReadAt(b, start); err != nil {
+			return 0, 0, err
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			complete = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return size - complete, complete, err
 }

@@ -3,12 +3,15 @@ package decisionlog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzDecode: any body either fails with an error or yields records whose
@@ -145,6 +148,116 @@ func FuzzOpenDir(f *testing.F) {
 		}
 		if verr == nil && oerr != nil {
 			t.Fatalf("verified directory does not open: %v", oerr)
+		}
+	})
+}
+
+// FuzzTornTail: whatever an interrupted write leaves after the last
+// complete record (bytes without a newline), offline verification calls it
+// a recoverable torn tail ending at the real head, never tampering, and
+// the log reopens at that head and then verifies clean.
+func FuzzTornTail(f *testing.F) {
+	f.Add(uint8(3), []byte(`{"decision":"deny","hash":"`))
+	f.Add(uint8(1), []byte{0})
+	f.Add(uint8(0), []byte(`{"seq":1}`))
+	f.Fuzz(func(t *testing.T, n uint8, junk []byte) {
+		if len(junk) == 0 || bytes.IndexByte(junk, '\n') >= 0 {
+			return
+		}
+		dir := t.TempDir()
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		l, err := Open(dir, Options{Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range int(n % 8) {
+			r, _ := DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:00Z","decision":"allow","decision_id":"%d"}`, i))
+			if _, err := l.Append([]Record{r}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		head := l.Head()
+		l.Close()
+		seg := filepath.Join(dir, segName(1))
+		fh, err := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fh.Write(junk)
+		fh.Close()
+
+		rep, err := VerifyDir(dir)
+		var torn *TornTailError
+		if !errors.As(err, &torn) {
+			t.Fatalf("torn tail reported as %T %v", err, err)
+		}
+		if rep.Head != head || torn.Head != head || torn.Bytes != int64(len(junk)) {
+			t.Fatalf("torn tail %+v, report %+v, want head %+v", torn, rep, head)
+		}
+		l, err = Open(dir, Options{Logger: quiet})
+		if err != nil {
+			t.Fatalf("recoverable tail does not open: %v", err)
+		}
+		if l.Head() != head {
+			t.Fatalf("reopened at %+v, want %+v", l.Head(), head)
+		}
+		l.Close()
+		if _, err := VerifyDir(dir); err != nil {
+			t.Fatalf("after recovery: %v", err)
+		}
+	})
+}
+
+// FuzzAppendDedupe: batches of records with arbitrary (uploader,
+// decision_id) pairs store every pair exactly once, and the counts in the
+// answers add up.
+func FuzzAppendDedupe(f *testing.F) {
+	f.Add([]byte{0x01, 0x01, 0x12, 0x01, 0x11}, uint8(2))
+	f.Add([]byte{0xff, 0x00, 0xff}, uint8(1))
+	f.Fuzz(func(t *testing.T, pairs []byte, batch uint8) {
+		if len(pairs) > 256 {
+			pairs = pairs[:256]
+		}
+		size := int(batch%5) + 1
+		dir := t.TempDir()
+		l, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		want := map[string]bool{}
+		accepted, dups := 0, 0
+		for i := 0; i < len(pairs); i += size {
+			var recs []Record
+			for _, p := range pairs[i:min(i+size, len(pairs))] {
+				r, _ := DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:00Z","decision":"allow","decision_id":"%d"}`, p&0x0f))
+				Stamp([]Record{r}, fmt.Sprint("proxy-", p>>4), time.Unix(0, 0))
+				recs = append(recs, r)
+				want[fmt.Sprint(p>>4, "/", p&0x0f)] = true
+			}
+			res, err := l.Append(recs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Accepted+res.Duplicates != len(recs) {
+				t.Fatalf("answer %+v for %d records", res, len(recs))
+			}
+			accepted, dups = accepted+res.Accepted, dups+res.Duplicates
+		}
+		got := map[string]bool{}
+		err = l.scan(1, func(_ uint64, line []byte) (bool, error) {
+			k := storedString(line, FieldReceivedBy) + "/" + storedString(line, FieldDecisionID)
+			if got[k] {
+				t.Fatalf("pair %s stored twice", k)
+			}
+			got[k] = true
+			return true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || accepted != len(want) || accepted+dups != len(pairs) {
+			t.Fatalf("stored %d pairs, %d distinct sent, accepted %d, duplicates %d of %d", len(got), len(want), accepted, dups, len(pairs))
 		}
 	})
 }
