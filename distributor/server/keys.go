@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -127,6 +130,9 @@ func (v *KeyVerifier) Verify(data []byte, scope string, minRevision uint64) (bun
 	if err != nil {
 		return bundles.Verified{}, err
 	}
+	if err := singleStream(data, bundle.DefaultMaxUncompressed); err != nil {
+		return bundles.Verified{}, err
+	}
 	// bundle.VerifyOptions.MinRevision is the last accepted revision.
 	var last uint64
 	if minRevision > 0 {
@@ -140,4 +146,27 @@ func (v *KeyVerifier) Verify(data []byte, scope string, minRevision uint64) (bun
 		return bundles.Verified{}, err
 	}
 	return bundles.Verified{Revision: b.Manifest.Revision, Created: b.Manifest.Created, Expires: b.Manifest.Expires}, nil
+}
+
+// singleStream checks that data is exactly one gzip member: bytes after it
+// (a second member, padding, anything) would give the same signed bundle
+// another digest, so a replay could pass for a new upload.
+func singleStream(data []byte, max int64) error {
+	br := bytes.NewReader(data)
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return fmt.Errorf("bundle is not gzip: %w", err)
+	}
+	zr.Multistream(false)
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, max+1))
+	if err != nil {
+		return fmt.Errorf("bundle gzip stream: %w", err)
+	}
+	if n > max {
+		return fmt.Errorf("bundle is more than %d bytes uncompressed", max)
+	}
+	if br.Len() > 0 {
+		return fmt.Errorf("%d bytes after the end of the bundle's gzip stream", br.Len())
+	}
+	return nil
 }

@@ -58,3 +58,39 @@ func (s *signer) tampered(t testing.TB, rev uint64) []byte {
 
 // options plug the signer's key set into the server, as cfg.Keys would.
 func (s *signer) options() Options { return Options{Verifier: s.verifier} }
+
+// TestPublishRefusesBytesAfterTheGzipStream: the same signed bundle with
+// anything appended (another digest) is not a new upload.
+func TestPublishRefusesBytesAfterTheGzipStream(t *testing.T) {
+	k := newSigner(t)
+	ts := startServer(t, testConfig(t), k.options())
+	b := k.bundle(t, 1, "")
+	for name, extra := range map[string][]byte{
+		"one byte":      {0},
+		"second member": b,
+		"newline":       []byte("\n"),
+	} {
+		r := publish(t, ts.URL, "prod", append(append([]byte{}, b...), extra...))
+		require.Equal(t, 422, r.Code, name)
+		require.Contains(t, string(r.Body), "after the end of the bundle's gzip stream", name)
+	}
+	require.Equal(t, 201, publish(t, ts.URL, "prod", b).Code)
+}
+
+// FuzzBundleTrailingBytes: a signed bundle followed by any bytes is
+// refused, the bundle alone is accepted.
+func FuzzBundleTrailingBytes(f *testing.F) {
+	k := newSigner(f)
+	b := k.bundle(f, 1, "prod")
+	f.Add([]byte{0})
+	f.Add(b[:10])
+	f.Fuzz(func(t *testing.T, suffix []byte) {
+		err := singleStream(append(append([]byte{}, b...), suffix...), 64<<20)
+		if len(suffix) == 0 && err != nil {
+			t.Fatalf("bundle refused: %v", err)
+		}
+		if len(suffix) > 0 && err == nil {
+			t.Fatalf("%d trailing bytes accepted", len(suffix))
+		}
+	})
+}
