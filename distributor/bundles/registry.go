@@ -60,7 +60,8 @@ type Verifier interface {
 
 // ChannelOptions configure one channel.
 type ChannelOptions struct {
-	// Scope is required of every bundle published to the channel.
+	// Scope is required of every bundle published to the channel (default:
+	// the channel's name, also for channels a publish creates).
 	Scope string
 	// Retain overrides Options.Retain.
 	Retain int
@@ -134,7 +135,7 @@ func Open(opts Options) (*Registry, error) {
 		if !ValidChannel(name) {
 			return nil, fmt.Errorf("bundles: channel %q: %w", name, ErrBadChannel)
 		}
-		r.channels[name] = &channel{name: name, opts: co, changed: make(chan struct{})}
+		r.channels[name] = newChannel(name, co)
 	}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
@@ -150,7 +151,7 @@ func Open(opts Options) (*Registry, error) {
 				opts.Logger.Warn("bundles: stored channel is not configured; not served", "channel", e.Name())
 				continue
 			}
-			ch = &channel{name: e.Name(), changed: make(chan struct{})}
+			ch = newChannel(e.Name(), ChannelOptions{})
 			r.channels[e.Name()] = ch
 		}
 		if err := r.load(ch); err != nil {
@@ -158,6 +159,13 @@ func Open(opts Options) (*Registry, error) {
 		}
 	}
 	return r, nil
+}
+
+func newChannel(name string, co ChannelOptions) *channel {
+	if co.Scope == "" {
+		co.Scope = name
+	}
+	return &channel{name: name, opts: co, changed: make(chan struct{})}
 }
 
 func (r *Registry) chanDir(name string) string { return filepath.Join(r.opts.Dir, name) }
@@ -228,7 +236,7 @@ func (r *Registry) channel(name string, create bool) (*channel, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ch = r.channels[name]; ch == nil {
-		ch = &channel{name: name, changed: make(chan struct{})}
+		ch = newChannel(name, ChannelOptions{})
 		r.channels[name] = ch
 	}
 	return ch, nil
@@ -341,10 +349,10 @@ func (r *Registry) Latest(name string) (*Snapshot, error) {
 
 // Wait returns the latest snapshot as soon as its ETag differs from etag
 // (at once if it already does), or nil when ctx ends first. A channel
-// without a bundle counts as a differing ETag only once one is published;
-// with AutoChannels a poller may wait for a channel that does not exist yet.
+// without a bundle counts as a differing ETag only once one is published.
+// Waiting never creates a channel: an unknown one is ErrNotFound at once.
 func (r *Registry) Wait(ctx context.Context, name, etag string) (*Snapshot, error) {
-	ch, err := r.channel(name, true)
+	ch, err := r.channel(name, false)
 	if err != nil {
 		return nil, err
 	}

@@ -196,6 +196,13 @@ func parsePath(p string) (route, bool) {
 	return route{}, false
 }
 
+// Repository returns the repository a /v2/ path acts on ("" for the base
+// and catalog paths); ok is false for paths the API does not have.
+func Repository(path string) (name string, ok bool) {
+	rt, ok := parsePath(path)
+	return rt.name, ok
+}
+
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &rw{ResponseWriter: w}

@@ -76,7 +76,8 @@ type TLSConfig struct {
 type BundlesConfig struct {
 	// Retain is how many revisions each channel keeps (latest always kept).
 	Retain int `yaml:"retain"`
-	// AutoChannels lets a publish create an unconfigured channel.
+	// AutoChannels lets a publish create an unconfigured channel (off by
+	// default: a channel is an environment and gets configured).
 	AutoChannels bool `yaml:"auto_channels"`
 	// MaxWait caps ?wait= long polls.
 	MaxWait time.Duration `yaml:"max_wait"`
@@ -89,8 +90,20 @@ type BundlesConfig struct {
 
 // ChannelConfig configures one channel.
 type ChannelConfig struct {
+	// Scope every bundle published to the channel must carry (default:
+	// the channel's name), so a bundle signed for one environment cannot
+	// be replayed into another.
 	Scope  string `yaml:"scope"`
 	Retain int    `yaml:"retain"`
+	// Allow gives the channel its own read and publish allowlists, which
+	// replace the global ones for this channel.
+	Allow map[auth.Action][]string `yaml:"allow"`
+}
+
+// RepositoryConfig gives a module repository (or "prefix/*") its own read
+// and push allowlists, which replace the global ones there.
+type RepositoryConfig struct {
+	Allow map[auth.Action][]string `yaml:"allow"`
 }
 
 // DecisionsConfig configures the decision log.
@@ -125,6 +138,8 @@ type StorageConfig struct {
 	OCI OCIStorageConfig `yaml:"oci"`
 	// AllowDelete enables DELETE of manifests, tags and blobs on /v2/.
 	AllowDelete bool `yaml:"allow_delete"`
+	// Repositories are per-repository allowlists (name or "prefix/*").
+	Repositories map[string]RepositoryConfig `yaml:"repositories"`
 	// MaxUploads bounds the open chunked upload sessions (filesystem).
 	MaxUploads int `yaml:"max_uploads"`
 	// UploadTTL purges upload sessions idle for longer (filesystem).
@@ -277,9 +292,24 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("config: listen address is required (--listen)")
 	}
-	for name := range c.Bundles.Channels {
+	for name, ch := range c.Bundles.Channels {
 		if !bundles.ValidChannel(name) {
 			return fmt.Errorf("config: channel %q: name must match [a-z0-9][a-z0-9._-]{0,62}", name)
+		}
+		for a := range ch.Allow {
+			if a != auth.ActionRead && a != auth.ActionPublish {
+				return fmt.Errorf("config: bundles.channels.%s.allow: %q is not a channel action (read, publish)", name, a)
+			}
+		}
+	}
+	for name, rc := range c.Storage.Repositories {
+		if !store.ValidRepository(strings.TrimSuffix(name, "/*")) {
+			return fmt.Errorf("config: storage.repositories: %q is not a repository name or prefix/*", name)
+		}
+		for a := range rc.Allow {
+			if a != auth.ActionRead && a != auth.ActionPush {
+				return fmt.Errorf("config: storage.repositories.%s.allow: %q is not a repository action (read, push)", name, a)
+			}
 		}
 	}
 	switch c.Storage.Backend {

@@ -38,6 +38,8 @@ func testConfig(t testing.TB) Config {
 	cfg.InsecureHTTP = true
 	cfg.Tokens.Env = ""
 	cfg.ShutdownTimeout = 5 * time.Second
+	// The channels the tests publish to (auto_channels is off by default).
+	cfg.Bundles.Channels = map[string]ChannelConfig{"prod": {}, "edge": {}}
 	return cfg
 }
 

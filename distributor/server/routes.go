@@ -17,6 +17,8 @@ import (
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/distributor/modules"
+	"github.com/meshguard/meshguard/distributor/oci"
 )
 
 // Response headers of the bundle API.
@@ -55,9 +57,13 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// authz names what a request needs: an action, on a resource when the
+// resource may have its own allowlist.
+type authz func(*http.Request) (auth.Action, auth.Resource)
+
 // handle registers h behind identification, authorisation, the body size
 // limit and metrics. action picks the allowlist from the request (nil: open).
-func (s *Server) handle(pattern, route string, action func(*http.Request) auth.Action, maxBody int64, h http.HandlerFunc) {
+func (s *Server) handle(pattern, route string, action authz, maxBody int64, h http.HandlerFunc) {
 	requests := s.m.requests.MustCurryWith(map[string]string{"route": route})
 	duration := s.m.duration.WithLabelValues(route)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -86,8 +92,8 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
-			a := action(r)
-			if !s.policy.Allowed(a, id) {
+			a, res := action(r)
+			if !s.policy.AllowedOn(a, id, res) {
 				if route == "oci" && id.Token == "" && id.SPIFFEID == "" {
 					// Registry clients send credentials (a pull secret) only
 					// after a Basic challenge.
@@ -97,7 +103,11 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 					return
 				}
 				s.m.rejected.WithLabelValues(route, "forbidden").Inc()
-				s.refuse(sw, r, route, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, a))
+				what := string(a)
+				if res.Kind != "" {
+					what = fmt.Sprintf("%s %s %q", a, res.Kind, res.Name)
+				}
+				s.refuse(sw, r, route, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, what))
 				return
 			}
 		}
@@ -189,19 +199,63 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) 
 	return body, true
 }
 
-func fixed(a auth.Action) func(*http.Request) auth.Action {
-	return func(*http.Request) auth.Action { return a }
+func fixed(a auth.Action) authz {
+	return func(*http.Request) (auth.Action, auth.Resource) { return a, auth.Resource{} }
 }
 
-// byMethod: reads need read, writes need write.
-func byMethod(write auth.Action) func(*http.Request) auth.Action {
-	return func(r *http.Request) auth.Action {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions:
-			return auth.ActionRead
-		}
-		return write
+// onChannel: action a on the channel named in the path.
+func onChannel(a auth.Action) authz {
+	return func(r *http.Request) (auth.Action, auth.Resource) {
+		return a, auth.Resource{Kind: auth.KindChannel, Name: r.PathValue("channel")}
 	}
+}
+
+// readOrWrite: reads need read, writes need write.
+func readOrWrite(r *http.Request, write auth.Action) auth.Action {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return auth.ActionRead
+	}
+	return write
+}
+
+// onOCIRepository: /v2/ reads need read, writes push, on the repository in
+// the path (the base path and the catalog need the global allowlists).
+func onOCIRepository(r *http.Request) (auth.Action, auth.Resource) {
+	a := readOrWrite(r, auth.ActionPush)
+	if name, ok := oci.Repository(r.URL.Path); ok && name != "" {
+		return a, auth.Resource{Kind: auth.KindRepository, Name: name}
+	}
+	return a, auth.Resource{}
+}
+
+// onModuleRepository is onOCIRepository for /modules/ paths.
+func onModuleRepository(r *http.Request) (auth.Action, auth.Resource) {
+	a := readOrWrite(r, auth.ActionPush)
+	if repo, _, _, ok := modules.ParseModulePath(r.URL.Path); ok {
+		return a, auth.Resource{Kind: auth.KindRepository, Name: repo}
+	}
+	return a, auth.Resource{}
+}
+
+// mountGuard drops a cross-repository mount from a repository the caller
+// may not read (the upload then starts empty, as the spec allows), so a
+// mount cannot copy a blob out of a repository with its own read list.
+func (s *Server) mountGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.Method == http.MethodPost && q.Has("mount") {
+			from := q.Get("from")
+			if !s.policy.AllowedOn(auth.ActionRead, identityOf(r), auth.Resource{Kind: auth.KindRepository, Name: from}) {
+				q.Del("mount")
+				q.Del("from")
+				r2 := r.Clone(r.Context())
+				r2.URL.RawQuery = q.Encode()
+				r = r2
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) routes(opts Options) error {
@@ -213,12 +267,19 @@ func (s *Server) routes(opts Options) error {
 	s.handle("GET /metrics", "metrics", fixed(auth.ActionMetrics), 0, s.metricsHandler().ServeHTTP)
 
 	s.handle("GET /v1/bundles", "bundles", fixed(auth.ActionRead), 0, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.reg.Channels())
+		// Only the channels the caller may read.
+		out := map[string]uint64{}
+		for ch, rev := range s.reg.Channels() {
+			if s.policy.AllowedOn(auth.ActionRead, identityOf(r), auth.Resource{Kind: auth.KindChannel, Name: ch}) {
+				out[ch] = rev
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
-	s.handle("POST /v1/bundles/{channel}", "bundle_publish", fixed(auth.ActionPublish), int64(lim.BundleBytes), s.publishBundle)
-	s.handle("GET /v1/bundles/{channel}", "bundle_get", fixed(auth.ActionRead), 0, s.getBundle)
-	s.handle("GET /v1/bundles/{channel}/revisions", "bundle_revisions", fixed(auth.ActionRead), 0, s.listRevisions)
-	s.handle("GET /v1/bundles/{channel}/revisions/{rev}", "bundle_revision", fixed(auth.ActionRead), 0, s.getRevision)
+	s.handle("POST /v1/bundles/{channel}", "bundle_publish", onChannel(auth.ActionPublish), int64(lim.BundleBytes), s.publishBundle)
+	s.handle("GET /v1/bundles/{channel}", "bundle_get", onChannel(auth.ActionRead), 0, s.getBundle)
+	s.handle("GET /v1/bundles/{channel}/revisions", "bundle_revisions", onChannel(auth.ActionRead), 0, s.listRevisions)
+	s.handle("GET /v1/bundles/{channel}/revisions/{rev}", "bundle_revision", onChannel(auth.ActionRead), 0, s.getRevision)
 
 	s.handle("POST /v1/decisions", "decisions_ingest", fixed(auth.ActionIngest), int64(lim.DecisionsBytes), s.ingest)
 	s.handle("GET /v1/decisions", "decisions_query", fixed(auth.ActionAudit), 0, s.queryDecisions)
@@ -228,24 +289,24 @@ func (s *Server) routes(opts Options) error {
 	s.handle("GET /v1/decisions/log", "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
-	oci, modules := opts.OCI, opts.Modules
-	if oci == nil || modules == nil {
+	ociH, modulesH := opts.OCI, opts.Modules
+	if ociH == nil || modulesH == nil {
 		o, m, err := s.storageHandlers()
 		if err != nil {
 			return err
 		}
-		if oci == nil {
-			oci = o
+		if ociH == nil {
+			ociH = o
 		}
-		if modules == nil {
-			modules = m
+		if modulesH == nil {
+			modulesH = m
 		}
 	}
-	if oci != nil {
-		s.handle("/v2/", "oci", byMethod(auth.ActionPush), int64(lim.ModuleBytes), oci.ServeHTTP)
+	if ociH != nil {
+		s.handle("/v2/", "oci", onOCIRepository, int64(lim.ModuleBytes), s.mountGuard(ociH).ServeHTTP)
 	}
-	if modules != nil {
-		s.handle("/modules/", "modules", byMethod(auth.ActionPush), int64(lim.ModuleBytes), modules.ServeHTTP)
+	if modulesH != nil {
+		s.handle("/modules/", "modules", onModuleRepository, int64(lim.ModuleBytes), modulesH.ServeHTTP)
 	}
 	return nil
 }

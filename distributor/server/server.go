@@ -86,6 +86,18 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if err := s.policy.TrustXFCC(cfg.XFCC); err != nil {
 		return nil, err
 	}
+	for name, ch := range cfg.Bundles.Channels {
+		if ch.Allow != nil {
+			if err := s.policy.Restrict(auth.KindChannel, name, ch.Allow); err != nil {
+				return nil, fmt.Errorf("config: %w", err)
+			}
+		}
+	}
+	for name, rc := range cfg.Storage.Repositories {
+		if err := s.policy.Restrict(auth.KindRepository, name, rc.Allow); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
 	s.limiter = auth.NewLimiter(cfg.Limits.IngestRate, cfg.Limits.IngestBurst)
 
 	s.verifier = opts.Verifier

@@ -51,7 +51,7 @@ func (s *signer) bundle(t testing.TB, rev uint64, scope string) []byte {
 
 // tampered is a valid bundle with one byte of its compressed body flipped.
 func (s *signer) tampered(t testing.TB, rev uint64) []byte {
-	b := s.bundle(t, rev, "")
+	b := s.bundle(t, rev, "prod")
 	b[len(b)/2] ^= 0x40
 	return b
 }
@@ -64,7 +64,7 @@ func (s *signer) options() Options { return Options{Verifier: s.verifier} }
 func TestPublishRefusesBytesAfterTheGzipStream(t *testing.T) {
 	k := newSigner(t)
 	ts := startServer(t, testConfig(t), k.options())
-	b := k.bundle(t, 1, "")
+	b := k.bundle(t, 1, "prod")
 	for name, extra := range map[string][]byte{
 		"one byte":      {0},
 		"second member": b,
