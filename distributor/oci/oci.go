@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -290,6 +291,10 @@ func (h *Handler) storeError(w http.ResponseWriter, err error, notFoundCode stri
 		writeError(w, http.StatusTooManyRequests, codeTooManyRequests, "too many open uploads; retry later")
 	case errors.Is(err, store.ErrUnsupported):
 		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "operation not supported by the storage backend")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The body was cut off by the server's minimum-rate deadline.
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, codeBlobUploadInvalid, "request body arrived too slowly")
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

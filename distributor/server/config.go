@@ -126,6 +126,14 @@ type LimitsConfig struct {
 	IngestRate float64 `yaml:"ingest_rate"`
 	// IngestBurst is the bucket size in records.
 	IngestBurst int `yaml:"ingest_burst"`
+	// BodyTimeout is how long a request body may take to start; after it
+	// the body must keep BodyMinRate (bytes per second) on average, or the
+	// request ends with 408 and its connection is closed (0: no limit).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	BodyMinRate ByteSize      `yaml:"body_min_rate"`
+	// MaxConnections caps open client connections; past it new ones are
+	// closed at once (0: three quarters of the file descriptor limit).
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // StorageConfig selects where modules and OCI blobs live. "filesystem"

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -119,6 +120,9 @@ func (s *Server) handle(pattern, route string, action authz, maxBody int64, h ht
 			}
 			r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
 		}
+		if hasBody(r) && s.cfg.Limits.BodyMinRate > 0 {
+			r.Body = newRateBody(sw, r.Body, s.cfg.Limits.BodyTimeout, float64(s.cfg.Limits.BodyMinRate))
+		}
 		h(sw, r)
 	})
 }
@@ -149,6 +153,13 @@ var ociCodes = map[int]string{
 // its handler, in the route's error format: the distribution spec's
 // {"errors":[{code,message}]} on /v2/, {"error": msg} elsewhere.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, route string, code int, msg string) {
+	if r != nil && hasBody(r) {
+		// Answer at once and drop the connection: waiting for (or
+		// draining) the body of a request that is refused anyway would let
+		// a client without credentials hold the connection.
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 	if route == "oci" {
 		c := ociCodes[code]
 		if c == "" {
@@ -183,6 +194,11 @@ func (s *Server) internalError(w http.ResponseWriter, route, what string, err er
 	s.refuse(w, nil, route, http.StatusInternalServerError, "internal error (reference "+ref+" in the distributor log)")
 }
 
+// hasBody reports whether a request carries (or may carry) a body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody)
+}
+
 // readBody reads a limited body, answering 413 when it is too large.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) ([]byte, bool) {
 	body, err := io.ReadAll(r.Body)
@@ -193,8 +209,16 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) 
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", mbe.Limit))
 			return nil, false
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.m.rejected.WithLabelValues(route, "too_slow").Inc()
+			s.refuse(w, r, route, http.StatusRequestTimeout, err.Error())
+			return nil, false
+		}
 		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return nil, false
+	}
+	if rb, ok := r.Body.(*rateBody); ok {
+		rb.done()
 	}
 	return body, true
 }

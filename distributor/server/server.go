@@ -217,6 +217,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	maxConns := int64(s.cfg.Limits.MaxConnections)
+	if maxConns <= 0 {
+		maxConns = defaultMaxConnections()
+	}
+	ln = &connLimit{Listener: ln, max: maxConns, refused: s.m.connsRefused, openConn: s.m.conns}
 	srv.TLSConfig = s.TLSConfig()
 	useTLS := srv.TLSConfig != nil
 	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", useTLS)
