@@ -248,46 +248,96 @@ func WasmLayer(manifest []byte) (layer Descriptor, raw bool, err error) {
 }
 
 // Extract returns the module held by manifest, fetching layers with fetch.
-// The result is checked to be Wasm.
+// The result is checked to be Wasm of at most MaxModuleBytes.
 func Extract(manifest []byte, fetch Fetcher) ([]byte, error) {
-	l, raw, err := WasmLayer(manifest)
-	if err != nil {
+	var buf bytes.Buffer
+	if _, _, err := ExtractTo(&buf, manifest, fetch, MaxModuleBytes); err != nil {
 		return nil, err
 	}
+	return buf.Bytes(), nil
+}
+
+// ExtractTo streams the module held by manifest into w, in constant
+// memory: the layer is hashed while it is read (and inflated and untarred
+// for an image layer), and a layer that does not match its digest is an
+// error at the end, so w must be discarded on any error. The module is
+// checked to be Wasm of at most max bytes. It returns the module's size
+// and hex sha256.
+func ExtractTo(w io.Writer, manifest []byte, fetch Fetcher, max int64) (int64, string, error) {
+	l, raw, err := WasmLayer(manifest)
+	if err != nil {
+		return 0, "", err
+	}
 	if err := l.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("modules: layer digest %q: %w", l.Digest, err)
+		return 0, "", fmt.Errorf("modules: layer digest %q: %w", l.Digest, err)
 	}
 	rc, err := fetch(l.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("modules: fetching layer %s: %w", l.Digest, err)
+		return 0, "", &FetchError{Digest: l.Digest, Err: err}
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, MaxModuleBytes+1))
+	lh := l.Digest.Algorithm().Hash()
+	// The layer itself is never larger than the module limit allows (a
+	// module compresses; an image layer adds a tar header and padding).
+	layer := io.TeeReader(io.LimitReader(rc, max+64<<10), lh)
+	src := layer
+	if !raw {
+		zr, err := gzip.NewReader(layer)
+		if err != nil {
+			return 0, "", fmt.Errorf("modules: layer %s: gunzip: %w", l.Digest, err)
+		}
+		if src, err = pluginEntry(zr); err != nil {
+			return 0, "", fmt.Errorf("modules: layer %s: %w", l.Digest, err)
+		}
+	}
+	mh := sha256.New()
+	head := &prefix{want: 8}
+	n, err := io.Copy(io.MultiWriter(w, mh, head), io.LimitReader(src, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
+		return 0, "", fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
 	}
-	if l.Digest.Algorithm().FromBytes(data) != l.Digest {
-		return nil, fmt.Errorf("modules: layer %s: content digest mismatch", l.Digest)
+	if n > max {
+		return 0, "", fmt.Errorf("modules: module is more than %d bytes", max)
 	}
-	var wasm []byte
-	if raw {
-		wasm = data
-	} else if wasm, err = untarPlugin(data); err != nil {
-		return nil, fmt.Errorf("modules: layer %s: %w", l.Digest, err)
+	// Hash the rest of the layer (tar padding, gzip trailer) for the digest.
+	if _, err := io.Copy(io.Discard, layer); err != nil {
+		return 0, "", fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
 	}
-	if err := CheckWasm(wasm); err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
+	if digest.NewDigestFromEncoded(l.Digest.Algorithm(), hex.EncodeToString(lh.Sum(nil))) != l.Digest {
+		return 0, "", fmt.Errorf("modules: layer %s: content digest mismatch", l.Digest)
 	}
-	return wasm, nil
+	if n < 8 || !bytes.Equal(head.b[:4], []byte("\x00asm")) {
+		return 0, "", fmt.Errorf("modules: %w", ErrNotWasm)
+	}
+	return n, hex.EncodeToString(mh.Sum(nil)), nil
 }
 
-// untarPlugin finds plugin.wasm in a gzip'd tar.
-func untarPlugin(gz []byte) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		return nil, fmt.Errorf("gunzip: %w", err)
+// FetchError is a failure to fetch a layer from storage (not a problem of
+// the content).
+type FetchError struct {
+	Digest digest.Digest
+	Err    error
+}
+
+func (e *FetchError) Error() string { return fmt.Sprintf("modules: fetching layer %s: %v", e.Digest, e.Err) }
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// prefix keeps the first want bytes written to it.
+type prefix struct {
+	b    []byte
+	want int
+}
+
+func (p *prefix) Write(b []byte) (int, error) {
+	if k := p.want - len(p.b); k > 0 {
+		p.b = append(p.b, b[:min(k, len(b))]...)
 	}
-	tr := tar.NewReader(zr)
+	return len(b), nil
+}
+
+// pluginEntry positions a tar stream at plugin.wasm.
+func pluginEntry(r io.Reader) (io.Reader, error) {
+	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -297,7 +347,21 @@ func untarPlugin(gz []byte) ([]byte, error) {
 			return nil, fmt.Errorf("untar: %w", err)
 		}
 		if h.Typeflag == tar.TypeReg && path.Clean("/"+h.Name) == "/"+PluginFile {
-			return io.ReadAll(io.LimitReader(tr, MaxModuleBytes+1))
+			return tr, nil
 		}
 	}
+}
+
+// InflatedSize is the size of a gzip'd layer once inflated, counted up to
+// max+1 in constant memory (for refusing decompression bombs at push).
+func InflatedSize(r io.Reader, max int64) (int64, error) {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return 0, fmt.Errorf("gunzip: %w", err)
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, max+1))
+	if err != nil {
+		return n, fmt.Errorf("gunzip: %w", err)
+	}
+	return n, nil
 }

@@ -2,9 +2,11 @@ package oci
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -164,6 +166,36 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 }
 
+// errInflated marks a layer refused for what it inflates to.
+var errInflated = errors.New("layer inflates beyond the limit")
+
+// checkInflated inflates a gzip'd layer (tar+gzip media types) in constant
+// memory and refuses one beyond MaxInflatedBytes or not gzip at all.
+func (h *Handler) checkInflated(r *http.Request, repo string, l Descriptor) error {
+	switch types.MediaType(l.MediaType) {
+	case types.OCILayer, types.DockerLayer:
+	default:
+		return nil
+	}
+	f, _, err := h.st.OpenBlob(r.Context(), repo, l.Digest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("%w: layer %s is not gzip: %v", errInflated, l.Digest, err)
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, h.opt.MaxInflatedBytes+1))
+	if err != nil {
+		return fmt.Errorf("%w: layer %s: gunzip: %v", errInflated, l.Digest, err)
+	}
+	if n > h.opt.MaxInflatedBytes {
+		return fmt.Errorf("%w: layer %s inflates to more than %d bytes", errInflated, l.Digest, h.opt.MaxInflatedBytes)
+	}
+	return nil
+}
+
 // maxTagsPerPush bounds the tags one manifest push may set.
 const maxTagsPerPush = 16
 
@@ -223,6 +255,16 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	for _, l := range doc.Layers {
 		if _, err := h.st.StatBlob(ctx, rt.name, l.Digest); err != nil {
 			writeError(w, http.StatusBadRequest, codeManifestBlobUnknown, "layer blob "+l.Digest.String()+" unknown")
+			return
+		}
+	}
+	for _, l := range doc.Layers {
+		if err := h.checkInflated(r, rt.name, l); err != nil {
+			if errors.Is(err, errInflated) {
+				writeError(w, http.StatusBadRequest, codeManifestInvalid, err.Error())
+			} else {
+				h.storeError(w, err, codeManifestBlobUnknown)
+			}
 			return
 		}
 	}

@@ -47,6 +47,10 @@ type Options struct {
 	MaxManifestBytes int64
 	// MaxBlobBytes bounds a blob upload (default 512 MiB).
 	MaxBlobBytes int64
+	// MaxInflatedBytes bounds what each gzip'd layer of a pushed image
+	// manifest inflates to (default MaxBlobBytes): a small layer that
+	// inflates to gigabytes is refused at push, not when it is unpacked.
+	MaxInflatedBytes int64
 	// Logger receives server-side errors (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics, when set, receives the handler's Prometheus collectors.
@@ -68,6 +72,9 @@ func NewHandler(st store.Store, opt Options) *Handler {
 	}
 	if opt.MaxBlobBytes <= 0 {
 		opt.MaxBlobBytes = 512 << 20
+	}
+	if opt.MaxInflatedBytes <= 0 {
+		opt.MaxInflatedBytes = opt.MaxBlobBytes
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()

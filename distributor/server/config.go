@@ -121,7 +121,11 @@ type TokensConfig struct {
 type LimitsConfig struct {
 	BundleBytes    ByteSize `yaml:"bundle_bytes"`
 	DecisionsBytes ByteSize `yaml:"decisions_bytes"`
-	ModuleBytes    ByteSize `yaml:"module_bytes"`
+	// ModuleBytes bounds a module blob and what a module layer inflates to.
+	ModuleBytes ByteSize `yaml:"module_bytes"`
+	// ModuleCacheBytes bounds unpacked modules held in memory for
+	// /modules/ (larger ones are served from files).
+	ModuleCacheBytes ByteSize `yaml:"module_cache_bytes"`
 	// IngestRate is decision records per second per identity (0: unlimited).
 	IngestRate float64 `yaml:"ingest_rate"`
 	// IngestBurst is the bucket size in records.

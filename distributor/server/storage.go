@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -46,12 +47,23 @@ func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err
 	}
 	s.store = st
 	h := oci.NewHandler(st, oci.Options{
-		AllowDelete:  s.cfg.Storage.AllowDelete,
-		MaxBlobBytes: int64(s.cfg.Limits.ModuleBytes),
-		Logger:       s.log,
-		Metrics:      s.m.reg,
+		AllowDelete:      s.cfg.Storage.AllowDelete,
+		MaxBlobBytes:     int64(s.cfg.Limits.ModuleBytes),
+		MaxInflatedBytes: int64(s.cfg.Limits.ModuleBytes),
+		Logger:           s.log,
+		Metrics:          s.m.reg,
 	})
-	return h, modules.NewHTTPHandler(st, modules.HTTPOptions{Logger: s.log}), nil
+	// Unpacked modules: a byte-bounded memory cache, large ones in files
+	// under the data directory (left-overs of an earlier process dropped).
+	spool := filepath.Join(s.cfg.Data, "cache", "modules")
+	if err := os.RemoveAll(spool); err != nil {
+		return nil, nil, fmt.Errorf("module cache: %w", err)
+	}
+	mh := modules.NewHTTPHandler(st, modules.HTTPOptions{
+		Logger: s.log, MaxModuleBytes: int64(s.cfg.Limits.ModuleBytes),
+		CacheBytes: int64(s.cfg.Limits.ModuleCacheBytes), SpoolDir: spool, Metrics: s.m.reg,
+	})
+	return h, mh, nil
 }
 
 // scrubLoop re-hashes the filesystem store's blobs every interval.
