@@ -319,7 +319,9 @@ type FetchError struct {
 	Err    error
 }
 
-func (e *FetchError) Error() string { return fmt.Sprintf("modules: fetching layer %s: %v", e.Digest, e.Err) }
+func (e *FetchError) Error() string {
+	return fmt.Sprintf("modules: fetching layer %s: %v", e.Digest, e.Err)
+}
 func (e *FetchError) Unwrap() error { return e.Err }
 
 // prefix keeps the first want bytes written to it.
