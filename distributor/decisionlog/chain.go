@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 )
 
@@ -54,23 +55,77 @@ func hashRecord(r Record) (string, []byte, error) {
 }
 
 // seal adds seq, prev_hash and hash to r and returns the stored line
-// (canonical JSON plus newline).
+// (canonical JSON plus newline) and the hash. Each value is canonicalised
+// once: the hash input (every member but hash) and the line (all members)
+// are joined from the same encoded members.
 func seal(r Record, seq uint64, prev string) ([]byte, string, error) {
-	sealed := make(Record, len(r)+3)
-	for k, v := range r {
-		sealed[k] = v
+	keys := make([]string, 0, len(r)+2)
+	for k := range r {
+		if k != FieldSeq && k != FieldPrevHash && k != FieldHash {
+			keys = append(keys, k)
+		}
 	}
-	sealed[FieldSeq] = json.RawMessage(strconv.FormatUint(seq, 10))
-	sealed[FieldPrevHash] = json.RawMessage(`"` + prev + `"`)
-	h, _, err := hashRecord(sealed)
-	if err != nil {
-		return nil, "", err
+	keys = append(keys, FieldSeq, FieldPrevHash)
+	sort.Strings(keys)
+	enc := make([]byte, 0, 512)
+	ends := make([]int, 0, len(keys)) // end offset of each member in enc
+	hashAt := len(keys)                // index of the first member sorting after "hash"
+	for i, k := range keys {
+		if hashAt == len(keys) && k > FieldHash {
+			hashAt = i
+		}
+		enc = appendString(enc, k)
+		enc = append(enc, ':')
+		switch k {
+		case FieldSeq:
+			enc = strconv.AppendUint(enc, seq, 10)
+		case FieldPrevHash:
+			enc = appendString(enc, prev)
+		default:
+			var err error
+			if enc, err = appendValue(enc, r[k], 0); err != nil {
+				return nil, "", fmt.Errorf("field %q: %w", k, err)
+			}
+		}
+		ends = append(ends, len(enc))
 	}
-	sealed[FieldHash] = json.RawMessage(`"` + h + `"`)
-	line, err := sealed.Canonical()
-	if err != nil {
-		return nil, "", err
+	member := func(i int) []byte {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		return enc[start:ends[i]]
 	}
+	join := func(out []byte, hashMember []byte) []byte {
+		out = append(out, '{')
+		n := 0
+		for i := range keys {
+			if i == hashAt && hashMember != nil {
+				if n > 0 {
+					out = append(out, ',')
+				}
+				out = append(out, hashMember...)
+				n++
+			}
+			if n > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, member(i)...)
+			n++
+		}
+		if hashAt == len(keys) && hashMember != nil {
+			if n > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, hashMember...)
+		}
+		return append(out, '}')
+	}
+	sum := sha256.Sum256(join(make([]byte, 0, len(enc)+len(keys)+2), nil))
+	h := hex.EncodeToString(sum[:])
+	hm := append(appendString(make([]byte, 0, 80), FieldHash), ':', '"')
+	hm = append(append(hm, h...), '"')
+	line := join(make([]byte, 0, len(enc)+len(keys)+len(hm)+3), hm)
 	return append(line, '\n'), h, nil
 }
 

@@ -65,6 +65,21 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// seal joins pre-encoded members; the map-based canonical form
+			// is the reference it must match byte for byte.
+			ref := Record{FieldSeq: json.RawMessage(fmt.Sprint(i + 1)), FieldPrevHash: json.RawMessage(`"` + prev + `"`)}
+			for k, v := range r {
+				ref[k] = v
+			}
+			refHash, _, err := hashRecord(ref)
+			if err != nil || refHash != h {
+				t.Fatalf("seal hash %s, reference %s (%v)", h, refHash, err)
+			}
+			ref[FieldHash] = json.RawMessage(`"` + h + `"`)
+			refLine, _ := ref.Canonical()
+			if !bytes.Equal(append(refLine, '\n'), line) {
+				t.Fatalf("seal line differs from the canonical form:\n%s\n%s", line, refLine)
+			}
 			// What the log reads back is what it wrote and what the client
 			// sent, by exact name.
 			stripped := bytes.TrimSuffix(line, []byte{'\n'})

@@ -251,6 +251,7 @@ func storedField(line []byte, name string) (json.RawMessage, bool) {
 	var out []byte
 	found := false
 	_ = topLevel(line, func(n, v []byte) bool {
+
 		if len(n) == len(name)+2 && string(n[1:len(n)-1]) == name {
 			out, found = v, true
 			return false
@@ -275,4 +276,17 @@ func storedString(line []byte, name string) string {
 		return ""
 	}
 	return s
+}
+
+// storedIs reports whether the string member named exactly name equals
+// want, without allocating for the common unescaped case.
+func storedIs(line []byte, name, want string) bool {
+	v, ok := storedField(line, name)
+	if !ok || len(v) < 2 || v[0] != '"' {
+		return false
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1:len(v)-1]) == want // no allocation: compiler-optimised comparison
+	}
+	return storedString(line, name) == want
 }

@@ -439,8 +439,22 @@ func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) 
 		}
 		br := bufio.NewReaderSize(f, 64<<10)
 		seq := s.first
+		var long []byte
 		for seq <= head.Seq {
-			line, err := br.ReadBytes('\n')
+			// ReadSlice avoids a copy per line; only a line longer than the
+			// buffer is assembled (and fn may not keep the slice anyway).
+			line, err := br.ReadSlice('\n')
+			for err == bufio.ErrBufferFull {
+				long = append(long[:0], line...)
+				var more []byte
+				more, err = br.ReadSlice('\n')
+				long = append(long, more...)
+				for err == bufio.ErrBufferFull {
+					more, err = br.ReadSlice('\n')
+					long = append(long, more...)
+				}
+				line = long
+			}
 			if err == io.EOF && len(line) == 0 {
 				break
 			}
@@ -493,23 +507,37 @@ type QueryResult struct {
 	Next uint64 `json:"next,omitempty"`
 }
 
-// Query scans the log for matching records.
+// Query scans the log for matching records, collecting them.
 func (l *Log) Query(q Query) (QueryResult, error) {
+	res := QueryResult{Records: []json.RawMessage{}}
+	next, err := l.QueryEach(q, func(line []byte) error {
+		res.Records = append(res.Records, json.RawMessage(bytes.Clone(line)))
+		return nil
+	})
+	res.Next = next
+	return res, err
+}
+
+// QueryEach scans the log for matching records and hands each stored line
+// to emit as it is found (the line is only valid during the call), so an
+// answer can be streamed without holding it. It returns the AfterSeq of
+// the next page (0 when the log is exhausted).
+func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
 	if q.Limit > 10000 {
 		q.Limit = 10000
 	}
-	res := QueryResult{Records: []json.RawMessage{}}
-	var lastSeq uint64
+	var lastSeq, next uint64
+	n := 0
 	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
 		if !json.Valid(line) {
 			return false, fmt.Errorf("decision log: seq %d unreadable", seq)
 		}
 		// Exact names only: a client field that merely folds to "decision"
 		// must never stand in for it.
-		if q.Subject != "" && storedString(line, "subject") != q.Subject || q.Decision != "" && storedString(line, "decision") != q.Decision {
+		if q.Subject != "" && !storedIs(line, "subject", q.Subject) || q.Decision != "" && !storedIs(line, "decision", q.Decision) {
 			return true, nil
 		}
 		if !q.Since.IsZero() || !q.Until.IsZero() {
@@ -518,13 +546,13 @@ func (l *Log) Query(q Query) (QueryResult, error) {
 				return true, nil
 			}
 		}
-		if len(res.Records) == q.Limit {
-			res.Next = lastSeq
+		if n == q.Limit {
+			next = lastSeq
 			return false, nil
 		}
 		lastSeq = seq
-		res.Records = append(res.Records, json.RawMessage(bytes.Clone(line)))
-		return true, nil
+		n++
+		return true, emit(line)
 	})
-	return res, err
+	return next, err
 }

@@ -13,10 +13,12 @@
 package decisionlog
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 )
@@ -57,58 +59,105 @@ var stringFields = []string{"decision_id", "reason", "subject", "device_id", "de
 // MaxBatch bounds the records accepted in one upload.
 const MaxBatch = 10000
 
+// DefaultMaxRecordBytes bounds one record's JSON text.
+const DefaultMaxRecordBytes = 64 << 10
+
 // Decode parses an upload: a JSON array of record objects, or (ndjson) one
 // record object per line. Every record is validated; the first bad record
 // fails the whole batch with its position so nothing is half-ingested.
 func Decode(body []byte, ndjson bool) ([]Record, error) {
+	return DecodeReader(bytes.NewReader(body), ndjson, DefaultMaxRecordBytes)
+}
+
+// DecodeReader is Decode reading the upload as it arrives: only the
+// record being parsed is buffered as text, and a record of more than
+// maxRecord bytes is refused.
+func DecodeReader(r io.Reader, ndjson bool, maxRecord int) ([]Record, error) {
+	if maxRecord <= 0 {
+		maxRecord = DefaultMaxRecordBytes
+	}
 	var out []Record
 	if ndjson {
-		line := 0
-		for len(body) > 0 {
-			line++
-			var l []byte
-			if i := bytes.IndexByte(body, '\n'); i >= 0 {
-				l, body = body[:i], body[i+1:]
-			} else {
-				l, body = body, nil
-			}
-			l = bytes.TrimSpace(l)
-			if len(l) == 0 {
-				continue
-			}
-			if len(out) >= MaxBatch {
-				return nil, fmt.Errorf("more than %d records in one upload", MaxBatch)
-			}
-			rec, err := DecodeRecord(l)
-			if err != nil {
+		br := bufio.NewReaderSize(r, 64<<10)
+		for line := 1; ; line++ {
+			l, err := readLine(br, maxRecord)
+			if err != nil && !errors.Is(err, io.EOF) {
 				return nil, fmt.Errorf("line %d: %w", line, err)
 			}
-			out = append(out, rec)
+			if t := bytes.TrimSpace(l); len(t) > 0 {
+				if len(out) >= MaxBatch {
+					return nil, fmt.Errorf("more than %d records in one upload", MaxBatch)
+				}
+				rec, rerr := DecodeRecord(t)
+				if rerr != nil {
+					return nil, fmt.Errorf("line %d: %w", line, rerr)
+				}
+				out = append(out, rec)
+			}
+			if err != nil {
+				break
+			}
 		}
 		if len(out) == 0 {
 			return nil, errors.New("no records")
 		}
 		return out, nil
 	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, fmt.Errorf("body is not a JSON array of records: %w", err)
+	dec := json.NewDecoder(r)
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return nil, fmt.Errorf("body is not a JSON array of records: %w", tokenErr(tok, err))
 	}
-	if len(raw) == 0 {
-		return nil, errors.New("no records")
-	}
-	if len(raw) > MaxBatch {
-		return nil, fmt.Errorf("%d records in one upload, at most %d", len(raw), MaxBatch)
-	}
-	out = make([]Record, 0, len(raw))
-	for i, r := range raw {
-		rec, err := DecodeRecord(r)
+	for i := 0; dec.More(); i++ {
+		if i >= MaxBatch {
+			return nil, fmt.Errorf("more than %d records in one upload, at most %d", MaxBatch, MaxBatch)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("body is not a JSON array of records: record %d: %w", i, err)
+		}
+		if len(raw) > maxRecord {
+			return nil, fmt.Errorf("record %d: %d bytes, at most %d", i, len(raw), maxRecord)
+		}
+		rec, err := DecodeRecord(raw)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
 		out = append(out, rec)
 	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
+		return nil, fmt.Errorf("body is not a JSON array of records: %w", tokenErr(tok, err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("body is not a JSON array of records: data after the array")
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no records")
+	}
 	return out, nil
+}
+
+func tokenErr(tok json.Token, err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("unexpected %v", tok)
+}
+
+// readLine reads one line (without its newline) of at most max bytes; a
+// longer one is an error once max is passed, without buffering the rest.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > max+1 { // +1: the newline
+			return nil, fmt.Errorf("record of more than %d bytes", max)
+		}
+		line = append(line, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		return bytes.TrimSuffix(line, []byte{'\n'}), err
+	}
 }
 
 // DecodeRecord parses and validates one record object.

@@ -109,6 +109,13 @@ type RepositoryConfig struct {
 // DecisionsConfig configures the decision log.
 type DecisionsConfig struct {
 	SegmentBytes ByteSize `yaml:"segment_bytes"`
+	// MaxRecordBytes bounds one decision record's JSON.
+	MaxRecordBytes ByteSize `yaml:"max_record_bytes"`
+	// Retention drops whole segments whose records all arrived longer ago
+	// (0: keep everything); RetainBytes drops the oldest segments beyond
+	// that total size (0: no size bound). The current segment always stays.
+	Retention   time.Duration `yaml:"retention"`
+	RetainBytes ByteSize      `yaml:"retain_bytes"`
 }
 
 // TokensConfig names where bearer tokens come from.
@@ -130,6 +137,13 @@ type LimitsConfig struct {
 	IngestRate float64 `yaml:"ingest_rate"`
 	// IngestBurst is the bucket size in records.
 	IngestBurst int `yaml:"ingest_burst"`
+	// IngestBytesRate is decision upload bytes per second per identity (0:
+	// unlimited), IngestBytesBurst its bucket (at least decisions_bytes).
+	IngestBytesRate  ByteSize `yaml:"ingest_bytes_rate"`
+	IngestBytesBurst ByteSize `yaml:"ingest_bytes_burst"`
+	// MinFreeBytes is the data directory's free-space watermark: below it
+	// writes (ingest, publish, pushes) answer 507.
+	MinFreeBytes ByteSize `yaml:"min_free_bytes"`
 	// BodyTimeout is how long a request body may take to start; after it
 	// the body must keep BodyMinRate (bytes per second) on average, or the
 	// request ends with 408 and its connection is closed (0: no limit).
@@ -138,6 +152,20 @@ type LimitsConfig struct {
 	// MaxConnections caps open client connections; past it new ones are
 	// closed at once (0: three quarters of the file descriptor limit).
 	MaxConnections int `yaml:"max_connections"`
+	// Concurrency are per-class budgets of requests in progress.
+	Concurrency ConcurrencyConfig `yaml:"concurrency"`
+}
+
+// ConcurrencyConfig bounds the requests of each class in progress at once
+// (0: unbounded); a request beyond its class's budget waits up to
+// QueueTimeout, then answers 503 with Retry-After. Pulls have their own
+// budget so that downloads never starve ingest and long-poll wake-ups.
+type ConcurrencyConfig struct {
+	Pull         int           `yaml:"pull"`
+	Push         int           `yaml:"push"`
+	Ingest       int           `yaml:"ingest"`
+	Poll         int           `yaml:"poll"`
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
 }
 
 // StorageConfig selects where modules and OCI blobs live. "filesystem"
@@ -338,6 +366,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.IngestRate > 0 && c.Limits.IngestBurst < 1 {
 		return errors.New("config: limits.ingest_burst must be at least 1 with an ingest_rate")
+	}
+	if c.Limits.IngestBytesRate > 0 && c.Limits.IngestBytesBurst < c.Limits.DecisionsBytes {
+		return fmt.Errorf("config: limits.ingest_bytes_burst (%d) must be at least limits.decisions_bytes (%d), or no full upload could pass", c.Limits.IngestBytesBurst, c.Limits.DecisionsBytes)
 	}
 	return nil
 }

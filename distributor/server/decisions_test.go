@@ -115,3 +115,43 @@ func TestDecisionRateAndSizeLimits(t *testing.T) {
 	assert.Equal(t, http.StatusRequestEntityTooLarge, post(big).Code)
 	assert.Equal(t, uint64(100), ts.dlog.Head().Seq)
 }
+
+// TestDecisionBytesRecordCapAndDiskWatermark: ingest is limited in bytes
+// per identity (charged before the body is read when its length is
+// known), one record is limited in size, and below the data directory's
+// free-space watermark writes answer 507 while reads go on.
+func TestDecisionBytesRecordCapAndDiskWatermark(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.IngestRate = 0
+	cfg.Limits.DecisionsBytes = 64 << 10
+	cfg.Limits.IngestBytesRate = 1 << 10
+	cfg.Limits.IngestBytesBurst = 64 << 10
+	cfg.Decisions.MaxRecordBytes = 2 << 10
+	ts := startServer(t, cfg, Options{})
+	post := func(body []byte) resp { return do(t, nil, http.MethodPost, ts.URL+"/v1/decisions", body) }
+
+	first := decisionBatch(0, 100)
+	require.Less(t, len(first), 64<<10)
+	require.Equal(t, http.StatusOK, post(first).Code)
+	r := post(decisionBatch(100, 100))
+	require.Equal(t, http.StatusTooManyRequests, r.Code, "the bucket holds %d bytes, %d were spent", 64<<10, len(first))
+	assert.Contains(t, string(r.Body), "byte rate")
+	assert.NotEmpty(t, r.Header.Get("Retry-After"))
+
+	huge := fmt.Appendf(nil, `[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":%q}]`, strings.Repeat("x", 3<<10))
+	r = post(huge) // the refused batch took no bytes: this one fits the bucket
+	assert.Equal(t, http.StatusBadRequest, r.Code, string(r.Body))
+	assert.Contains(t, string(r.Body), "at most 2048")
+
+	// A watermark above the free space: writes 507, reads fine.
+	ts.disk.mu.Lock()
+	ts.disk.min = 1 << 62
+	ts.disk.mu.Unlock()
+	r = post(decisionBatch(200, 1))
+	assert.Equal(t, http.StatusInsufficientStorage, r.Code, string(r.Body))
+	assert.Equal(t, http.StatusInsufficientStorage, do(t, nil, http.MethodPost, ts.URL+"/v1/bundles/prod", []byte("x")).Code)
+	r = do(t, nil, http.MethodPost, ts.URL+"/v2/filters/guard/blobs/uploads/", nil)
+	assert.Equal(t, http.StatusInsufficientStorage, r.Code)
+	assert.Contains(t, string(r.Body), `"errors"`)
+	assert.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, ts.URL+"/v1/decisions?limit=1", nil).Code)
+}

@@ -6,10 +6,12 @@ import (
 	"compress/gzip"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
 	rtmetrics "runtime/metrics"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -139,4 +141,65 @@ func TestModuleMemoryIsBounded(t *testing.T) {
 	require.EqualValues(t, 50*size, served.Load(), "every client got the whole module")
 	t.Logf("heap growth serving a %d MiB module to 50 clients: %.1f MiB", size>>20, float64(grew)/(1<<20))
 	assert.Less(t, grew, uint64(size/2), "the heap must not hold a copy of the module per request, nor one at all")
+}
+
+// bigBatch is an upload of n records of about size bytes each.
+func bigBatch(start, n, size int) []byte {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	pad := strings.Repeat("p", max(0, size-300))
+	for i := start; i < start+n; i++ {
+		if i > start {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"time":"2026-11-23T08:00:00Z","decision_id":"big-%d","decision":"deny","subject":"spiffe://grid.example/m%d","reason":%q}`, i, i%7, pad)
+	}
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+// TestIngestAndQueryMemoryIsBounded: eight concurrent 8 MiB uploads and a
+// 10,000-record query of large records keep the heap within measured
+// ceilings (streamed decoding, byte-bounded records, a streamed answer).
+func TestIngestAndQueryMemoryIsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.IngestRate = 0
+	cfg.Limits.IngestBytesRate = 0
+	ts := startServer(t, cfg, Options{})
+	bodies := make([][]byte, 8)
+	for i := range bodies {
+		bodies[i] = bigBatch(i*10000, 9000, 900) // ~8 MB each
+	}
+	grew := heapGrowth(t, func() {
+		var wg sync.WaitGroup
+		for _, b := range bodies {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := http.Post(ts.URL+"/v1/decisions", "application/json", bytes.NewReader(b))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					assert.Equal(t, 200, resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	t.Logf("heap growth, 8 concurrent uploads of %d MiB: %.1f MiB", len(bodies[0])>>20, float64(grew)/(1<<20))
+	// Four uploads decode at once (limits.concurrency.ingest); each holds
+	// its records and their sealed lines.
+	assert.Less(t, grew, uint64(256<<20))
+
+	bodies = nil
+	var got int64
+	grew = heapGrowth(t, func() {
+		resp, err := http.Get(ts.URL + "/v1/decisions?limit=10000")
+		require.NoError(t, err)
+		got, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	})
+	require.Greater(t, got, int64(9<<20), "the answer is large")
+	t.Logf("heap growth, query answering %.1f MiB: %.1f MiB", float64(got)/(1<<20), float64(grew)/(1<<20))
+	assert.Less(t, grew, uint64(2<<20), "the query answer is streamed, not built in memory")
 }

@@ -7,20 +7,23 @@ import (
 
 // metrics are the distributor's Prometheus metrics, on a private registry.
 type metrics struct {
-	reg          *prometheus.Registry
-	requests     *prometheus.CounterVec
-	duration     *prometheus.HistogramVec
-	rejected     *prometheus.CounterVec
-	publishes    *prometheus.CounterVec
-	revision     *prometheus.GaugeVec
-	expiry       *prometheus.GaugeVec
-	created      *prometheus.GaugeVec
-	longPolls    prometheus.Gauge
-	ingested     prometheus.Counter
-	conns        prometheus.Gauge
-	connsRefused prometheus.Counter
-	duplicates   prometheus.Counter
-	decisionSeq  prometheus.Gauge
+	reg           *prometheus.Registry
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	rejected      *prometheus.CounterVec
+	publishes     *prometheus.CounterVec
+	revision      *prometheus.GaugeVec
+	expiry        *prometheus.GaugeVec
+	created       *prometheus.GaugeVec
+	longPolls     prometheus.Gauge
+	ingested      prometheus.Counter
+	conns         prometheus.Gauge
+	budgetActive  *prometheus.GaugeVec
+	budgetWaiting *prometheus.GaugeVec
+	budgetQueued  *prometheus.HistogramVec
+	connsRefused  prometheus.Counter
+	duplicates    prometheus.Counter
+	decisionSeq   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -63,6 +66,19 @@ func newMetrics() *metrics {
 			Name: "meshguard_distributor_decision_records_ingested_total",
 			Help: "Decision records durably appended to the log.",
 		}),
+		budgetActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_requests_in_progress",
+			Help: "Requests in progress per concurrency class (pull, push, ingest, poll).",
+		}, []string{"class"}),
+		budgetWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_distributor_requests_queued",
+			Help: "Requests waiting for their class's concurrency budget.",
+		}, []string{"class"}),
+		budgetQueued: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshguard_distributor_request_queue_seconds",
+			Help:    "Time requests waited for their class's concurrency budget.",
+			Buckets: []float64{.001, .01, .1, .5, 1, 5, 30},
+		}, []string{"class"}),
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshguard_distributor_open_connections",
 			Help: "Client connections open now.",
@@ -81,7 +97,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.publishes, m.revision, m.expiry, m.created, m.longPolls,
-		m.ingested, m.duplicates, m.decisionSeq, m.conns, m.connsRefused,
+		m.ingested, m.duplicates, m.decisionSeq, m.conns, m.connsRefused, m.budgetActive, m.budgetWaiting, m.budgetQueued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -119,6 +120,16 @@ func (s *Server) handle(pattern, route string, action authz, maxBody int64, h ht
 				return
 			}
 			r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
+		}
+		if b := s.budgets[classOf(route, r)]; b != nil {
+			release, ok := b.acquire(r.Context())
+			if !ok {
+				s.m.rejected.WithLabelValues(route, "busy").Inc()
+				sw.Header().Set("Retry-After", "5")
+				s.refuse(sw, r, route, http.StatusServiceUnavailable, "the distributor is at its concurrency limit for these requests; retry shortly")
+				return
+			}
+			defer release()
 		}
 		if hasBody(r) && s.cfg.Limits.BodyMinRate > 0 {
 			r.Body = newRateBody(sw, r.Body, s.cfg.Limits.BodyTimeout, float64(s.cfg.Limits.BodyMinRate))
@@ -327,7 +338,7 @@ func (s *Server) routes(opts Options) error {
 		}
 	}
 	if ociH != nil {
-		s.handle("/v2/", "oci", onOCIRepository, int64(lim.ModuleBytes), s.mountGuard(ociH).ServeHTTP)
+		s.handle("/v2/", "oci", onOCIRepository, int64(lim.ModuleBytes), s.diskGuard("oci", s.mountGuard(ociH)).ServeHTTP)
 	}
 	if modulesH != nil {
 		s.handle("/modules/", "modules", onModuleRepository, int64(lim.ModuleBytes), modulesH.ServeHTTP)
@@ -416,6 +427,9 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("channel")
 	if !bundles.ValidChannel(name) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("channel %q: name must match [a-z0-9][a-z0-9._-]{0,62}", name))
+		return
+	}
+	if !s.diskOK(w, r, route) {
 		return
 	}
 	body, ok := s.readBody(w, r, route)
@@ -594,17 +608,46 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	const route = "decisions_ingest"
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	ndjson := ct == "application/x-ndjson" || ct == "application/jsonl"
-	body, ok := s.readBody(w, r, route)
-	if !ok {
-		return
-	}
-	recs, err := decisionlog.Decode(body, ndjson)
-	if err != nil {
-		s.m.rejected.WithLabelValues(route, "invalid").Inc()
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	id := identityOf(r)
+	if !s.diskOK(w, r, route) {
+		return
+	}
+	// Bytes are charged before the body is read when its length is known,
+	// so a refused client sends nothing more.
+	byteRate := s.cfg.Limits.IngestBytesRate > 0
+	if byteRate && r.ContentLength > 0 {
+		if int(r.ContentLength) > s.byteLimiter.Burst() {
+			s.m.rejected.WithLabelValues(route, "too_large").Inc()
+			s.refuse(w, r, route, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the ingest byte burst of %d", r.ContentLength, s.byteLimiter.Burst()))
+			return
+		}
+		if !s.allowBytes(w, r, route, id, int(r.ContentLength)) {
+			return
+		}
+	}
+	cr := &countingReader{r: r.Body}
+	recs, err := decisionlog.DecodeReader(cr, ndjson, int(s.cfg.Decisions.MaxRecordBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			s.m.rejected.WithLabelValues(route, "too_large").Inc()
+			s.refuse(w, r, route, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", mbe.Limit))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.m.rejected.WithLabelValues(route, "too_slow").Inc()
+			s.refuse(w, r, route, http.StatusRequestTimeout, errBodyTooSlow.Error())
+		default:
+			s.m.rejected.WithLabelValues(route, "invalid").Inc()
+			writeError(w, http.StatusBadRequest, err.Error())
+		}
+		return
+	}
+	if rb, ok := r.Body.(*rateBody); ok {
+		rb.done()
+	}
+	if byteRate && r.ContentLength <= 0 && !s.allowBytes(w, r, route, id, int(cr.n)) {
+		return
+	}
 	if len(recs) > s.limiter.Burst() && s.cfg.Limits.IngestRate > 0 {
 		s.m.rejected.WithLabelValues(route, "too_large").Inc()
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%d records in one upload exceed the ingest burst of %d", len(recs), s.limiter.Burst()))
@@ -663,12 +706,68 @@ func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, err := s.dlog.Query(query)
+	// The answer is streamed as records are found: {"records":[...],
+	// "next":N}. A failure after the first byte aborts the response, so a
+	// client never takes a cut answer for a complete one.
+	bw := bufio.NewWriterSize(w, 32<<10)
+	started := false
+	next, err := s.dlog.QueryEach(query, func(line []byte) error {
+		if !started {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			bw.WriteString(`{"records":[`)
+			started = true
+		} else {
+			bw.WriteByte(',')
+		}
+		_, werr := bw.Write(line)
+		return werr
+	})
 	if err != nil {
-		s.internalError(w, "decisions_query", "decision query failed", err)
-		return
+		if !started {
+			s.internalError(w, "decisions_query", "decision query failed", err)
+			return
+		}
+		s.log.Error("decision query failed while streaming", "err", err)
+		panic(http.ErrAbortHandler)
 	}
-	writeJSON(w, http.StatusOK, res)
+	if !started {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		bw.WriteString(`{"records":[`)
+	}
+	bw.WriteString(`]`)
+	if next != 0 {
+		fmt.Fprintf(bw, `,"next":%d`, next)
+	}
+	bw.WriteString("}\n")
+	if err := bw.Flush(); err != nil {
+		s.log.Debug("decision query answer not delivered", "err", err)
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// allowBytes takes n bytes from the identity's ingest byte bucket,
+// answering 429 when they are not there.
+func (s *Server) allowBytes(w http.ResponseWriter, r *http.Request, route string, id auth.Identity, n int) bool {
+	ok, wait := s.byteLimiter.Allow(id.Key(), n)
+	if !ok {
+		s.m.rejected.WithLabelValues(route, "rate_limited").Inc()
+		w.Header().Set("Retry-After", retryAfter(wait))
+		s.refuse(w, r, route, http.StatusTooManyRequests, fmt.Sprintf("ingest byte rate limit for %s exceeded; retry in %s", id, wait.Round(time.Millisecond)))
+	}
+	return ok
 }
 
 func (s *Server) exportDecisions(w http.ResponseWriter, r *http.Request) {

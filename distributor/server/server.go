@@ -34,18 +34,22 @@ type Options struct {
 
 // Server is a configured distributor.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *bundles.Registry
-	dlog     *decisionlog.Log
-	policy   *auth.Policy
-	limiter  *auth.Limiter
-	m        *metrics
-	verifier bundles.Verifier
-	keysErr  error
-	tlsSrc   *auth.Source
-	store    store.Store
-	mux      *http.ServeMux
+	cfg     Config
+	log     *slog.Logger
+	reg     *bundles.Registry
+	dlog    *decisionlog.Log
+	policy  *auth.Policy
+	limiter *auth.Limiter
+	// byteLimiter bounds ingest bytes per identity.
+	byteLimiter *auth.Limiter
+	disk        *diskWatch
+	budgets     map[string]*budget // by request class
+	m           *metrics
+	verifier    bundles.Verifier
+	keysErr     error
+	tlsSrc      *auth.Source
+	store       store.Store
+	mux         *http.ServeMux
 
 	readyMu   sync.Mutex
 	readyLast map[string]string // check -> last error text, to log changes
@@ -99,6 +103,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		}
 	}
 	s.limiter = auth.NewLimiter(cfg.Limits.IngestRate, cfg.Limits.IngestBurst)
+	s.byteLimiter = auth.NewLimiter(float64(cfg.Limits.IngestBytesRate), int(cfg.Limits.IngestBytesBurst))
+	s.disk = &diskWatch{dir: cfg.Data, min: int64(cfg.Limits.MinFreeBytes)}
+	s.newBudgets()
 
 	s.verifier = opts.Verifier
 	if s.verifier == nil {

@@ -37,7 +37,7 @@ func trickle(t *testing.T, addr, head string, interval time.Duration, stop <-cha
 				return
 			case <-time.After(interval):
 			}
-			if _, err := c.Write([]byte("x")); err != nil {
+			if _, err := c.Write([]byte(" ")); err != nil { // JSON whitespace: never a syntax error
 				return
 			}
 		}
@@ -116,7 +116,6 @@ func TestSlowAuthenticatedBodyIsCutAtTheMinimumRate(t *testing.T) {
 			require.Equal(t, 202, r.Code)
 			head = fmt.Sprintf(head, strings.TrimPrefix(r.Header.Get("Location"), "/v2/filters/guard/blobs/uploads/"))
 		}
-		t.Log(head[:30])
 		c := trickle(t, addr, head, 100*time.Millisecond, stop)
 		status := answerAndClose(t, c, 15*time.Second)
 		assert.Equal(t, "HTTP/1.1 408 Request Timeout", status, head)
@@ -148,10 +147,11 @@ func TestConnectionCap(t *testing.T) {
 	require.Contains(t, line, "200")
 
 	extra, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer extra.Close()
-	require.NoError(t, extra.SetReadDeadline(time.Now().Add(5*time.Second)))
-	_, err = extra.Read(make([]byte, 1))
+	if err == nil { // the reset may also beat the dial's return
+		defer extra.Close()
+		require.NoError(t, extra.SetReadDeadline(time.Now().Add(5*time.Second)))
+		_, err = extra.Read(make([]byte, 1))
+	}
 	require.Error(t, err, "the ninth connection is closed by the server")
 	require.NotContains(t, err.Error(), "timeout", "closed at once, not left waiting")
 
