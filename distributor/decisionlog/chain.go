@@ -69,7 +69,7 @@ func seal(r Record, seq uint64, prev string) ([]byte, string, error) {
 	sort.Strings(keys)
 	enc := make([]byte, 0, 512)
 	ends := make([]int, 0, len(keys)) // end offset of each member in enc
-	hashAt := len(keys)                // index of the first member sorting after "hash"
+	hashAt := len(keys)               // index of the first member sorting after "hash"
 	for i, k := range keys {
 		if hashAt == len(keys) && k > FieldHash {
 			hashAt = i
