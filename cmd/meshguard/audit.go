@@ -66,6 +66,9 @@ that was never acknowledged; the distributor cuts it off when it starts);
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "decision log intact: %d records, head seq %d hash %s\n", rep.Records, rep.Head.Seq, rep.Head.Hash)
+			if rep.Pruned > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "records 1..%d were removed by retention; the chain is verified from there\n", rep.Pruned)
+			}
 			return nil
 		},
 	}

@@ -163,12 +163,22 @@ func parseStored(line []byte) (Record, stored, error) {
 }
 
 // ChainVerifier checks stored lines one after another. The zero value
-// expects the log to start at seq 1 with the genesis prev_hash.
+// expects the log to start at seq 1 with the genesis prev_hash;
+// VerifierFrom starts after a retention anchor.
 type ChainVerifier struct {
 	next uint64
 	prev string
 	// Count is the number of records verified so far.
 	Count uint64
+}
+
+// VerifierFrom expects the log to continue after anchor (the last record
+// retention removed); the zero anchor is the start of the log.
+func VerifierFrom(anchor Head) ChainVerifier {
+	if anchor.Seq == 0 {
+		return ChainVerifier{}
+	}
+	return ChainVerifier{next: anchor.Seq + 1, prev: anchor.Hash}
 }
 
 // Head is the last verified record (seq 0 and the genesis hash before any).
@@ -255,6 +265,8 @@ func (v *ChainVerifier) CheckHead(name string, want Head) error {
 
 // Report summarises a successful verification.
 type Report struct {
+	// Pruned is how many records retention removed before the first kept.
+	Pruned   uint64 `json:"pruned,omitempty"`
 	Records  uint64 `json:"records"`
 	Segments int    `json:"segments"`
 	Head     Head   `json:"head"`
@@ -268,7 +280,13 @@ func VerifyDir(dir string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	var v ChainVerifier
+	anchor, err := readAnchor(dir)
+	if err != nil {
+		return Report{}, &ChainError{File: anchorFile, Problem: err.Error()}
+	}
+	segs = retainedSegments(segs, anchor)
+	// Retention removed records 1..anchor.Seq; the rest chains on.
+	v := VerifierFrom(anchor)
 	var torn *TornTailError
 	for i, s := range segs {
 		if v.Head().Seq+1 != s.first {
@@ -310,7 +328,7 @@ func VerifyDir(dir string) (Report, error) {
 		}
 		return Report{}, err
 	}
-	rep := Report{Records: v.Count, Segments: len(segs), Head: v.Head()}
+	rep := Report{Records: v.Count, Segments: len(segs), Head: v.Head(), Pruned: anchor.Seq}
 	if torn != nil {
 		torn.Head = rep.Head
 		return rep, torn

@@ -35,6 +35,13 @@ type Options struct {
 	// DedupeWindow is how many recent (uploader, decision_id) pairs are
 	// remembered to drop retried records (default 1<<18; negative: off).
 	DedupeWindow int
+	// Retention removes whole segments whose last record arrived longer
+	// ago; RetainBytes removes the oldest segments beyond that total. The
+	// current segment always stays; 0 keeps everything.
+	Retention   time.Duration
+	RetainBytes int64
+	// Now is the clock (tests).
+	Now func() time.Time
 }
 
 // Log is an open decision log directory. It is safe for concurrent use.
@@ -51,7 +58,8 @@ type Log struct {
 	qmu   sync.Mutex // guards queue
 	queue []*pending
 
-	seen *dedupe // guarded by mu
+	seen   *dedupe // guarded by mu
+	anchor Head    // end of the part removed by retention; guarded by mu
 }
 
 type segment struct {
@@ -113,10 +121,17 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.DedupeWindow == 0 {
 		opts.DedupeWindow = 1 << 18
 	}
 	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}, seen: newDedupe(opts.DedupeWindow)}
+	if l.anchor, err = readAnchor(dir); err != nil {
+		return nil, fmt.Errorf("decision log %s: %w; run meshguard audit verify", dir, err)
+	}
+	segs = retainedSegments(segs, l.anchor)
 	head, herr := readHead(dir)
 	if herr != nil && !errors.Is(herr, os.ErrNotExist) {
 		return nil, fmt.Errorf("decision log %s: %w", dir, herr)
@@ -167,6 +182,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	for _, sg := range segs[max(0, len(segs)-2):] {
 		l.seen.load(filepath.Join(dir, sg.name))
 	}
+	l.prune()
 	return l, l.writeHead()
 }
 
@@ -360,6 +376,7 @@ func (l *Log) commit(group []*pending) {
 			fail(err)
 			return
 		}
+		defer l.prune() // a segment was completed
 	}
 	n, werr := l.seg.Write(buf)
 	if werr == nil {
@@ -426,6 +443,7 @@ func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) 
 	if err != nil {
 		return err
 	}
+	segs = retainedSegments(segs, l.Anchor())
 	for i, s := range segs {
 		if i+1 < len(segs) && segs[i+1].first <= from {
 			continue // wholly before from

@@ -28,6 +28,10 @@ const (
 	HeaderRevision = "X-Meshguard-Revision"
 	HeaderHeadSeq  = "X-Meshguard-Head-Seq"
 	HeaderHeadHash = "X-Meshguard-Head-Hash"
+	// HeaderAnchorSeq and HeaderAnchorHash name the last record retention
+	// removed; the exported log chains on from it.
+	HeaderAnchorSeq  = "X-Meshguard-Anchor-Seq"
+	HeaderAnchorHash = "X-Meshguard-Anchor-Hash"
 )
 
 type identityKey struct{}
@@ -775,6 +779,10 @@ func (s *Server) exportDecisions(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set(HeaderHeadSeq, strconv.FormatUint(head.Seq, 10))
 	w.Header().Set(HeaderHeadHash, head.Hash)
+	if a := s.dlog.Anchor(); a.Seq > 0 {
+		w.Header().Set(HeaderAnchorSeq, strconv.FormatUint(a.Seq, 10))
+		w.Header().Set(HeaderAnchorHash, a.Hash)
+	}
 	if err := s.dlog.WriteLog(w, head); err != nil {
 		s.log.Warn("decision log export interrupted", "err", err)
 	}

@@ -140,6 +140,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
 		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
+		Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
 	}); err != nil {
 		return nil, err
 	}
