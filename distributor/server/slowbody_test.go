@@ -165,3 +165,25 @@ func TestConnectionCap(t *testing.T) {
 		return resp.StatusCode == 200
 	}, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestBudgetQueuesThenRefuses: a class at its budget queues requests up
+// to the queue timeout, then they are refused; other classes are not
+// affected.
+func TestBudgetQueuesThenRefuses(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.Concurrency = ConcurrencyConfig{Pull: 1, Ingest: 4, QueueTimeout: 200 * time.Millisecond}
+	ts := startServer(t, cfg, Options{})
+	b := ts.budgets[classPull]
+	release, ok := b.acquire(t.Context())
+	require.True(t, ok)
+	r := do(t, nil, "GET", ts.URL+"/v2/filters/guard/manifests/v1", nil)
+	assert.Equal(t, 503, r.Code, "the pull budget is taken: queued, then refused")
+	assert.Equal(t, "5", r.Header.Get("Retry-After"))
+	assert.Contains(t, string(r.Body), `"UNAVAILABLE"`)
+	assert.Equal(t, 200, do(t, nil, "POST", ts.URL+"/v1/decisions", decisionBatch(0, 5)).Code, "ingest has its own budget")
+	done := make(chan int, 1)
+	go func() { done <- do(t, nil, "GET", ts.URL+"/v2/filters/guard/manifests/v1", nil).Code }()
+	time.Sleep(50 * time.Millisecond)
+	release()
+	assert.Equal(t, 404, <-done, "a queued request runs once a slot frees")
+}
