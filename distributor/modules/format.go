@@ -353,17 +353,3 @@ func pluginEntry(r io.Reader) (io.Reader, error) {
 		}
 	}
 }
-
-// InflatedSize is the size of a gzip'd layer once inflated, counted up to
-// max+1 in constant memory (for refusing decompression bombs at push).
-func InflatedSize(r io.Reader, max int64) (int64, error) {
-	zr, err := gzip.NewReader(r)
-	if err != nil {
-		return 0, fmt.Errorf("gunzip: %w", err)
-	}
-	n, err := io.Copy(io.Discard, io.LimitReader(zr, max+1))
-	if err != nil {
-		return n, fmt.Errorf("gunzip: %w", err)
-	}
-	return n, nil
-}
