@@ -407,11 +407,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{"ready": ready, "checks": checks}
 	// Expiry warns without failing readiness: an unready distributor would
 	// also refuse the publish that fixes it.
-	if warn := s.expiryWarnings(time.Now()); len(warn) > 0 {
-		ws := map[string]string{}
-		for ch, w := range warn {
-			ws["bundle_expiry/"+ch] = w.text
-		}
+	ws := map[string]string{}
+	for ch, w := range s.expiryWarnings(time.Now()) {
+		ws["bundle_expiry/"+ch] = w.text
+	}
+	// A full disk refuses writes (507) but reads go on: a warning too.
+	if low, _ := s.disk.low(); low {
+		ws["disk"] = readyFailure["disk"]
+	}
+	if len(ws) > 0 {
 		body["warnings"] = ws
 	}
 	writeJSON(w, code, body)
