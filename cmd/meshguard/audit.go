@@ -26,7 +26,10 @@ func init() {
 directory or its decisions/ folder): every record's hash, seq order, prev_hash
 links, segment boundaries and the end of the chain against HEAD. --server URL
 downloads the log and checks it against the head the server reports.
-Exit code 0: intact; 3: tampering or truncation found; 1/2: could not check.`,
+Exit code 0: intact; 3: tampering or truncation found; 4: intact up to HEAD,
+but the last segment ends in an interrupted write (a crash during a batch
+that was never acknowledged; the distributor cuts it off when it starts);
+1/2: could not check.`,
 		Example: `  meshguard audit verify --data /var/lib/meshguard
   meshguard audit verify --server https://distributor:8443 --token $AUDIT_TOKEN`,
 		Args: cobra.NoArgs,
@@ -50,6 +53,11 @@ Exit code 0: intact; 3: tampering or truncation found; 1/2: could not check.`,
 				defer closer()
 				rep, err = c.VerifyDecisionLog(cmd.Context())
 			}
+			var torn *decisionlog.TornTailError
+			if errors.As(err, &torn) {
+				return &exitError{code: 4, err: fmt.Errorf("decision log intact up to seq %d (%d records, hash %s), with a recoverable torn tail: %w",
+					rep.Head.Seq, rep.Records, rep.Head.Hash, err)}
+			}
 			var ce *decisionlog.ChainError
 			if errors.As(err, &ce) {
 				return &exitError{code: 3, err: fmt.Errorf("decision log NOT intact: %w", err)}
@@ -58,6 +66,9 @@ Exit code 0: intact; 3: tampering or truncation found; 1/2: could not check.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "decision log intact: %d records, head seq %d hash %s\n", rep.Records, rep.Head.Seq, rep.Head.Hash)
+			if rep.Pruned > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "records 1..%d were removed by retention; the chain is verified from there\n", rep.Pruned)
+			}
 			return nil
 		},
 	}

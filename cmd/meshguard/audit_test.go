@@ -46,7 +46,7 @@ func TestAuditVerifyOffline(t *testing.T) {
 	for i := range 5 {
 		r, err := decisionlog.DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:0%dZ","decision":"deny","subject":"spiffe://grid.example/m%d"}`, i, i))
 		require.NoError(t, err)
-		_, _, err = l.Append([]decisionlog.Record{r})
+		_, err = l.Append([]decisionlog.Record{r})
 		require.NoError(t, err)
 	}
 	require.NoError(t, l.Close())
@@ -58,6 +58,21 @@ func TestAuditVerifyOffline(t *testing.T) {
 	seg := filepath.Join(data, "decisions", "00000000000000000001.log")
 	b, err := os.ReadFile(seg)
 	require.NoError(t, err)
+
+	// A crash in the middle of an unacknowledged batch: recoverable, exit 4.
+	require.NoError(t, os.WriteFile(seg, append(append([]byte{}, b...), `{"decision":"deny","hash":"`...), 0o640))
+	_, err = runDistCLI(t, "audit", "verify", "--data", data)
+	var torn *exitError
+	require.True(t, errors.As(err, &torn), "%v", err)
+	assert.Equal(t, 4, torn.code)
+	assert.Contains(t, err.Error(), "decision log intact up to seq 5")
+	assert.Contains(t, err.Error(), "recoverable")
+	l, err = decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{})
+	require.NoError(t, err, "the distributor recovers by cutting the torn bytes")
+	require.NoError(t, l.Close())
+	out, err = runDistCLI(t, "audit", "verify", "--data", data)
+	require.NoError(t, err)
+	assert.Contains(t, out, "decision log intact: 5 records")
 	require.NoError(t, os.WriteFile(seg, []byte(strings.Replace(string(b), "spiffe://grid.example/m3", "spiffe://grid.example/mX", 1)), 0o640))
 	_, err = runDistCLI(t, "audit", "verify", "--data", data)
 	var ee *exitError

@@ -15,7 +15,7 @@ import (
 )
 
 func TestPushPullModuleCLI(t *testing.T) {
-	st, err := store.OpenFS(t.TempDir())
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	require.NoError(t, err)
 	srv := httptest.NewServer(oci.NewHandler(st, oci.Options{}))
 	defer srv.Close()

@@ -27,6 +27,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "keys.jwks"), keys, 0o644))
 	cfg := server.DefaultConfig()
 	cfg.Data, cfg.Listen, cfg.InsecureHTTP, cfg.Keys = filepath.Join(dir, "data"), "127.0.0.1:0", true, filepath.Join(dir, "keys.jwks")
+	cfg.Bundles.Channels = map[string]server.ChannelConfig{"prod": {}}
 	srv, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -38,7 +39,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	url := "http://" + ln.Addr().String()
 
 	b, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
-		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key}})
+		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key, Scope: []string{"prod"}}})
 	require.NoError(t, err)
 	file := filepath.Join(dir, "p.bundle")
 	require.NoError(t, os.WriteFile(file, b, 0o644))

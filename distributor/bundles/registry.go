@@ -66,7 +66,8 @@ type Verifier interface {
 
 // ChannelOptions configure one channel.
 type ChannelOptions struct {
-	// Scope is required of every bundle published to the channel.
+	// Scope is required of every bundle published to the channel (default:
+	// the channel's name, also for channels a publish creates).
 	Scope string
 	// Retain overrides Options.Retain.
 	Retain int
@@ -166,8 +167,11 @@ func Open(opts Options) (*Registry, error) {
 	return r, nil
 }
 
-func newChannel(name string, opts ChannelOptions) *channel {
-	return &channel{name: name, opts: opts, keeper: verify.NewKeeper(0), changed: make(chan struct{})}
+func newChannel(name string, co ChannelOptions) *channel {
+	if co.Scope == "" {
+		co.Scope = name
+	}
+	return &channel{name: name, opts: co, keeper: verify.NewKeeper(0), changed: make(chan struct{})}
 }
 
 func (r *Registry) chanDir(name string) string { return filepath.Join(r.opts.Dir, name) }
@@ -360,10 +364,10 @@ func (r *Registry) Latest(name string) (*Snapshot, error) {
 
 // Wait returns the latest snapshot as soon as its ETag differs from etag
 // (at once if it already does), or nil when ctx ends first. A channel
-// without a bundle counts as a differing ETag only once one is published;
-// with AutoChannels a poller may wait for a channel that does not exist yet.
+// without a bundle counts as a differing ETag only once one is published.
+// Waiting never creates a channel: an unknown one is ErrNotFound at once.
 func (r *Registry) Wait(ctx context.Context, name, etag string) (*Snapshot, error) {
-	ch, err := r.channel(name, true)
+	ch, err := r.channel(name, false)
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,14 @@ func (c *Client) VerifyDecisionLog(ctx context.Context) (decisionlog.Report, err
 		return decisionlog.Report{}, errors.New("server sent no decision log head")
 	}
 	head := decisionlog.Head{Seq: seq, Hash: res.Header.Get(HeaderHeadHash)}
-	var v decisionlog.ChainVerifier
+	var anchor decisionlog.Head
+	if a := res.Header.Get(HeaderAnchorSeq); a != "" {
+		if anchor.Seq, err = strconv.ParseUint(a, 10, 64); err != nil {
+			return decisionlog.Report{}, errors.New("server sent a malformed retention anchor")
+		}
+		anchor.Hash = res.Header.Get(HeaderAnchorHash)
+	}
+	v := decisionlog.VerifierFrom(anchor)
 	name := c.Base + contract.DecisionsLogPath
 	if err := v.VerifyReader(name, res.Body); err != nil {
 		return decisionlog.Report{}, err
@@ -111,7 +118,7 @@ func (c *Client) VerifyDecisionLog(ctx context.Context) (decisionlog.Report, err
 	if err := v.CheckHead("server head", head); err != nil {
 		return decisionlog.Report{}, err
 	}
-	return decisionlog.Report{Records: v.Count, Head: v.Head()}, nil
+	return decisionlog.Report{Pruned: anchor.Seq, Records: v.Count, Head: v.Head()}, nil
 }
 
 // QueryDecisions runs one query page; params are the query string values

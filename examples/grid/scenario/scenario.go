@@ -169,7 +169,13 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	distAddr := fmt.Sprintf("127.0.0.1:%d", distPort)
 	e.distURL = "http://" + distAddr
-	dist, err := e.procs.start(ctx, "distributor", e.opts.Bin, "serve", "--listen", distAddr, "--data", filepath.Join(e.work, "distributor"),
+	// Channels are configured (a publish creates none); the grid channel's
+	// scope is its name, which the demo's bundles carry.
+	distCfg := filepath.Join(e.work, "distributor.yaml")
+	if err := os.WriteFile(distCfg, []byte("bundles:\n  channels:\n    grid: {}\n"), 0o644); err != nil {
+		return err
+	}
+	dist, err := e.procs.start(ctx, "distributor", e.opts.Bin, "serve", "--config", distCfg, "--listen", distAddr, "--data", filepath.Join(e.work, "distributor"),
 		"--insecure-http", "--verify-keys", filepath.Join(keys, "verify.jwk"))
 	if err != nil {
 		return err
