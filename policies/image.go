@@ -9,8 +9,9 @@ import (
 
 // An engine image is a compiled Engine in a compact binary form, so a proxy
 // can load a large policy set without parsing YAML or building tries: the
-// image is read in one pass with a handful of allocations. `meshguard policy
-// bundle` ships it in bundles as ImageFile, signed like every other file.
+// image is read in one pass with a handful of allocations. Signed bundles
+// carry it (package policies/bundle decides where and checks it against
+// the sources).
 //
 // Layout: the magic ImageMagic, the format version, then every table of the
 // engine in a fixed order. Integers are unsigned varints, strings and byte
@@ -19,9 +20,6 @@ import (
 // their edge and payload ranges are implicit (running offsets) and child
 // references are written as the distance from the parent, which is always
 // positive.
-
-// ImageFile is where bundles carry the engine image.
-const ImageFile = "compiled/engine.bin"
 
 // ImageMagic starts every engine image.
 const ImageMagic = "MGENGINE"

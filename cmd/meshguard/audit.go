@@ -27,20 +27,26 @@ func newAuditCmd() *cobra.Command {
 type chainResult struct {
 	Intact  bool   `json:"intact"`
 	Records uint64 `json:"records"`
+	// Pruned records (1..Pruned) were removed by retention; the chain is
+	// verified from the first kept.
+	Pruned  uint64 `json:"pruned"`
 	HeadSeq uint64 `json:"headSeq"`
 	Head    string `json:"headHash"`
 }
 
-// Text is the summary line.
+// Text is the summary line (and what retention removed).
 func (r chainResult) Text(w io.Writer) error {
 	_, err := fmt.Fprintf(w, "decision log intact: %d records, head seq %d hash %s\n", r.Records, r.HeadSeq, r.Head)
+	if err == nil && r.Pruned > 0 {
+		_, err = fmt.Fprintf(w, "records 1..%d were removed by retention; the chain is verified from there\n", r.Pruned)
+	}
 	return err
 }
 
 // Rows is one row.
 func (r chainResult) Rows() ([]string, [][]string) {
-	return []string{"intact", "records", "headSeq", "headHash"},
-		[][]string{{strconv.FormatBool(r.Intact), strconv.FormatUint(r.Records, 10), strconv.FormatUint(r.HeadSeq, 10), r.Head}}
+	return []string{"intact", "records", "pruned", "headSeq", "headHash"},
+		[][]string{{strconv.FormatBool(r.Intact), strconv.FormatUint(r.Records, 10), strconv.FormatUint(r.Pruned, 10), strconv.FormatUint(r.HeadSeq, 10), r.Head}}
 }
 
 func newAuditVerifyCmd() *cobra.Command {
@@ -56,7 +62,10 @@ func newAuditVerifyCmd() *cobra.Command {
 directory or its decisions/ folder): every record's hash, seq order, prev_hash
 links, segment boundaries and the end of the chain against HEAD. --server URL
 downloads the log and checks it against the head the server reports.
-Exit code 0: intact; 4: tampering or truncation found; 2/5: could not check.`,
+Exit code 0: intact; 4: tampering or truncation found; 5: intact up to HEAD,
+but the last segment ends in an interrupted write (a crash during a batch
+that was never acknowledged; the distributor cuts it off when it starts);
+2/6: could not check.`,
 		Example: `  meshguard audit verify --data /var/lib/meshguard
   meshguard audit verify --server https://distributor:8443 --token $AUDIT_TOKEN`,
 		Args: cobra.NoArgs,
@@ -80,6 +89,11 @@ Exit code 0: intact; 4: tampering or truncation found; 2/5: could not check.`,
 				defer closer()
 				rep, err = c.VerifyDecisionLog(cmd.Context())
 			}
+			var torn *decisionlog.TornTailError
+			if errors.As(err, &torn) {
+				return fmt.Errorf("decision log intact up to seq %d (%d records, hash %s), with a recoverable torn tail: %w",
+					rep.Head.Seq, rep.Records, rep.Head.Hash, err)
+			}
 			var ce *decisionlog.ChainError
 			if errors.As(err, &ce) {
 				return fmt.Errorf("decision log NOT intact: %w", err)
@@ -87,7 +101,7 @@ Exit code 0: intact; 4: tampering or truncation found; 2/5: could not check.`,
 			if err != nil {
 				return err
 			}
-			return format.print(cmd, chainResult{Intact: true, Records: uint64(rep.Records), HeadSeq: rep.Head.Seq, Head: rep.Head.Hash})
+			return format.print(cmd, chainResult{Intact: true, Records: rep.Records, Pruned: rep.Pruned, HeadSeq: rep.Head.Seq, Head: rep.Head.Hash})
 		},
 	}
 	flags.register(verify, false)

@@ -20,7 +20,7 @@ func TestAuditVerifyOffline(t *testing.T) {
 	for i := range 5 {
 		r, err := decisionlog.DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:0%dZ","decision":"deny","subject":"spiffe://grid.example/m%d"}`, i, i))
 		require.NoError(t, err)
-		_, _, err = l.Append([]decisionlog.Record{r})
+		_, err = l.Append([]decisionlog.Record{r})
 		require.NoError(t, err)
 	}
 	require.NoError(t, l.Close())
@@ -28,11 +28,23 @@ func TestAuditVerifyOffline(t *testing.T) {
 	r := runCLI(t, "audit", "verify", "--data", data).ok(t)
 	assert.Contains(t, r.stdout, "decision log intact: 5 records, head seq 5")
 	r = runCLI(t, "audit", "verify", "--data", data, "-o", "csv").ok(t)
-	assert.True(t, strings.HasPrefix(r.stdout, "intact,records,headSeq,headHash\ntrue,5,5,"), r.stdout)
+	assert.True(t, strings.HasPrefix(r.stdout, "intact,records,pruned,headSeq,headHash\ntrue,5,0,5,"), r.stdout)
 
 	seg := filepath.Join(data, "decisions", "00000000000000000001.log")
 	b, err := os.ReadFile(seg)
 	require.NoError(t, err)
+
+	// A crash in the middle of an unacknowledged batch: recoverable, exit 5.
+	require.NoError(t, os.WriteFile(seg, append(append([]byte{}, b...), `{"decision":"deny","hash":"`...), 0o640))
+	r = runCLI(t, "audit", "verify", "--data", data)
+	assert.Equal(t, exitTornTail, r.code)
+	assert.Contains(t, r.stderr, "decision log intact up to seq 5")
+	assert.Contains(t, r.stderr, "recoverable")
+	l, err = decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{})
+	require.NoError(t, err, "the distributor recovers by cutting the torn bytes")
+	require.NoError(t, l.Close())
+	assert.Contains(t, runCLI(t, "audit", "verify", "--data", data).ok(t).stdout, "decision log intact: 5 records")
+
 	require.NoError(t, os.WriteFile(seg, []byte(strings.Replace(string(b), "spiffe://grid.example/m3", "spiffe://grid.example/mX", 1)), 0o640))
 	r = runCLI(t, "audit", "verify", "--data", data)
 	assert.Equal(t, exitTampered, r.code)

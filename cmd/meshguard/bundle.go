@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/meshguard/meshguard/internal/enumflag"
 	"github.com/meshguard/meshguard/internal/output"
-	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
@@ -168,55 +166,38 @@ stderr); -o chooses the format of the summary.`,
 			if err != nil {
 				return usage(err)
 			}
-			files, sources, err := collectBundleFiles("policies/", args, true)
+			files, sources, err := collectBundleFiles(bundle.SourcesDir, args, true)
 			if err != nil {
 				return usage(err)
 			}
-			dataFiles, dataSources, err := collectBundleFiles("data/", data, false)
+			dataFiles, dataSources, err := collectBundleFiles(bundle.DataDir, data, false)
 			if err != nil {
 				return usage(err)
 			}
 			for name, b := range dataFiles {
 				files[name], sources[name] = b, dataSources[name]
 			}
-			// Check the policies under their source paths so errors point at
-			// the files the user edits.
-			bySource := map[string][]byte{}
-			for name, b := range files {
-				if strings.HasPrefix(name, "policies/") {
-					bySource[sources[name]] = b
-				}
-			}
-			if len(bySource) == 0 {
-				return usagef("no policy files (.yaml, .yml) found")
-			}
-			set, err := policies.Load(bySource)
-			if err != nil {
-				return failedf("policy check failed, no bundle written:\n%w", err)
-			}
 			// Proxies load the compiled engine image instead of parsing and
 			// compiling the YAML, which is what makes hot reloads of large
 			// bundles fast; the sources stay in the bundle for people and
-			// for `meshguard policy verify`, which checks they agree.
-			eng, err := policies.Compile(set)
-			if err != nil {
-				return failedf("policy compile failed, no bundle written: %w", err)
-			}
-			img, err := eng.MarshalBinary()
-			if err != nil {
-				return err
-			}
-			files[policies.ImageFile] = img
-			b, err := bundle.Build(files, bundle.BuildOptions{
+			// for `meshguard policy verify` and the distributor, which check
+			// that they agree.
+			b, err := bundle.Pack(files, bundle.PackOptions{Sources: sources, BuildOptions: bundle.BuildOptions{
 				Revision: revision, Created: createdAt, Expires: createdAt.Add(expires), Scope: scope, Key: key,
-			})
+			}})
+			if errors.Is(err, bundle.ErrNoSources) {
+				return usagef("no policy files (.yaml, .yml) found")
+			}
+			if errors.Is(err, bundle.ErrPolicy) {
+				return failedf("%w, no bundle written", err)
+			}
 			if err != nil {
 				return usage(err)
 			}
 			if err := writeOutputFile(cmd, out, b, 0o644); err != nil {
 				return err
 			}
-			res := bundleResult{File: out, Revision: revision, Files: len(files), KeyID: key.KeyID(),
+			res := bundleResult{File: out, Revision: revision, Files: len(files) + 1, KeyID: key.KeyID(),
 				Expires: createdAt.Add(expires).UTC(), Digest: "sha256:" + sha256Hex(b)}
 			if err := format.printTo(summaryOut(cmd, out), res); err != nil {
 				return err
@@ -352,8 +333,10 @@ func newPolicyVerifyCmd() *cobra.Command {
 		Long: `Verify a signed policy bundle exactly as the distributor and the guard filter
 do: size limits, paths, signature (EdDSA or ES256, kid in the key set), exact
 file set and hashes, validity window, scope and, with --min-revision, that the
-revision is above the last accepted one. Exit code 1 on any failure. - reads
-the bundle from stdin; -o csv prints the files, one a row.`,
+revision is above the last accepted one; then, as the distributor does before
+publishing, that the compiled engine image (what proxies enforce) is exactly
+what the policy sources in the bundle compile to. Exit code 1 on any failure.
+- reads the bundle from stdin; -o csv prints the files, one a row.`,
 		Example: "  meshguard policy verify --verify-keys keys/verify.jwk --scope grid-prod --min-revision 41 policy.bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -369,11 +352,8 @@ the bundle from stdin; -o csv prints the files, one a row.`,
 			if err != nil {
 				return err
 			}
-			b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, MinRevision: minRevision, Scope: scope})
+			b, err := bundle.Open(data, bundle.VerifyOptions{Keys: keys, MinRevision: minRevision, Scope: scope})
 			if err != nil {
-				return failedf("%s: verification failed: %w", args[0], err)
-			}
-			if err := checkImage(b.Files); err != nil {
 				return failedf("%s: verification failed: %w", args[0], err)
 			}
 			return format.print(cmd, newVerifyResult(args[0], b))
@@ -446,36 +426,4 @@ func (r verifyResult) Rows() ([]string, [][]string) {
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
-}
-
-// checkImage confirms that a bundle's compiled engine image (what proxies
-// enforce) is exactly what its policy sources (what people review) compile
-// to. Bundles without an image pass.
-func checkImage(files map[string][]byte) error {
-	img, ok := files[policies.ImageFile]
-	if !ok {
-		return nil
-	}
-	src := map[string][]byte{}
-	for name, b := range files {
-		if strings.HasPrefix(name, "policies/") {
-			src[name] = b
-		}
-	}
-	set, err := policies.Load(src)
-	if err != nil {
-		return fmt.Errorf("policy sources: %w", err)
-	}
-	eng, err := policies.Compile(set)
-	if err != nil {
-		return fmt.Errorf("policy sources: %w", err)
-	}
-	want, err := eng.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(img, want) {
-		return fmt.Errorf("%s does not match what the policy sources compile to", policies.ImageFile)
-	}
-	return nil
 }

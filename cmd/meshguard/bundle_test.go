@@ -44,7 +44,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			assert.Contains(t, r.stdout, "revision 7\n")
 			assert.Contains(t, r.stdout, "policies/workloads.yaml")
 			assert.Contains(t, r.stdout, "data/jwks.json")
-			assert.Contains(t, r.stdout, policies.ImageFile)
+			assert.Contains(t, r.stdout, bundle.ImageFile)
 			assert.Contains(t, r.stdout, "created  2026-11-23T09:00:00Z")
 
 			// The bundle through stdout and stdin: the same bytes, the same manifest.
@@ -64,15 +64,22 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			vb, err := bundle.Verify(must(os.ReadFile(b1)), bundle.VerifyOptions{Keys: must(bundle.ParseKeySet(must(os.ReadFile(filepath.Join(keys, "verify.jwk")))))})
 			require.NoError(t, err)
-			otherEng, err := policies.CompileFiles(map[string][]byte{"w.yaml": []byte("apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: w}\nspec:\n  rules:\n    - name: all\n      effect: allow\n")})
+			otherEng, err := policies.CompileFiles(map[string][]byte{"w.yaml": []byte(openPolicy)})
 			require.NoError(t, err)
-			vb.Files[policies.ImageFile] = must(otherEng.MarshalBinary())
+			vb.Files[bundle.ImageFile] = must(otherEng.MarshalBinary())
 			forged := filepath.Join(dir, "forged.bundle")
 			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
 				Expires: vb.Manifest.Expires, Key: key})), 0o644))
 			r = runCLI(t, append(verify, forged)...)
 			assert.Equal(t, exitFailed, r.code)
-			assert.Contains(t, r.stderr, "does not match what the policy sources compile to")
+			assert.Contains(t, r.stderr, bundle.ErrImageMismatch.Error())
+			// So is a bundle without an image: no proxy would load it.
+			delete(vb.Files, bundle.ImageFile)
+			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
+				Expires: vb.Manifest.Expires, Key: key})), 0o644))
+			r = runCLI(t, append(verify, forged)...)
+			assert.Equal(t, exitFailed, r.code)
+			assert.Contains(t, r.stderr, bundle.ErrNoImage.Error())
 
 			// Same inputs, same bytes (Ed25519; ES256 signatures are randomised).
 			b2 := filepath.Join(dir, "two.bundle")
@@ -143,7 +150,7 @@ func TestBundleCLIFormats(t *testing.T) {
 	for _, row := range rows[1:] {
 		paths = append(paths, row[0])
 	}
-	assert.Contains(t, paths, policies.ImageFile)
+	assert.Contains(t, paths, bundle.ImageFile)
 	assert.Contains(t, paths, "policies/workloads.yaml")
 
 	table := runCLI(t, "policy", "verify", "--verify-keys", k.VerifyKeys, "-o", "yaml", out).ok(t).stdout

@@ -23,7 +23,8 @@ const (
 	exitUsage    = 2
 	exitConflict = 3
 	exitTampered = 4
-	exitError    = 5
+	exitTornTail = 5
+	exitError    = 6
 )
 
 // exitCodes is the table as people read it.
@@ -36,6 +37,7 @@ var exitCodes = []struct {
 	{exitUsage, "usage: unknown verb or flag, a bad or missing argument, an input that cannot be read or parsed"},
 	{exitConflict, "conflict: the channel already has this bundle revision or a later one (409)"},
 	{exitTampered, "tampering: the decision log's hash chain is broken or truncated"},
+	{exitTornTail, "interrupted write: the decision log is intact up to its head, then ends in a batch a crash cut short before it was acknowledged (the distributor cuts it off when it starts)"},
 	{exitError, "any other error: the network, the distributor or registry (other answers), writing output"},
 }
 
@@ -109,6 +111,10 @@ func exitCode(err error) int {
 			return exitFailed
 		}
 		return exitError
+	}
+	var torn *decisionlog.TornTailError
+	if errors.As(err, &torn) {
+		return exitTornTail
 	}
 	var chain *decisionlog.ChainError
 	if errors.As(err, &chain) {

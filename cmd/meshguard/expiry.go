@@ -113,9 +113,9 @@ func checkGuardPolicy(in envoy.GuardInput, warn io.Writer, now time.Time) error 
 		}
 		haveKeys = true
 		if len(gp.inline) > 0 {
-			b, err := bundle.Verify(gp.inline, bundle.VerifyOptions{Keys: set, Scope: gp.scope, Now: now})
+			b, err := bundle.Load(gp.inline, bundle.VerifyOptions{Keys: set, Scope: gp.scope, Now: now})
 			if err != nil {
-				return fmt.Errorf("inline bundle does not verify as the proxy would (keys, scope, validity), nothing written: %w", err)
+				return fmt.Errorf("inline bundle does not load as the proxy would (keys, scope, validity, engine image), nothing written: %w", err)
 			}
 			warnExpiry(warn, "inline bundle", b.Manifest.Revision, b.Manifest.Expires, now)
 		}

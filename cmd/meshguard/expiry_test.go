@@ -42,6 +42,9 @@ func TestWarnExpiry(t *testing.T) {
 }
 
 // keyPair writes signing.jwk and verify.jwk like `meshguard keys generate`.
+// openPolicy is a policy file that allows every request.
+const openPolicy = "apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: open}\nspec:\n  rules:\n    - name: all\n      effect: allow\n"
+
 func keyPair(t *testing.T) (dir string, sign func(rev uint64, created, expires time.Time, scope ...string) []byte) {
 	dir = t.TempDir()
 	runCLI(t, "keys", "generate", "--out", dir).ok(t)
@@ -50,8 +53,8 @@ func keyPair(t *testing.T) (dir string, sign func(rev uint64, created, expires t
 	key, err := bundle.ParseSigningKey(raw)
 	require.NoError(t, err)
 	return dir, func(rev uint64, created, expires time.Time, scope ...string) []byte {
-		b, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
-			bundle.BuildOptions{Revision: rev, Created: created, Expires: expires, Scope: scope, Key: key})
+		b, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
+			bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: rev, Created: created, Expires: expires, Scope: scope, Key: key}})
 		require.NoError(t, err)
 		return b
 	}

@@ -20,7 +20,7 @@ import (
 // distributor's OCI handler on loopback) in the three layouts and pulls
 // each back.
 func TestPushPullModuleCLI(t *testing.T) {
-	st, err := store.OpenFS(t.TempDir())
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	require.NoError(t, err)
 	srv := httptest.NewServer(oci.NewHandler(st, oci.Options{}))
 	defer srv.Close()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -290,7 +289,7 @@ decision is deny.`,
 	}
 	f := eval.Flags()
 	f.StringVar(&input, "input", "", "request JSON file, or - for stdin (spiffeID, peerID, forwarded, jti, claims, device, targetDevice, peerVersion, method, path, headers)")
-	f.StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files (needs --verify-keys)")
+	f.StringVar(&bundlePath, "bundle", "", "signed policy bundle to verify and evaluate instead of files, through its engine image as the guard does (needs --verify-keys)")
 	f.StringVar(&keysPath, "verify-keys", "", "public JWK Set that verifies --bundle (verify.jwk)")
 	aliasFlag(f, "verify-keys", "keys")
 	f.StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
@@ -533,7 +532,8 @@ func loadPolicies(cmd *cobra.Command, files map[string][]byte) (*policies.Set, *
 	return set, eng, err
 }
 
-// loadBundle verifies a signed bundle and compiles its policy files.
+// loadBundle verifies a signed bundle and loads its engine image: the
+// policy the guard filter enforces, not a fresh compile of the sources.
 func loadBundle(in *inputs, path, keysPath, scope string) (*policies.Engine, error) {
 	if keysPath == "" {
 		return nil, usagef("--bundle needs --verify-keys (the public JWK Set that verifies it)")
@@ -546,21 +546,11 @@ func loadBundle(in *inputs, path, keysPath, scope string) (*policies.Engine, err
 	if err != nil {
 		return nil, err
 	}
-	b, err := bundle.Verify(data, bundle.VerifyOptions{Keys: keys, Scope: scope})
+	p, err := bundle.Load(data, bundle.VerifyOptions{Keys: keys, Scope: scope})
 	if err != nil {
 		return nil, failedf("%s: %w", path, err)
 	}
-	files := map[string][]byte{}
-	for name, content := range b.Files {
-		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
-			files[name] = content
-		}
-	}
-	eng, err := policies.CompileFiles(files)
-	if err != nil {
-		return nil, failedf("%s: %w", path, err)
-	}
-	return eng, nil
+	return p.Engine, nil
 }
 
 // readKeySet reads a public JWK Set (verify.jwk); a bad file is a usage

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/policies"
+	"github.com/meshguard/meshguard/policies/bundle"
 )
 
 const gridDir = "../../policies/testdata/grid"
@@ -334,4 +335,43 @@ func TestProgressLine(t *testing.T) {
 	p.finish()
 	assert.Contains(t, buf.String(), "meshguard: checking: 4096/100000 rules (")
 	assert.NotContains(t, buf.String(), "\r", "no terminal escapes in logs")
+}
+
+// TestPolicyEvalBundleUsesTheImage: eval --bundle answers with the engine
+// image the guard enforces, whatever the sources beside it say and
+// whatever YAML data files the bundle carries.
+func TestPolicyEvalBundleUsesTheImage(t *testing.T) {
+	dir := t.TempDir()
+	runCLI(t, "keys", "generate", "--out", dir).ok(t)
+	key := must(bundle.ParseSigningKey(must(os.ReadFile(filepath.Join(dir, "signing.jwk")))))
+	allowAll := must(policies.CompileFiles(map[string][]byte{"w.yaml": []byte(openPolicy)}))
+	files, err := policies.ReadPaths(gridDir)
+	require.NoError(t, err)
+	inBundle := map[string][]byte{
+		bundle.ImageFile: must(allowAll.MarshalBinary()),
+		// Not a policy: eval used to compile every YAML file it found.
+		"data/inventory.yaml": []byte("meters: [m1, m2]\n"),
+	}
+	for name, b := range files {
+		inBundle["policies/"+filepath.Base(name)] = b
+	}
+	b := filepath.Join(dir, "forged.bundle")
+	require.NoError(t, os.WriteFile(b, must(bundle.Build(inBundle, bundle.BuildOptions{Revision: 1,
+		Expires: time.Now().Add(time.Hour), Key: key})), 0o644))
+	in := filepath.Join(dir, "in.json")
+	require.NoError(t, os.WriteFile(in, []byte(`{"spiffeID":"spiffe://grid.example/ns/metering/sa/meter-reader","method":"DELETE","path":"/v1/meters/9/readings"}`), 0o644))
+
+	out := runCLI(t, "policy", "eval", "--bundle", b, "--verify-keys", filepath.Join(dir, "verify.jwk"), "--input", in).ok(t).stdout
+	var d policies.DecisionJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &d))
+	assert.True(t, d.Allow, "the image allows everything")
+	assert.Equal(t, []string{"open/all"}, d.Rules)
+
+	// The sources deny it; policy verify refuses the bundle for the mismatch.
+	out = runCLI(t, "policy", "eval", "--input", in, gridDir).ok(t).stdout
+	require.NoError(t, json.Unmarshal([]byte(out), &d))
+	assert.False(t, d.Allow)
+	r := runCLI(t, "policy", "verify", "--verify-keys", filepath.Join(dir, "verify.jwk"), b)
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, bundle.ErrImageMismatch.Error())
 }

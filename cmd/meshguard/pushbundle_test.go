@@ -26,6 +26,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "keys.jwks"), keys, 0o644))
 	cfg := server.DefaultConfig()
 	cfg.Data, cfg.Listen, cfg.InsecureHTTP, cfg.Keys = filepath.Join(dir, "data"), "127.0.0.1:0", true, filepath.Join(dir, "keys.jwks")
+	cfg.Bundles.Channels = map[string]server.ChannelConfig{"prod": {}}
 	srv, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -36,8 +37,8 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	url := "http://" + ln.Addr().String()
 
-	b, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
-		bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key})
+	b, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
+		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key, Scope: []string{"prod"}}})
 	require.NoError(t, err)
 	file := filepath.Join(dir, "p.bundle")
 	require.NoError(t, os.WriteFile(file, b, 0o644))
@@ -51,8 +52,8 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	assert.Contains(t, r.stderr, "409")
 
 	// From stdin, as JSON: the next revision.
-	b4, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
-		bundle.BuildOptions{Revision: 4, Expires: time.Now().Add(30 * 24 * time.Hour), Key: key})
+	b4, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
+		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 4, Expires: time.Now().Add(30 * 24 * time.Hour), Key: key, Scope: []string{"prod"}}})
 	require.NoError(t, err)
 	r = runCLIStdin(t, string(b4), "push", "bundle", "-", "--server", url, "--channel", "prod", "-o", "json").ok(t)
 	var pub publishResult
@@ -64,8 +65,8 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	// A bundle the distributor does not verify (another key): 422, a failure.
 	other, _, err := bundle.GenerateKey("ed25519")
 	require.NoError(t, err)
-	b5, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
-		bundle.BuildOptions{Revision: 5, Expires: time.Now().Add(time.Hour), Key: other})
+	b5, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
+		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 5, Expires: time.Now().Add(time.Hour), Key: other, Scope: []string{"prod"}}})
 	require.NoError(t, err)
 	r = runCLIStdin(t, string(b5), "push", "bundle", "-", "--server", url, "--channel", "prod")
 	assert.Equal(t, exitFailed, r.code, r.stderr)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -79,6 +80,20 @@ func (id Identity) String() string {
 	return "anonymous@" + id.Remote
 }
 
+// Principal names the identity without connection details: an anonymous
+// caller is its host, not its ephemeral port, so one client is the same
+// principal on every connection (decision records' received_by).
+func (id Identity) Principal() string {
+	if id.Token != "" || id.SPIFFEID != "" {
+		return id.String()
+	}
+	host, _, err := net.SplitHostPort(id.Remote)
+	if err != nil {
+		host = id.Remote
+	}
+	return "anonymous@" + host
+}
+
 // ErrBadToken is returned for a bearer token that matches no configured token.
 var ErrBadToken = errors.New("unknown bearer token")
 
@@ -110,6 +125,28 @@ type Policy struct {
 	rules  map[Action][]matcher
 	tokens []token
 	xfcc   *xfccTrust
+	// scoped are allowlists of single resources (a channel, a repository
+	// or repositories under a prefix), which replace the action's global
+	// allowlist for that resource, as scopes of registry tokens do.
+	scoped []scopedRules
+}
+
+// Resource is what a request acts on, for per-resource allowlists.
+type Resource struct {
+	Kind string // "channel" or "repository"; "" for none
+	Name string
+}
+
+// Resource kinds.
+const (
+	KindChannel    = "channel"
+	KindRepository = "repository"
+)
+
+type scopedRules struct {
+	kind, name string // name exact, or a prefix ending in "/" for "x/*"
+	prefix     bool
+	rules      map[Action][]matcher
 }
 
 type token struct {
@@ -256,14 +293,73 @@ func (p *Policy) Identify(r *http.Request) (Identity, error) {
 	return id, nil
 }
 
-// Allowed reports whether id may perform action a.
+// Allowed reports whether id may perform action a (global allowlists).
 func (p *Policy) Allowed(a Action, id Identity) bool {
-	for _, m := range p.rules[a] {
+	return matchAny(p.rules[a], id)
+}
+
+func matchAny(ms []matcher, id Identity) bool {
+	for _, m := range ms {
 		if m.match(id) {
 			return true
 		}
 	}
 	return false
+}
+
+// Restrict gives one resource its own allowlists: pattern is a channel
+// name, a repository name, or "prefix/*" for every repository under
+// prefix. For each action it names, its list replaces the global one on
+// that resource (an empty list denies everyone); actions it leaves out
+// keep the global list. The most specific pattern applies: an exact name,
+// then the longest prefix.
+func (p *Policy) Restrict(kind, pattern string, allow map[Action][]string) error {
+	sr := scopedRules{kind: kind, name: pattern, rules: map[Action][]matcher{}}
+	if pre, ok := strings.CutSuffix(pattern, "/*"); ok && kind == KindRepository {
+		sr.name, sr.prefix = pre+"/", true
+	}
+	for a, entries := range allow {
+		if !slices.Contains(Actions, a) {
+			return fmt.Errorf("auth: %s %q: unknown action %q (want one of %v)", kind, pattern, a, Actions)
+		}
+		sr.rules[a] = []matcher{}
+		for _, e := range entries {
+			m, err := parseEntry(e)
+			if err != nil {
+				return fmt.Errorf("auth: %s %q allowlist for %s: %w", kind, pattern, a, err)
+			}
+			if m.token != "" && !slices.ContainsFunc(p.tokens, func(t token) bool { return t.name == m.token }) {
+				return fmt.Errorf("auth: %s %q allowlist for %s names token %q, which is not configured", kind, pattern, a, m.token)
+			}
+			sr.rules[a] = append(sr.rules[a], m)
+		}
+	}
+	p.scoped = append(p.scoped, sr)
+	return nil
+}
+
+// AllowedOn reports whether id may perform a on res: the resource's own
+// allowlist for a when one is configured, else the global one.
+func (p *Policy) AllowedOn(a Action, id Identity, res Resource) bool {
+	if res.Kind != "" {
+		var best *scopedRules
+		for i := range p.scoped {
+			sr := &p.scoped[i]
+			if sr.kind != res.Kind || sr.rules[a] == nil {
+				continue
+			}
+			switch {
+			case !sr.prefix && sr.name == res.Name:
+				return matchAny(sr.rules[a], id)
+			case sr.prefix && strings.HasPrefix(res.Name, sr.name) && (best == nil || len(sr.name) > len(best.name)):
+				best = sr
+			}
+		}
+		if best != nil {
+			return matchAny(best.rules[a], id)
+		}
+	}
+	return p.Allowed(a, id)
 }
 
 // ParseTokens reads "name:secret" (or "name=secret") entries, one per line

@@ -127,3 +127,32 @@ func TestLimiter(t *testing.T) {
 	ok, _ = NewLimiter(0, 0).Allow("x", 1e6)
 	assert.True(t, ok, "rate 0 disables limiting")
 }
+
+func TestResourceAllowlistsReplaceTheGlobalOnes(t *testing.T) {
+	p, err := NewPolicy(map[Action][]string{ActionPush: {"token:ci"}, ActionRead: {"anonymous"}}, map[string]string{"ci": "x", "team": "y"})
+	require.NoError(t, err)
+	require.NoError(t, p.Restrict(KindRepository, "team/*", map[Action][]string{ActionPush: {"token:team"}}))
+	require.NoError(t, p.Restrict(KindRepository, "team/special/*", map[Action][]string{ActionPush: {}}))
+	require.NoError(t, p.Restrict(KindRepository, "team/special/open", map[Action][]string{ActionPush: {"token:ci"}}))
+	ci, team, anon := Identity{Token: "ci"}, Identity{Token: "team"}, Identity{}
+	repo := func(n string) Resource { return Resource{Kind: KindRepository, Name: n} }
+	for _, tc := range []struct {
+		a    Action
+		id   Identity
+		res  Resource
+		want bool
+	}{
+		{ActionPush, ci, repo("other/x"), true},
+		{ActionPush, team, repo("other/x"), false},
+		{ActionPush, team, repo("team/x"), true},
+		{ActionPush, ci, repo("team/x"), false},
+		{ActionPush, team, repo("team/special/x"), false}, // longest prefix: empty list
+		{ActionPush, ci, repo("team/special/open"), true}, // exact name wins
+		{ActionRead, anon, repo("team/x"), true},          // actions left out keep the global list
+		{ActionPush, team, repo("teamx"), false},          // "team/*" is not a string prefix
+		{ActionPush, team, Resource{Kind: KindChannel, Name: "team/x"}, false},
+	} {
+		assert.Equal(t, tc.want, p.AllowedOn(tc.a, tc.id, tc.res), "%s %s %+v", tc.id, tc.a, tc.res)
+	}
+	assert.ErrorContains(t, p.Restrict(KindChannel, "prod", map[Action][]string{"fly": nil}), "unknown action")
+}

@@ -1,8 +1,10 @@
 // Package bundles is the distributor's policy bundle registry: named
 // channels, each an append-only series of signed bundles with strictly
 // increasing revisions. Publishing verifies the bundle (signature, scope,
-// anti-rollback) before anything is stored; the latest revision is kept in
-// memory for cheap ETag polls, and waiters are woken when it changes.
+// engine image against its sources) and applies the anti-rollback rule of
+// policies/bundle (verify.Keeper) before anything is stored; the latest
+// revision is kept in memory for cheap ETag polls, and waiters are woken
+// when it changes.
 package bundles
 
 import (
@@ -21,10 +23,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
-// MediaType is the Content-Type of bundle bytes.
-const MediaType = "application/vnd.meshguard.bundle.v1+tar+gzip"
+// MediaType is the Content-Type of bundle bytes (the one declaration is
+// policies/bundle's).
+const MediaType = verify.MediaType
 
 // Errors returned by the registry; the HTTP layer maps them to status codes.
 var (
@@ -51,16 +56,18 @@ type Verified struct {
 	Expires time.Time
 }
 
-// Verifier checks a bundle's signature and contents. minRevision is the
-// lowest acceptable revision; scope is the channel's scope ("" for none).
-// A revision below minRevision must produce an error wrapping ErrConflict.
+// Verifier checks a bundle's signature and contents. last is the channel's
+// last accepted revision (0 for none): the bundle's revision must be above
+// it, as verify.Options.MinRevision means, and one that is not must produce
+// an error wrapping ErrConflict. scope is the channel's scope ("" for none).
 type Verifier interface {
-	Verify(data []byte, scope string, minRevision uint64) (Verified, error)
+	Verify(data []byte, scope string, last uint64) (Verified, error)
 }
 
 // ChannelOptions configure one channel.
 type ChannelOptions struct {
-	// Scope is required of every bundle published to the channel.
+	// Scope is required of every bundle published to the channel (default:
+	// the channel's name, also for channels a publish creates).
 	Scope string
 	// Retain overrides Options.Retain.
 	Retain int
@@ -102,8 +109,8 @@ type Snapshot struct {
 type channel struct {
 	name    string
 	opts    ChannelOptions
-	pubMu   sync.Mutex // serialises publishes
-	latest  *Snapshot  // guarded by Registry.mu
+	keeper  *verify.Keeper // serialises publishes, refuses rollbacks
+	latest  *Snapshot      // guarded by Registry.mu
 	revs    []RevisionInfo
 	changed chan struct{} // closed and replaced on every publish
 }
@@ -134,7 +141,7 @@ func Open(opts Options) (*Registry, error) {
 		if !ValidChannel(name) {
 			return nil, fmt.Errorf("bundles: channel %q: %w", name, ErrBadChannel)
 		}
-		r.channels[name] = &channel{name: name, opts: co, changed: make(chan struct{})}
+		r.channels[name] = newChannel(name, co)
 	}
 	ents, err := os.ReadDir(opts.Dir)
 	if err != nil {
@@ -150,7 +157,7 @@ func Open(opts Options) (*Registry, error) {
 				opts.Logger.Warn("bundles: stored channel is not configured; not served", "channel", e.Name())
 				continue
 			}
-			ch = &channel{name: e.Name(), changed: make(chan struct{})}
+			ch = newChannel(e.Name(), ChannelOptions{})
 			r.channels[e.Name()] = ch
 		}
 		if err := r.load(ch); err != nil {
@@ -158,6 +165,13 @@ func Open(opts Options) (*Registry, error) {
 		}
 	}
 	return r, nil
+}
+
+func newChannel(name string, co ChannelOptions) *channel {
+	if co.Scope == "" {
+		co.Scope = name
+	}
+	return &channel{name: name, opts: co, keeper: verify.NewKeeper(0), changed: make(chan struct{})}
 }
 
 func (r *Registry) chanDir(name string) string { return filepath.Join(r.opts.Dir, name) }
@@ -203,6 +217,7 @@ func (r *Registry) load(ch *channel) error {
 		return fmt.Errorf("bundles: %s revision %d: stored bytes have digest %s, metadata says %s", ch.name, latest.Revision, d, latest.Digest)
 	}
 	ch.latest = &Snapshot{Info: latest, ETag: latest.ETag(), Data: data}
+	ch.keeper = verify.NewKeeper(latest.Revision)
 	return nil
 }
 
@@ -228,7 +243,7 @@ func (r *Registry) channel(name string, create bool) (*channel, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ch = r.channels[name]; ch == nil {
-		ch = &channel{name: name, changed: make(chan struct{})}
+		ch = newChannel(name, ChannelOptions{})
 		r.channels[name] = ch
 	}
 	return ch, nil
@@ -240,39 +255,47 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 	if err != nil {
 		return RevisionInfo{}, err
 	}
-	ch.pubMu.Lock()
-	defer ch.pubMu.Unlock()
-	r.mu.RLock()
-	cur := ch.latest
-	r.mu.RUnlock()
-	var min uint64 = 1
-	if cur != nil {
-		min = cur.Info.Revision + 1
-	}
-	v, err := r.opts.Verifier.Verify(data, ch.opts.Scope, min)
-	if err != nil {
-		if errors.Is(err, ErrConflict) {
-			return RevisionInfo{}, err
+	var ri RevisionInfo
+	changed, err := ch.keeper.Offer(data, func(last uint64) (uint64, error) {
+		v, err := r.opts.Verifier.Verify(data, ch.opts.Scope, last)
+		if err != nil {
+			return 0, err
 		}
+		ri = RevisionInfo{Revision: v.Revision, Digest: digest(data), Created: v.Created.UTC(),
+			Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data))}
+		return v.Revision, nil
+	}, func() error { return r.commit(ch, ri, data) })
+	switch {
+	case errors.Is(err, ErrConflict):
+		return RevisionInfo{}, err
+	case errors.Is(err, verify.ErrRollback):
+		return RevisionInfo{}, fmt.Errorf("%w: %w", ErrConflict, err)
+	case errors.Is(err, errStore):
+		return RevisionInfo{}, err
+	case err != nil:
 		return RevisionInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	case !changed:
+		return RevisionInfo{}, fmt.Errorf("%w: these bytes are already the latest revision %d", ErrConflict, ch.keeper.Revision())
 	}
-	if v.Revision < min {
-		// Belt and braces: never trust the verifier alone on rollback.
-		return RevisionInfo{}, fmt.Errorf("%w: revision %d is not above the latest revision %d", ErrConflict, v.Revision, min-1)
-	}
-	ri := RevisionInfo{Revision: v.Revision, Digest: digest(data), Created: v.Created.UTC(),
-		Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data))}
-	dir := r.chanDir(name)
+	return ri, nil
+}
+
+// errStore marks a failure to store an accepted bundle (500, not 422).
+var errStore = errors.New("bundle storage")
+
+// commit stores an accepted revision and makes it the latest.
+func (r *Registry) commit(ch *channel, ri RevisionInfo, data []byte) error {
+	dir := r.chanDir(ch.name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return RevisionInfo{}, fmt.Errorf("bundles: %w", err)
+		return fmt.Errorf("%w: %w", errStore, err)
 	}
 	meta, _ := json.Marshal(ri)
 	// The bundle first, then its metadata: metadata marks the revision committed.
 	if err := writeFileSync(dir, revFile(ri.Revision, ".bundle"), data); err != nil {
-		return RevisionInfo{}, err
+		return fmt.Errorf("%w: %w", errStore, err)
 	}
 	if err := writeFileSync(dir, revFile(ri.Revision, ".json"), meta); err != nil {
-		return RevisionInfo{}, err
+		return fmt.Errorf("%w: %w", errStore, err)
 	}
 	r.mu.Lock()
 	ch.latest = &Snapshot{Info: ri, ETag: ri.ETag(), Data: data}
@@ -293,7 +316,7 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 		os.Remove(filepath.Join(dir, revFile(old.Revision, ".json")))
 		os.Remove(filepath.Join(dir, revFile(old.Revision, ".bundle")))
 	}
-	return ri, nil
+	return nil
 }
 
 // writeFileSync writes name in dir atomically and durably.
@@ -341,10 +364,10 @@ func (r *Registry) Latest(name string) (*Snapshot, error) {
 
 // Wait returns the latest snapshot as soon as its ETag differs from etag
 // (at once if it already does), or nil when ctx ends first. A channel
-// without a bundle counts as a differing ETag only once one is published;
-// with AutoChannels a poller may wait for a channel that does not exist yet.
+// without a bundle counts as a differing ETag only once one is published.
+// Waiting never creates a channel: an unknown one is ErrNotFound at once.
 func (r *Registry) Wait(ctx context.Context, name, etag string) (*Snapshot, error) {
-	ch, err := r.channel(name, true)
+	ch, err := r.channel(name, false)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 // test here; signed bundles are tested end to end in distributor/server).
 type revVerifier struct{}
 
-func (revVerifier) Verify(data []byte, scope string, min uint64) (Verified, error) {
+func (revVerifier) Verify(data []byte, scope string, last uint64) (Verified, error) {
 	s, ok := strings.CutPrefix(string(data), "rev=")
 	if !ok {
 		return Verified{}, errors.New("not a bundle")
@@ -30,15 +30,15 @@ func (revVerifier) Verify(data []byte, scope string, min uint64) (Verified, erro
 	if err != nil {
 		return Verified{}, err
 	}
-	if n < min {
-		return Verified{}, fmt.Errorf("%w: %d < %d", ErrConflict, n, min)
+	if n <= last {
+		return Verified{}, fmt.Errorf("%w: %d <= %d", ErrConflict, n, last)
 	}
 	return Verified{Revision: n, Created: time.Unix(1700000000, 0)}, nil
 }
 
 func open(t *testing.T, dir string, retain int) *Registry {
 	r, err := Open(Options{Dir: dir, Verifier: revVerifier{}, Retain: retain, AutoChannels: true,
-		Channels: map[string]ChannelOptions{"short": {Retain: 1}}})
+		Channels: map[string]ChannelOptions{"short": {Retain: 1}, "prod": {}}})
 	require.NoError(t, err)
 	return r
 }
@@ -112,6 +112,31 @@ func TestReloadRetentionAndCorruption(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prod", revFile(10, ".bundle")), []byte("rev=10 evil"), 0o644))
 	_, err = Open(Options{Dir: dir, Verifier: revVerifier{}, AutoChannels: true})
 	require.ErrorContains(t, err, "digest")
+}
+
+// scopeVerifier records the scope each publish asked for.
+type scopeVerifier struct{ scopes *[]string }
+
+func (v scopeVerifier) Verify(data []byte, scope string, min uint64) (Verified, error) {
+	*v.scopes = append(*v.scopes, scope)
+	return revVerifier{}.Verify(data, scope, min)
+}
+
+func TestChannelScopeDefaultsToItsNameAndReadersCreateNothing(t *testing.T) {
+	var scopes []string
+	r, err := Open(Options{Dir: t.TempDir(), Verifier: scopeVerifier{&scopes}, AutoChannels: true,
+		Channels: map[string]ChannelOptions{"prod": {}, "eu": {Scope: "grid/eu"}}})
+	require.NoError(t, err)
+	for _, ch := range []string{"prod", "eu", "created-by-publish"} {
+		_, err := r.Publish(ch, []byte("rev=1"))
+		require.NoError(t, err)
+	}
+	assert.Equal(t, []string{"prod", "grid/eu", "created-by-publish"}, scopes)
+
+	_, err = r.Wait(context.Background(), "never-configured", "")
+	require.ErrorIs(t, err, ErrNotFound, "a long poll on an unknown name fails at once")
+	_, known := r.Channels()["never-configured"]
+	assert.False(t, known, "and creates no channel")
 }
 
 func TestWait(t *testing.T) {

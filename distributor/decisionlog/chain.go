@@ -2,6 +2,7 @@ package decisionlog
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 )
 
@@ -53,40 +55,130 @@ func hashRecord(r Record) (string, []byte, error) {
 }
 
 // seal adds seq, prev_hash and hash to r and returns the stored line
-// (canonical JSON plus newline).
+// (canonical JSON plus newline) and the hash. Each value is canonicalised
+// once: the hash input (every member but hash) and the line (all members)
+// are joined from the same encoded members.
 func seal(r Record, seq uint64, prev string) ([]byte, string, error) {
-	sealed := make(Record, len(r)+3)
-	for k, v := range r {
-		sealed[k] = v
+	keys := make([]string, 0, len(r)+2)
+	for k := range r {
+		if k != FieldSeq && k != FieldPrevHash && k != FieldHash {
+			keys = append(keys, k)
+		}
 	}
-	sealed[FieldSeq] = json.RawMessage(strconv.FormatUint(seq, 10))
-	sealed[FieldPrevHash] = json.RawMessage(`"` + prev + `"`)
-	h, _, err := hashRecord(sealed)
-	if err != nil {
-		return nil, "", err
+	keys = append(keys, FieldSeq, FieldPrevHash)
+	sort.Strings(keys)
+	enc := make([]byte, 0, 512)
+	ends := make([]int, 0, len(keys)) // end offset of each member in enc
+	hashAt := len(keys)               // index of the first member sorting after "hash"
+	for i, k := range keys {
+		if hashAt == len(keys) && k > FieldHash {
+			hashAt = i
+		}
+		enc = appendString(enc, k)
+		enc = append(enc, ':')
+		switch k {
+		case FieldSeq:
+			enc = strconv.AppendUint(enc, seq, 10)
+		case FieldPrevHash:
+			enc = appendString(enc, prev)
+		default:
+			var err error
+			if enc, err = appendValue(enc, r[k], 0); err != nil {
+				return nil, "", fmt.Errorf("field %q: %w", k, err)
+			}
+		}
+		ends = append(ends, len(enc))
 	}
-	sealed[FieldHash] = json.RawMessage(`"` + h + `"`)
-	line, err := sealed.Canonical()
-	if err != nil {
-		return nil, "", err
+	member := func(i int) []byte {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		return enc[start:ends[i]]
 	}
+	join := func(out []byte, hashMember []byte) []byte {
+		out = append(out, '{')
+		n := 0
+		for i := range keys {
+			if i == hashAt && hashMember != nil {
+				if n > 0 {
+					out = append(out, ',')
+				}
+				out = append(out, hashMember...)
+				n++
+			}
+			if n > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, member(i)...)
+			n++
+		}
+		if hashAt == len(keys) && hashMember != nil {
+			if n > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, hashMember...)
+		}
+		return append(out, '}')
+	}
+	sum := sha256.Sum256(join(make([]byte, 0, len(enc)+len(keys)+2), nil))
+	h := hex.EncodeToString(sum[:])
+	hm := append(appendString(make([]byte, 0, 80), FieldHash), ':', '"')
+	hm = append(append(hm, h...), '"')
+	line := join(make([]byte, 0, len(enc)+len(keys)+len(hm)+3), hm)
 	return append(line, '\n'), h, nil
 }
 
 // stored is the chain part of a stored line.
 type stored struct {
-	Seq      *uint64 `json:"seq"`
-	PrevHash string  `json:"prev_hash"`
-	Hash     string  `json:"hash"`
+	Seq      uint64
+	PrevHash string
+	Hash     string
+}
+
+// parseStored reads a stored line by exact member names. The line must be
+// the canonical encoding of the record it holds: anything else (duplicate
+// names, re-escaped text, reordered members) was not written by the log.
+func parseStored(line []byte) (Record, stored, error) {
+	var rec Record
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return nil, stored{}, fmt.Errorf("unreadable record (edited or corrupted): %v", err)
+	}
+	var s stored
+	seq, okSeq := rec[FieldSeq]
+	if !okSeq || json.Unmarshal(seq, &s.Seq) != nil || s.Seq == 0 {
+		return nil, stored{}, errors.New("record has no valid seq (edited or corrupted)")
+	}
+	if json.Unmarshal(rec[FieldPrevHash], &s.PrevHash) != nil || json.Unmarshal(rec[FieldHash], &s.Hash) != nil {
+		return nil, stored{}, errors.New("record has no valid prev_hash/hash (edited or corrupted)")
+	}
+	canon, err := rec.Canonical()
+	if err != nil {
+		return nil, stored{}, fmt.Errorf("record cannot be canonicalised: %v", err)
+	}
+	if !bytes.Equal(canon, line) {
+		return nil, stored{}, errors.New("record is not in the canonical form the log writes (edited)")
+	}
+	return rec, s, nil
 }
 
 // ChainVerifier checks stored lines one after another. The zero value
-// expects the log to start at seq 1 with the genesis prev_hash.
+// expects the log to start at seq 1 with the genesis prev_hash;
+// VerifierFrom starts after a retention anchor.
 type ChainVerifier struct {
 	next uint64
 	prev string
 	// Count is the number of records verified so far.
 	Count uint64
+}
+
+// VerifierFrom expects the log to continue after anchor (the last record
+// retention removed); the zero anchor is the start of the log.
+func VerifierFrom(anchor Head) ChainVerifier {
+	if anchor.Seq == 0 {
+		return ChainVerifier{}
+	}
+	return ChainVerifier{next: anchor.Seq + 1, prev: anchor.Hash}
 }
 
 // Head is the last verified record (seq 0 and the genesis hash before any).
@@ -103,19 +195,15 @@ func (v *ChainVerifier) Line(line []byte) (Head, error) {
 	if v.next == 0 {
 		v.next, v.prev = 1, GenesisHash
 	}
-	var rec Record
-	if err := json.Unmarshal(line, &rec); err != nil {
-		return Head{}, fmt.Errorf("unreadable record (edited or corrupted): %v", err)
+	rec, s, err := parseStored(line)
+	if err != nil {
+		return Head{}, err
 	}
-	var s stored
-	if err := json.Unmarshal(line, &s); err != nil || s.Seq == nil {
-		return Head{}, errors.New("record has no valid seq/prev_hash/hash (edited or corrupted)")
-	}
-	if *s.Seq != v.next {
-		if *s.Seq > v.next {
-			return Head{}, fmt.Errorf("found seq %d: records %d..%d are missing (deleted) or out of order", *s.Seq, v.next, *s.Seq-1)
+	if s.Seq != v.next {
+		if s.Seq > v.next {
+			return Head{}, fmt.Errorf("found seq %d: records %d..%d are missing (deleted) or out of order", s.Seq, v.next, s.Seq-1)
 		}
-		return Head{}, fmt.Errorf("found seq %d again or out of order (reordered or duplicated records)", *s.Seq)
+		return Head{}, fmt.Errorf("found seq %d again or out of order (reordered or duplicated records)", s.Seq)
 	}
 	h, _, err := hashRecord(rec)
 	if err != nil {
@@ -130,7 +218,7 @@ func (v *ChainVerifier) Line(line []byte) (Head, error) {
 	v.next++
 	v.prev = h
 	v.Count++
-	return Head{Seq: *s.Seq, Hash: h}, nil
+	return Head{Seq: s.Seq, Hash: h}, nil
 }
 
 // VerifyReader verifies every line read from r, named name in errors. It
@@ -177,6 +265,8 @@ func (v *ChainVerifier) CheckHead(name string, want Head) error {
 
 // Report summarises a successful verification.
 type Report struct {
+	// Pruned is how many records retention removed before the first kept.
+	Pruned   uint64 `json:"pruned,omitempty"`
 	Records  uint64 `json:"records"`
 	Segments int    `json:"segments"`
 	Head     Head   `json:"head"`
@@ -190,8 +280,15 @@ func VerifyDir(dir string) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	var v ChainVerifier
-	for _, s := range segs {
+	anchor, err := readAnchor(dir)
+	if err != nil {
+		return Report{}, &ChainError{File: anchorFile, Problem: err.Error()}
+	}
+	segs = retainedSegments(segs, anchor)
+	// Retention removed records 1..anchor.Seq; the rest chains on.
+	v := VerifierFrom(anchor)
+	var torn *TornTailError
+	for i, s := range segs {
 		if v.Head().Seq+1 != s.first {
 			// A whole segment gone or renamed: point at it before reading.
 			if s.first > v.Head().Seq+1 {
@@ -205,7 +302,16 @@ func VerifyDir(dir string) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
-		err = v.VerifyReader(s.name, f)
+		var src io.Reader = f
+		if i == len(segs)-1 {
+			// An unterminated last line of the last segment is a write the
+			// crash interrupted; Open cuts it. Verify what precedes it.
+			if n, complete, terr := tornBytes(f); terr == nil && n > 0 {
+				torn = &TornTailError{File: s.name, Offset: complete, Bytes: n}
+				src = io.LimitReader(f, complete)
+			}
+		}
+		err = v.VerifyReader(s.name, src)
 		f.Close()
 		if err != nil {
 			return Report{}, err
@@ -216,7 +322,58 @@ func VerifyDir(dir string) (Report, error) {
 		return Report{}, &ChainError{File: headFile, Problem: err.Error()}
 	}
 	if err := v.CheckHead(headFile, head); err != nil {
+		var ce *ChainError
+		if torn != nil && errors.As(err, &ce) {
+			ce.Problem += fmt.Sprintf("; %s ends in an incomplete last line of %d bytes at offset %d, so acknowledged records were cut", torn.File, torn.Bytes, torn.Offset)
+		}
 		return Report{}, err
 	}
-	return Report{Records: v.Count, Segments: len(segs), Head: v.Head()}, nil
+	rep := Report{Records: v.Count, Segments: len(segs), Head: v.Head(), Pruned: anchor.Seq}
+	if torn != nil {
+		torn.Head = rep.Head
+		return rep, torn
+	}
+	return rep, nil
+}
+
+// TornTailError reports a log that is intact up to its HEAD but whose last
+// segment ends in an interrupted write (bytes after the last complete
+// record, never acknowledged). It is recoverable, not tampering: Open cuts
+// the bytes off. The Report returned with it is valid.
+type TornTailError struct {
+	File   string // the last segment
+	Offset int64  // where the incomplete line starts
+	Bytes  int64  // its length
+	Head   Head   // the verified end of the log
+}
+
+func (e *TornTailError) Error() string {
+	return fmt.Sprintf("%s: %d bytes after offset %d are an interrupted write after seq %d (recoverable: the distributor cuts them off when it starts)",
+		e.File, e.Bytes, e.Offset, e.Head.Seq)
+}
+
+// tornBytes measures an unterminated last line of f and leaves f at its
+// start.
+func tornBytes(f *os.File) (n, complete int64, err error) {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return 0, 0, err
+	}
+	size := fi.Size()
+	buf := make([]byte, 64<<10)
+	end := size
+	for end > 0 {
+		start := max(0, end-int64(len(buf)))
+		b := buf[:end-start]
+		if _, err := f.ReadAt(b, start); err != nil {
+			return 0, 0, err
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			complete = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return size - complete, complete, err
 }

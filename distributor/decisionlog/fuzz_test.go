@@ -2,11 +2,16 @@ package decisionlog
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzDecode: any body either fails with an error or yields records whose
@@ -21,7 +26,29 @@ func FuzzDecode(f *testing.F) {
 		}
 		var buf bytes.Buffer
 		prev := GenesisHash
+		if !ndjson {
+			// No accepted top-level member may be a duplicate: counting the
+			// members in the text must give the map's size.
+			var raw []json.RawMessage
+			if err := json.Unmarshal(body, &raw); err != nil || len(raw) != len(recs) {
+				t.Fatalf("accepted body does not split into %d records: %v", len(recs), err)
+			}
+			for i, el := range raw {
+				n := 0
+				_ = topLevel(el, func(_, _ []byte) bool { n++; return true })
+				if n != len(recs[i]) {
+					t.Fatalf("record %d: %d members in the text, %d kept: a duplicate name was accepted", i, n, len(recs[i]))
+				}
+			}
+		}
 		for i, r := range recs {
+			for name := range r {
+				for _, f := range namedFields {
+					if name != f && strings.EqualFold(name, f) {
+						t.Fatalf("accepted field %q, which folds onto %q", name, f)
+					}
+				}
+			}
 			c1, err := r.Canonical()
 			if err != nil {
 				t.Fatalf("canonical: %v", err)
@@ -37,6 +64,34 @@ func FuzzDecode(f *testing.F) {
 			line, h, err := seal(r, uint64(i+1), prev)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// seal joins pre-encoded members; the map-based canonical form
+			// is the reference it must match byte for byte.
+			ref := Record{FieldSeq: json.RawMessage(fmt.Sprint(i + 1)), FieldPrevHash: json.RawMessage(`"` + prev + `"`)}
+			for k, v := range r {
+				ref[k] = v
+			}
+			refHash, _, err := hashRecord(ref)
+			if err != nil || refHash != h {
+				t.Fatalf("seal hash %s, reference %s (%v)", h, refHash, err)
+			}
+			ref[FieldHash] = json.RawMessage(`"` + h + `"`)
+			refLine, _ := ref.Canonical()
+			if !bytes.Equal(append(refLine, '\n'), line) {
+				t.Fatalf("seal line differs from the canonical form:\n%s\n%s", line, refLine)
+			}
+			// What the log reads back is what it wrote and what the client
+			// sent, by exact name.
+			stripped := bytes.TrimSuffix(line, []byte{'\n'})
+			_, st, err := parseStored(stripped)
+			if err != nil || st.Seq != uint64(i+1) || st.PrevHash != prev || st.Hash != h {
+				t.Fatalf("stored line reads back as %+v (%v), want seq %d prev %s hash %s", st, err, i+1, prev, h)
+			}
+			for _, f := range []string{"decision", "subject", "time"} {
+				want, _ := r.str(f)
+				if got := storedString(stripped, f); got != want {
+					t.Fatalf("indexed field %q reads back as %q, the record has %q", f, got, want)
+				}
 			}
 			buf.Write(line)
 			prev = h
@@ -108,6 +163,116 @@ func FuzzOpenDir(f *testing.F) {
 		}
 		if verr == nil && oerr != nil {
 			t.Fatalf("verified directory does not open: %v", oerr)
+		}
+	})
+}
+
+// FuzzTornTail: whatever an interrupted write leaves after the last
+// complete record (bytes without a newline), offline verification calls it
+// a recoverable torn tail ending at the real head, never tampering, and
+// the log reopens at that head and then verifies clean.
+func FuzzTornTail(f *testing.F) {
+	f.Add(uint8(3), []byte(`{"decision":"deny","hash":"`))
+	f.Add(uint8(1), []byte{0})
+	f.Add(uint8(0), []byte(`{"seq":1}`))
+	f.Fuzz(func(t *testing.T, n uint8, junk []byte) {
+		if len(junk) == 0 || bytes.IndexByte(junk, '\n') >= 0 {
+			return
+		}
+		dir := t.TempDir()
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		l, err := Open(dir, Options{Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range int(n % 8) {
+			r, _ := DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:00Z","decision":"allow","decision_id":"%d"}`, i))
+			if _, err := l.Append([]Record{r}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		head := l.Head()
+		l.Close()
+		seg := filepath.Join(dir, segName(1))
+		fh, err := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fh.Write(junk)
+		fh.Close()
+
+		rep, err := VerifyDir(dir)
+		var torn *TornTailError
+		if !errors.As(err, &torn) {
+			t.Fatalf("torn tail reported as %T %v", err, err)
+		}
+		if rep.Head != head || torn.Head != head || torn.Bytes != int64(len(junk)) {
+			t.Fatalf("torn tail %+v, report %+v, want head %+v", torn, rep, head)
+		}
+		l, err = Open(dir, Options{Logger: quiet})
+		if err != nil {
+			t.Fatalf("recoverable tail does not open: %v", err)
+		}
+		if l.Head() != head {
+			t.Fatalf("reopened at %+v, want %+v", l.Head(), head)
+		}
+		l.Close()
+		if _, err := VerifyDir(dir); err != nil {
+			t.Fatalf("after recovery: %v", err)
+		}
+	})
+}
+
+// FuzzAppendDedupe: batches of records with arbitrary (uploader,
+// decision_id) pairs store every pair exactly once, and the counts in the
+// answers add up.
+func FuzzAppendDedupe(f *testing.F) {
+	f.Add([]byte{0x01, 0x01, 0x12, 0x01, 0x11}, uint8(2))
+	f.Add([]byte{0xff, 0x00, 0xff}, uint8(1))
+	f.Fuzz(func(t *testing.T, pairs []byte, batch uint8) {
+		if len(pairs) > 256 {
+			pairs = pairs[:256]
+		}
+		size := int(batch%5) + 1
+		dir := t.TempDir()
+		l, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		want := map[string]bool{}
+		accepted, dups := 0, 0
+		for i := 0; i < len(pairs); i += size {
+			var recs []Record
+			for _, p := range pairs[i:min(i+size, len(pairs))] {
+				r, _ := DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:00Z","decision":"allow","decision_id":"%d"}`, p&0x0f))
+				Stamp([]Record{r}, fmt.Sprint("proxy-", p>>4), time.Unix(0, 0))
+				recs = append(recs, r)
+				want[fmt.Sprint(p>>4, "/", p&0x0f)] = true
+			}
+			res, err := l.Append(recs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Accepted+res.Duplicates != len(recs) {
+				t.Fatalf("answer %+v for %d records", res, len(recs))
+			}
+			accepted, dups = accepted+res.Accepted, dups+res.Duplicates
+		}
+		got := map[string]bool{}
+		err = l.scan(1, func(_ uint64, line []byte) (bool, error) {
+			k := storedString(line, FieldReceivedBy) + "/" + storedString(line, FieldDecisionID)
+			if got[k] {
+				t.Fatalf("pair %s stored twice", k)
+			}
+			got[k] = true
+			return true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || accepted != len(want) || accepted+dups != len(pairs) {
+			t.Fatalf("stored %d pairs, %d distinct sent, accepted %d, duplicates %d of %d", len(got), len(want), accepted, dups, len(pairs))
 		}
 	})
 }

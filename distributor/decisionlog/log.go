@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,16 @@ type Options struct {
 	SegmentBytes int64
 	// Logger receives recovery notes (default slog.Default()).
 	Logger *slog.Logger
+	// DedupeWindow is how many recent (uploader, decision_id) pairs are
+	// remembered to drop retried records (default 1<<18; negative: off).
+	DedupeWindow int
+	// Retention removes whole segments whose last record arrived longer
+	// ago; RetainBytes removes the oldest segments beyond that total. The
+	// current segment always stays; 0 keeps everything.
+	Retention   time.Duration
+	RetainBytes int64
+	// Now is the clock (tests).
+	Now func() time.Time
 }
 
 // Log is an open decision log directory. It is safe for concurrent use.
@@ -46,6 +57,9 @@ type Log struct {
 
 	qmu   sync.Mutex // guards queue
 	queue []*pending
+
+	seen   *dedupe // guarded by mu
+	anchor Head    // end of the part removed by retention; guarded by mu
 }
 
 type segment struct {
@@ -107,7 +121,17 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DedupeWindow == 0 {
+		opts.DedupeWindow = 1 << 18
+	}
+	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}, seen: newDedupe(opts.DedupeWindow)}
+	if l.anchor, err = readAnchor(dir); err != nil {
+		return nil, fmt.Errorf("decision log %s: %w; run meshguard audit verify", dir, err)
+	}
+	segs = retainedSegments(segs, l.anchor)
 	head, herr := readHead(dir)
 	if herr != nil && !errors.Is(herr, os.ErrNotExist) {
 		return nil, fmt.Errorf("decision log %s: %w", dir, herr)
@@ -153,6 +177,12 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("decision log: %w", err)
 	}
 	l.seg, l.segSize = f, size
+	// Records written but never acknowledged before a crash are kept; the
+	// client's retry of them is dropped by the dedupe window.
+	for _, sg := range segs[max(0, len(segs)-2):] {
+		l.seen.load(filepath.Join(dir, sg.name))
+	}
+	l.prune()
 	return l, l.writeHead()
 }
 
@@ -176,19 +206,18 @@ func recoverTail(path string, first uint64, log *slog.Logger) (Head, int64, erro
 	}
 	start := bytes.LastIndexByte(data[:end-1], '\n') + 1
 	line := data[start : end-1]
-	var rec Record
-	var s stored
-	if json.Unmarshal(line, &rec) != nil || json.Unmarshal(line, &s) != nil || s.Seq == nil {
-		return Head{}, 0, fmt.Errorf("%s: last record is unreadable; run meshguard audit verify", filepath.Base(path))
+	rec, s, err := parseStored(line)
+	if err != nil {
+		return Head{}, 0, fmt.Errorf("%s: last record: %v; run meshguard audit verify", filepath.Base(path), err)
 	}
 	h, _, err := hashRecord(rec)
 	if err != nil || h != s.Hash {
 		return Head{}, 0, fmt.Errorf("%s: last record's hash does not match its content; run meshguard audit verify", filepath.Base(path))
 	}
-	if *s.Seq < first {
-		return Head{}, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), *s.Seq, first)
+	if s.Seq < first {
+		return Head{}, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), s.Seq, first)
 	}
-	return Head{Seq: *s.Seq, Hash: h}, int64(end), nil
+	return Head{Seq: s.Seq, Hash: h}, int64(end), nil
 }
 
 func (l *Log) openSegment(first uint64) error {
@@ -240,13 +269,25 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// Appended is the outcome of one Append.
+type Appended struct {
+	// First and Last are the seqs of the stored records (0 when every
+	// record was a duplicate).
+	First, Last uint64
+	// Accepted records were stored; Duplicates were dropped because a
+	// record with the same received_by and decision_id is already in the
+	// log (a client retrying a batch whose answer it never got).
+	Accepted, Duplicates int
+}
+
 // Append chains and durably stores a batch: all records are written, the
-// segment fsync'd, then HEAD advanced. It returns the seqs assigned.
+// segment fsync'd, then HEAD advanced. Records whose (received_by,
+// decision_id) was already stored are dropped, not stored twice.
 // Concurrent appends are group-committed: whoever gets the commit lock
 // writes every queued batch with one fsync.
-func (l *Log) Append(recs []Record) (first, last uint64, err error) {
+func (l *Log) Append(recs []Record) (Appended, error) {
 	if len(recs) == 0 {
-		return 0, 0, errors.New("decision log: empty batch")
+		return Appended{}, errors.New("decision log: empty batch")
 	}
 	p := &pending{recs: recs, done: make(chan struct{})}
 	l.qmu.Lock()
@@ -263,15 +304,15 @@ func (l *Log) Append(recs []Record) (first, last uint64, err error) {
 		l.commit(group)
 	}
 	l.mu.Unlock()
-	return p.first, p.last, p.err
+	return p.res, p.err
 }
 
 // pending is a batch waiting for group commit.
 type pending struct {
-	recs        []Record
-	first, last uint64
-	err         error
-	done        chan struct{}
+	recs []Record
+	res  Appended
+	err  error
+	done chan struct{}
 }
 
 // commit writes a group of batches; l.mu is held.
@@ -290,9 +331,15 @@ func (l *Log) commit(group []*pending) {
 	head := l.head
 	buf := make([]byte, 0, 64<<10)
 	var ok []*pending
+	var keys []dedupeKey // of the records written
 	for _, p := range group {
-		h, n := head, len(buf)
+		h, n, nk := head, len(buf), len(keys)
 		for _, r := range p.recs {
+			k, has := keyOf(r)
+			if has && (l.seen.has(k) || slices.Contains(keys[nk:], k)) {
+				p.res.Duplicates++
+				continue
+			}
 			line, hash, err := seal(r, h.Seq+1, h.Hash)
 			if err != nil {
 				p.err = fmt.Errorf("decision log: encode record: %w", err)
@@ -300,28 +347,36 @@ func (l *Log) commit(group []*pending) {
 			}
 			buf = append(buf, line...)
 			h = Head{Seq: h.Seq + 1, Hash: hash}
+			if has {
+				keys = append(keys, k)
+			}
 		}
 		if p.err != nil {
-			buf = buf[:n]
+			buf, keys = buf[:n], keys[:nk]
+			p.res = Appended{}
 			continue
 		}
-		p.first, p.last = head.Seq+1, h.Seq
+		p.res.Accepted = int(h.Seq - head.Seq)
+		if p.res.Accepted > 0 {
+			p.res.First, p.res.Last = head.Seq+1, h.Seq
+		}
 		head = h
 		ok = append(ok, p)
 	}
-	if len(ok) == 0 {
+	if len(buf) == 0 {
 		return
 	}
 	fail := func(err error) {
 		for _, p := range ok {
-			p.first, p.last, p.err = 0, 0, err
+			p.res, p.err = Appended{}, err
 		}
 	}
 	if l.segSize > 0 && l.segSize+int64(len(buf)) > l.opts.SegmentBytes {
-		if err := l.openSegment(ok[0].first); err != nil {
+		if err := l.openSegment(l.head.Seq + 1); err != nil {
 			fail(err)
 			return
 		}
+		defer l.prune() // a segment was completed
 	}
 	n, werr := l.seg.Write(buf)
 	if werr == nil {
@@ -335,6 +390,9 @@ func (l *Log) commit(group []*pending) {
 	}
 	l.segSize += int64(n)
 	l.head = head
+	for _, k := range keys {
+		l.seen.add(k)
+	}
 	if err := l.writeHead(); err != nil {
 		// The records are durable; a stale HEAD is repaired on open.
 		l.opts.Logger.Error("decision log: HEAD update failed", "err", err)
@@ -385,6 +443,7 @@ func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) 
 	if err != nil {
 		return err
 	}
+	segs = retainedSegments(segs, l.Anchor())
 	for i, s := range segs {
 		if i+1 < len(segs) && segs[i+1].first <= from {
 			continue // wholly before from
@@ -398,8 +457,22 @@ func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) 
 		}
 		br := bufio.NewReaderSize(f, 64<<10)
 		seq := s.first
+		var long []byte
 		for seq <= head.Seq {
-			line, err := br.ReadBytes('\n')
+			// ReadSlice avoids a copy per line; only a line longer than the
+			// buffer is assembled (and fn may not keep the slice anyway).
+			line, err := br.ReadSlice('\n')
+			for err == bufio.ErrBufferFull {
+				long = append(long[:0], line...)
+				var more []byte
+				more, err = br.ReadSlice('\n')
+				long = append(long, more...)
+				for err == bufio.ErrBufferFull {
+					more, err = br.ReadSlice('\n')
+					long = append(long, more...)
+				}
+				line = long
+			}
 			if err == io.EOF && len(line) == 0 {
 				break
 			}
@@ -452,42 +525,52 @@ type QueryResult struct {
 	Next uint64 `json:"next,omitempty"`
 }
 
-// Query scans the log for matching records.
+// Query scans the log for matching records, collecting them.
 func (l *Log) Query(q Query) (QueryResult, error) {
+	res := QueryResult{Records: []json.RawMessage{}}
+	next, err := l.QueryEach(q, func(line []byte) error {
+		res.Records = append(res.Records, json.RawMessage(bytes.Clone(line)))
+		return nil
+	})
+	res.Next = next
+	return res, err
+}
+
+// QueryEach scans the log for matching records and hands each stored line
+// to emit as it is found (the line is only valid during the call), so an
+// answer can be streamed without holding it. It returns the AfterSeq of
+// the next page (0 when the log is exhausted).
+func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
 	if q.Limit > 10000 {
 		q.Limit = 10000
 	}
-	res := QueryResult{Records: []json.RawMessage{}}
-	var lastSeq uint64
-	var probe struct {
-		Time     string `json:"time"`
-		Subject  string `json:"subject"`
-		Decision string `json:"decision"`
-	}
+	var lastSeq, next uint64
+	n := 0
 	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
-		probe.Time, probe.Subject, probe.Decision = "", "", ""
-		if err := json.Unmarshal(line, &probe); err != nil {
-			return false, fmt.Errorf("decision log: seq %d unreadable: %w", seq, err)
+		if !json.Valid(line) {
+			return false, fmt.Errorf("decision log: seq %d unreadable", seq)
 		}
-		if q.Subject != "" && probe.Subject != q.Subject || q.Decision != "" && probe.Decision != q.Decision {
+		// Exact names only: a client field that merely folds to "decision"
+		// must never stand in for it.
+		if q.Subject != "" && !storedIs(line, "subject", q.Subject) || q.Decision != "" && !storedIs(line, "decision", q.Decision) {
 			return true, nil
 		}
 		if !q.Since.IsZero() || !q.Until.IsZero() {
-			t, err := time.Parse(time.RFC3339Nano, probe.Time)
+			t, err := time.Parse(time.RFC3339Nano, storedString(line, "time"))
 			if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
 				return true, nil
 			}
 		}
-		if len(res.Records) == q.Limit {
-			res.Next = lastSeq
+		if n == q.Limit {
+			next = lastSeq
 			return false, nil
 		}
 		lastSeq = seq
-		res.Records = append(res.Records, json.RawMessage(bytes.Clone(line)))
-		return true, nil
+		n++
+		return true, emit(line)
 	})
-	return res, err
+	return next, err
 }

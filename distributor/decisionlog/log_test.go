@@ -40,7 +40,7 @@ func fill(t *testing.T, dir string, n, batch int, opts Options) *Log {
 			}
 			b = append(b, rec(t, j, d, fmt.Sprintf("spiffe://grid.example/meter-%d", j%2)))
 		}
-		_, _, err := l.Append(b)
+		_, err := l.Append(b)
 		require.NoError(t, err)
 	}
 	return l
@@ -80,11 +80,91 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		"ndjson bad line":  {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"allow\"}\n[1]", true, "line 2"},
 		"too deep":         {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","x":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}]`, false, "levels deep"},
 		"ndjson truncated": {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"al", true, "line 1"},
+		// Names that fold (Unicode simple case folding) onto reserved or
+		// indexed fields, duplicates and non-I-JSON text.
+		"folded hash (U+017F)":     {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","haſh":"x"}]`, false, `"haſh" is the name "hash"`},
+		"folded seq":               {`[{"time":"2026-11-23T08:00:00Z","decision":"allow","ſeq":1000000}]`, false, `"seq" under Unicode case folding`},
+		"folded decision":          {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","deciſion":"allow"}]`, false, `"decision" under`},
+		"folded subject":           {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","ſubject":"x"}]`, false, `"subject" under`},
+		"capitalised decision":     {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","Decision":"allow"}]`, false, `"Decision"`},
+		"folded reason":            {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reaſon":"x"}]`, false, `"reason" under`},
+		"escaped folded name":      {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","SUBJECT":"x"}]`, false, `"subject" under`},
+		"duplicate decision":       {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","decision":"allow"}]`, false, `"decision" appears twice`},
+		"duplicate escaped":        {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","\u0064ecision":"allow"}]`, false, "appears twice"},
+		"duplicate nested":         {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","x":[{"a":1,"a":2}]}]`, false, `"a" appears twice`},
+		"invalid UTF-8":            {"[{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"deny\",\"reason\":\"\xff\"}]", false, "UTF-8"},
+		"unpaired high surrogate":  {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":"\ud800x"}]`, false, "unpaired surrogate"},
+		"unpaired low surrogate":   {`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":"\udc00"}]`, false, "unpaired surrogate"},
+		"ndjson duplicate on line": {"{\"time\":\"2026-11-23T08:00:00Z\",\"decision\":\"allow\"}\n{\"time\":\"2026-11-23T08:00:00Z\",\"time\":\"x\",\"decision\":\"allow\"}", true, "line 2"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.body), tc.ndjson)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestDecodeKeepsPairedSurrogatesAndLookalikesOfUnknownFields(t *testing.T) {
+	recs, err := Decode([]byte(`[{"time":"2026-11-23T08:00:00Z","decision":"deny","reason":"\ud83d\ude00 \\ud800","ext":{"Decision":1,"decision":2}}]`), false)
+	require.NoError(t, err)
+	c, err := recs[0].Canonical()
+	require.NoError(t, err)
+	assert.Equal(t, `{"decision":"deny","ext":{"Decision":1,"decision":2},"reason":"😀 \\ud800","time":"2026-11-23T08:00:00Z"}`, string(c))
+}
+
+// TestStoredLookalikesReadByExactName: a log an older distributor wrote
+// with look-alike names (they were accepted then) verifies, reopens at its
+// real seq and answers queries by the real fields only.
+func TestStoredLookalikesReadByExactName(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	require.NoError(t, err)
+	old := func(body string) Record {
+		var r Record
+		require.NoError(t, json.Unmarshal([]byte(body), &r))
+		return r
+	}
+	_, err = l.Append([]Record{
+		old(`{"time":"2026-11-23T08:00:00Z","decision":"deny","subject":"spiffe://grid.example/a","haſh":"x","ſeq":1000000}`),
+		old(`{"time":"2026-11-23T08:00:01Z","decision":"deny","deciſion":"allow","ſubject":"spiffe://grid.example/b","subject":"spiffe://grid.example/a"}`),
+		old(`{"time":"2026-11-23T08:00:02Z","decision":"allow","haſh":"last"}`),
+	})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), rep.Head.Seq)
+	l, err = Open(dir, Options{})
+	require.NoError(t, err, "a look-alike hash in the last record must not stop a restart")
+	defer l.Close()
+	assert.Equal(t, uint64(3), l.Head().Seq, "ſeq must not be adopted as the sequence number")
+	res, err := l.Query(Query{Decision: "deny", Subject: "spiffe://grid.example/a"})
+	require.NoError(t, err)
+	assert.Len(t, res.Records, 2, "deciſion/ſubject must not hide the deny")
+	res, err = l.Query(Query{Subject: "spiffe://grid.example/b"})
+	require.NoError(t, err)
+	assert.Empty(t, res.Records)
+}
+
+func TestVerifyRefusesNonCanonicalLines(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 3, 3, Options{}).Close()
+	_, lines := segLines(t, dir)
+	for name, edit := range map[string]func(string) string{
+		"duplicate hash member": func(l string) string { return strings.Replace(l, `{`, `{"hash":"00",`, 1) },
+		"escaped name":          func(l string) string { return strings.Replace(l, `"seq"`, `"\u0073eq"`, 1) },
+		"spaces":                func(l string) string { return strings.Replace(l, `,`, `, `, 1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ls := append([]string(nil), lines[names0()]...)
+			ls[1] = edit(ls[1])
+			writeLines(t, dir, names0(), ls)
+			_, err := VerifyDir(dir)
+			var ce *ChainError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, 2, ce.Line)
 		})
 	}
 }
@@ -104,10 +184,10 @@ func TestAppendVerifyReopen(t *testing.T) {
 
 	l, err = Open(dir, Options{SegmentBytes: 16 << 10})
 	require.NoError(t, err)
-	first, last, err := l.Append([]Record{rec(t, 999, "allow", "s")})
+	res, err := l.Append([]Record{rec(t, 999, "allow", "s")})
 	require.NoError(t, err)
-	assert.Equal(t, uint64(251), first)
-	assert.Equal(t, uint64(251), last)
+	assert.Equal(t, uint64(251), res.First)
+	assert.Equal(t, uint64(251), res.Last)
 	require.NoError(t, l.Close())
 	_, err = VerifyDir(dir)
 	require.NoError(t, err)
@@ -234,7 +314,7 @@ func TestOpenRefusesTruncatedLogAndRecoversTornWrite(t *testing.T) {
 	l, err = Open(dir, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, uint64(30), l.Head().Seq)
-	_, _, err = l.Append([]Record{rec(t, 31, "deny", "s")})
+	_, err = l.Append([]Record{rec(t, 31, "deny", "s")})
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
 	_, err = VerifyDir(dir)
@@ -257,9 +337,9 @@ func TestQuery(t *testing.T) {
 	seqs := func(rs []json.RawMessage) []uint64 {
 		var out []uint64
 		for _, r := range rs {
-			var s stored
-			require.NoError(t, json.Unmarshal(r, &s))
-			out = append(out, *s.Seq)
+			_, s, err := parseStored(r)
+			require.NoError(t, err)
+			out = append(out, s.Seq)
 		}
 		return out
 	}
@@ -297,7 +377,7 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				_, _, err := l.Append(recs)
+				_, err := l.Append(recs)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -324,8 +404,9 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 				for i := range recs {
 					recs[i] = rec(t, w*1000+b*10+i, "allow", fmt.Sprintf("w%d", w))
 				}
-				first, last, err := l.Append(recs)
+				res, err := l.Append(recs)
 				assert.NoError(t, err)
+				first, last := res.First, res.Last
 				assert.Equal(t, first+size-1, last)
 				mu.Lock()
 				for s := first; s <= last; s++ {
@@ -342,4 +423,115 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	rep, err := VerifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(writers*batches*size), rep.Records)
+}
+
+// TestAppendDropsRetriedRecords: a client retrying a batch whose answer it
+// lost (also across a restart, records kept after a crash) stores nothing
+// twice; the same decision_id from another uploader is another record.
+func TestAppendDropsRetriedRecords(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	require.NoError(t, err)
+	batch := func(by string, ids ...int) []Record {
+		var out []Record
+		for _, i := range ids {
+			r := rec(t, i, "deny", "s")
+			Stamp([]Record{r}, by, t0)
+			out = append(out, r)
+		}
+		return out
+	}
+	res, err := l.Append(batch("spiffe://grid.example/proxy-a", 1, 2, 3))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{First: 1, Last: 3, Accepted: 3}, res)
+	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 2, 3, 4, 4))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{First: 4, Last: 4, Accepted: 1, Duplicates: 3}, res)
+	res, err = l.Append(batch("spiffe://grid.example/proxy-b", 1))
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Accepted, "ids are per uploader")
+	require.NoError(t, l.Close())
+
+	l, err = Open(dir, Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 1, 4, 5))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{First: 6, Last: 6, Accepted: 1, Duplicates: 2}, res, "remembered across a restart")
+	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 5))
+	require.NoError(t, err)
+	assert.Equal(t, Appended{Duplicates: 1}, res)
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(6), rep.Records)
+
+	// The window forgets the oldest pairs first.
+	d := newDedupe(2)
+	for _, id := range []string{"a", "b", "c"} {
+		d.add(makeKey("p", id))
+	}
+	assert.False(t, d.has(makeKey("p", "a")))
+	assert.True(t, d.has(makeKey("p", "b")) && d.has(makeKey("p", "c")))
+}
+
+// TestRetentionKeepsAVerifiableChain: segments past the retention size or
+// age go, an anchor records where the kept chain starts, and offline
+// verification, reopening, queries and the export all work from there.
+func TestRetentionKeepsAVerifiableChain(t *testing.T) {
+	now := t0
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 4 << 10, RetainBytes: 12 << 10, Now: func() time.Time { return now }}
+	l, err := Open(dir, opts)
+	require.NoError(t, err)
+	for i := range 120 {
+		r := rec(t, i, "deny", "s")
+		Stamp([]Record{r}, "p", now)
+		_, err := l.Append([]Record{r})
+		require.NoError(t, err)
+	}
+	anchor := l.Anchor()
+	require.NotZero(t, anchor.Seq, "older segments were removed")
+	names, _ := segLines(t, dir)
+	var total int64
+	for _, n := range names {
+		fi, err := os.Stat(filepath.Join(dir, n))
+		require.NoError(t, err)
+		total += fi.Size()
+	}
+	assert.LessOrEqual(t, total, int64(12<<10)+4<<10, "what is kept stays near the budget")
+	require.Equal(t, segName(anchor.Seq+1), names[0])
+
+	var buf bytes.Buffer
+	require.NoError(t, l.WriteLog(&buf, l.Head()))
+	v := VerifierFrom(anchor)
+	require.NoError(t, v.VerifyReader("export", &buf))
+	require.NoError(t, v.CheckHead("head", l.Head()))
+	res, err := l.Query(Query{Limit: 1})
+	require.NoError(t, err)
+	require.Len(t, res.Records, 1)
+	assert.Contains(t, string(res.Records[0]), fmt.Sprintf(`"seq":%d`, anchor.Seq+1))
+	require.NoError(t, l.Close())
+
+	rep, err := VerifyDir(dir)
+	require.NoError(t, err)
+	assert.Equal(t, anchor.Seq, rep.Pruned)
+	assert.Equal(t, uint64(120), rep.Head.Seq)
+	assert.Equal(t, 120-anchor.Seq, rep.Records)
+
+	// By age: everything but the current segment is older than a day.
+	now = now.Add(48 * time.Hour)
+	l, err = Open(dir, Options{SegmentBytes: 4 << 10, Retention: 24 * time.Hour, Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	defer l.Close()
+	names, _ = segLines(t, dir)
+	assert.Len(t, names, 1)
+	_, err = VerifyDir(dir)
+	require.NoError(t, err)
+
+	// Removing the anchor is noticed: the kept segments do not start at 1.
+	require.NoError(t, os.Remove(filepath.Join(dir, anchorFile)))
+	_, err = VerifyDir(dir)
+	var ce *ChainError
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, err.Error(), "missing")
 }

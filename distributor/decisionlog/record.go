@@ -4,15 +4,27 @@
 // the canonical encoding of the record including seq and prev_hash), so an
 // edited, reordered or deleted record breaks the chain; a HEAD file written
 // after every fsync'd batch lets a verifier notice a truncated tail.
+//
+// Uploads must be I-JSON (RFC 7493: UTF-8, no duplicate member names), and
+// no field may fold (Unicode simple case folding) onto a name the log
+// assigns or indexes. Stored lines are read back by exact member names
+// only and must be in canonical form, so a look-alike such as "haſh"
+// (U+017F) can never stand in for the chain or query fields.
 package decisionlog
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Record is one decision record as received: field name to raw JSON value.
@@ -41,68 +53,108 @@ func Stamp(recs []Record, by string, at time.Time) {
 	}
 }
 
-// Decision values the guard filter emits.
-var decisions = map[string]bool{"allow": true, "deny": true, "dry-run-deny": true, "error": true}
-
-// stringFields are known fields whose value must be a JSON string.
-var stringFields = []string{"decision_id", "reason", "subject", "device_id", "device_class",
-	"version", "method", "path", "authority", "proxy", "source"}
-
 // MaxBatch bounds the records accepted in one upload.
 const MaxBatch = 10000
+
+// DefaultMaxRecordBytes bounds one record's JSON text.
+const DefaultMaxRecordBytes = 64 << 10
 
 // Decode parses an upload: a JSON array of record objects, or (ndjson) one
 // record object per line. Every record is validated; the first bad record
 // fails the whole batch with its position so nothing is half-ingested.
 func Decode(body []byte, ndjson bool) ([]Record, error) {
+	return DecodeReader(bytes.NewReader(body), ndjson, DefaultMaxRecordBytes)
+}
+
+// DecodeReader is Decode reading the upload as it arrives: only the
+// record being parsed is buffered as text, and a record of more than
+// maxRecord bytes is refused.
+func DecodeReader(r io.Reader, ndjson bool, maxRecord int) ([]Record, error) {
+	if maxRecord <= 0 {
+		maxRecord = DefaultMaxRecordBytes
+	}
 	var out []Record
 	if ndjson {
-		line := 0
-		for len(body) > 0 {
-			line++
-			var l []byte
-			if i := bytes.IndexByte(body, '\n'); i >= 0 {
-				l, body = body[:i], body[i+1:]
-			} else {
-				l, body = body, nil
-			}
-			l = bytes.TrimSpace(l)
-			if len(l) == 0 {
-				continue
-			}
-			if len(out) >= MaxBatch {
-				return nil, fmt.Errorf("more than %d records in one upload", MaxBatch)
-			}
-			rec, err := DecodeRecord(l)
-			if err != nil {
+		br := bufio.NewReaderSize(r, 64<<10)
+		for line := 1; ; line++ {
+			l, err := readLine(br, maxRecord)
+			if err != nil && !errors.Is(err, io.EOF) {
 				return nil, fmt.Errorf("line %d: %w", line, err)
 			}
-			out = append(out, rec)
+			if t := bytes.TrimSpace(l); len(t) > 0 {
+				if len(out) >= MaxBatch {
+					return nil, fmt.Errorf("more than %d records in one upload", MaxBatch)
+				}
+				rec, rerr := DecodeRecord(t)
+				if rerr != nil {
+					return nil, fmt.Errorf("line %d: %w", line, rerr)
+				}
+				out = append(out, rec)
+			}
+			if err != nil {
+				break
+			}
 		}
 		if len(out) == 0 {
 			return nil, errors.New("no records")
 		}
 		return out, nil
 	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, fmt.Errorf("body is not a JSON array of records: %w", err)
+	dec := json.NewDecoder(r)
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return nil, fmt.Errorf("body is not a JSON array of records: %w", tokenErr(tok, err))
 	}
-	if len(raw) == 0 {
-		return nil, errors.New("no records")
-	}
-	if len(raw) > MaxBatch {
-		return nil, fmt.Errorf("%d records in one upload, at most %d", len(raw), MaxBatch)
-	}
-	out = make([]Record, 0, len(raw))
-	for i, r := range raw {
-		rec, err := DecodeRecord(r)
+	for i := 0; dec.More(); i++ {
+		if i >= MaxBatch {
+			return nil, fmt.Errorf("more than %d records in one upload, at most %d", MaxBatch, MaxBatch)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("body is not a JSON array of records: record %d: %w", i, err)
+		}
+		if len(raw) > maxRecord {
+			return nil, fmt.Errorf("record %d: %d bytes, at most %d", i, len(raw), maxRecord)
+		}
+		rec, err := DecodeRecord(raw)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
 		out = append(out, rec)
 	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
+		return nil, fmt.Errorf("body is not a JSON array of records: %w", tokenErr(tok, err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("body is not a JSON array of records: data after the array")
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no records")
+	}
 	return out, nil
+}
+
+func tokenErr(tok json.Token, err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("unexpected %v", tok)
+}
+
+// readLine reads one line (without its newline) of at most max bytes; a
+// longer one is an error once max is passed, without buffering the rest.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > max+1 { // +1: the newline
+			return nil, fmt.Errorf("record of more than %d bytes", max)
+		}
+		line = append(line, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		return bytes.TrimSuffix(line, []byte{'\n'}), err
+	}
 }
 
 // DecodeRecord parses and validates one record object.
@@ -111,8 +163,8 @@ func DecodeRecord(data []byte) (Record, error) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, errors.New("record is not a JSON object")
 	}
-	if d := nestingDepth(data); d > maxDepth {
-		return nil, fmt.Errorf("record nests %d levels deep, at most %d", d, maxDepth)
+	if err := checkIJSON(data); err != nil {
+		return nil, err
 	}
 	var rec Record
 	if err := json.Unmarshal(data, &rec); err != nil {
@@ -130,21 +182,26 @@ func (r Record) validate() error {
 			return fmt.Errorf("field %q is assigned by the log and may not be sent", f)
 		}
 	}
-	ts, ok := r.str("time")
+	for name := range r {
+		if err := checkFolding(name); err != nil {
+			return err
+		}
+	}
+	ts, ok := r.str(contract.FieldTime)
 	if !ok {
-		return errors.New(`field "time" is required and must be an RFC 3339 string`)
+		return fmt.Errorf("field %q is required and must be an RFC 3339 string", contract.FieldTime)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
-		return fmt.Errorf(`field "time": %w`, err)
+		return fmt.Errorf("field %q: %w", contract.FieldTime, err)
 	}
-	d, ok := r.str("decision")
+	d, ok := r.str(contract.FieldDecision)
 	if !ok {
-		return errors.New(`field "decision" is required and must be a string`)
+		return fmt.Errorf("field %q is required and must be a string", contract.FieldDecision)
 	}
-	if !decisions[d] {
-		return fmt.Errorf(`field "decision": %q is not one of allow, deny, dry-run-deny, error`, d)
+	if !slices.Contains(contract.RecordDecisions, d) {
+		return fmt.Errorf("field %q: %q is not one of %s", contract.FieldDecision, d, strings.Join(contract.RecordDecisions, ", "))
 	}
-	for _, f := range stringFields {
+	for _, f := range contract.RecordStringFields {
 		if v, present := r[f]; present && !isNull(v) {
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
@@ -152,16 +209,16 @@ func (r Record) validate() error {
 			}
 		}
 	}
-	if v, present := r["rule_ids"]; present && !isNull(v) {
+	if v, present := r[contract.FieldRuleIDs]; present && !isNull(v) {
 		var ids []string
 		if err := json.Unmarshal(v, &ids); err != nil {
-			return errors.New(`field "rule_ids" must be an array of strings`)
+			return fmt.Errorf("field %q must be an array of strings", contract.FieldRuleIDs)
 		}
 	}
-	if v, present := r["bundle_revision"]; present && !isNull(v) {
+	if v, present := r[contract.FieldBundleRevision]; present && !isNull(v) {
 		var n uint64
 		if err := json.Unmarshal(v, &n); err != nil {
-			return errors.New(`field "bundle_revision" must be a non-negative integer`)
+			return fmt.Errorf("field %q must be a non-negative integer", contract.FieldBundleRevision)
 		}
 	}
 	return nil
@@ -224,31 +281,6 @@ func appendObject(buf []byte, m map[string]json.RawMessage, skip string, depth i
 
 // maxDepth bounds nesting of unknown fields.
 const maxDepth = 64
-
-// nestingDepth is the deepest object/array nesting in JSON text.
-func nestingDepth(data []byte) int {
-	depth, deepest, inStr, esc := 0, 0, false, false
-	for _, c := range data {
-		switch {
-		case esc:
-			esc = false
-		case inStr:
-			if c == '\\' {
-				esc = true
-			} else if c == '"' {
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return deepest
-}
 
 // appendValue appends a raw JSON value canonically.
 func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {

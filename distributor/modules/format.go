@@ -33,6 +33,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -57,16 +58,11 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unknown module format %q: want oci-image, docker or oci-artifact", s)
 }
 
-// Media types.
+// Media types of the Wasm artifact variant; the OCI and Docker image media
+// types are go-containerregistry's (pkg/v1/types).
 const (
-	MediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeOCIConfig      = "application/vnd.oci.image.config.v1+json"
-	MediaTypeOCILayerGzip   = "application/vnd.oci.image.layer.v1.tar+gzip"
-	MediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerConfig   = "application/vnd.docker.container.image.v1+json"
-	MediaTypeDockerLayer    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	MediaTypeWasmConfig     = "application/vnd.module.wasm.config.v1+json"
-	MediaTypeWasmContent    = "application/vnd.module.wasm.content.layer.v1+wasm"
+	MediaTypeWasmConfig  types.MediaType = "application/vnd.module.wasm.config.v1+json"
+	MediaTypeWasmContent types.MediaType = "application/vnd.module.wasm.content.layer.v1+wasm"
 )
 
 // PluginFile is the file name Istio looks for inside an image layer.
@@ -91,15 +87,15 @@ func CheckWasm(b []byte) error {
 
 // Descriptor is an OCI content descriptor.
 type Descriptor struct {
-	MediaType string        `json:"mediaType"`
-	Digest    digest.Digest `json:"digest"`
-	Size      int64         `json:"size"`
+	MediaType types.MediaType `json:"mediaType"`
+	Digest    digest.Digest   `json:"digest"`
+	Size      int64           `json:"size"`
 }
 
 // Manifest is an image manifest (OCI or Docker v2 schema 2).
 type Manifest struct {
 	SchemaVersion int               `json:"schemaVersion"`
-	MediaType     string            `json:"mediaType,omitempty"`
+	MediaType     types.MediaType   `json:"mediaType,omitempty"`
 	Config        Descriptor        `json:"config"`
 	Layers        []Descriptor      `json:"layers"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
@@ -113,14 +109,14 @@ type Blob struct {
 
 // Package is a module packaged for a registry.
 type Package struct {
-	MediaType string        // manifest media type
-	Manifest  []byte        // manifest bytes
-	Digest    digest.Digest // manifest digest (the WasmPlugin sha256 for oci://)
-	Blobs     []Blob        // config first, then layers
-	WasmSHA   string        // hex sha256 of the module itself
+	MediaType types.MediaType // manifest media type
+	Manifest  []byte          // manifest bytes
+	Digest    digest.Digest   // manifest digest (the WasmPlugin sha256 for oci://)
+	Blobs     []Blob          // config first, then layers
+	WasmSHA   string          // hex sha256 of the module itself
 }
 
-func blobOf(mt string, data []byte) Blob {
+func blobOf(mt types.MediaType, data []byte) Blob {
 	return Blob{Descriptor{MediaType: mt, Digest: digest.FromBytes(data), Size: int64(len(data))}, data}
 }
 
@@ -192,18 +188,18 @@ func Build(wasm []byte, f Format) (*Package, error) {
 		cfg.RootFS.Type = "layers"
 		cfg.RootFS.DiffIDs = []digest.Digest{diffID}
 		cfgJSON, _ := json.Marshal(cfg)
-		cfgMT, layerMT := MediaTypeOCIConfig, MediaTypeOCILayerGzip
-		m.MediaType = MediaTypeOCIManifest
+		cfgMT, layerMT := types.OCIConfigJSON, types.OCILayer
+		m.MediaType = types.OCIManifestSchema1
 		if f == FormatDocker {
-			cfgMT, layerMT = MediaTypeDockerConfig, MediaTypeDockerLayer
-			m.MediaType = MediaTypeDockerManifest
+			cfgMT, layerMT = types.DockerConfigJSON, types.DockerLayer
+			m.MediaType = types.DockerManifestSchema2
 		} else {
 			m.Annotations = map[string]string{"module.wasm.image/variant": "compat"}
 		}
 		p.Blobs = []Blob{blobOf(cfgMT, cfgJSON), blobOf(layerMT, layer)}
 	case FormatOCIArtifact:
 		cfgJSON := []byte(`{"type":"envoy_proxy","abiVersions":["proxy_abi_version_0_2_1"],"config":{"rootIds":[]}}`)
-		m.MediaType = MediaTypeOCIManifest
+		m.MediaType = types.OCIManifestSchema1
 		c := blobOf(MediaTypeWasmConfig, cfgJSON)
 		p.Blobs = []Blob{c, c, blobOf(MediaTypeWasmContent, wasm)}
 	default:
@@ -245,53 +241,105 @@ func WasmLayer(manifest []byte) (layer Descriptor, raw bool, err error) {
 	}
 	last := m.Layers[len(m.Layers)-1]
 	switch last.MediaType {
-	case MediaTypeOCILayerGzip, MediaTypeDockerLayer:
+	case types.OCILayer, types.DockerLayer:
 		return last, false, nil
 	}
 	return Descriptor{}, false, fmt.Errorf("modules: no Wasm layer: last layer has media type %q", last.MediaType)
 }
 
 // Extract returns the module held by manifest, fetching layers with fetch.
-// The result is checked to be Wasm.
+// The result is checked to be Wasm of at most MaxModuleBytes.
 func Extract(manifest []byte, fetch Fetcher) ([]byte, error) {
-	l, raw, err := WasmLayer(manifest)
-	if err != nil {
+	var buf bytes.Buffer
+	if _, _, err := ExtractTo(&buf, manifest, fetch, MaxModuleBytes); err != nil {
 		return nil, err
 	}
+	return buf.Bytes(), nil
+}
+
+// ExtractTo streams the module held by manifest into w, in constant
+// memory: the layer is hashed while it is read (and inflated and untarred
+// for an image layer), and a layer that does not match its digest is an
+// error at the end, so w must be discarded on any error. The module is
+// checked to be Wasm of at most max bytes. It returns the module's size
+// and hex sha256.
+func ExtractTo(w io.Writer, manifest []byte, fetch Fetcher, max int64) (int64, string, error) {
+	l, raw, err := WasmLayer(manifest)
+	if err != nil {
+		return 0, "", err
+	}
 	if err := l.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("modules: layer digest %q: %w", l.Digest, err)
+		return 0, "", fmt.Errorf("modules: layer digest %q: %w", l.Digest, err)
 	}
 	rc, err := fetch(l.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("modules: fetching layer %s: %w", l.Digest, err)
+		return 0, "", &FetchError{Digest: l.Digest, Err: err}
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, MaxModuleBytes+1))
+	lh := l.Digest.Algorithm().Hash()
+	// The layer itself is never larger than the module limit allows (a
+	// module compresses; an image layer adds a tar header and padding).
+	layer := io.TeeReader(io.LimitReader(rc, max+64<<10), lh)
+	src := layer
+	if !raw {
+		zr, err := gzip.NewReader(layer)
+		if err != nil {
+			return 0, "", fmt.Errorf("modules: layer %s: gunzip: %w", l.Digest, err)
+		}
+		if src, err = pluginEntry(zr); err != nil {
+			return 0, "", fmt.Errorf("modules: layer %s: %w", l.Digest, err)
+		}
+	}
+	mh := sha256.New()
+	head := &prefix{want: 8}
+	n, err := io.Copy(io.MultiWriter(w, mh, head), io.LimitReader(src, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
+		return 0, "", fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
 	}
-	if l.Digest.Algorithm().FromBytes(data) != l.Digest {
-		return nil, fmt.Errorf("modules: layer %s: content digest mismatch", l.Digest)
+	if n > max {
+		return 0, "", fmt.Errorf("modules: module is more than %d bytes", max)
 	}
-	var wasm []byte
-	if raw {
-		wasm = data
-	} else if wasm, err = untarPlugin(data); err != nil {
-		return nil, fmt.Errorf("modules: layer %s: %w", l.Digest, err)
+	// Hash the rest of the layer (tar padding, gzip trailer) for the digest.
+	if _, err := io.Copy(io.Discard, layer); err != nil {
+		return 0, "", fmt.Errorf("modules: reading layer %s: %w", l.Digest, err)
 	}
-	if err := CheckWasm(wasm); err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
+	if digest.NewDigestFromEncoded(l.Digest.Algorithm(), hex.EncodeToString(lh.Sum(nil))) != l.Digest {
+		return 0, "", fmt.Errorf("modules: layer %s: content digest mismatch", l.Digest)
 	}
-	return wasm, nil
+	if n < 8 || !bytes.Equal(head.b[:4], []byte("\x00asm")) {
+		return 0, "", fmt.Errorf("modules: %w", ErrNotWasm)
+	}
+	return n, hex.EncodeToString(mh.Sum(nil)), nil
 }
 
-// untarPlugin finds plugin.wasm in a gzip'd tar.
-func untarPlugin(gz []byte) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		return nil, fmt.Errorf("gunzip: %w", err)
+// FetchError is a failure to fetch a layer from storage (not a problem of
+// the content).
+type FetchError struct {
+	Digest digest.Digest
+	Err    error
+}
+
+func (e *FetchError) Error() string {
+	return fmt.Sprintf("modules: fetching layer %s: %v", e.Digest, e.Err)
+}
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// prefix keeps the first want bytes written to it.
+type prefix struct {
+	b    []byte
+	want int
+}
+
+func (p *prefix) Write(b []byte) (int, error) {
+	if k := p.want - len(p.b); k > 0 {
+		p.b = append(p.b, b[:min(k, len(b))]...)
 	}
-	tr := tar.NewReader(zr)
+	return len(b), nil
+}
+
+// pluginEntry positions a tar stream at plugin.wasm.
+func pluginEntry(r io.Reader) (io.Reader, error) {
+	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -301,7 +349,7 @@ func untarPlugin(gz []byte) ([]byte, error) {
 			return nil, fmt.Errorf("untar: %w", err)
 		}
 		if h.Typeflag == tar.TypeReg && path.Clean("/"+h.Name) == "/"+PluginFile {
-			return io.ReadAll(io.LimitReader(tr, MaxModuleBytes+1))
+			return tr, nil
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,7 +43,7 @@ func hello(t *testing.T) []byte {
 
 func serve(t *testing.T) (host string, st store.Store, srv *httptest.Server) {
 	t.Helper()
-	fs, err := store.OpenFS(t.TempDir())
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", oci.NewHandler(fs, oci.Options{}))
@@ -69,13 +70,13 @@ func TestBuildIsDeterministicAndIstioShaped(t *testing.T) {
 			last := m.Layers[len(m.Layers)-1]
 			switch f {
 			case modules.FormatOCIImage:
-				assert.Equal(t, modules.MediaTypeOCIManifest, m.MediaType)
-				assert.Equal(t, modules.MediaTypeOCILayerGzip, last.MediaType)
+				assert.Equal(t, types.OCIManifestSchema1, m.MediaType)
+				assert.Equal(t, types.OCILayer, last.MediaType)
 				assert.Equal(t, "compat", m.Annotations["module.wasm.image/variant"])
 			case modules.FormatDocker:
 				// Istio detects Docker images by the manifest mediaType field.
-				assert.Equal(t, modules.MediaTypeDockerManifest, m.MediaType)
-				assert.Equal(t, modules.MediaTypeDockerLayer, last.MediaType)
+				assert.Equal(t, types.DockerManifestSchema2, m.MediaType)
+				assert.Equal(t, types.DockerLayer, last.MediaType)
 			case modules.FormatOCIArtifact:
 				require.Len(t, m.Layers, 2, "Istio requires exactly two layers")
 				assert.Equal(t, modules.MediaTypeWasmConfig, m.Config.MediaType)

@@ -58,12 +58,12 @@ func Push(ctx context.Context, p *Package, ref string, o RemoteOptions) (digest.
 	}
 	ropts := o.remoteOpts(ctx)
 	for _, b := range p.Blobs {
-		layer := static.NewLayer(b.Data, types.MediaType(b.MediaType))
+		layer := static.NewLayer(b.Data, b.MediaType)
 		if err := remote.WriteLayer(tag.Context(), layer, ropts...); err != nil {
 			return "", fmt.Errorf("modules: uploading blob %s: %w", b.Digest, err)
 		}
 	}
-	if err := remote.Put(tag, rawManifest{p.Manifest, types.MediaType(p.MediaType)}, ropts...); err != nil {
+	if err := remote.Put(tag, rawManifest{p.Manifest, p.MediaType}, ropts...); err != nil {
 		return "", fmt.Errorf("modules: uploading manifest: %w", err)
 	}
 	return p.Digest, nil

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/distributor/internal/cncftest"
@@ -30,7 +31,7 @@ func pullRound(b *testing.B, hc *http.Client, base, repo, tag, layer string, siz
 			defer wg.Done()
 			for _, p := range []string{"/v2/" + repo + "/manifests/" + tag, "/v2/" + repo + "/blobs/" + layer} {
 				req, _ := http.NewRequest(http.MethodGet, base+p, nil)
-				req.Header.Set("Accept", oci.MediaTypeOCIManifest)
+				req.Header.Set("Accept", string(types.OCIManifestSchema1))
 				resp, err := hc.Do(req)
 				if err != nil {
 					errs <- err

@@ -27,7 +27,7 @@ import (
 
 func newServer(t testing.TB, opt oci.Options) (*httptest.Server, string) {
 	t.Helper()
-	st, err := store.OpenFS(t.TempDir())
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	require.NoError(t, err)
 	srv := httptest.NewServer(oci.NewHandler(st, opt))
 	t.Cleanup(srv.Close)

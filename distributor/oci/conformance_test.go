@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
@@ -59,12 +60,12 @@ func errCode(t *testing.T, resp *http.Response) string {
 func manifestFor(config, layer []byte, subject *digest.Digest, artifactType string) []byte {
 	m := map[string]any{
 		"schemaVersion": 2,
-		"mediaType":     oci.MediaTypeOCIManifest,
+		"mediaType":     string(types.OCIManifestSchema1),
 		"config":        map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest.FromBytes(config), "size": len(config)},
 		"layers":        []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.FromBytes(layer), "size": len(layer)}},
 	}
 	if subject != nil {
-		m["subject"] = map[string]any{"mediaType": oci.MediaTypeOCIManifest, "digest": *subject, "size": 1}
+		m["subject"] = map[string]any{"mediaType": string(types.OCIManifestSchema1), "digest": *subject, "size": 1}
 	}
 	if artifactType != "" {
 		m["artifactType"] = artifactType
@@ -151,6 +152,25 @@ func conformance(t *testing.T, newServer serverFunc) {
 		d512 := digest.SHA512.FromBytes(layer)
 		r = c.do("POST", "/v2/conf/repo/blobs/uploads/?digest="+d512.String(), "application/octet-stream", layer)
 		require.Equal(t, 201, r.StatusCode)
+		// Chunked sha512 (the oci backend: CNCF Distribution answers with
+		// its canonical sha256 digest).
+		r = c.do("POST", "/v2/conf/sha512/blobs/uploads/", "", nil)
+		require.Equal(t, 202, r.StatusCode)
+		loc512 := r.Header.Get("Location")
+		r = c.do("PATCH", loc512, "application/octet-stream", layer[:7], "Content-Range", "0-6")
+		require.Equal(t, 202, r.StatusCode)
+		loc512 = r.Header.Get("Location")
+		sep := "?"
+		if strings.Contains(loc512, "?") {
+			sep = "&"
+		}
+		r = c.do("PUT", loc512+sep+"digest="+d512.String(), "application/octet-stream", layer[7:], "Content-Range", fmt.Sprintf("7-%d", len(layer)-1))
+		require.Equal(t, 201, r.StatusCode, "chunked sha512 upload")
+		require.Equal(t, d512.String(), r.Header.Get("Docker-Content-Digest"))
+		r = c.do("GET", "/v2/conf/sha512/blobs/"+d512.String(), "", nil)
+		require.Equal(t, 200, r.StatusCode)
+		b512, _ := io.ReadAll(r.Body)
+		require.Equal(t, layer, b512)
 		// Cross-repo mount.
 		r = c.do("POST", "/v2/conf/mounted/blobs/uploads/?mount="+ld.String()+"&from=conf/repo", "", nil)
 		require.Equal(t, 201, r.StatusCode)
@@ -163,25 +183,47 @@ func conformance(t *testing.T, newServer serverFunc) {
 		require.Equal(t, "BLOB_UPLOAD_UNKNOWN", errCode(t, r))
 
 		// Manifests.
-		r = c.do("PUT", "/v2/conf/repo/manifests/v1", oci.MediaTypeOCIManifest, man)
+		r = c.do("PUT", "/v2/conf/repo/manifests/v1", string(types.OCIManifestSchema1), man)
 		require.Equal(t, 201, r.StatusCode)
 		require.Equal(t, md.String(), r.Header.Get("Docker-Content-Digest"))
-		r = c.do("PUT", "/v2/conf/repo/manifests/"+md.String(), oci.MediaTypeOCIManifest, man)
+		r = c.do("PUT", "/v2/conf/repo/manifests/"+md.String(), string(types.OCIManifestSchema1), man)
 		require.Equal(t, 201, r.StatusCode)
+		// Tags given with a push by digest (?tag=, distribution-spec 1.1).
+		for _, dg := range []string{cd.String(), ld.String()} {
+			r = c.do("POST", "/v2/conf/tagged/blobs/uploads/?mount="+dg+"&from=conf/repo", "", nil)
+			require.Equal(t, 201, r.StatusCode)
+		}
+		r = c.do("PUT", "/v2/conf/tagged/manifests/"+md.String()+"?tag=one&tag=two", string(types.OCIManifestSchema1), man)
+		require.Equal(t, 201, r.StatusCode)
+		require.Equal(t, []string{"one", "two"}, r.Header.Values("OCI-Tag"))
+		for _, tag := range []string{"one", "two"} {
+			r = c.do("GET", "/v2/conf/tagged/manifests/"+tag, "", nil)
+			require.Equal(t, 200, r.StatusCode, tag)
+			require.Equal(t, md.String(), r.Header.Get("Docker-Content-Digest"))
+		}
+		r = c.do("PUT", "/v2/conf/tagged/manifests/"+md.String()+"?tag=-bad", string(types.OCIManifestSchema1), man)
+		require.Equal(t, 400, r.StatusCode)
+		require.Equal(t, "MANIFEST_INVALID", errCode(t, r))
+		// Non-distributable layers are refused (see the package doc).
+		foreign := bytes.Replace(man, []byte(`"application/vnd.oci.image.layer.v1.tar"`), []byte(`"`+string(types.OCIRestrictedLayer)+`"`), 1)
+		require.NotEqual(t, man, foreign)
+		r = c.do("PUT", "/v2/conf/repo/manifests/foreign", string(types.OCIManifestSchema1), foreign)
+		require.Equal(t, 400, r.StatusCode)
+		require.Equal(t, "MANIFEST_INVALID", errCode(t, r))
 		for _, tc := range []struct {
 			name, ctype, ref string
 			body             []byte
 			code             string
 		}{
-			{"not json", oci.MediaTypeOCIManifest, "bad", []byte("{"), "MANIFEST_INVALID"},
-			{"schema 1", oci.MediaTypeOCIManifest, "bad", []byte(`{"schemaVersion":1}`), "MANIFEST_INVALID"},
-			{"no config", oci.MediaTypeOCIManifest, "bad", []byte(`{"schemaVersion":2,"layers":[]}`), "MANIFEST_INVALID"},
+			{"not json", string(types.OCIManifestSchema1), "bad", []byte("{"), "MANIFEST_INVALID"},
+			{"schema 1", string(types.OCIManifestSchema1), "bad", []byte(`{"schemaVersion":1}`), "MANIFEST_INVALID"},
+			{"no config", string(types.OCIManifestSchema1), "bad", []byte(`{"schemaVersion":2,"layers":[]}`), "MANIFEST_INVALID"},
 			{"unknown type", "text/plain", "bad", man, "MANIFEST_INVALID"},
-			{"type mismatch", oci.MediaTypeDockerManifest, "bad", man, "MANIFEST_INVALID"},
-			{"missing blob", oci.MediaTypeOCIManifest, "bad", manifestFor(config, []byte("absent"), nil, ""), "MANIFEST_BLOB_UNKNOWN"},
-			{"digest ref mismatch", oci.MediaTypeOCIManifest, digest.FromString("x").String(), man, "DIGEST_INVALID"},
-			{"bad tag", oci.MediaTypeOCIManifest, "-bad", man, "MANIFEST_INVALID"},
-			{"too large", oci.MediaTypeOCIManifest, "big", bytes.Repeat([]byte(" "), 1<<17), "SIZE_INVALID"},
+			{"type mismatch", string(types.DockerManifestSchema2), "bad", man, "MANIFEST_INVALID"},
+			{"missing blob", string(types.OCIManifestSchema1), "bad", manifestFor(config, []byte("absent"), nil, ""), "MANIFEST_BLOB_UNKNOWN"},
+			{"digest ref mismatch", string(types.OCIManifestSchema1), digest.FromString("x").String(), man, "DIGEST_INVALID"},
+			{"bad tag", string(types.OCIManifestSchema1), "-bad", man, "MANIFEST_INVALID"},
+			{"too large", string(types.OCIManifestSchema1), "big", bytes.Repeat([]byte(" "), 1<<17), "SIZE_INVALID"},
 		} {
 			r := c.do("PUT", "/v2/conf/repo/manifests/"+tc.ref, tc.ctype, tc.body)
 			require.GreaterOrEqual(t, r.StatusCode, 400, tc.name)
@@ -193,7 +235,7 @@ func conformance(t *testing.T, newServer serverFunc) {
 		for _, ref := range []string{"v1", md.String()} {
 			r := c.do("GET", "/v2/conf/repo/manifests/"+ref, "", nil)
 			require.Equal(t, 200, r.StatusCode)
-			require.Equal(t, oci.MediaTypeOCIManifest, r.Header.Get("Content-Type"))
+			require.Equal(t, string(types.OCIManifestSchema1), r.Header.Get("Content-Type"))
 			require.Equal(t, md.String(), r.Header.Get("Docker-Content-Digest"))
 			b, _ := io.ReadAll(r.Body)
 			require.Equal(t, man, b)
@@ -237,7 +279,7 @@ func conformance(t *testing.T, newServer serverFunc) {
 
 	t.Run("content discovery", func(t *testing.T) {
 		for _, tag := range []string{"a", "b", "c", "d"} {
-			r := c.do("PUT", "/v2/conf/repo/manifests/"+tag, oci.MediaTypeOCIManifest, man)
+			r := c.do("PUT", "/v2/conf/repo/manifests/"+tag, string(types.OCIManifestSchema1), man)
 			require.Equal(t, 201, r.StatusCode)
 		}
 		r := c.do("GET", "/v2/conf/repo/tags/list", "", nil)
@@ -261,7 +303,7 @@ func conformance(t *testing.T, newServer serverFunc) {
 		for i, at := range []string{"application/vnd.example.sig", "application/vnd.example.sbom"} {
 			ref := manifestFor(config, layer, &md, at)
 			ref = append(ref[:len(ref)-1], []byte(fmt.Sprintf(`,"annotations":{"n":"%d"}}`, i))...)
-			r := c.do("PUT", "/v2/conf/repo/manifests/"+digest.FromBytes(ref).String(), oci.MediaTypeOCIManifest, ref)
+			r := c.do("PUT", "/v2/conf/repo/manifests/"+digest.FromBytes(ref).String(), string(types.OCIManifestSchema1), ref)
 			require.Equal(t, 201, r.StatusCode)
 			require.Equal(t, md.String(), r.Header.Get("OCI-Subject"))
 		}
@@ -271,7 +313,7 @@ func conformance(t *testing.T, newServer serverFunc) {
 		}
 		r = c.do("GET", "/v2/conf/repo/referrers/"+md.String(), "", nil)
 		require.Equal(t, 200, r.StatusCode)
-		require.Equal(t, oci.MediaTypeOCIIndex, r.Header.Get("Content-Type"))
+		require.Equal(t, string(types.OCIImageIndex), r.Header.Get("Content-Type"))
 		require.NoError(t, json.NewDecoder(r.Body).Decode(&idx))
 		require.Len(t, idx.Manifests, 2)
 		r = c.do("GET", "/v2/conf/repo/referrers/"+md.String()+"?artifactType=application/vnd.example.sbom", "", nil)

@@ -4,12 +4,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
 func FuzzDecodeManifest(f *testing.F) {
-	f.Add(MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`))
-	f.Add(MediaTypeOCIIndex, []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}]}`))
+	f.Add(string(types.OCIManifestSchema1), []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`))
+	f.Add(string(types.OCIImageIndex), []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}]}`))
 	f.Add("", []byte(`{"schemaVersion":2}`))
 	f.Fuzz(func(t *testing.T, ctype string, data []byte) {
 		doc, mt, err := DecodeManifest(ctype, data)
@@ -19,8 +21,8 @@ func FuzzDecodeManifest(f *testing.F) {
 		if doc.SchemaVersion != 2 {
 			t.Fatalf("accepted schemaVersion %d", doc.SchemaVersion)
 		}
-		switch mt {
-		case MediaTypeOCIManifest, MediaTypeDockerManifest:
+		switch types.MediaType(mt) {
+		case types.OCIManifestSchema1, types.DockerManifestSchema2:
 			if doc.Config == nil {
 				t.Fatal("accepted image manifest without config")
 			}
@@ -29,7 +31,7 @@ func FuzzDecodeManifest(f *testing.F) {
 					t.Fatalf("accepted layer digest %q", l.Digest)
 				}
 			}
-		case MediaTypeOCIIndex, MediaTypeDockerList:
+		case types.OCIImageIndex, types.DockerManifestList:
 		default:
 			t.Fatalf("accepted media type %q", mt)
 		}

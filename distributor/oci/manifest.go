@@ -2,14 +2,18 @@ package oci
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/meshguard/meshguard/distributor/store"
@@ -36,11 +40,6 @@ type ManifestDoc struct {
 	Manifests     []Descriptor      `json:"manifests,omitempty"`
 	Subject       *Descriptor       `json:"subject,omitempty"`
 	Annotations   map[string]string `json:"annotations,omitempty"`
-}
-
-// IsIndex reports whether mediaType is an index or manifest list.
-func IsIndex(mediaType string) bool {
-	return mediaType == MediaTypeOCIIndex || mediaType == MediaTypeDockerList
 }
 
 func checkDescriptor(d *Descriptor, what string) error {
@@ -80,8 +79,8 @@ func DecodeManifest(contentType string, data []byte) (ManifestDoc, string, error
 		}
 		mt = ct
 	}
-	switch mt {
-	case MediaTypeOCIManifest, MediaTypeDockerManifest:
+	switch types.MediaType(mt) {
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
 		if m.Config == nil {
 			return m, "", errors.New("image manifest without config")
 		}
@@ -96,7 +95,7 @@ func DecodeManifest(contentType string, data []byte) (ManifestDoc, string, error
 		if m.Manifests != nil {
 			return m, "", errors.New("image manifest with manifests field")
 		}
-	case MediaTypeOCIIndex, MediaTypeDockerList:
+	case types.OCIImageIndex, types.DockerManifestList:
 		for i := range m.Manifests {
 			if err := checkDescriptor(&m.Manifests[i], fmt.Sprintf("manifests[%d]", i)); err != nil {
 				return m, "", err
@@ -167,6 +166,39 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 }
 
+// errInflated marks a layer refused for what it inflates to.
+var errInflated = errors.New("layer inflates beyond the limit")
+
+// checkInflated inflates a gzip'd layer (tar+gzip media types) in constant
+// memory and refuses one beyond MaxInflatedBytes or not gzip at all.
+func (h *Handler) checkInflated(r *http.Request, repo string, l Descriptor) error {
+	switch types.MediaType(l.MediaType) {
+	case types.OCILayer, types.DockerLayer:
+	default:
+		return nil
+	}
+	f, _, err := h.st.OpenBlob(r.Context(), repo, l.Digest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("%w: layer %s is not gzip: %v", errInflated, l.Digest, err)
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, h.opt.MaxInflatedBytes+1))
+	if err != nil {
+		return fmt.Errorf("%w: layer %s: gunzip: %v", errInflated, l.Digest, err)
+	}
+	if n > h.opt.MaxInflatedBytes {
+		return fmt.Errorf("%w: layer %s inflates to more than %d bytes", errInflated, l.Digest, h.opt.MaxInflatedBytes)
+	}
+	return nil
+}
+
+// maxTagsPerPush bounds the tags one manifest push may set.
+const maxTagsPerPush = 16
+
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, ref string, isDigest bool) {
 	ctx := r.Context()
 	data, err := drain(http.MaxBytesReader(w, r.Body, h.opt.MaxManifestBytes), h.opt.MaxManifestBytes)
@@ -180,15 +212,38 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, 
 		return
 	}
 	alg := digest.SHA256
-	tag := ref
+	var tags []string
 	if isDigest {
 		alg = digest.Digest(ref).Algorithm()
-		tag = ""
+	} else {
+		tags = append(tags, ref)
+	}
+	// ?tag= on a push by digest (distribution-spec 1.1) tags it in one go.
+	for _, t := range r.URL.Query()["tag"] {
+		if !store.ValidTag(t) {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("invalid tag %q", t))
+			return
+		}
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	if len(tags) > maxTagsPerPush {
+		writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("at most %d tags in one push", maxTagsPerPush))
+		return
 	}
 	d := alg.FromBytes(data)
 	if isDigest && d.String() != ref {
 		writeError(w, http.StatusBadRequest, codeDigestInvalid, "manifest digest does not match reference")
 		return
+	}
+	// Non-distributable ("foreign") layers live outside the registry; a
+	// module must be served whole from here, so they are refused.
+	for i, l := range doc.Layers {
+		if !types.MediaType(l.MediaType).IsDistributable() {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("layers[%d] has the non-distributable media type %q: this registry only accepts content it holds", i, l.MediaType))
+			return
+		}
 	}
 	// Referenced content must exist in the repository.
 	if doc.Config != nil {
@@ -203,15 +258,34 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route, 
 			return
 		}
 	}
+	for _, l := range doc.Layers {
+		if err := h.checkInflated(r, rt.name, l); err != nil {
+			if errors.Is(err, errInflated) {
+				writeError(w, http.StatusBadRequest, codeManifestInvalid, err.Error())
+			} else {
+				h.storeError(w, err, codeManifestBlobUnknown)
+			}
+			return
+		}
+	}
 	for _, m := range doc.Manifests {
 		if _, err := h.st.GetManifest(ctx, rt.name, m.Digest.String()); err != nil {
 			writeError(w, http.StatusBadRequest, codeManifestBlobUnknown, "manifest "+m.Digest.String()+" unknown")
 			return
 		}
 	}
-	if err := h.st.PutManifest(ctx, rt.name, tag, store.Manifest{MediaType: mt, Digest: d, Data: data}); err != nil {
-		h.storeError(w, err, codeNameUnknown)
-		return
+	m := store.Manifest{MediaType: mt, Digest: d, Data: data}
+	if len(tags) == 0 {
+		tags = []string{""}
+	}
+	for _, tag := range tags {
+		if err := h.st.PutManifest(ctx, rt.name, tag, m); err != nil {
+			h.storeError(w, err, codeNameUnknown)
+			return
+		}
+		if tag != "" && isDigest {
+			w.Header().Add("OCI-Tag", tag)
+		}
 	}
 	if doc.Subject != nil {
 		w.Header().Set("OCI-Subject", doc.Subject.Digest.String())
@@ -269,8 +343,8 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, rt route) {
 	if filter != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	w.Header().Set("Content-Type", MediaTypeOCIIndex)
-	body, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": out})
+	w.Header().Set("Content-Type", string(types.OCIImageIndex))
+	body, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": types.OCIImageIndex, "manifests": out})
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {

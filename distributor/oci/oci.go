@@ -3,6 +3,20 @@
 //
 // The handler is anonymous: authentication and authorization are applied by
 // the caller (distributor/server) around it. Mount it at /v2/.
+//
+// Conformance decisions the spec leaves to the registry:
+//
+//   - Manifests with non-distributable layers (the OCI ...nondistributable...
+//     media types, Docker's foreign layers) are refused with
+//     MANIFEST_INVALID: such layers are fetched from elsewhere (their urls),
+//     while a filter module must be served whole, and verified, from here.
+//   - A push by digest may tag the manifest with ?tag=a&tag=b (up to 16);
+//     the answer names them in OCI-Tag headers.
+//   - sha256 and sha512 digests are accepted everywhere; others are
+//     DIGEST_INVALID.
+//   - One request at a time may work on an upload: a commit or chunk while
+//     another chunk is still arriving gets 409 BLOB_UPLOAD_INVALID, too
+//     many open uploads 429 TOOMANYREQUESTS.
 package oci
 
 import (
@@ -13,6 +27,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,14 +39,6 @@ import (
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
-// Media types the registry accepts for manifests.
-const (
-	MediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	MediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
 // Options configure the handler. Zero values pick safe defaults.
 type Options struct {
 	// AllowDelete enables DELETE of manifests, tags and blobs.
@@ -40,6 +47,10 @@ type Options struct {
 	MaxManifestBytes int64
 	// MaxBlobBytes bounds a blob upload (default 512 MiB).
 	MaxBlobBytes int64
+	// MaxInflatedBytes bounds what each gzip'd layer of a pushed image
+	// manifest inflates to (default MaxBlobBytes): a small layer that
+	// inflates to gigabytes is refused at push, not when it is unpacked.
+	MaxInflatedBytes int64
 	// Logger receives server-side errors (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics, when set, receives the handler's Prometheus collectors.
@@ -61,6 +72,9 @@ func NewHandler(st store.Store, opt Options) *Handler {
 	}
 	if opt.MaxBlobBytes <= 0 {
 		opt.MaxBlobBytes = 512 << 20
+	}
+	if opt.MaxInflatedBytes <= 0 {
+		opt.MaxInflatedBytes = opt.MaxBlobBytes
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
@@ -100,6 +114,7 @@ const (
 	codeNameUnknown         = "NAME_UNKNOWN"
 	codeSizeInvalid         = "SIZE_INVALID"
 	codeUnsupported         = "UNSUPPORTED"
+	codeTooManyRequests     = "TOOMANYREQUESTS"
 )
 
 type apiError struct {
@@ -189,6 +204,13 @@ func parsePath(p string) (route, bool) {
 	return route{}, false
 }
 
+// Repository returns the repository a /v2/ path acts on ("" for the base
+// and catalog paths); ok is false for paths the API does not have.
+func Repository(path string) (name string, ok bool) {
+	rt, ok := parsePath(path)
+	return rt.name, ok
+}
+
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &rw{ResponseWriter: w}
@@ -239,23 +261,51 @@ func methodNotAllowed(w http.ResponseWriter) {
 	writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "method not allowed")
 }
 
-// storeError maps store errors to API errors.
+// notFoundText is the client message for each not-found code; the store's
+// own error text (paths, a backing registry's URL) stays in the log.
+var notFoundText = map[string]string{
+	codeBlobUnknown:       "blob unknown to registry",
+	codeBlobUploadUnknown: "blob upload unknown to registry",
+	codeManifestUnknown:   "manifest unknown to registry",
+	codeNameUnknown:       "repository name not known to registry",
+	codeManifestInvalid:   "manifest invalid",
+}
+
+// storeError maps store errors to API errors. Messages are fixed texts:
+// the error itself, which may name files or the backing registry, is
+// logged only.
 func (h *Handler) storeError(w http.ResponseWriter, err error, notFoundCode string) {
+	h.opt.Logger.Debug("oci: request failed", "err", err)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, notFoundCode, err.Error())
-	case errors.Is(err, store.ErrDigestMismatch), errors.Is(err, store.ErrUnsupportedDigest):
-		writeError(w, http.StatusBadRequest, codeDigestInvalid, err.Error())
+		msg := notFoundText[notFoundCode]
+		if msg == "" {
+			msg = "not found"
+		}
+		writeError(w, http.StatusNotFound, notFoundCode, msg)
+	case errors.Is(err, store.ErrDigestMismatch):
+		writeError(w, http.StatusBadRequest, codeDigestInvalid, "content does not match the digest")
+	case errors.Is(err, store.ErrUnsupportedDigest):
+		writeError(w, http.StatusBadRequest, codeDigestInvalid, "unsupported or malformed digest (sha256 and sha512 are supported)")
 	case errors.Is(err, store.ErrTooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, err.Error())
+		writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, fmt.Sprintf("content exceeds the limit of %d bytes", h.opt.MaxBlobBytes))
 	case errors.Is(err, store.ErrInvalidOffset):
-		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid, err.Error())
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid, "chunk does not start where the upload ends")
+	case errors.Is(err, store.ErrUploadBusy):
+		writeError(w, http.StatusConflict, codeBlobUploadInvalid, "upload is busy with another request; retry when it has finished")
+	case errors.Is(err, store.ErrTooManyUploads):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusTooManyRequests, codeTooManyRequests, "too many open uploads; retry later")
 	case errors.Is(err, store.ErrUnsupported):
-		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, err.Error())
+		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "operation not supported by the storage backend")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The body was cut off by the server's minimum-rate deadline.
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, codeBlobUploadInvalid, "request body arrived too slowly")
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, err.Error())
+			writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid, fmt.Sprintf("content exceeds the limit of %d bytes", mbe.Limit))
 			return
 		}
 		h.opt.Logger.Error("oci: storage error", "err", err)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -29,7 +30,7 @@ func TestBundlePublishGetETagRevisionsRetention(t *testing.T) {
 	r := do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod", nil)
 	assert.Equal(t, http.StatusNotFound, r.Code)
 
-	b1 := k.bundle(t, 1, "")
+	b1 := k.bundle(t, 1, "prod")
 	r = publish(t, ts.URL, "prod", b1)
 	require.Equal(t, http.StatusCreated, r.Code, string(r.Body))
 	var pr PublishResult
@@ -57,19 +58,19 @@ func TestBundlePublishGetETagRevisionsRetention(t *testing.T) {
 
 	// Rollback and replay are refused with 409; bad signatures with 422.
 	for rev := uint64(2); rev <= 5; rev++ {
-		r = publish(t, ts.URL, "prod", k.bundle(t, rev, ""))
+		r = publish(t, ts.URL, "prod", k.bundle(t, rev, "prod"))
 		require.Equal(t, http.StatusCreated, r.Code, string(r.Body))
 	}
-	r = publish(t, ts.URL, "prod", k.bundle(t, 3, ""))
+	r = publish(t, ts.URL, "prod", k.bundle(t, 3, "prod"))
 	assert.Equal(t, http.StatusConflict, r.Code)
 	assert.Contains(t, string(r.Body), `"error"`)
-	r = publish(t, ts.URL, "prod", k.bundle(t, 5, ""))
+	r = publish(t, ts.URL, "prod", k.bundle(t, 5, "prod"))
 	assert.Equal(t, http.StatusConflict, r.Code)
 	r = publish(t, ts.URL, "prod", k.tampered(t, 6))
 	assert.Equal(t, http.StatusUnprocessableEntity, r.Code, string(r.Body))
-	r = publish(t, ts.URL, "prod", newSigner(t).bundle(t, 7, ""))
+	r = publish(t, ts.URL, "prod", newSigner(t).bundle(t, 7, "prod"))
 	assert.Equal(t, http.StatusUnprocessableEntity, r.Code, "bundle signed by an unknown key")
-	r = publish(t, ts.URL, "Bad_Channel", k.bundle(t, 9, ""))
+	r = publish(t, ts.URL, "Bad_Channel", k.bundle(t, 9, "prod"))
 	assert.Equal(t, http.StatusBadRequest, r.Code)
 
 	r = do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod", nil)
@@ -88,7 +89,7 @@ func TestBundlePublishGetETagRevisionsRetention(t *testing.T) {
 	}
 	r = do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod/revisions/4", nil)
 	require.Equal(t, http.StatusOK, r.Code)
-	assert.Equal(t, k.bundle(t, 4, ""), r.Body)
+	assert.Equal(t, k.bundle(t, 4, "prod"), r.Body)
 	assert.Equal(t, "4", r.Header.Get(HeaderRevision))
 	assert.Equal(t, http.StatusNotFound, do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod/revisions/1", nil).Code)
 	assert.Equal(t, http.StatusNotFound, do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod/revisions/x", nil).Code)
@@ -98,8 +99,35 @@ func TestBundlePublishGetETagRevisionsRetention(t *testing.T) {
 	ts2 := startServer(t, cfg, k.options())
 	r = do(t, nil, http.MethodGet, ts2.URL+"/v1/bundles/prod", nil, "If-None-Match", `"x"`)
 	assert.Equal(t, "5", r.Header.Get(HeaderRevision))
-	r = publish(t, ts2.URL, "prod", k.bundle(t, 4, ""))
+	r = publish(t, ts2.URL, "prod", k.bundle(t, 4, "prod"))
 	assert.Equal(t, http.StatusConflict, r.Code, "anti-rollback survives restarts")
+}
+
+// TestPublishRefusesImageSourceMismatch: a bundle signed by the trusted
+// key whose engine image differs from its sources, or that has no image,
+// is refused over HTTP with 422 and changes nothing.
+func TestPublishRefusesImageSourceMismatch(t *testing.T) {
+	k := newSigner(t)
+	ts := startServer(t, testConfig(t), k.options())
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "prod")).Code)
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		error string
+	}{
+		{"forged image", k.forged(t, 2, true), "does not match its policy sources"},
+		{"no image", k.forged(t, 2, false), "has no compiled/engine.bin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := publish(t, ts.URL, "prod", tc.data)
+			assert.Equal(t, http.StatusUnprocessableEntity, r.Code, string(r.Body))
+			assert.Contains(t, string(r.Body), tc.error)
+			r = do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod", nil)
+			assert.Equal(t, "1", r.Header.Get(HeaderRevision))
+		})
+	}
+	// The honest revision 2 still lands.
+	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 2, "prod")).Code)
 }
 
 func TestBundleChannelScope(t *testing.T) {
@@ -111,7 +139,7 @@ func TestBundleChannelScope(t *testing.T) {
 	ts := startServer(t, cfg, Options{})
 	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts.URL, "grid-east", k.bundle(t, 1, "grid/west")).Code)
 	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "grid-east", k.bundle(t, 1, "grid/east")).Code)
-	assert.Equal(t, http.StatusNotFound, publish(t, ts.URL, "other", k.bundle(t, 1, "")).Code, "no auto channels")
+	assert.Equal(t, http.StatusNotFound, publish(t, ts.URL, "other", k.bundle(t, 1, "prod")).Code, "no auto channels")
 
 	// Expired bundles are refused.
 	old := *k
@@ -126,7 +154,7 @@ func TestKeyRotation(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Keys = k.keysFile
 	ts := startServer(t, cfg, Options{})
-	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "")).Code)
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "prod")).Code)
 
 	// A new signing key: its set replaces the file; the verifier picks it up.
 	k2 := newSigner(t)
@@ -135,12 +163,49 @@ func TestKeyRotation(t *testing.T) {
 	require.NoError(t, os.WriteFile(k.keysFile, b, 0o644))
 	future := time.Now().Add(time.Minute)
 	require.NoError(t, os.Chtimes(k.keysFile, future, future))
-	kv := ts.verifier.(*KeyVerifier)
-	kv.mu.Lock()
-	kv.checked = time.Time{} // skip the reload interval
-	kv.mu.Unlock()
-	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts.URL, "prod", k.bundle(t, 2, "")).Code, "old key retired")
-	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k2.bundle(t, 2, "")).Code, "new key accepted")
+	assert.Equal(t, http.StatusUnprocessableEntity, publish(t, ts.URL, "prod", k.bundle(t, 2, "prod")).Code, "old key retired")
+	assert.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k2.bundle(t, 2, "prod")).Code, "new key accepted")
+}
+
+// TestKeysFileRemovalFailsClosed: a keys file emptied, deleted or
+// corrupted while serving stops every publish (503) and readiness, with an
+// error in the log, instead of keeping the last good set; fixing the file
+// restores both.
+func TestKeysFileRemovalFailsClosed(t *testing.T) {
+	k := newSigner(t)
+	good, err := os.ReadFile(k.keysFile)
+	require.NoError(t, err)
+	cfg := testConfig(t)
+	cfg.Keys = k.keysFile
+	var logs syncBuffer
+	ts := startServer(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 1, "prod")).Code)
+	rev := uint64(2)
+	for name, breakIt := range map[string]func(){
+		"emptied":        func() { require.NoError(t, os.WriteFile(k.keysFile, nil, 0o644)) },
+		"empty set":      func() { require.NoError(t, os.WriteFile(k.keysFile, []byte(`{"keys":[]}`), 0o644)) },
+		"deleted":        func() { require.NoError(t, os.Remove(k.keysFile)) },
+		"corrupted":      func() { require.NoError(t, os.WriteFile(k.keysFile, good[:len(good)/2], 0o644)) },
+		"replaced (dir)": func() { require.NoError(t, os.Remove(k.keysFile)); require.NoError(t, os.Mkdir(k.keysFile, 0o755)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			breakIt()
+			r := publish(t, ts.URL, "prod", k.bundle(t, rev, "prod"))
+			assert.Equal(t, http.StatusServiceUnavailable, r.Code, string(r.Body))
+			r = do(t, nil, http.MethodGet, ts.URL+"/readyz", nil)
+			assert.Equal(t, http.StatusServiceUnavailable, r.Code)
+			var ready struct{ Checks map[string]string }
+			r.json(t, &ready)
+			assert.NotEqual(t, "ok", ready.Checks["bundle_keys"])
+			assert.Contains(t, logs.String(), "bundle keys unusable")
+
+			require.NoError(t, os.RemoveAll(k.keysFile))
+			require.NoError(t, os.WriteFile(k.keysFile, good, 0o644))
+			require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, rev, "prod")).Code)
+			rev++
+			assert.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, ts.URL+"/readyz", nil).Code)
+		})
+	}
 }
 
 func TestLongPollWakesOnPublishAndTimesOut(t *testing.T) {
@@ -153,7 +218,7 @@ func TestLongPollWakesOnPublishAndTimesOut(t *testing.T) {
 	first := make(chan resp, 1)
 	go func() { first <- do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/edge?wait=30s", nil) }()
 	waitLongPolls(t, ts, 1)
-	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "edge", k.bundle(t, 1, "")).Code)
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "edge", k.bundle(t, 1, "edge")).Code)
 	r := <-first
 	require.Equal(t, http.StatusOK, r.Code)
 	etag := r.Header.Get("ETag")
@@ -171,7 +236,7 @@ func TestLongPollWakesOnPublishAndTimesOut(t *testing.T) {
 	}
 	waitLongPolls(t, ts, n)
 	start := time.Now()
-	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "edge", k.bundle(t, 2, "")).Code)
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "edge", k.bundle(t, 2, "edge")).Code)
 	wg.Wait()
 	close(results)
 	assert.Less(t, time.Since(start), time.Second+500*time.Millisecond, "pollers woke on publish, not on the cap")
@@ -234,7 +299,7 @@ func gauge(t testing.TB, ts *testServer, name string) float64 {
 func TestMetricsAndHealth(t *testing.T) {
 	k := newSigner(t)
 	ts := startServer(t, testConfig(t), k.options())
-	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 42, "")).Code)
+	require.Equal(t, http.StatusCreated, publish(t, ts.URL, "prod", k.bundle(t, 42, "prod")).Code)
 	assert.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, ts.URL+"/healthz", nil).Code)
 	r := do(t, nil, http.MethodGet, ts.URL+"/readyz", nil)
 	assert.Equal(t, http.StatusOK, r.Code, string(r.Body))
@@ -250,14 +315,14 @@ func TestMetricsAndHealth(t *testing.T) {
 	ts2 := startServer(t, cfg, Options{})
 	r = do(t, nil, http.MethodGet, ts2.URL+"/readyz", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, r.Code)
-	assert.Contains(t, string(r.Body), "no bundle verification keys")
-	assert.Equal(t, http.StatusServiceUnavailable, publish(t, ts2.URL, "prod", k.bundle(t, 1, "")).Code)
+	assert.Contains(t, string(r.Body), "bundle verification keys unavailable")
+	assert.Equal(t, http.StatusServiceUnavailable, publish(t, ts2.URL, "prod", k.bundle(t, 1, "prod")).Code)
 }
 
 func TestBundleSizeLimit(t *testing.T) {
 	k := newSigner(t)
 	cfg := testConfig(t)
-	b := k.bundle(t, 1, "")
+	b := k.bundle(t, 1, "prod")
 	cfg.Limits.BundleBytes = ByteSize(len(b) - 1)
 	ts := startServer(t, cfg, k.options())
 	r := publish(t, ts.URL, "prod", b)

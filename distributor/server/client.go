@@ -12,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Client talks to a distributor (used by the CLI).
@@ -76,8 +78,8 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr m
 // PublishBundle uploads bundle bytes to a channel.
 func (c *Client) PublishBundle(ctx context.Context, channel string, data []byte) (PublishResult, error) {
 	var pr PublishResult
-	res, err := c.do(ctx, http.MethodPost, "/v1/bundles/"+url.PathEscape(channel), data,
-		map[string]string{"Content-Type": "application/vnd.meshguard.bundle.v1+tar+gzip"})
+	res, err := c.do(ctx, http.MethodPost, contract.BundlesPath+"/"+url.PathEscape(channel), data,
+		map[string]string{"Content-Type": bundles.MediaType})
 	if err != nil {
 		return pr, err
 	}
@@ -91,7 +93,7 @@ func (c *Client) PublishBundle(ctx context.Context, channel string, data []byte)
 // VerifyDecisionLog downloads the whole decision log and verifies its
 // chain against the head the server reports.
 func (c *Client) VerifyDecisionLog(ctx context.Context) (decisionlog.Report, error) {
-	res, err := c.do(ctx, http.MethodGet, "/v1/decisions/log", nil, nil)
+	res, err := c.do(ctx, http.MethodGet, contract.DecisionsLogPath, nil, nil)
 	if err != nil {
 		return decisionlog.Report{}, err
 	}
@@ -101,22 +103,29 @@ func (c *Client) VerifyDecisionLog(ctx context.Context) (decisionlog.Report, err
 		return decisionlog.Report{}, errors.New("server sent no decision log head")
 	}
 	head := decisionlog.Head{Seq: seq, Hash: res.Header.Get(HeaderHeadHash)}
-	var v decisionlog.ChainVerifier
-	name := c.Base + "/v1/decisions/log"
+	var anchor decisionlog.Head
+	if a := res.Header.Get(HeaderAnchorSeq); a != "" {
+		if anchor.Seq, err = strconv.ParseUint(a, 10, 64); err != nil {
+			return decisionlog.Report{}, errors.New("server sent a malformed retention anchor")
+		}
+		anchor.Hash = res.Header.Get(HeaderAnchorHash)
+	}
+	v := decisionlog.VerifierFrom(anchor)
+	name := c.Base + contract.DecisionsLogPath
 	if err := v.VerifyReader(name, res.Body); err != nil {
 		return decisionlog.Report{}, err
 	}
 	if err := v.CheckHead("server head", head); err != nil {
 		return decisionlog.Report{}, err
 	}
-	return decisionlog.Report{Records: v.Count, Head: v.Head()}, nil
+	return decisionlog.Report{Pruned: anchor.Seq, Records: v.Count, Head: v.Head()}, nil
 }
 
 // QueryDecisions runs one query page; params are the query string values
 // (since, until, subject, decision, limit, after).
 func (c *Client) QueryDecisions(ctx context.Context, params url.Values) (decisionlog.QueryResult, error) {
 	var qr decisionlog.QueryResult
-	res, err := c.do(ctx, http.MethodGet, "/v1/decisions?"+params.Encode(), nil, nil)
+	res, err := c.do(ctx, http.MethodGet, contract.DecisionsPath+"?"+params.Encode(), nil, nil)
 	if err != nil {
 		return qr, err
 	}

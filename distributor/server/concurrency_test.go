@@ -20,7 +20,7 @@ import (
 func TestGracefulShutdown(t *testing.T) {
 	k := newSigner(t)
 	ts := startServer(t, testConfig(t), k.options())
-	require.Equal(t, 201, publish(t, ts.URL, "prod", k.bundle(t, 1, "")).Code)
+	require.Equal(t, 201, publish(t, ts.URL, "prod", k.bundle(t, 1, "prod")).Code)
 	etag := do(t, nil, "GET", ts.URL+"/v1/bundles/prod", nil).Header.Get("ETag")
 
 	poll := make(chan resp, 1)
@@ -48,7 +48,7 @@ func TestConcurrentPollsIngestsAndPublishes(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Limits.IngestRate = 0
 	ts := startServer(t, cfg, k.options())
-	require.Equal(t, 201, publish(t, ts.URL, "prod", k.bundle(t, 1, "")).Code)
+	require.Equal(t, 201, publish(t, ts.URL, "prod", k.bundle(t, 1, "prod")).Code)
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 400}}
 	const pollers, ingesters, revisions = 200, 40, 5
@@ -107,7 +107,7 @@ func TestConcurrentPollsIngestsAndPublishes(t *testing.T) {
 	}
 	for rev := uint64(2); rev <= revisions; rev++ {
 		time.Sleep(50 * time.Millisecond)
-		require.Equal(t, 201, publish(t, ts.URL, "prod", k.bundle(t, rev, "")).Code)
+		require.Equal(t, 201, publish(t, ts.URL, "prod", k.bundle(t, rev, "prod")).Code)
 	}
 	time.Sleep(100 * time.Millisecond)
 	cancel()

@@ -76,7 +76,8 @@ type TLSConfig struct {
 type BundlesConfig struct {
 	// Retain is how many revisions each channel keeps (latest always kept).
 	Retain int `yaml:"retain"`
-	// AutoChannels lets a publish create an unconfigured channel.
+	// AutoChannels lets a publish create an unconfigured channel (off by
+	// default: a channel is an environment and gets configured).
 	AutoChannels bool `yaml:"auto_channels"`
 	// MaxWait caps ?wait= long polls.
 	MaxWait time.Duration `yaml:"max_wait"`
@@ -89,13 +90,32 @@ type BundlesConfig struct {
 
 // ChannelConfig configures one channel.
 type ChannelConfig struct {
+	// Scope every bundle published to the channel must carry (default:
+	// the channel's name), so a bundle signed for one environment cannot
+	// be replayed into another.
 	Scope  string `yaml:"scope"`
 	Retain int    `yaml:"retain"`
+	// Allow gives the channel its own read and publish allowlists, which
+	// replace the global ones for this channel.
+	Allow map[auth.Action][]string `yaml:"allow"`
+}
+
+// RepositoryConfig gives a module repository (or "prefix/*") its own read
+// and push allowlists, which replace the global ones there.
+type RepositoryConfig struct {
+	Allow map[auth.Action][]string `yaml:"allow"`
 }
 
 // DecisionsConfig configures the decision log.
 type DecisionsConfig struct {
 	SegmentBytes ByteSize `yaml:"segment_bytes"`
+	// MaxRecordBytes bounds one decision record's JSON.
+	MaxRecordBytes ByteSize `yaml:"max_record_bytes"`
+	// Retention drops whole segments whose records all arrived longer ago
+	// (0: keep everything); RetainBytes drops the oldest segments beyond
+	// that total size (0: no size bound). The current segment always stays.
+	Retention   time.Duration `yaml:"retention"`
+	RetainBytes ByteSize      `yaml:"retain_bytes"`
 }
 
 // TokensConfig names where bearer tokens come from.
@@ -108,11 +128,44 @@ type TokensConfig struct {
 type LimitsConfig struct {
 	BundleBytes    ByteSize `yaml:"bundle_bytes"`
 	DecisionsBytes ByteSize `yaml:"decisions_bytes"`
-	ModuleBytes    ByteSize `yaml:"module_bytes"`
+	// ModuleBytes bounds a module blob and what a module layer inflates to.
+	ModuleBytes ByteSize `yaml:"module_bytes"`
+	// ModuleCacheBytes bounds unpacked modules held in memory for
+	// /modules/ (larger ones are served from files).
+	ModuleCacheBytes ByteSize `yaml:"module_cache_bytes"`
 	// IngestRate is decision records per second per identity (0: unlimited).
 	IngestRate float64 `yaml:"ingest_rate"`
 	// IngestBurst is the bucket size in records.
 	IngestBurst int `yaml:"ingest_burst"`
+	// IngestBytesRate is decision upload bytes per second per identity (0:
+	// unlimited), IngestBytesBurst its bucket (at least decisions_bytes).
+	IngestBytesRate  ByteSize `yaml:"ingest_bytes_rate"`
+	IngestBytesBurst ByteSize `yaml:"ingest_bytes_burst"`
+	// MinFreeBytes is the data directory's free-space watermark: below it
+	// writes (ingest, publish, pushes) answer 507.
+	MinFreeBytes ByteSize `yaml:"min_free_bytes"`
+	// BodyTimeout is how long a request body may take to start; after it
+	// the body must keep BodyMinRate (bytes per second) on average, or the
+	// request ends with 408 and its connection is closed (0: no limit).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	BodyMinRate ByteSize      `yaml:"body_min_rate"`
+	// MaxConnections caps open client connections; past it new ones are
+	// closed at once (0: three quarters of the file descriptor limit).
+	MaxConnections int `yaml:"max_connections"`
+	// Concurrency are per-class budgets of requests in progress.
+	Concurrency ConcurrencyConfig `yaml:"concurrency"`
+}
+
+// ConcurrencyConfig bounds the requests of each class in progress at once
+// (0: unbounded); a request beyond its class's budget waits up to
+// QueueTimeout, then answers 503 with Retry-After. Pulls have their own
+// budget so that downloads never starve ingest and long-poll wake-ups.
+type ConcurrencyConfig struct {
+	Pull         int           `yaml:"pull"`
+	Push         int           `yaml:"push"`
+	Ingest       int           `yaml:"ingest"`
+	Poll         int           `yaml:"poll"`
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
 }
 
 // StorageConfig selects where modules and OCI blobs live. "filesystem"
@@ -125,6 +178,15 @@ type StorageConfig struct {
 	OCI OCIStorageConfig `yaml:"oci"`
 	// AllowDelete enables DELETE of manifests, tags and blobs on /v2/.
 	AllowDelete bool `yaml:"allow_delete"`
+	// Repositories are per-repository allowlists (name or "prefix/*").
+	Repositories map[string]RepositoryConfig `yaml:"repositories"`
+	// MaxUploads bounds the open chunked upload sessions (filesystem).
+	MaxUploads int `yaml:"max_uploads"`
+	// UploadTTL purges upload sessions idle for longer (filesystem).
+	UploadTTL time.Duration `yaml:"upload_ttl"`
+	// ScrubInterval re-hashes every stored blob this often, quarantining
+	// corrupted ones (filesystem; 0: never, beyond the check on first read).
+	ScrubInterval time.Duration `yaml:"scrub_interval"`
 }
 
 // OCIStorageConfig is the external registry of storage backend oci.
@@ -270,9 +332,24 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("config: listen address is required (--listen)")
 	}
-	for name := range c.Bundles.Channels {
+	for name, ch := range c.Bundles.Channels {
 		if !bundles.ValidChannel(name) {
 			return fmt.Errorf("config: channel %q: name must match [a-z0-9][a-z0-9._-]{0,62}", name)
+		}
+		for a := range ch.Allow {
+			if a != auth.ActionRead && a != auth.ActionPublish {
+				return fmt.Errorf("config: bundles.channels.%s.allow: %q is not a channel action (read, publish)", name, a)
+			}
+		}
+	}
+	for name, rc := range c.Storage.Repositories {
+		if !store.ValidRepository(strings.TrimSuffix(name, "/*")) {
+			return fmt.Errorf("config: storage.repositories: %q is not a repository name or prefix/*", name)
+		}
+		for a := range rc.Allow {
+			if a != auth.ActionRead && a != auth.ActionPush {
+				return fmt.Errorf("config: storage.repositories.%s.allow: %q is not a repository action (read, push)", name, a)
+			}
 		}
 	}
 	switch c.Storage.Backend {
@@ -289,6 +366,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.IngestRate > 0 && c.Limits.IngestBurst < 1 {
 		return errors.New("config: limits.ingest_burst must be at least 1 with an ingest_rate")
+	}
+	if c.Limits.IngestBytesRate > 0 && c.Limits.IngestBytesBurst < c.Limits.DecisionsBytes {
+		return fmt.Errorf("config: limits.ingest_bytes_burst (%d) must be at least limits.decisions_bytes (%d), or no full upload could pass", c.Limits.IngestBytesBurst, c.Limits.DecisionsBytes)
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func TestBundleExpiryMetricReadyzAndLog(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Code)
 	assert.NotContains(t, string(r.Body), "warnings", "no bundle, nothing to expire")
 
-	r = do(t, nil, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""))
+	r = do(t, nil, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"))
 	require.Equal(t, http.StatusCreated, r.Code, string(r.Body))
 
 	r = do(t, nil, "GET", ts.URL+"/metrics", nil)

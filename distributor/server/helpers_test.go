@@ -38,6 +38,8 @@ func testConfig(t testing.TB) Config {
 	cfg.InsecureHTTP = true
 	cfg.Tokens.Env = ""
 	cfg.ShutdownTimeout = 5 * time.Second
+	// The channels the tests publish to (auto_channels is off by default).
+	cfg.Bundles.Channels = map[string]ChannelConfig{"prod": {}, "edge": {}}
 	return cfg
 }
 
@@ -107,3 +109,21 @@ func do(t testing.TB, c *http.Client, method, url string, body []byte, hdr ...st
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

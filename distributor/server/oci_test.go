@@ -64,3 +64,49 @@ func TestOCIMountedWithPushAllowlist(t *testing.T) {
 	assert.Contains(t, string(r.Body), hex.EncodeToString(sum[:]))
 	assert.Equal(t, 403, do(t, nil, "PUT", ts.URL+"/modules/filters/guard/v3.wasm", wasm).Code, "writes under /modules/ need push")
 }
+
+// TestOCIRefusalsUseTheSpecEnvelope: what the server itself refuses on
+// /v2/ (401, 403, 413) answers the distribution spec's error body, so
+// registry clients show the reason; other routes keep {"error": ...}.
+func TestOCIRefusalsUseTheSpecEnvelope(t *testing.T) {
+	cfg := testConfig(t)
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	require.NoError(t, os.WriteFile(tokens, []byte("ci:push-secret\nreader:read-secret\n"), 0o600))
+	cfg.Tokens.File = tokens
+	cfg.Allow = map[auth.Action][]string{auth.ActionRead: {"token:reader", "token:ci"}, auth.ActionPush: {"token:ci"}}
+	cfg.Limits.ModuleBytes = 1 << 10
+	ts := startServer(t, cfg, Options{})
+	for _, tc := range []struct {
+		name, method, path, token string
+		body                      []byte
+		status                    int
+		code                      string
+	}{
+		{"no credentials", "GET", "/v2/", "", nil, 401, "UNAUTHORIZED"},
+		{"bad token", "GET", "/v2/filters/guard/tags/list", "nope", nil, 401, "UNAUTHORIZED"},
+		{"reader pushes", "POST", "/v2/filters/guard/blobs/uploads/", "read-secret", nil, 403, "DENIED"},
+		{"too large", "POST", "/v2/filters/guard/blobs/uploads/?digest=sha256:" + strings.Repeat("0", 64), "push-secret", make([]byte, 2<<10), 413, "SIZE_INVALID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := []string{}
+			if tc.token != "" {
+				hdr = append(hdr, "Authorization", "Bearer "+tc.token)
+			}
+			r := do(t, nil, tc.method, ts.URL+tc.path, tc.body, hdr...)
+			require.Equal(t, tc.status, r.Code, string(r.Body))
+			var e struct {
+				Errors []struct{ Code, Message string } `json:"errors"`
+			}
+			r.json(t, &e)
+			require.Len(t, e.Errors, 1, string(r.Body))
+			assert.Equal(t, tc.code, e.Errors[0].Code)
+			assert.NotEmpty(t, e.Errors[0].Message)
+			assert.Equal(t, "registry/2.0", r.Header.Get("Docker-Distribution-API-Version"))
+		})
+	}
+	r := do(t, nil, "GET", ts.URL+"/v1/bundles", nil)
+	require.Equal(t, 403, r.Code)
+	var e map[string]string
+	r.json(t, &e)
+	assert.NotEmpty(t, e["error"])
+}

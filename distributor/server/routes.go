@@ -1,13 +1,17 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +19,9 @@ import (
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/distributor/modules"
+	"github.com/meshguard/meshguard/distributor/oci"
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Response headers of the bundle API.
@@ -22,6 +29,10 @@ const (
 	HeaderRevision = "X-Meshguard-Revision"
 	HeaderHeadSeq  = "X-Meshguard-Head-Seq"
 	HeaderHeadHash = "X-Meshguard-Head-Hash"
+	// HeaderAnchorSeq and HeaderAnchorHash name the last record retention
+	// removed; the exported log chains on from it.
+	HeaderAnchorSeq  = "X-Meshguard-Anchor-Seq"
+	HeaderAnchorHash = "X-Meshguard-Anchor-Hash"
 )
 
 type identityKey struct{}
@@ -53,9 +64,13 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// authz names what a request needs: an action, on a resource when the
+// resource may have its own allowlist.
+type authz func(*http.Request) (auth.Action, auth.Resource)
+
 // handle registers h behind identification, authorisation, the body size
 // limit and metrics. action picks the allowlist from the request (nil: open).
-func (s *Server) handle(pattern, route string, action func(*http.Request) auth.Action, maxBody int64, h http.HandlerFunc) {
+func (s *Server) handle(pattern, route string, action authz, maxBody int64, h http.HandlerFunc) {
 	requests := s.m.requests.MustCurryWith(map[string]string{"route": route})
 	duration := s.m.duration.WithLabelValues(route)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -79,40 +94,98 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 			id, err := s.policy.Identify(r)
 			if err != nil {
 				s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
-				if route == "oci" {
-					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
-				} else {
-					sw.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
-				}
-				writeError(sw, http.StatusUnauthorized, err.Error())
+				s.challenge(sw, route)
+				s.refuse(sw, r, route, http.StatusUnauthorized, err.Error())
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
-			a := action(r)
-			if !s.policy.Allowed(a, id) {
+			a, res := action(r)
+			if !s.policy.AllowedOn(a, id, res) {
 				if route == "oci" && id.Token == "" && id.SPIFFEID == "" {
 					// Registry clients send credentials (a pull secret) only
 					// after a Basic challenge.
 					s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
-					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
-					writeError(sw, http.StatusUnauthorized, "credentials required")
+					s.challenge(sw, route)
+					s.refuse(sw, r, route, http.StatusUnauthorized, "credentials required")
 					return
 				}
 				s.m.rejected.WithLabelValues(route, "forbidden").Inc()
-				writeError(sw, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, a))
+				what := string(a)
+				if res.Kind != "" {
+					what = fmt.Sprintf("%s %s %q", a, res.Kind, res.Name)
+				}
+				s.refuse(sw, r, route, http.StatusForbidden, fmt.Sprintf("%s may not %s", id, what))
 				return
 			}
 		}
 		if maxBody > 0 {
 			if r.ContentLength > maxBody {
 				s.m.rejected.WithLabelValues(route, "too_large").Inc()
-				writeError(sw, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d", r.ContentLength, maxBody))
+				s.refuse(sw, r, route, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d", r.ContentLength, maxBody))
 				return
 			}
 			r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
 		}
+		if b := s.budgets[classOf(route, r)]; b != nil {
+			release, ok := b.acquire(r.Context())
+			if !ok {
+				s.m.rejected.WithLabelValues(route, "busy").Inc()
+				sw.Header().Set("Retry-After", "5")
+				s.refuse(sw, r, route, http.StatusServiceUnavailable, "the distributor is at its concurrency limit for these requests; retry shortly")
+				return
+			}
+			defer release()
+		}
+		if hasBody(r) && s.cfg.Limits.BodyMinRate > 0 {
+			r.Body = newRateBody(sw, r.Body, s.cfg.Limits.BodyTimeout, float64(s.cfg.Limits.BodyMinRate))
+		}
 		h(sw, r)
 	})
+}
+
+// challenge asks for credentials the way the route's clients understand.
+func (s *Server) challenge(w http.ResponseWriter, route string) {
+	if route == "oci" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
+	} else {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
+	}
+}
+
+// ociCodes are the distribution-spec error codes of the statuses the
+// server itself answers on /v2/ (UNAVAILABLE and UNKNOWN as CNCF
+// Distribution uses them).
+var ociCodes = map[int]string{
+	http.StatusUnauthorized:          "UNAUTHORIZED",
+	http.StatusForbidden:             "DENIED",
+	http.StatusRequestEntityTooLarge: "SIZE_INVALID",
+	http.StatusTooManyRequests:       "TOOMANYREQUESTS",
+	http.StatusServiceUnavailable:    "UNAVAILABLE",
+	http.StatusInsufficientStorage:   "UNAVAILABLE",
+	http.StatusRequestTimeout:        "UNKNOWN",
+}
+
+// refuse answers a request the server turns away before (or instead of)
+// its handler, in the route's error format: the distribution spec's
+// {"errors":[{code,message}]} on /v2/, {"error": msg} elsewhere.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, route string, code int, msg string) {
+	if r != nil && hasBody(r) {
+		// Answer at once and drop the connection: waiting for (or
+		// draining) the body of a request that is refused anyway would let
+		// a client without credentials hold the connection.
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+	if route == "oci" {
+		c := ociCodes[code]
+		if c == "" {
+			c = "UNKNOWN"
+		}
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		writeJSON(w, code, map[string]any{"errors": []map[string]string{{"code": c, "message": msg}}})
+		return
+	}
+	writeError(w, code, msg)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -126,6 +199,22 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
+// internalError logs err with a reference and answers 500 with only that
+// reference: error text names files, paths or a backing registry and
+// stays in the log.
+func (s *Server) internalError(w http.ResponseWriter, route, what string, err error, attrs ...any) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	ref := hex.EncodeToString(b[:])
+	s.log.Error(what, append([]any{"route", route, "ref", ref, "err", err}, attrs...)...)
+	s.refuse(w, nil, route, http.StatusInternalServerError, "internal error (reference "+ref+" in the distributor log)")
+}
+
+// hasBody reports whether a request carries (or may carry) a body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody)
+}
+
 // readBody reads a limited body, answering 413 when it is too large.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) ([]byte, bool) {
 	body, err := io.ReadAll(r.Body)
@@ -136,25 +225,77 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) 
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", mbe.Limit))
 			return nil, false
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.m.rejected.WithLabelValues(route, "too_slow").Inc()
+			s.refuse(w, r, route, http.StatusRequestTimeout, err.Error())
+			return nil, false
+		}
 		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return nil, false
+	}
+	if rb, ok := r.Body.(*rateBody); ok {
+		rb.done()
 	}
 	return body, true
 }
 
-func fixed(a auth.Action) func(*http.Request) auth.Action {
-	return func(*http.Request) auth.Action { return a }
+func fixed(a auth.Action) authz {
+	return func(*http.Request) (auth.Action, auth.Resource) { return a, auth.Resource{} }
 }
 
-// byMethod: reads need read, writes need write.
-func byMethod(write auth.Action) func(*http.Request) auth.Action {
-	return func(r *http.Request) auth.Action {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions:
-			return auth.ActionRead
-		}
-		return write
+// onChannel: action a on the channel named in the path.
+func onChannel(a auth.Action) authz {
+	return func(r *http.Request) (auth.Action, auth.Resource) {
+		return a, auth.Resource{Kind: auth.KindChannel, Name: r.PathValue("channel")}
 	}
+}
+
+// readOrWrite: reads need read, writes need write.
+func readOrWrite(r *http.Request, write auth.Action) auth.Action {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return auth.ActionRead
+	}
+	return write
+}
+
+// onOCIRepository: /v2/ reads need read, writes push, on the repository in
+// the path (the base path and the catalog need the global allowlists).
+func onOCIRepository(r *http.Request) (auth.Action, auth.Resource) {
+	a := readOrWrite(r, auth.ActionPush)
+	if name, ok := oci.Repository(r.URL.Path); ok && name != "" {
+		return a, auth.Resource{Kind: auth.KindRepository, Name: name}
+	}
+	return a, auth.Resource{}
+}
+
+// onModuleRepository is onOCIRepository for /modules/ paths.
+func onModuleRepository(r *http.Request) (auth.Action, auth.Resource) {
+	a := readOrWrite(r, auth.ActionPush)
+	if repo, _, _, ok := modules.ParseModulePath(r.URL.Path); ok {
+		return a, auth.Resource{Kind: auth.KindRepository, Name: repo}
+	}
+	return a, auth.Resource{}
+}
+
+// mountGuard drops a cross-repository mount from a repository the caller
+// may not read (the upload then starts empty, as the spec allows), so a
+// mount cannot copy a blob out of a repository with its own read list.
+func (s *Server) mountGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.Method == http.MethodPost && q.Has("mount") {
+			from := q.Get("from")
+			if !s.policy.AllowedOn(auth.ActionRead, identityOf(r), auth.Resource{Kind: auth.KindRepository, Name: from}) {
+				q.Del("mount")
+				q.Del("from")
+				r2 := r.Clone(r.Context())
+				r2.URL.RawQuery = q.Encode()
+				r = r2
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) routes(opts Options) error {
@@ -165,58 +306,91 @@ func (s *Server) routes(opts Options) error {
 	s.handle("GET /readyz", "readyz", nil, 0, s.readyz)
 	s.handle("GET /metrics", "metrics", fixed(auth.ActionMetrics), 0, s.metricsHandler().ServeHTTP)
 
-	s.handle("GET /v1/bundles", "bundles", fixed(auth.ActionRead), 0, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.reg.Channels())
+	s.handle("GET "+contract.BundlesPath, "bundles", fixed(auth.ActionRead), 0, func(w http.ResponseWriter, r *http.Request) {
+		// Only the channels the caller may read.
+		out := map[string]uint64{}
+		for ch, rev := range s.reg.Channels() {
+			if s.policy.AllowedOn(auth.ActionRead, identityOf(r), auth.Resource{Kind: auth.KindChannel, Name: ch}) {
+				out[ch] = rev
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
-	s.handle("POST /v1/bundles/{channel}", "bundle_publish", fixed(auth.ActionPublish), int64(lim.BundleBytes), s.publishBundle)
-	s.handle("GET /v1/bundles/{channel}", "bundle_get", fixed(auth.ActionRead), 0, s.getBundle)
-	s.handle("GET /v1/bundles/{channel}/revisions", "bundle_revisions", fixed(auth.ActionRead), 0, s.listRevisions)
-	s.handle("GET /v1/bundles/{channel}/revisions/{rev}", "bundle_revision", fixed(auth.ActionRead), 0, s.getRevision)
+	s.handle("POST "+contract.BundlesPath+"/{channel}", "bundle_publish", onChannel(auth.ActionPublish), int64(lim.BundleBytes), s.publishBundle)
+	s.handle("GET "+contract.BundlesPath+"/{channel}", "bundle_get", onChannel(auth.ActionRead), 0, s.getBundle)
+	s.handle("GET "+contract.BundlesPath+"/{channel}/revisions", "bundle_revisions", onChannel(auth.ActionRead), 0, s.listRevisions)
+	s.handle("GET "+contract.BundlesPath+"/{channel}/revisions/{rev}", "bundle_revision", onChannel(auth.ActionRead), 0, s.getRevision)
 
-	s.handle("POST /v1/decisions", "decisions_ingest", fixed(auth.ActionIngest), int64(lim.DecisionsBytes), s.ingest)
-	s.handle("GET /v1/decisions", "decisions_query", fixed(auth.ActionAudit), 0, s.queryDecisions)
-	s.handle("GET /v1/decisions/head", "decisions_head", fixed(auth.ActionAudit), 0, func(w http.ResponseWriter, r *http.Request) {
+	s.handle("POST "+contract.DecisionsPath, "decisions_ingest", fixed(auth.ActionIngest), int64(lim.DecisionsBytes), s.ingest)
+	s.handle("GET "+contract.DecisionsPath, "decisions_query", fixed(auth.ActionAudit), 0, s.queryDecisions)
+	s.handle("GET "+contract.DecisionsHeadPath, "decisions_head", fixed(auth.ActionAudit), 0, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.dlog.Head())
 	})
-	s.handle("GET /v1/decisions/log", "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
+	s.handle("GET "+contract.DecisionsLogPath, "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
-	oci, modules := opts.OCI, opts.Modules
-	if oci == nil || modules == nil {
+	ociH, modulesH := opts.OCI, opts.Modules
+	if ociH == nil || modulesH == nil {
 		o, m, err := s.storageHandlers()
 		if err != nil {
 			return err
 		}
-		if oci == nil {
-			oci = o
+		if ociH == nil {
+			ociH = o
 		}
-		if modules == nil {
-			modules = m
+		if modulesH == nil {
+			modulesH = m
 		}
 	}
-	if oci != nil {
-		s.handle("/v2/", "oci", byMethod(auth.ActionPush), int64(lim.ModuleBytes), oci.ServeHTTP)
+	if ociH != nil {
+		s.handle("/v2/", "oci", onOCIRepository, int64(lim.ModuleBytes), s.diskGuard("oci", s.mountGuard(ociH)).ServeHTTP)
 	}
-	if modules != nil {
-		s.handle("/modules/", "modules", byMethod(auth.ActionPush), int64(lim.ModuleBytes), modules.ServeHTTP)
+	if modulesH != nil {
+		s.handle("/modules/", "modules", onModuleRepository, int64(lim.ModuleBytes), modulesH.ServeHTTP)
 	}
 	return nil
+}
+
+// readyFailure is what /readyz says about each failing check.
+var readyFailure = map[string]string{
+	"bundle_storage": "bundle storage not writable",
+	"decision_log":   "decision log not writable",
+	"bundle_keys":    "bundle verification keys unavailable",
+	"tls_svid":       "no TLS SVID",
+	"storage":        "module storage unreachable",
+	"disk":           "data directory below its free-space watermark",
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	checks := map[string]string{}
 	ready := true
+	// /readyz is anonymous: it names the failing check, the log says why
+	// (paths and registry addresses stay out of the answer).
 	check := func(name string, err error) {
+		s.readyMu.Lock()
+		changed := fmt.Sprint(err) != s.readyLast[name]
+		s.readyLast[name] = fmt.Sprint(err)
+		s.readyMu.Unlock()
 		if err != nil {
-			checks[name] = err.Error()
+			checks[name] = readyFailure[name]
 			ready = false
+			if changed {
+				s.log.Warn("readiness check failing", "check", name, "err", err)
+			}
 		} else {
 			checks[name] = "ok"
+			if changed {
+				s.log.Info("readiness check passing", "check", name)
+			}
 		}
 	}
 	check("bundle_storage", s.reg.Writable())
 	check("decision_log", s.dlog.Writable())
-	check("bundle_keys", s.keysErr)
+	keysErr := s.keysErr
+	if kv, ok := s.verifier.(interface{ Err() error }); ok && keysErr == nil {
+		keysErr = kv.Err()
+	}
+	check("bundle_keys", keysErr)
 	if s.tlsSrc != nil {
 		_, err := s.tlsSrc.SVID.GetX509SVID()
 		check("tls_svid", err)
@@ -234,11 +408,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{"ready": ready, "checks": checks}
 	// Expiry warns without failing readiness: an unready distributor would
 	// also refuse the publish that fixes it.
-	if warn := s.expiryWarnings(time.Now()); len(warn) > 0 {
-		ws := map[string]string{}
-		for ch, w := range warn {
-			ws["bundle_expiry/"+ch] = w.text
-		}
+	ws := map[string]string{}
+	for ch, w := range s.expiryWarnings(time.Now()) {
+		ws["bundle_expiry/"+ch] = w.text
+	}
+	// A full disk refuses writes (507) but reads go on: a warning too.
+	if low, _ := s.disk.low(); low {
+		ws["disk"] = readyFailure["disk"]
+	}
+	if len(ws) > 0 {
 		body["warnings"] = ws
 	}
 	writeJSON(w, code, body)
@@ -260,6 +438,9 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("channel %q: name must match [a-z0-9][a-z0-9._-]{0,62}", name))
 		return
 	}
+	if !s.diskOK(w, r, route) {
+		return
+	}
 	body, ok := s.readBody(w, r, route)
 	if !ok {
 		return
@@ -272,10 +453,11 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 		s.setExpiry(name, ri)
 		s.log.Info("bundle published", "channel", name, "revision", ri.Revision, "digest", ri.Digest,
 			"size", ri.Size, "by", identityOf(r).String())
-		w.Header().Set("Location", fmt.Sprintf("/v1/bundles/%s/revisions/%d", name, ri.Revision))
+		w.Header().Set("Location", fmt.Sprintf("%s/revisions/%d", contract.ChannelPath(name), ri.Revision))
 		writeJSON(w, http.StatusCreated, PublishResult{Channel: name, Revision: ri.Revision, Digest: ri.Digest, Expires: ri.Expires})
-	case errors.Is(err, errNoKeys):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, errKeysUnavailable):
+		s.m.publishes.WithLabelValues(name, "unavailable").Inc()
+		writeError(w, http.StatusServiceUnavailable, "bundle verification keys are unavailable; nothing can be published until they are fixed (see the distributor log)")
 	case errors.Is(err, bundles.ErrConflict):
 		s.m.publishes.WithLabelValues(name, "conflict").Inc()
 		s.m.rejected.WithLabelValues(route, "conflict").Inc()
@@ -290,8 +472,7 @@ func (s *Server) publishBundle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
 		s.m.publishes.WithLabelValues(name, "error").Inc()
-		s.log.Error("bundle publish failed", "channel", name, "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, route, "bundle publish failed", err, "channel", name)
 	}
 }
 
@@ -389,7 +570,7 @@ func (s *Server) bundleError(w http.ResponseWriter, err error) {
 	case errors.Is(err, bundles.ErrBadChannel):
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, "bundles", "bundle read failed", err)
 	}
 }
 
@@ -424,26 +605,58 @@ func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
 
 // IngestResult is the body of a successful decision upload (200).
 type IngestResult struct {
-	Accepted int    `json:"accepted"`
-	FirstSeq uint64 `json:"first_seq"`
-	LastSeq  uint64 `json:"last_seq"`
+	Accepted int `json:"accepted"`
+	// Duplicates were already in the log (same uploader and decision_id):
+	// a retry of records whose acknowledgement was lost.
+	Duplicates int    `json:"duplicates,omitempty"`
+	FirstSeq   uint64 `json:"first_seq"`
+	LastSeq    uint64 `json:"last_seq"`
 }
 
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	const route = "decisions_ingest"
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	ndjson := ct == "application/x-ndjson" || ct == "application/jsonl"
-	body, ok := s.readBody(w, r, route)
-	if !ok {
-		return
-	}
-	recs, err := decisionlog.Decode(body, ndjson)
-	if err != nil {
-		s.m.rejected.WithLabelValues(route, "invalid").Inc()
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	id := identityOf(r)
+	if !s.diskOK(w, r, route) {
+		return
+	}
+	// Bytes are charged before the body is read when its length is known,
+	// so a refused client sends nothing more.
+	byteRate := s.cfg.Limits.IngestBytesRate > 0
+	if byteRate && r.ContentLength > 0 {
+		if int(r.ContentLength) > s.byteLimiter.Burst() {
+			s.m.rejected.WithLabelValues(route, "too_large").Inc()
+			s.refuse(w, r, route, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the ingest byte burst of %d", r.ContentLength, s.byteLimiter.Burst()))
+			return
+		}
+		if !s.allowBytes(w, r, route, id, int(r.ContentLength)) {
+			return
+		}
+	}
+	cr := &countingReader{r: r.Body}
+	recs, err := decisionlog.DecodeReader(cr, ndjson, int(s.cfg.Decisions.MaxRecordBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			s.m.rejected.WithLabelValues(route, "too_large").Inc()
+			s.refuse(w, r, route, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", mbe.Limit))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.m.rejected.WithLabelValues(route, "too_slow").Inc()
+			s.refuse(w, r, route, http.StatusRequestTimeout, errBodyTooSlow.Error())
+		default:
+			s.m.rejected.WithLabelValues(route, "invalid").Inc()
+			writeError(w, http.StatusBadRequest, err.Error())
+		}
+		return
+	}
+	if rb, ok := r.Body.(*rateBody); ok {
+		rb.done()
+	}
+	if byteRate && r.ContentLength <= 0 && !s.allowBytes(w, r, route, id, int(cr.n)) {
+		return
+	}
 	if len(recs) > s.limiter.Burst() && s.cfg.Limits.IngestRate > 0 {
 		s.m.rejected.WithLabelValues(route, "too_large").Inc()
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%d records in one upload exceed the ingest burst of %d", len(recs), s.limiter.Burst()))
@@ -455,16 +668,20 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("ingest rate limit for %s exceeded; retry in %s", id, wait.Round(time.Millisecond)))
 		return
 	}
-	decisionlog.Stamp(recs, id.String(), time.Now())
-	first, last, err := s.dlog.Append(recs)
+	decisionlog.Stamp(recs, id.Principal(), time.Now())
+	res, err := s.dlog.Append(recs)
 	if err != nil {
-		s.log.Error("decision log append failed", "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, route, "decision log append failed", err)
 		return
 	}
-	s.m.ingested.Add(float64(len(recs)))
-	s.m.decisionSeq.Set(float64(last))
-	writeJSON(w, http.StatusOK, IngestResult{Accepted: len(recs), FirstSeq: first, LastSeq: last})
+	s.m.ingested.Add(float64(res.Accepted))
+	if res.Duplicates > 0 {
+		s.m.duplicates.Add(float64(res.Duplicates))
+	}
+	if res.Accepted > 0 {
+		s.m.decisionSeq.Set(float64(res.Last))
+	}
+	writeJSON(w, http.StatusOK, IngestResult{Accepted: res.Accepted, Duplicates: res.Duplicates, FirstSeq: res.First, LastSeq: res.Last})
 }
 
 func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
@@ -498,12 +715,68 @@ func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, err := s.dlog.Query(query)
+	// The answer is streamed as records are found: {"records":[...],
+	// "next":N}. A failure after the first byte aborts the response, so a
+	// client never takes a cut answer for a complete one.
+	bw := bufio.NewWriterSize(w, 32<<10)
+	started := false
+	next, err := s.dlog.QueryEach(query, func(line []byte) error {
+		if !started {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			bw.WriteString(`{"records":[`)
+			started = true
+		} else {
+			bw.WriteByte(',')
+		}
+		_, werr := bw.Write(line)
+		return werr
+	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
+		if !started {
+			s.internalError(w, "decisions_query", "decision query failed", err)
+			return
+		}
+		s.log.Error("decision query failed while streaming", "err", err)
+		panic(http.ErrAbortHandler)
 	}
-	writeJSON(w, http.StatusOK, res)
+	if !started {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		bw.WriteString(`{"records":[`)
+	}
+	bw.WriteString(`]`)
+	if next != 0 {
+		fmt.Fprintf(bw, `,"next":%d`, next)
+	}
+	bw.WriteString("}\n")
+	if err := bw.Flush(); err != nil {
+		s.log.Debug("decision query answer not delivered", "err", err)
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// allowBytes takes n bytes from the identity's ingest byte bucket,
+// answering 429 when they are not there.
+func (s *Server) allowBytes(w http.ResponseWriter, r *http.Request, route string, id auth.Identity, n int) bool {
+	ok, wait := s.byteLimiter.Allow(id.Key(), n)
+	if !ok {
+		s.m.rejected.WithLabelValues(route, "rate_limited").Inc()
+		w.Header().Set("Retry-After", retryAfter(wait))
+		s.refuse(w, r, route, http.StatusTooManyRequests, fmt.Sprintf("ingest byte rate limit for %s exceeded; retry in %s", id, wait.Round(time.Millisecond)))
+	}
+	return ok
 }
 
 func (s *Server) exportDecisions(w http.ResponseWriter, r *http.Request) {
@@ -511,6 +784,10 @@ func (s *Server) exportDecisions(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set(HeaderHeadSeq, strconv.FormatUint(head.Seq, 10))
 	w.Header().Set(HeaderHeadHash, head.Hash)
+	if a := s.dlog.Anchor(); a.Seq > 0 {
+		w.Header().Set(HeaderAnchorSeq, strconv.FormatUint(a.Seq, 10))
+		w.Header().Set(HeaderAnchorHash, a.Hash)
+	}
 	if err := s.dlog.WriteLog(w, head); err != nil {
 		s.log.Warn("decision log export interrupted", "err", err)
 	}

@@ -99,7 +99,7 @@ func TestMTLSAllowlistsAndTokens(t *testing.T) {
 
 	pub, guard, stranger := p.client(p.svid(t, publisherID)), p.client(p.svid(t, guardID)), p.client(p.svid(t, strangerID))
 	anon := p.client(nil)
-	bundle := k.bundle(t, 1, "")
+	bundle := k.bundle(t, 1, "prod")
 	cases := []struct {
 		name   string
 		c      *http.Client
@@ -110,17 +110,17 @@ func TestMTLSAllowlistsAndTokens(t *testing.T) {
 		want   int
 	}{
 		{"publisher publishes", pub, "POST", "/v1/bundles/prod", bundle, nil, 201},
-		{"guard may not publish", guard, "POST", "/v1/bundles/prod", k.bundle(t, 2, ""), nil, 403},
+		{"guard may not publish", guard, "POST", "/v1/bundles/prod", k.bundle(t, 2, "prod"), nil, 403},
 		{"guard reads", guard, "GET", "/v1/bundles/prod", nil, nil, 200},
 		{"publisher may not read", pub, "GET", "/v1/bundles/prod", nil, nil, 403},
 		{"stranger may not read", stranger, "GET", "/v1/bundles/prod", nil, nil, 403},
 		{"no cert may not read", anon, "GET", "/v1/bundles/prod", nil, nil, 403},
 		{"guard ingests", guard, "POST", "/v1/decisions", decisionBatch(0, 3), nil, 200},
 		{"stranger may not ingest", stranger, "POST", "/v1/decisions", decisionBatch(0, 3), nil, 403},
-		{"CI token publishes without cert", anon, "POST", "/v1/bundles/prod", k.bundle(t, 2, ""), []string{"Authorization", "Bearer s3cret-ci-token"}, 201},
-		{"wrong token is 401", anon, "POST", "/v1/bundles/prod", k.bundle(t, 3, ""), []string{"Authorization", "Bearer s3cret-ci-tokeN"}, 401},
+		{"CI token publishes without cert", anon, "POST", "/v1/bundles/prod", k.bundle(t, 2, "prod"), []string{"Authorization", "Bearer s3cret-ci-token"}, 201},
+		{"wrong token is 401", anon, "POST", "/v1/bundles/prod", k.bundle(t, 3, "prod"), []string{"Authorization", "Bearer s3cret-ci-tokeN"}, 401},
 		{"basic auth is 401", anon, "GET", "/v1/decisions", nil, []string{"Authorization", "Basic YTpi"}, 401},
-		{"auditor token may not publish", anon, "POST", "/v1/bundles/prod", k.bundle(t, 3, ""), []string{"Authorization", "Bearer audit-token-77"}, 403},
+		{"auditor token may not publish", anon, "POST", "/v1/bundles/prod", k.bundle(t, 3, "prod"), []string{"Authorization", "Bearer audit-token-77"}, 403},
 		{"auditor queries", anon, "GET", "/v1/decisions", nil, []string{"Authorization", "Bearer audit-token-77"}, 200},
 		{"guard may not query", guard, "GET", "/v1/decisions", nil, nil, 403},
 		{"metrics are open", anon, "GET", "/metrics", nil, nil, 200},
@@ -234,7 +234,7 @@ func TestWorkloadAPISource(t *testing.T) {
 	ts := startServer(t, cfg, k.options())
 
 	// The server's certificate comes from the Workload API.
-	r := do(t, p.client(p.svid(t, publisherID)), "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""))
+	r := do(t, p.client(p.svid(t, publisherID)), "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"))
 	assert.Equal(t, 201, r.Code, string(r.Body))
 	r = do(t, p.client(nil), "GET", ts.URL+"/readyz", nil)
 	assert.Equal(t, 200, r.Code, string(r.Body))
@@ -251,6 +251,6 @@ func TestWorkloadAPISource(t *testing.T) {
 	cert, key := p.files(t, publisherID)
 	tc, _, err = auth.ClientTLSConfig(ctx, auth.ClientOptions{CA: p.bundle, Cert: cert, Key: key})
 	require.NoError(t, err)
-	r = do(t, &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, ""))
+	r = do(t, &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, "prod"))
 	assert.Equal(t, 201, r.Code, string(r.Body))
 }

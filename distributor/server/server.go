@@ -34,18 +34,25 @@ type Options struct {
 
 // Server is a configured distributor.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *bundles.Registry
-	dlog     *decisionlog.Log
-	policy   *auth.Policy
-	limiter  *auth.Limiter
-	m        *metrics
-	verifier bundles.Verifier
-	keysErr  error
-	tlsSrc   *auth.Source
-	store    store.Store
-	mux      *http.ServeMux
+	cfg     Config
+	log     *slog.Logger
+	reg     *bundles.Registry
+	dlog    *decisionlog.Log
+	policy  *auth.Policy
+	limiter *auth.Limiter
+	// byteLimiter bounds ingest bytes per identity.
+	byteLimiter *auth.Limiter
+	disk        *diskWatch
+	budgets     map[string]*budget // by request class
+	m           *metrics
+	verifier    bundles.Verifier
+	keysErr     error
+	tlsSrc      *auth.Source
+	store       store.Store
+	mux         *http.ServeMux
+
+	readyMu   sync.Mutex
+	readyLast map[string]string // check -> last error text, to log changes
 
 	expiryMu     sync.Mutex
 	expiryWarned map[string]expiryWarning // channel -> last expiry warning logged
@@ -64,7 +71,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: opts.Logger, m: newMetrics(), mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: opts.Logger, m: newMetrics(), mux: http.NewServeMux(), readyLast: map[string]string{}}
 	announceBuild(s.log, s.m.reg)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	ok := false
@@ -84,14 +91,29 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if err := s.policy.TrustXFCC(cfg.XFCC); err != nil {
 		return nil, err
 	}
+	for name, ch := range cfg.Bundles.Channels {
+		if ch.Allow != nil {
+			if err := s.policy.Restrict(auth.KindChannel, name, ch.Allow); err != nil {
+				return nil, fmt.Errorf("config: %w", err)
+			}
+		}
+	}
+	for name, rc := range cfg.Storage.Repositories {
+		if err := s.policy.Restrict(auth.KindRepository, name, rc.Allow); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
 	s.limiter = auth.NewLimiter(cfg.Limits.IngestRate, cfg.Limits.IngestBurst)
+	s.byteLimiter = auth.NewLimiter(float64(cfg.Limits.IngestBytesRate), int(cfg.Limits.IngestBytesBurst))
+	s.disk = &diskWatch{dir: cfg.Data, min: int64(cfg.Limits.MinFreeBytes)}
+	s.newBudgets()
 
 	s.verifier = opts.Verifier
 	if s.verifier == nil {
 		if cfg.Keys == "" {
 			s.keysErr = errNoKeys
 		} else {
-			kv, err := NewKeyVerifier(cfg.Keys)
+			kv, err := NewKeyVerifier(cfg.Keys, s.log)
 			if err != nil {
 				return nil, err
 			}
@@ -119,6 +141,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
 		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
+		Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
 	}); err != nil {
 		return nil, err
 	}
@@ -141,7 +164,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 }
 
 // errNoKeys: publishing is impossible until keys are configured (503).
-var errNoKeys = errors.New("no bundle verification keys configured (keys: in the config, or --keys)")
+var errNoKeys = fmt.Errorf("%w: none configured (keys: in the config, or --keys)", errKeysUnavailable)
 
 // noKeys refuses every publish while no keys are configured.
 type noKeys struct{ err error }
@@ -203,10 +226,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	maxConns := int64(s.cfg.Limits.MaxConnections)
+	if maxConns <= 0 {
+		maxConns = defaultMaxConnections()
+	}
+	ln = &connLimit{Listener: ln, max: maxConns, refused: s.m.connsRefused, openConn: s.m.conns}
 	srv.TLSConfig = s.TLSConfig()
 	useTLS := srv.TLSConfig != nil
 	s.log.Info("distributor listening", "addr", ln.Addr().String(), "tls", useTLS)
 	go s.watchExpiry(ctx, time.Minute)
+	go s.scrubLoop(ctx, s.cfg.Storage.ScrubInterval)
 	errc := make(chan error, 1)
 	go func() {
 		if useTLS {

@@ -28,7 +28,7 @@ func TestSidecarTrafficIsNotLoopback(t *testing.T) {
 	ts := startServer(t, testConfig(t), k.options())
 	sidecar, local := fromAddr("127.0.0.6", nil), fromAddr("127.0.0.1", nil)
 
-	r := do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""))
+	r := do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"))
 	assert.Equal(t, http.StatusForbidden, r.Code, string(r.Body))
 	r = do(t, sidecar, "GET", ts.URL+"/v1/decisions/log", nil)
 	assert.Equal(t, http.StatusForbidden, r.Code, string(r.Body))
@@ -36,7 +36,7 @@ func TestSidecarTrafficIsNotLoopback(t *testing.T) {
 	r = do(t, local, "GET", ts.URL+"/v1/decisions/head", nil, "X-Forwarded-Proto", "http")
 	assert.Equal(t, http.StatusForbidden, r.Code, string(r.Body))
 
-	r = do(t, local, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""))
+	r = do(t, local, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"))
 	assert.Equal(t, http.StatusCreated, r.Code, string(r.Body))
 	r = do(t, local, "GET", ts.URL+"/v1/decisions/head", nil)
 	assert.Equal(t, http.StatusOK, r.Code, string(r.Body))
@@ -60,7 +60,7 @@ func TestInMeshSPIFFEAuth(t *testing.T) {
 
 	t.Run("xfcc not configured", func(t *testing.T) {
 		ts := startServer(t, cfg, k.options())
-		r := do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""), "X-Forwarded-Client-Cert", xfcc(publisherID.String()))
+		r := do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"), "X-Forwarded-Client-Cert", xfcc(publisherID.String()))
 		assert.Equal(t, http.StatusForbidden, r.Code, "the header is ignored: %s", r.Body)
 	})
 
@@ -69,17 +69,17 @@ func TestInMeshSPIFFEAuth(t *testing.T) {
 		c.Data = t.TempDir()
 		c.XFCC = auth.XFCCConfig{Trust: true, By: me}
 		ts := startServer(t, c, k.options())
-		r := do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""), "X-Forwarded-Client-Cert", xfcc(publisherID.String()))
+		r := do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"), "X-Forwarded-Client-Cert", xfcc(publisherID.String()))
 		assert.Equal(t, http.StatusCreated, r.Code, string(r.Body))
 		r = do(t, sidecar, "GET", ts.URL+"/v1/bundles/prod", nil, "X-Forwarded-Client-Cert", xfcc(guardID.String()))
 		assert.Equal(t, http.StatusOK, r.Code, string(r.Body))
 		r = do(t, sidecar, "GET", ts.URL+"/v1/decisions/head", nil, "X-Forwarded-Client-Cert", xfcc(guardID.String()))
 		assert.Equal(t, http.StatusForbidden, r.Code, "guards may not read the audit trail: %s", r.Body)
-		r = do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, ""), "X-Forwarded-Client-Cert",
+		r = do(t, sidecar, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, "prod"), "X-Forwarded-Client-Cert",
 			"By=spiffe://grid.example/other;URI="+publisherID.String())
 		assert.Equal(t, http.StatusUnauthorized, r.Code, "a header for another service: %s", r.Body)
 		// Not from the sidecar's address: the header proves nothing.
-		r = do(t, local, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, ""), "X-Forwarded-Client-Cert", xfcc(publisherID.String()))
+		r = do(t, local, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, "prod"), "X-Forwarded-Client-Cert", xfcc(publisherID.String()))
 		assert.Equal(t, http.StatusForbidden, r.Code, string(r.Body))
 	})
 
@@ -90,9 +90,9 @@ func TestInMeshSPIFFEAuth(t *testing.T) {
 		ts := startServer(t, c, k.options())
 		pub := fromAddr("127.0.0.6", tlsconfig.MTLSClientConfig(p.svid(t, publisherID), p.ca.X509Bundle(), tlsconfig.AuthorizeID(serverID)))
 		guard := fromAddr("127.0.0.6", tlsconfig.MTLSClientConfig(p.svid(t, guardID), p.ca.X509Bundle(), tlsconfig.AuthorizeID(serverID)))
-		r := do(t, pub, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, ""))
+		r := do(t, pub, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 1, "prod"))
 		assert.Equal(t, http.StatusCreated, r.Code, string(r.Body))
-		r = do(t, guard, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, ""))
+		r = do(t, guard, "POST", ts.URL+"/v1/bundles/prod", k.bundle(t, 2, "prod"))
 		assert.Equal(t, http.StatusForbidden, r.Code, string(r.Body))
 		r = do(t, guard, "GET", ts.URL+"/v1/bundles/prod", nil)
 		assert.Equal(t, http.StatusOK, r.Code, string(r.Body))

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/distributor/oci"
@@ -17,7 +20,9 @@ func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err
 	var st store.Store
 	switch s.cfg.Storage.Backend {
 	case "", "filesystem":
-		fs, err := store.OpenFS(filepath.Join(s.cfg.Data, "oci"))
+		fs, err := store.OpenFS(filepath.Join(s.cfg.Data, "oci"), store.FSOptions{
+			MaxUploads: s.cfg.Storage.MaxUploads, UploadTTL: s.cfg.Storage.UploadTTL, Logger: s.log,
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -42,10 +47,47 @@ func (s *Server) storageHandlers() (ociHandler, modulesHandler http.Handler, err
 	}
 	s.store = st
 	h := oci.NewHandler(st, oci.Options{
-		AllowDelete:  s.cfg.Storage.AllowDelete,
-		MaxBlobBytes: int64(s.cfg.Limits.ModuleBytes),
-		Logger:       s.log,
-		Metrics:      s.m.reg,
+		AllowDelete:      s.cfg.Storage.AllowDelete,
+		MaxBlobBytes:     int64(s.cfg.Limits.ModuleBytes),
+		MaxInflatedBytes: int64(s.cfg.Limits.ModuleBytes),
+		Logger:           s.log,
+		Metrics:          s.m.reg,
 	})
-	return h, modules.NewHTTPHandler(st, modules.HTTPOptions{Logger: s.log}), nil
+	// Unpacked modules: a byte-bounded memory cache, large ones in files
+	// under the data directory (left-overs of an earlier process dropped).
+	spool := filepath.Join(s.cfg.Data, "cache", "modules")
+	if err := os.RemoveAll(spool); err != nil {
+		return nil, nil, fmt.Errorf("module cache: %w", err)
+	}
+	mh := modules.NewHTTPHandler(st, modules.HTTPOptions{
+		Logger: s.log, MaxModuleBytes: int64(s.cfg.Limits.ModuleBytes),
+		CacheBytes: int64(s.cfg.Limits.ModuleCacheBytes), SpoolDir: spool, Metrics: s.m.reg,
+	})
+	return h, mh, nil
+}
+
+// scrubLoop re-hashes the filesystem store's blobs every interval.
+func (s *Server) scrubLoop(ctx context.Context, every time.Duration) {
+	fs, ok := s.store.(*store.FS)
+	if !ok || every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rep, err := fs.Scrub(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Error("blob scrub failed", "err", err)
+		case len(rep.Quarantined) > 0:
+			s.log.Error("blob scrub quarantined corrupted blobs", "checked", rep.Checked, "quarantined", len(rep.Quarantined))
+		default:
+			s.log.Info("blob scrub finished", "checked", rep.Checked)
+		}
+	}
 }

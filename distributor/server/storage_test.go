@@ -5,7 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -109,10 +113,42 @@ func TestOCIBackendUnreachableIsNotReady(t *testing.T) {
 	require.NoError(t, err)
 	addr := l.Addr().String()
 	l.Close()
-	ts := startServer(t, ociConfig(t, addr), Options{})
+	var logs syncBuffer
+	ts := startServer(t, ociConfig(t, addr+"/hidden-prefix"), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	r := do(t, nil, "GET", ts.URL+"/readyz", nil)
 	assert.Equal(t, 503, r.Code)
 	assert.Contains(t, string(r.Body), `"storage"`)
+
+	// Neither answers nor readiness name the backing registry; the log does.
+	for _, path := range []string{"/readyz", "/v2/filters/guard/manifests/v1", "/v2/filters/guard/blobs/sha256:" + strings.Repeat("a", 64),
+		"/v2/filters/guard/tags/list", "/modules/filters/guard/v1.wasm"} {
+		r := do(t, nil, "GET", ts.URL+path, nil)
+		assert.GreaterOrEqual(t, r.Code, 500, path)
+		assert.NotContains(t, string(r.Body), addr, path)
+		assert.NotContains(t, string(r.Body), "hidden-prefix", path)
+	}
+	r = do(t, nil, "POST", ts.URL+"/v2/filters/guard/blobs/uploads/", nil)
+	assert.GreaterOrEqual(t, r.Code, 500)
+	assert.NotContains(t, string(r.Body), addr)
+	assert.Contains(t, logs.String(), addr)
+}
+
+// TestInternalErrorsKeepDetailsInTheLog: a 500 names a reference into the
+// log, never a path or an error text.
+func TestInternalErrorsKeepDetailsInTheLog(t *testing.T) {
+	cfg := testConfig(t)
+	var logs syncBuffer
+	ts := startServer(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, os.RemoveAll(filepath.Join(cfg.Data, "decisions")))
+	r := do(t, nil, "GET", ts.URL+"/v1/decisions?limit=5", nil)
+	require.Equal(t, 500, r.Code)
+	assert.NotContains(t, string(r.Body), cfg.Data)
+	var e map[string]string
+	r.json(t, &e)
+	ref := regexp.MustCompile(`reference ([0-9a-f]{12})`).FindStringSubmatch(e["error"])
+	require.Len(t, ref, 2, e["error"])
+	assert.Contains(t, logs.String(), "ref="+ref[1])
+	assert.Contains(t, logs.String(), cfg.Data)
 }
 
 func TestOCIStorageConfigValidation(t *testing.T) {

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -27,31 +30,86 @@ import (
 //	repositories/<name>/_tags/<tag>         tag (holds the manifest digest)
 //	uploads/<id>                            chunked upload in progress
 //	tmp/                                    staging for atomic writes
+//	corrupt/                                blobs that failed their digest check
 //
 // Every file becomes visible only through a rename of a fully written and
 // fsync'd temporary file followed by an fsync of the directory, so a crash
 // never exposes a partial blob. Uploads and temporary files left by a crash
 // are discarded by OpenFS.
+//
+// Content is trusted only after hashing: an upload is committed by copying
+// it into a fresh staging file while hashing it, so no write into the upload
+// can reach the blob afterwards; one request at a time may work on an
+// upload (others get ErrUploadBusy); an existing blob is re-hashed before a
+// new push is linked to it; and every blob is hashed on its first read by
+// this process (and by Scrub), a corrupted one being moved to corrupt/.
 type FS struct {
 	root string
+	opt  FSOptions
+
+	mu        sync.Mutex
+	uploads   map[string]*upload
+	lastPurge time.Time
+	verified  map[digest.Digest]fileStamp // blobs hashed since open
 }
+
+// FSOptions tune an FS. Zero values pick the defaults.
+type FSOptions struct {
+	// MaxUploads bounds the open upload sessions (default 1024).
+	MaxUploads int
+	// UploadTTL is how long an upload may sit idle before it is purged
+	// (default 1h).
+	UploadTTL time.Duration
+	// Logger receives integrity problems (default slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// upload is an open upload session.
+type upload struct {
+	mu      sync.Mutex // held by the one request working on the upload
+	repo    string
+	touched time.Time // guarded by FS.mu
+}
+
+// fileStamp identifies the file content was verified in.
+type fileStamp struct {
+	size  int64
+	mtime time.Time
+}
+
+// maxVerified bounds the verified-blob memo; past it the memo starts over.
+const maxVerified = 1 << 16
 
 var _ Store = (*FS)(nil)
 
 // OpenFS opens (creating if needed) a filesystem store rooted at dir and
 // discards uploads and temporary files left behind by an earlier process.
-func OpenFS(dir string) (*FS, error) {
+func OpenFS(dir string, opt FSOptions) (*FS, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s := &FS{root: abs}
+	if opt.MaxUploads <= 0 {
+		opt.MaxUploads = 1024
+	}
+	if opt.UploadTTL <= 0 {
+		opt.UploadTTL = time.Hour
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	s := &FS{root: abs, opt: opt, uploads: map[string]*upload{}, verified: map[digest.Digest]fileStamp{}}
 	for _, sub := range []string{"tmp", "uploads"} {
 		if err := os.RemoveAll(filepath.Join(abs, sub)); err != nil {
 			return nil, fmt.Errorf("store: cleaning %s: %w", sub, err)
 		}
 	}
-	for _, sub := range []string{"blobs", "repositories", "tmp", "uploads"} {
+	for _, sub := range []string{"blobs", "repositories", "tmp", "uploads", "corrupt"} {
 		if err := os.MkdirAll(filepath.Join(abs, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
@@ -140,7 +198,106 @@ func (s *FS) OpenBlob(_ context.Context, repo string, d digest.Digest) (io.ReadS
 		f.Close()
 		return nil, 0, err
 	}
+	if err := s.verify(f, fi, d); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
 	return f, fi.Size(), nil
+}
+
+// verify hashes the blob in f unless this process already did for the same
+// file, and quarantines it when the content does not match d.
+func (s *FS) verify(f *os.File, fi os.FileInfo, d digest.Digest) error {
+	stamp := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
+	s.mu.Lock()
+	known, ok := s.verified[d]
+	s.mu.Unlock()
+	if ok && known == stamp {
+		return nil
+	}
+	h := d.Algorithm().Hash()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("store: reading blob %s: %w", d, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("store: reading blob %s: %w", d, err)
+	}
+	if got := digest.NewDigestFromEncoded(d.Algorithm(), hex.EncodeToString(h.Sum(nil))); got != d {
+		s.quarantine(d, got)
+		return fmt.Errorf("store: blob %s failed its digest check and was quarantined: %w", d, ErrNotFound)
+	}
+	s.mu.Lock()
+	if len(s.verified) >= maxVerified {
+		clear(s.verified)
+	}
+	s.verified[d] = stamp
+	s.mu.Unlock()
+	return nil
+}
+
+// quarantine moves a corrupted blob out of blobs/ so it is never served or
+// linked again; the next push of the content stores it afresh.
+func (s *FS) quarantine(d, got digest.Digest) {
+	dst := filepath.Join(s.root, "corrupt", fmt.Sprintf("%s-%s-%d", d.Algorithm(), d.Encoded(), s.opt.Now().UnixNano()))
+	err := os.Rename(s.blobPath(d), dst)
+	s.mu.Lock()
+	delete(s.verified, d)
+	s.mu.Unlock()
+	s.opt.Logger.Error("store: blob content does not match its digest; quarantined", "digest", d.String(), "content_digest", got.String(), "moved_to", dst, "err", err)
+}
+
+// ScrubReport is the outcome of Scrub.
+type ScrubReport struct {
+	Checked     int
+	Quarantined []digest.Digest
+}
+
+// Scrub hashes every stored blob and quarantines those whose content does
+// not match their name. It stops early when ctx ends.
+func (s *FS) Scrub(ctx context.Context) (ScrubReport, error) {
+	var rep ScrubReport
+	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		base := filepath.Join(s.root, "blobs", string(alg))
+		err := filepath.WalkDir(base, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if e.IsDir() {
+				return nil
+			}
+			d := digest.NewDigestFromEncoded(alg, e.Name())
+			if !validDigest(d) {
+				return nil
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return nil // removed meanwhile
+			}
+			defer f.Close()
+			fi, err := f.Stat()
+			if err != nil {
+				return nil
+			}
+			s.mu.Lock()
+			delete(s.verified, d) // a scrub re-reads everything
+			s.mu.Unlock()
+			rep.Checked++
+			if err := s.verify(f, fi, d); errors.Is(err, ErrNotFound) {
+				rep.Quarantined = append(rep.Quarantined, d)
+			}
+			return nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("store: scrub: %w", err)
+		}
+	}
+	return rep, nil
 }
 
 // tempFile creates a staging file under tmp/.
@@ -204,7 +361,7 @@ func (s *FS) commitBlob(f *os.File, repo string, d digest.Digest) error {
 		return err
 	}
 	dst := s.blobPath(d)
-	if _, err := os.Stat(dst); err == nil {
+	if s.intact(dst, d) {
 		f.Close()
 		os.Remove(f.Name())
 	} else if err := publish(f, dst); err != nil {
@@ -217,6 +374,21 @@ func (s *FS) commitBlob(f *os.File, repo string, d digest.Digest) error {
 		return fmt.Errorf("store: linking blob %s into %s: %w", d, repo, err)
 	}
 	return nil
+}
+
+// intact reports whether a stored blob exists and hashes to d. A corrupted
+// one is quarantined so the caller's verified copy replaces it.
+func (s *FS) intact(path string, d digest.Digest) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	return s.verify(f, fi, d) == nil
 }
 
 // PutBlob implements Store.
@@ -285,6 +457,63 @@ func (s *FS) uploadPath(id string) (string, error) {
 	return filepath.Join(s.root, "uploads", id), nil
 }
 
+// purgeLocked drops uploads idle for longer than the TTL (at most every
+// few seconds unless force). s.mu is held.
+func (s *FS) purgeLocked(force bool) {
+	now := s.opt.Now()
+	if !force && now.Sub(s.lastPurge) < 5*time.Second {
+		return
+	}
+	s.lastPurge = now
+	for id, u := range s.uploads {
+		if now.Sub(u.touched) <= s.opt.UploadTTL || !u.mu.TryLock() {
+			continue
+		}
+		delete(s.uploads, id)
+		os.Remove(filepath.Join(s.root, "uploads", id))
+		u.mu.Unlock()
+	}
+}
+
+// acquire takes the upload id of repo for one request; release ends it.
+// An upload of another repository is unknown here, as is a busy one.
+func (s *FS) acquire(repo, id string) (*upload, string, error) {
+	p, err := s.uploadPath(id)
+	if err != nil {
+		return nil, "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.purgeLocked(false)
+	u := s.uploads[id]
+	if u == nil || u.repo != repo {
+		return nil, "", fmt.Errorf("store: upload %s of %s: %w", id, repo, ErrNotFound)
+	}
+	if !u.mu.TryLock() {
+		return nil, "", fmt.Errorf("store: upload %s: %w", id, ErrUploadBusy)
+	}
+	u.touched = s.opt.Now()
+	return u, p, nil
+}
+
+func (s *FS) release(u *upload) {
+	s.mu.Lock()
+	u.touched = s.opt.Now()
+	s.mu.Unlock()
+	u.mu.Unlock()
+}
+
+// forget ends an upload whose lock the caller holds.
+func (s *FS) forget(id string, u *upload, path string) {
+	s.mu.Lock()
+	if s.uploads[id] == u {
+		delete(s.uploads, id)
+	}
+	s.mu.Unlock()
+	os.Remove(path)
+	u.mu.Unlock()
+}
+
 // NewUpload implements Store.
 func (s *FS) NewUpload(_ context.Context, repo string) (string, error) {
 	if _, err := s.repoDir(repo); err != nil {
@@ -295,18 +524,36 @@ func (s *FS) NewUpload(_ context.Context, repo string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(b[:])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.uploads) >= s.opt.MaxUploads {
+		s.purgeLocked(true)
+		if len(s.uploads) >= s.opt.MaxUploads {
+			return "", fmt.Errorf("store: %d uploads are open: %w", len(s.uploads), ErrTooManyUploads)
+		}
+	}
 	f, err := os.OpenFile(filepath.Join(s.root, "uploads", id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("store: new upload: %w", err)
 	}
-	return id, f.Close()
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("store: new upload: %w", err)
+	}
+	s.uploads[id] = &upload{repo: repo, touched: s.opt.Now()}
+	return id, nil
 }
 
 // UploadSize implements Store.
-func (s *FS) UploadSize(_ context.Context, _, id string) (int64, error) {
+func (s *FS) UploadSize(_ context.Context, repo, id string) (int64, error) {
 	p, err := s.uploadPath(id)
 	if err != nil {
 		return 0, err
+	}
+	s.mu.Lock()
+	u := s.uploads[id]
+	s.mu.Unlock()
+	if u == nil || u.repo != repo {
+		return 0, fmt.Errorf("store: upload %s of %s: %w", id, repo, ErrNotFound)
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -316,11 +563,12 @@ func (s *FS) UploadSize(_ context.Context, _, id string) (int64, error) {
 }
 
 // AppendUpload implements Store. The id never changes.
-func (s *FS) AppendUpload(_ context.Context, _, id string, offset int64, r io.Reader, limit int64) (string, int64, error) {
-	p, err := s.uploadPath(id)
+func (s *FS) AppendUpload(_ context.Context, repo, id string, offset int64, r io.Reader, limit int64) (string, int64, error) {
+	u, p, err := s.acquire(repo, id)
 	if err != nil {
 		return id, 0, err
 	}
+	defer s.release(u)
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
 		return id, 0, notFound(err)
@@ -354,39 +602,57 @@ func (s *FS) AppendUpload(_ context.Context, _, id string, offset int64, r io.Re
 	return id, size + n, nil
 }
 
-// CommitUpload implements Store.
+// CommitUpload implements Store. The upload is copied into a fresh staging
+// file while it is hashed, and that copy becomes the blob.
 func (s *FS) CommitUpload(_ context.Context, repo, id string, d digest.Digest) (int64, error) {
 	if !validDigest(d) {
 		return 0, ErrUnsupportedDigest
 	}
-	p, err := s.uploadPath(id)
+	u, p, err := s.acquire(repo, id)
 	if err != nil {
 		return 0, err
 	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	src, err := os.Open(p)
 	if err != nil {
+		s.release(u)
 		return 0, notFound(err)
 	}
+	defer src.Close()
+	f, err := s.tempFile()
+	if err != nil {
+		s.release(u)
+		return 0, fmt.Errorf("store: %w", err)
+	}
 	v := d.Algorithm().Hash()
-	n, err := io.Copy(v, f)
+	n, err := io.Copy(io.MultiWriter(f, v), src)
+	if err == nil && digest.NewDigestFromEncoded(d.Algorithm(), hex.EncodeToString(v.Sum(nil))) != d {
+		err = ErrDigestMismatch
+	}
 	if err != nil {
 		f.Close()
+		os.Remove(f.Name())
+		s.release(u)
+		if errors.Is(err, ErrDigestMismatch) {
+			return 0, err
+		}
 		return 0, fmt.Errorf("store: upload %s: %w", id, err)
 	}
-	if digest.NewDigestFromEncoded(d.Algorithm(), hex.EncodeToString(v.Sum(nil))) != d {
-		f.Close()
-		return 0, ErrDigestMismatch
+	if err := s.commitBlob(f, repo, d); err != nil {
+		s.release(u)
+		return 0, err
 	}
-	return n, s.commitBlob(f, repo, d)
+	s.forget(id, u, p)
+	return n, nil
 }
 
 // AbortUpload implements Store.
-func (s *FS) AbortUpload(_ context.Context, _, id string) error {
-	p, err := s.uploadPath(id)
+func (s *FS) AbortUpload(_ context.Context, repo, id string) error {
+	u, p, err := s.acquire(repo, id)
 	if err != nil {
 		return err
 	}
-	return notFound(os.Remove(p))
+	s.forget(id, u, p)
+	return nil
 }
 
 func (s *FS) tagPath(repo, tag string) (string, error) {
@@ -471,6 +737,10 @@ func (s *FS) GetManifest(_ context.Context, repo, reference string) (Manifest, e
 	data, err := os.ReadFile(s.blobPath(d))
 	if err != nil {
 		return Manifest{}, notFound(err)
+	}
+	if got := d.Algorithm().FromBytes(data); got != d {
+		s.quarantine(d, got)
+		return Manifest{}, fmt.Errorf("store: manifest %s failed its digest check and was quarantined: %w", d, ErrNotFound)
 	}
 	return Manifest{MediaType: string(mt), Digest: d, Data: data}, nil
 }

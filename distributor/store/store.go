@@ -34,6 +34,12 @@ var (
 	// ErrUnsupported means the backend cannot perform the operation (an
 	// external registry that cannot delete a tag alone, or has no catalog).
 	ErrUnsupported = errors.New("operation not supported by the storage backend")
+	// ErrUploadBusy means another request is working on the same upload
+	// (a chunk still arriving while the client commits, or two chunks at
+	// once); the upload is unchanged.
+	ErrUploadBusy = errors.New("upload is busy with another request")
+	// ErrTooManyUploads means the limit of open upload sessions is reached.
+	ErrTooManyUploads = errors.New("too many open uploads")
 )
 
 // Manifest is a stored manifest.

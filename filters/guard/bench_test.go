@@ -5,33 +5,17 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshguard/meshguard/filters/guard/internal/guardtest"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
 )
-
-// bigFiles returns the grid policies plus a generated workload policy so the
-// bundle holds about n rules.
-func (f *fixture) bigFiles(n int) map[string][]byte {
-	var sb strings.Builder
-	sb.WriteString("apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata:\n  name: bulk\nspec:\n  rules:\n")
-	for i := range n {
-		fmt.Fprintf(&sb, "    - name: r%d\n      effect: allow\n      subjects: [spiffe://grid.example/ns/bulk/sa/w%d]\n      paths: [/v1/bulk/%d/**]\n      methods: [GET]\n", i, i, i)
-	}
-	files := map[string][]byte{"policies/bulk.yaml": []byte(sb.String())}
-	for k, v := range f.files {
-		files[k] = v
-	}
-	return files
-}
 
 func percentiles(b *testing.B, d []time.Duration) {
 	if len(d) == 0 {
@@ -46,7 +30,7 @@ func percentiles(b *testing.B, d []time.Duration) {
 // .wasm with a 10k-rule bundle: go test ./filters/guard -run '^$' -bench Decision
 func BenchmarkDecision(b *testing.B) {
 	f := newFixture(b)
-	big := f.bundle(b, 1, f.bigFiles(10000))
+	big := f.Bundle(b, 1, f.Big(10000))
 	for _, tc := range []struct {
 		name      string
 		cacheSize int
@@ -61,7 +45,7 @@ func BenchmarkDecision(b *testing.B) {
 		{"jwt-cache-hit-polling", 4096, 1, false, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			cfg := f.config(b, func(m map[string]any) {
+			cfg := f.Config(b, func(m map[string]any) {
 				m["policy"].(map[string]any)["inline"] = big
 				m["identity"].(map[string]any)["jwtSvid"].(map[string]any)["cacheSize"] = tc.cacheSize
 				if tc.polling {
@@ -73,7 +57,7 @@ func BenchmarkDecision(b *testing.B) {
 			for i := range max(tc.tokens, 1) {
 				hh := host.Headers{{":method", "GET"}, {":path", "/v1/bulk/9999/x"}, {":authority", "bulk"}, {":scheme", "https"}}
 				if tc.tokens > 0 {
-					tok := f.svid(b, "spiffe://grid.example/ns/bulk/sa/w9999", func(c map[string]any) { c["n"] = i })
+					tok := f.SVID(b, "spiffe://grid.example/ns/bulk/sa/w9999", func(c map[string]any) { c["n"] = i })
 					hh = append(hh, [2]string{"authorization", "Bearer " + tok})
 				}
 				hdrs = append(hdrs, hh)
@@ -107,8 +91,8 @@ func BenchmarkDecision(b *testing.B) {
 // go test ./filters/guard -run '^$' -bench SharedTokenHit -benchtime 2000x
 func BenchmarkSharedTokenHit(b *testing.B) {
 	f := newFixture(b)
-	big := f.bundle(b, 1, f.bigFiles(10000))
-	cfg := f.config(b, func(m map[string]any) { m["policy"].(map[string]any)["inline"] = big })
+	big := f.Bundle(b, 1, f.Big(10000))
+	cfg := f.Config(b, func(m map[string]any) { m["policy"].(map[string]any)["inline"] = big })
 	for _, tc := range []struct {
 		name   string
 		warmUp bool
@@ -118,7 +102,7 @@ func BenchmarkSharedTokenHit(b *testing.B) {
 			d := make([]time.Duration, 0, b.N)
 			i := 0
 			for b.Loop() {
-				tok := f.svid(b, "spiffe://grid.example/ns/bulk/sa/w9999", func(c map[string]any) { c["n"] = i })
+				tok := f.SVID(b, "spiffe://grid.example/ns/bulk/sa/w9999", func(c map[string]any) { c["n"] = i })
 				hh := host.Headers{{":method", "GET"}, {":path", "/v1/bulk/9999/x"}, {":authority", "bulk"}, {":scheme", "https"},
 					{"authorization", "Bearer " + tok}}
 				if tc.warmUp {
@@ -205,8 +189,8 @@ func BenchmarkNoiseFloor(b *testing.B) {
 // go test ./filters/guard -run '^$' -bench Reload -benchtime 10x
 func BenchmarkReload(b *testing.B) {
 	f := newFixture(b)
-	files := f.bigFiles(10000)
-	cfg := f.config(b, func(m map[string]any) {
+	files := f.Big(10000)
+	cfg := f.Config(b, func(m map[string]any) {
 		delete(m["policy"].(map[string]any), "inline")
 		m["policy"].(map[string]any)["distributor"] = map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1s"}
 	})
@@ -216,7 +200,7 @@ func BenchmarkReload(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		rev++
-		data := f.bundle(b, rev, files)
+		data := f.Bundle(b, rev, files)
 		h.Advance(time.Second)
 		polls := bundlePolls(h)
 		require.Len(b, polls, 1)
@@ -238,18 +222,18 @@ func BenchmarkMemory(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
 		files map[string][]byte
-	}{{"grid", nil}, {"10k-rules", f.bigFiles(10000)}} {
+	}{{"grid", nil}, {"10k-rules", f.Big(10000)}} {
 		b.Run(tc.name, func(b *testing.B) {
-			cfg := f.config(b, func(m map[string]any) {
-				m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.bundle(b, 1, tc.files))
+			cfg := f.Config(b, func(m map[string]any) {
+				m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.Bundle(b, 1, tc.files))
 			})
 			memory(b, f, hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogError)))
 		})
 	}
 }
 
-func memory(b *testing.B, f *fixture, h *hosttest.Harness) {
-	tok := f.svid(b, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
+func memory(b *testing.B, f *guardtest.Fixture, h *hosttest.Harness) {
+	tok := f.SVID(b, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
 	allow := host.Headers{{":method", "GET"}, {":path", "/v1/billing/x"}, {":authority", "b"}, {"authorization", "Bearer " + tok}}
 	deny := host.Headers{{":method", "DELETE"}, {":path", "/v1/billing/x"}, {":authority", "b"}, {"authorization", "Bearer " + tok}}
 	resp := host.Headers{{":status", "200"}}

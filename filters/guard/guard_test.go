@@ -5,25 +5,20 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshguard/meshguard/filters/guard/internal/guardtest"
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
@@ -38,135 +33,16 @@ func guardWasm(t testing.TB) string {
 	return wasmbuild.ForTest(t, "github.com/meshguard/meshguard/filters/guard")
 }
 
-// fixture holds the keys and a bundle builder shared by the scenarios.
-type fixture struct {
-	bundleKey jwk.Key
-	bundlePub jwk.Set
-	grid      *ecdsa.PrivateKey
-	gridJWKS  json.RawMessage
-	device    *ecdsa.PrivateKey
-	devJWKS   json.RawMessage
-	files     map[string][]byte
-}
-
-func ecJWKS(t testing.TB, k *ecdsa.PrivateKey, kid string) json.RawMessage {
-	pub, err := jwk.FromRaw(k.Public())
-	require.NoError(t, err)
-	require.NoError(t, pub.Set(jwk.KeyIDKey, kid))
-	set := jwk.NewSet()
-	require.NoError(t, set.AddKey(pub))
-	b, err := json.Marshal(set)
-	require.NoError(t, err)
-	return b
-}
-
-func newFixture(t testing.TB) *fixture {
-	f := &fixture{files: map[string][]byte{}}
-	var err error
-	f.bundleKey, f.bundlePub, err = bundle.GenerateKey(bundle.AlgEd25519)
-	require.NoError(t, err)
-	f.grid, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	f.device, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	f.gridJWKS = ecJWKS(t, f.grid, "grid-1")
-	f.devJWKS = ecJWKS(t, f.device, "mfr-1")
-	dir := "../../policies/testdata/grid"
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), "_test.yaml") || !strings.HasSuffix(e.Name(), ".yaml") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		require.NoError(t, err)
-		f.files["policies/"+e.Name()] = b
-	}
-	return f
-}
-
-// bundle builds a signed bundle as `meshguard policy bundle` does, with the
-// compiled engine image, unless the policies do not compile (tests of bad
-// bundles) or sourceOnly is set.
-func (f *fixture) bundle(t testing.TB, rev uint64, files map[string][]byte) []byte {
-	return f.buildBundle(t, rev, files, false)
-}
-
-func (f *fixture) buildBundle(t testing.TB, rev uint64, files map[string][]byte, sourceOnly bool) []byte {
-	if files == nil {
-		files = f.files
-	}
-	all := maps.Clone(files)
-	if !sourceOnly {
-		if set, errs := policies.Parse(files); len(errs) == 0 {
-			if eng, err := policies.Compile(set); err == nil {
-				img, err := eng.MarshalBinary()
-				require.NoError(t, err)
-				all[policies.ImageFile] = img
-			}
-		}
-	}
-	b, err := bundle.Build(all, bundle.BuildOptions{Revision: rev, Created: epoch.Add(-time.Hour),
-		Expires: epoch.Add(30 * 24 * time.Hour), Key: f.bundleKey})
-	require.NoError(t, err)
-	return b
-}
-
-func (f *fixture) config(t testing.TB, mutate func(m map[string]any)) []byte {
-	pub, err := json.Marshal(f.bundlePub)
-	require.NoError(t, err)
-	m := map[string]any{
-		"policy": map[string]any{"inline": base64.StdEncoding.EncodeToString(f.bundle(t, 1, nil)), "verifyKeys": json.RawMessage(pub)},
-		"identity": map[string]any{
-			"peerCertificate": true,
-			"jwtSvid": map[string]any{"audiences": []string{"grid-apis"},
-				"trustDomains": map[string]any{"grid.example": f.gridJWKS, "partner.example": json.RawMessage(`{"keys":[]}`)}},
-			"device":            map[string]any{"issuers": map[string]any{"https://mfr.example": f.devJWKS}, "audiences": []string{"grid-apis"}},
-			"istioPeerMetadata": true,
-			"stripHeaders":      []string{"x-meshguard-subject"},
-		},
-	}
-	if mutate != nil {
-		mutate(m)
-	}
-	b, err := json.Marshal(m)
-	require.NoError(t, err)
-	return b
-}
-
-func sign(t testing.TB, key *ecdsa.PrivateKey, kid string, alg jwa.SignatureAlgorithm, claims map[string]any) string {
-	b, err := json.Marshal(claims)
-	require.NoError(t, err)
-	h := jws.NewHeaders()
-	require.NoError(t, h.Set(jws.KeyIDKey, kid))
-	require.NoError(t, h.Set(jws.TypeKey, "JWT"))
-	out, err := jws.Sign(b, jws.WithKey(alg, key, jws.WithProtectedHeaders(h)))
-	require.NoError(t, err)
-	return string(out)
-}
-
-func (f *fixture) svid(t testing.TB, sub string, mut func(map[string]any)) string {
-	c := map[string]any{"sub": sub, "aud": "grid-apis", "exp": epoch.Add(time.Hour).Unix(), "iat": epoch.Unix()}
-	if mut != nil {
-		mut(c)
-	}
-	return sign(t, f.grid, "grid-1", jwa.ES256, c)
-}
-
-func (f *fixture) deviceToken(t testing.TB, id, class, vendor string) string {
-	return sign(t, f.device, "mfr-1", jwa.ES256, map[string]any{"iss": "https://mfr.example", "aud": "grid-apis",
-		"exp": epoch.Add(time.Hour).Unix(), "ueid": id, "hwmodel": class, "oemid": vendor, "swversion": "3.2.0"})
-}
-
-func (f *fixture) controllerToken(t testing.TB) string {
-	return f.svid(t, controller, func(c map[string]any) { c["swversion"] = "2.3.1" })
-}
+// newFixture is the shared fixture at the host's clock.
+func newFixture(t testing.TB) *guardtest.Fixture { return guardtest.New(t, epoch) }
 
 func peer(id string) *host.Props {
 	return host.NewProps().SetString("connection.uri_san_peer_certificate", id).SetBool("connection.mtls", true)
 }
 
 const (
-	reader     = "spiffe://grid.example/ns/metering/sa/meter-reader"
-	controller = "spiffe://grid.example/ns/der/sa/controller"
+	reader     = guardtest.Reader
+	controller = guardtest.Controller
 )
 
 func decisionBody(t *testing.T, lr *host.LocalReply) map[string]string {
@@ -183,14 +59,14 @@ func TestFailClosed(t *testing.T) {
 	}{
 		{"no configuration", "", "empty configuration"},
 		{"not JSON", "{", "guard config"},
-		{"unsigned bundle", string(f.config(t, func(m map[string]any) {
+		{"unsigned bundle", string(f.Config(t, func(m map[string]any) {
 			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString([]byte("not a bundle"))
 		})), "malformed bundle"},
-		{"bundle signed by another key", string(f.config(t, func(m map[string]any) {
+		{"bundle signed by another key", string(f.Config(t, func(m map[string]any) {
 			other := newFixture(t)
-			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(other.bundle(t, 1, nil))
+			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(other.Bundle(t, 1, nil))
 		})), "unknown signing key"},
-		{"rolled back revision", string(f.config(t, func(m map[string]any) {
+		{"rolled back revision", string(f.Config(t, func(m map[string]any) {
 			m["policy"].(map[string]any)["minRevision"] = 5
 		})), "rollback"},
 	}
@@ -210,7 +86,7 @@ func TestFailClosed(t *testing.T) {
 func TestDecisions(t *testing.T) {
 	wasm := guardWasm(t)
 	f := newFixture(t)
-	h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, nil)))
+	h := hosttest.New(t, wasm, hosttest.PluginConfig(f.Config(t, nil)))
 	h.ExpectLog("installed policy bundle revision 1")
 
 	t.Run("mTLS peer allowed", func(t *testing.T) {
@@ -249,7 +125,7 @@ func TestDecisions(t *testing.T) {
 		s.ExpectLocalReply(403)
 	})
 	t.Run("JWT-SVID allowed and cached", func(t *testing.T) {
-		tok := f.svid(t, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
+		tok := f.SVID(t, "spiffe://grid.example/ns/billing/sa/invoicer", nil)
 		hits0 := h.Counter("wasmcustom.meshguard_token_cache_hits_total")
 		misses0 := h.Counter("wasmcustom.meshguard_token_cache_misses_total")
 		for i := range 3 {
@@ -266,20 +142,20 @@ func TestDecisions(t *testing.T) {
 		assert.Equal(t, misses0+1, h.Counter("wasmcustom.meshguard_token_cache_misses_total"))
 	})
 	badTokens := map[string]string{
-		"expired":         f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["exp"] = epoch.Add(-time.Hour).Unix() }),
-		"not yet valid":   f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["nbf"] = epoch.Add(time.Hour).Unix() }),
-		"wrong aud":       f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["aud"] = "other" }),
-		"empty aud":       f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["aud"] = "" }),
-		"no exp":          f.svid(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { delete(c, "exp") }),
-		"foreign domain":  f.svid(t, "spiffe://evil.example/ns/billing/sa/x", nil),
-		"partner no keys": f.svid(t, "spiffe://partner.example/ns/billing/sa/x", nil),
+		"expired":         f.SVID(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["exp"] = epoch.Add(-time.Hour).Unix() }),
+		"not yet valid":   f.SVID(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["nbf"] = epoch.Add(time.Hour).Unix() }),
+		"wrong aud":       f.SVID(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["aud"] = "other" }),
+		"empty aud":       f.SVID(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { c["aud"] = "" }),
+		"no exp":          f.SVID(t, "spiffe://grid.example/ns/billing/sa/x", func(c map[string]any) { delete(c, "exp") }),
+		"foreign domain":  f.SVID(t, "spiffe://evil.example/ns/billing/sa/x", nil),
+		"partner no keys": f.SVID(t, "spiffe://partner.example/ns/billing/sa/x", nil),
 		"alg none": base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"grid-1"}`)) + "." +
 			base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"spiffe://grid.example/ns/billing/sa/x","aud":"grid-apis","exp":4102444800}`)) + ".",
 		"HS256 public key as secret": func() string {
-			b, _ := jws.Sign([]byte(`{"sub":"spiffe://grid.example/ns/billing/sa/x","aud":"grid-apis","exp":4102444800}`), jws.WithKey(jwa.HS256, []byte(f.gridJWKS)))
+			b, _ := jws.Sign([]byte(`{"sub":"spiffe://grid.example/ns/billing/sa/x","aud":"grid-apis","exp":4102444800}`), jws.WithKey(jwa.HS256, []byte(f.GridJWKS)))
 			return string(b)
 		}(),
-		"unknown kid": sign(t, f.grid, "grid-9", jwa.ES256, map[string]any{"sub": "spiffe://grid.example/ns/billing/sa/x", "aud": "grid-apis", "exp": epoch.Add(time.Hour).Unix()}),
+		"unknown kid": guardtest.Sign(t, f.Grid, "grid-9", jwa.ES256, map[string]any{"sub": "spiffe://grid.example/ns/billing/sa/x", "aud": "grid-apis", "exp": epoch.Add(time.Hour).Unix()}),
 	}
 	for name, tok := range badTokens {
 		t.Run("JWT-SVID "+name, func(t *testing.T) {
@@ -291,8 +167,8 @@ func TestDecisions(t *testing.T) {
 		})
 	}
 	t.Run("device write allowed then rate limited", func(t *testing.T) {
-		dev := f.deviceToken(t, "inv-7", "inverter", "voltwerk")
-		ctl := f.controllerToken(t)
+		dev := f.DeviceToken(t, "inv-7", "inverter", "voltwerk")
+		ctl := f.ControllerToken(t)
 		statuses := []uint32{}
 		for range 7 {
 			s := h.NewStream(peer(controller))
@@ -313,9 +189,9 @@ func TestDecisions(t *testing.T) {
 
 func TestRateLimitSharedAcrossWorkers(t *testing.T) {
 	f := newFixture(t)
-	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, nil)), hosttest.Workers(3))
-	dev := f.deviceToken(t, "inv-8", "inverter", "sunbridge")
-	ctl := f.controllerToken(t)
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.Config(t, nil)), hosttest.Workers(3))
+	dev := f.DeviceToken(t, "inv-8", "inverter", "sunbridge")
+	ctl := f.ControllerToken(t)
 	allowed := 0
 	for i := range 12 {
 		s := h.NewStreamOn(i%3, peer(controller))
@@ -331,7 +207,7 @@ func TestRateLimitSharedAcrossWorkers(t *testing.T) {
 
 func TestDryRun(t *testing.T) {
 	f := newFixture(t)
-	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, func(m map[string]any) { m["mode"] = "dry-run" })))
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.Config(t, func(m map[string]any) { m["mode"] = "dry-run" })))
 	s := h.NewStream(peer(reader))
 	s.Request("DELETE", "/v1/meters/42/readings")
 	s.ExpectNoLocalReply()
@@ -345,7 +221,7 @@ func TestDryRun(t *testing.T) {
 	h.ExpectLog(`"decision_id":"` + id + `"`)
 }
 
-func distributorConfig(f *fixture, inline bool) func(m map[string]any) {
+func distributorConfig(inline bool) func(m map[string]any) {
 	return func(m map[string]any) {
 		p := m["policy"].(map[string]any)
 		if !inline {
@@ -358,7 +234,7 @@ func distributorConfig(f *fixture, inline bool) func(m map[string]any) {
 
 func TestDistributorPollingAndRotation(t *testing.T) {
 	f := newFixture(t)
-	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, distributorConfig(f, false))),
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.Config(t, distributorConfig(false))),
 		hosttest.Cluster("distributor"), hosttest.Workers(2))
 	s := h.NewStreamOn(0, peer(reader))
 	s.Request("GET", "/v1/meters/42/readings")
@@ -369,7 +245,7 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 	require.Len(t, polls, 1, "only the lease holder polls")
 	assert.Equal(t, "/v1/bundles/grid", polls[0].Header(":path"))
 	assert.Empty(t, polls[0].Header("if-none-match"))
-	polls[0].Respond("200", host.Headers{{"etag", `"e1"`}}, f.bundle(t, 1, nil))
+	polls[0].Respond("200", host.Headers{{"etag", `"e1"`}}, f.Bundle(t, 1, nil))
 	// The other worker picks the bundle up from shared data on its next
 	// request, without waiting for a tick.
 
@@ -390,7 +266,7 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 	h.Advance(5 * time.Second)
 	polls = bundlePolls(h)
 	require.Len(t, polls, 1)
-	bad := f.bundle(t, 2, nil)
+	bad := f.Bundle(t, 2, nil)
 	bad[len(bad)/2] ^= 0xff
 	polls[0].Respond("200", nil, bad)
 	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_verification_failures_total"))
@@ -407,15 +283,15 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 
 	// Rotation: revision 2 revokes the reader; every worker enforces it at once.
 	files := map[string][]byte{}
-	for k, v := range f.files {
+	for k, v := range f.Files {
 		files[k] = v
 	}
-	files["policies/revocations.yaml"] = []byte(strings.Replace(string(f.files["policies/revocations.yaml"]),
+	files["policies/revocations.yaml"] = []byte(strings.Replace(string(f.Files["policies/revocations.yaml"]),
 		"spiffe://grid.example/ns/metering/sa/old-reader", reader, 1))
 	h.Advance(5 * time.Second)
 	polls = bundlePolls(h)
 	require.Len(t, polls, 1)
-	polls[0].Respond("200", host.Headers{{"etag", `"e2"`}}, f.bundle(t, 2, files))
+	polls[0].Respond("200", host.Headers{{"etag", `"e2"`}}, f.Bundle(t, 2, files))
 	for w := range 2 {
 		s := h.NewStreamOn(w, peer(reader))
 		s.Request("GET", "/v1/meters/42/readings")
@@ -427,7 +303,7 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 	h.Advance(5 * time.Second)
 	polls = bundlePolls(h)
 	require.Len(t, polls, 1)
-	polls[0].Respond("200", nil, f.bundle(t, 1, nil))
+	polls[0].Respond("200", nil, f.Bundle(t, 1, nil))
 	h.ExpectLog("rollback")
 
 	// Denies were batched to the decision log.
@@ -461,7 +337,7 @@ func bundlePolls(h *hosttest.Harness) []*hosttest.Callout {
 // the real .wasm: the filter must always answer (never trap).
 func FuzzRequestPath(f *testing.F) {
 	fx := newFixture(f)
-	h := hosttest.New(f, guardWasm(f), hosttest.PluginConfig(fx.config(f, nil)))
+	h := hosttest.New(f, guardWasm(f), hosttest.PluginConfig(fx.Config(f, nil)))
 	f.Add("GET", "/v1/meters/1/readings", reader, "Bearer x.y.z", "")
 	f.Add("POST", "/v1/inverters/../setpoint", "spiffe://grid.example/%00", "", "a.b.c")
 	f.Add("\x00", "", "", "Bearer ", "\xff")
@@ -478,21 +354,19 @@ func FuzzRequestPath(f *testing.F) {
 func TestBundleForms(t *testing.T) {
 	wasm := guardWasm(t)
 	f := newFixture(t)
-	inline := func(b []byte) func(m map[string]any) {
-		return func(m map[string]any) { m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(b) }
-	}
+	inline := guardtest.Inline
 	t.Run("sources only: refused, the engine image is the only form loaded", func(t *testing.T) {
-		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, inline(f.buildBundle(t, 1, nil, true)))))
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.Config(t, inline(f.Signed(t, 1, f.Files)))))
 		s := h.NewStream(peer(reader))
 		s.Request("GET", "/v1/meters/42/readings")
 		lr := s.ExpectLocalReply(503)
-		assert.Contains(t, string(lr.Body), "has no compiled engine image (compiled/engine.bin)")
+		assert.Contains(t, string(lr.Body), "has no compiled/engine.bin")
 		assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_bundle_verification_failures_total"))
 	})
 	t.Run("damaged image: fail closed", func(t *testing.T) {
-		files := maps.Clone(f.files)
-		files[policies.ImageFile] = []byte(policies.ImageMagic + "\x01garbage")
-		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, inline(f.buildBundle(t, 1, files, true)))))
+		files := maps.Clone(f.Files)
+		files[bundle.ImageFile] = []byte(policies.ImageMagic + "\x01garbage")
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.Config(t, inline(f.Signed(t, 1, files)))))
 		s := h.NewStream(peer(reader))
 		s.Request("GET", "/v1/meters/42/readings")
 		lr := s.ExpectLocalReply(503)
@@ -509,7 +383,7 @@ func TestIstioPeerVersion(t *testing.T) {
 		return peer(caller).SetPeer("downstream_peer", map[string]string{"workload": "invoicer", "namespace": "billing", "version": version}, nil)
 	}
 	t.Run("version rule on the peer label", func(t *testing.T) {
-		files := maps.Clone(f.files)
+		files := maps.Clone(f.Files)
 		files["policies/peer-versions.yaml"] = []byte(`apiVersion: meshguard.io/v1
 kind: VersionPolicy
 metadata:
@@ -522,8 +396,8 @@ spec:
         peerLabel: version
       allowed: ">=1.4.0"
 `)
-		cfg := f.config(t, func(m map[string]any) {
-			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.bundle(t, 1, files))
+		cfg := f.Config(t, func(m map[string]any) {
+			m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.Bundle(t, 1, files))
 		})
 		h := hosttest.New(t, wasm, hosttest.PluginConfig(cfg))
 		s := h.NewStream(withPeer("1.5.2"))
@@ -536,7 +410,7 @@ spec:
 		h.ExpectLog(`"version":"1.3.9"`)
 	})
 	t.Run("no version rule reads it: fetched only for the audit record", func(t *testing.T) {
-		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, nil)))
+		h := hosttest.New(t, wasm, hosttest.PluginConfig(f.Config(t, nil)))
 		s := h.NewStream(withPeer("0.0.1"))
 		s.Request("GET", "/v1/billing/2026-11")
 		s.ExpectNoLocalReply()
@@ -552,7 +426,7 @@ spec:
 func TestExpiryGrace(t *testing.T) {
 	wasm := guardWasm(t)
 	f := newFixture(t)
-	const validity = 30 * 24 * time.Hour // what fixture bundles are signed for
+	const validity = guardtest.Validity
 	cases := []struct {
 		name  string
 		grace string
@@ -566,7 +440,7 @@ func TestExpiryGrace(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := f.config(t, func(m map[string]any) {
+			cfg := f.Config(t, func(m map[string]any) {
 				if tc.grace != "" {
 					m["policy"].(map[string]any)["expiryGrace"] = tc.grace
 				}
@@ -590,10 +464,10 @@ func TestExpiryGrace(t *testing.T) {
 
 	// A proxy (re)started within the grace installs the expired bundle,
 	// saying so; past the grace or without one it refuses it.
-	h := hosttest.New(t, wasm, hosttest.PluginConfig(f.config(t, nil)))
+	h := hosttest.New(t, wasm, hosttest.PluginConfig(f.Config(t, nil)))
 	h.Advance(validity + time.Hour)
 	for grace, want := range map[string]bool{"2h": true, "30m": false, "": false} {
-		cfg := f.config(t, func(m map[string]any) {
+		cfg := f.Config(t, func(m map[string]any) {
 			if grace != "" {
 				m["policy"].(map[string]any)["expiryGrace"] = grace
 			}

@@ -4,6 +4,13 @@
 // bundle, enforces per-device write rate limits shared by all workers, and
 // audits decisions. It fails closed: without a valid configuration and a
 // verified bundle every request gets a 503.
+//
+// This package is the thin SDK adapter: plugin and stream contexts, the
+// hostcalls behind the core's ports (stream.go, host.go), the bundle poll
+// (distribution.go), the audit sink (sink.go) and the metrics
+// (metrics.go). The decisions are made in internal/decide, which knows no
+// SDK and is tested natively; internal/distribution, internal/shared,
+// internal/identity, internal/ratelimit and internal/audit are its parts.
 package main
 
 import (

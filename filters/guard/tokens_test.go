@@ -16,10 +16,10 @@ import (
 // one is still refused on every worker.
 func TestTokenVerifiedOncePerProxy(t *testing.T) {
 	f := newFixture(t)
-	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.config(t, nil)), hosttest.Workers(2))
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.Config(t, nil)), hosttest.Workers(2))
 	sigs := func() int64 { return h.Counter("wasmcustom.meshguard_token_signature_verifications_total") }
 	hits := func() int64 { return h.Counter("wasmcustom.meshguard_token_shared_cache_hits_total") }
-	tok := f.svid(t, reader, nil)
+	tok := f.SVID(t, reader, nil)
 	get := func(worker int, token string) *hosttest.Stream {
 		s := h.NewStreamOn(worker, nil)
 		s.Request("GET", "/v1/meters/42/readings", [2]string{"authorization", "Bearer " + token})
@@ -37,7 +37,7 @@ func TestTokenVerifiedOncePerProxy(t *testing.T) {
 	assert.Equal(t, int64(1), sigs())
 	assert.Equal(t, int64(1), hits())
 
-	other := f.svid(t, reader, func(c map[string]any) { c["n"] = 2 })
+	other := f.SVID(t, reader, func(c map[string]any) { c["n"] = 2 })
 	get(1, other).ExpectNoLocalReply()
 	assert.Equal(t, int64(2), sigs())
 

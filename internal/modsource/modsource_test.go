@@ -38,7 +38,7 @@ func TestFetch(t *testing.T) {
 	}))
 	defer web.Close()
 
-	st, err := store.OpenFS(t.TempDir())
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	require.NoError(t, err)
 	reg := httptest.NewServer(oci.NewHandler(st, oci.Options{}))
 	defer reg.Close()

@@ -1,4 +1,10 @@
-// Package bundle builds and verifies signed meshguard policy bundles.
+// Package bundle is the one package that knows what a meshguard policy
+// bundle holds: Pack checks and compiles policies, adds the engine image
+// and signs; Verify checks a bundle; Open also checks that its image is
+// what its sources compile to (the distributor at publish, `meshguard
+// policy verify`); Load returns the engine proxies enforce (the guard
+// filter, `meshguard policy eval --bundle`); Keeper is the anti-rollback
+// rule for a series of revisions.
 //
 // A bundle is one deterministic tar.gz file (fixed mtime, uid, gid and mode,
 // entries sorted, gzip header without name or mtime) holding:
@@ -7,10 +13,11 @@
 //	                    scope, kid and the sha256 of every other file
 //	.signatures.json    {"signatures":["<compact JWS>"]}; the JWS payload is
 //	                    the exact bytes of .manifest
-//	compiled/...        the policies compiled for proxies (an engine image,
-//	                    see policies.UnmarshalEngine); proxies load nothing else
-//	policies/...        policy-language files (YAML)
-//	data/...            data files (revocation lists, JWT key sets, ...)
+//	compiled/engine.bin the policies compiled for proxies (ImageFile, an
+//	                    engine image, see policies.UnmarshalEngine);
+//	                    proxies load nothing else
+//	policies/...        the policy-language files (YAML) it is compiled from
+//	data/...            data files the policy language does not read
 //
 // Entries are sorted, so compiled/ comes right after the manifest and the
 // signatures: a verifier that needs only the compiled form (VerifyOptions.
@@ -24,9 +31,11 @@
 // Verify checks, in order: size limits, tar structure and path sanity,
 // signature, manifest (must equal the signed payload byte for byte), exact
 // file set and hashes, validity window, scope and revision (anti-rollback).
-// The checks live in package bundle/verify, which needs no JOSE library and
-// is what the guard filter (GOOS=wasip1) links; this package adds building,
-// signing and key management on jwx.
+// The checks, Load and Keeper live in package bundle/verify, which needs
+// no JOSE library or YAML parser and is what the guard filter (GOOS=wasip1)
+// links; this package adds packing, signing, the image check and key
+// management on jwx and the policy-language front end. The names below
+// re-export that package, so native code needs this one only.
 package bundle
 
 import (
@@ -47,6 +56,14 @@ const (
 
 // JWSType is the typ header of bundle signatures.
 const JWSType = verify.JWSType
+
+// The directories a bundle's files live under, and the engine image.
+const (
+	CompiledDir = verify.CompiledDir
+	SourcesDir  = verify.SourcesDir
+	DataDir     = verify.DataDir
+	ImageFile   = verify.ImageFile
+)
 
 // Roots are the only top-level directories a bundle's files may live under.
 var Roots = verify.Roots
@@ -74,6 +91,8 @@ var (
 	ErrNotYetValid = verify.ErrNotYetValid
 	ErrScope       = verify.ErrScope
 	ErrRollback    = verify.ErrRollback
+	ErrNoImage     = verify.ErrNoImage
+	ErrBadImage    = verify.ErrBadImage
 )
 
 // Manifest describes a bundle; it is the signed payload.
@@ -82,10 +101,18 @@ type Manifest = verify.Manifest
 // Bundle is a verified bundle.
 type Bundle = verify.Bundle
 
+// Policy is a loaded bundle: its engine and manifest.
+type Policy = verify.Policy
+
+// Keeper is the anti-rollback rule for a series of bundles.
+type Keeper = verify.Keeper
+
+// NewKeeper returns a keeper whose floor is the last revision accepted
+// before it (see verify.NewKeeper).
+func NewKeeper(floor uint64) *Keeper { return verify.NewKeeper(floor) }
+
 // Limits bounds what Verify reads. Zero fields take the defaults.
 type Limits = verify.Limits
-
-func digestOf(data []byte) string { return verify.DigestOf(data) }
 
 func checkPath(name string) error { return verify.CheckPath(name) }
 

@@ -14,23 +14,18 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
-// Manifest media types (distributor/oci accepts no others).
-const (
-	mediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
 // maxManifest bounds a manifest read from the registry.
 const maxManifest = 4 << 20
 
-var manifestAccept = strings.Join([]string{mediaTypeOCIManifest, mediaTypeOCIIndex, mediaTypeDockerManifest, mediaTypeDockerList}, ", ")
+// manifestAccept names the manifest media types distributor/oci accepts.
+var manifestAccept = strings.Join([]string{string(types.OCIManifestSchema1), string(types.OCIImageIndex),
+	string(types.DockerManifestSchema2), string(types.DockerManifestList)}, ", ")
 
 // bytesBody is an in-memory request body.
 type bytesBody []byte
@@ -243,7 +238,7 @@ func referrersTag(d digest.Digest) string {
 // subject's referrers tag (read, modify, write: see the package doc).
 func (s *Store) updateReferrersTag(ctx context.Context, full string, subject digest.Digest, add *descriptor, remove digest.Digest) error {
 	tag := referrersTag(subject)
-	idx := index{SchemaVersion: 2, MediaType: mediaTypeOCIIndex}
+	idx := index{SchemaVersion: 2, MediaType: string(types.OCIImageIndex)}
 	m, err := s.getManifest(ctx, full, tag)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -256,7 +251,7 @@ func (s *Store) updateReferrersTag(ctx context.Context, full string, subject dig
 		if err := json.Unmarshal(m.Data, &idx); err != nil {
 			return fmt.Errorf("ocistore: referrers tag %s: %w", tag, err)
 		}
-		idx.MediaType = mediaTypeOCIIndex
+		idx.MediaType = string(types.OCIImageIndex)
 	}
 	n := len(idx.Manifests)
 	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d descriptor) bool {
@@ -276,7 +271,7 @@ func (s *Store) updateReferrersTag(ctx context.Context, full string, subject dig
 		return fmt.Errorf("ocistore: referrers tag %s: %w", tag, err)
 	}
 	resp, err := s.call(ctx, full, http.MethodPut, s.manifestURL(full, tag), bytesBody(data),
-		http.Header{"Content-Type": {mediaTypeOCIIndex}}, http.StatusCreated, http.StatusOK, http.StatusAccepted)
+		http.Header{"Content-Type": {string(types.OCIImageIndex)}}, http.StatusCreated, http.StatusOK, http.StatusAccepted)
 	if err != nil {
 		return err
 	}

@@ -298,8 +298,12 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, d digest.Dige
 		return 0, fmt.Errorf("ocistore: committing blob %s: %w", d, err)
 	}
 	resp.Body.Close()
-	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != d.String() {
-		return 0, fmt.Errorf("ocistore: registry committed %s, not %s", got, d)
+	// A registry names the blob by its canonical digest (CNCF Distribution:
+	// always sha256), so a sha512 upload comes back as sha256; the registry
+	// verified d at the PUT, and StatBlob below checks d is there. Only a
+	// different digest of the same algorithm is a mismatch.
+	if got, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && got.Algorithm() == d.Algorithm() && got != d {
+		return 0, fmt.Errorf("ocistore: registry committed %s, not %s: %w", got, d, store.ErrDigestMismatch)
 	}
 	return s.StatBlob(ctx, repo, d)
 }

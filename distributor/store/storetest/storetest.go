@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
@@ -130,7 +131,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		_, err := s.PutBlob(ctx, "suite/m", cd, bytes.NewReader(cfg), 0)
 		require.NoError(t, err)
 		raw := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},"layers":[]}`, cd))
-		m := store.Manifest{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: digest.FromBytes(raw), Data: raw}
+		m := store.Manifest{MediaType: string(types.OCIManifestSchema1), Digest: digest.FromBytes(raw), Data: raw}
 		require.NoError(t, s.PutManifest(ctx, "suite/m", "v1", m))
 		require.NoError(t, s.PutManifest(ctx, "suite/m", "v2", m))
 		for _, ref := range []string{"v1", "v2", m.Digest.String()} {
@@ -172,7 +173,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.NoError(t, err)
 		manifest := func(extra string) store.Manifest {
 			raw := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},"layers":[]%s}`, cd, extra))
-			return store.Manifest{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: digest.FromBytes(raw), Data: raw}
+			return store.Manifest{MediaType: string(types.OCIManifestSchema1), Digest: digest.FromBytes(raw), Data: raw}
 		}
 		subject := manifest("")
 		require.NoError(t, s.PutManifest(ctx, "suite/r", "v1", subject))

@@ -25,6 +25,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/meshguard/meshguard/examples/grid/upstream"
+	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/internal/devca"
 )
 
@@ -168,7 +169,13 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	distAddr := fmt.Sprintf("127.0.0.1:%d", distPort)
 	e.distURL = "http://" + distAddr
-	dist, err := e.procs.start(ctx, "distributor", e.opts.Bin, "serve", "--listen", distAddr, "--data", filepath.Join(e.work, "distributor"),
+	// Channels are configured (a publish creates none); the grid channel's
+	// scope is its name, which the demo's bundles carry.
+	distCfg := filepath.Join(e.work, "distributor.yaml")
+	if err := os.WriteFile(distCfg, []byte("bundles:\n  channels:\n    grid: {}\n"), 0o644); err != nil {
+		return err
+	}
+	dist, err := e.procs.start(ctx, "distributor", e.opts.Bin, "serve", "--config", distCfg, "--listen", distAddr, "--data", filepath.Join(e.work, "distributor"),
 		"--insecure-http", "--verify-keys", filepath.Join(keys, "verify.jwk"))
 	if err != nil {
 		return err
@@ -251,23 +258,26 @@ func (e *env) guardConfig(keys string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cfg := map[string]any{
-		"policy": map[string]any{
-			"verifyKeys":  json.RawMessage(verify),
-			"scope":       "grid",
-			"distributor": map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1s", "timeout": "2s"},
+	// The typed schema (filters/guard/config), so a renamed field fails to
+	// compile here rather than at the guard's configure.
+	cfg := config.Config{
+		Policy: config.PolicySource{
+			VerifyKeys: verify,
+			Scope:      "grid",
+			Distributor: &config.Distributor{Cluster: "distributor", Channel: "grid",
+				PollInterval: config.Duration{Duration: time.Second}, Timeout: config.Duration{Duration: 2 * time.Second}},
 		},
-		"identity": map[string]any{
-			"peerCertificate": true,
-			"jwtSvid":         map[string]any{"audiences": []string{Audience}, "trustDomains": map[string]any{"grid.example": json.RawMessage(jwks)}},
-			"device": map[string]any{
-				"issuers":   map[string]any{DeviceIssuer: json.RawMessage(deviceJWKS)},
-				"audiences": []string{Audience},
-				"claims":    map[string]string{"id": "ueid", "class": "devclass", "vendor": "oemid", "model": "hwmodel", "firmware": "swversion"},
+		Identity: config.Identity{
+			PeerCertificate: true,
+			JWTSVID:         &config.JWTSVID{Audiences: []string{Audience}, TrustDomains: map[string]json.RawMessage{"grid.example": jwks}},
+			Device: &config.Device{
+				Issuers:   map[string]json.RawMessage{DeviceIssuer: deviceJWKS},
+				Audiences: []string{Audience},
+				Claims:    config.DeviceClaims{ID: "ueid", Class: "devclass", Vendor: "oemid", Model: "hwmodel", Firmware: "swversion"},
 			},
-			"stripHeaders": []string{"x-device-token", "authorization", "x-meshguard-identity"},
+			StripHeaders: []string{"x-device-token", "authorization", "x-meshguard-identity"},
 		},
-		"audit": map[string]any{"logAllows": true, "sink": map[string]any{"cluster": "distributor", "flushInterval": "1s"}},
+		Audit: config.Audit{LogAllows: true, Sink: &config.AuditSink{Cluster: "distributor", FlushInterval: config.Duration{Duration: time.Second}}},
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

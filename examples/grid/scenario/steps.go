@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/internal/devca"
 )
 
@@ -128,20 +129,15 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	o.Status = resp.StatusCode
-	o.ID = resp.Header.Get("x-meshguard-decision")
+	o.ID = resp.Header.Get(contract.DecisionHeader)
 	if resp.StatusCode >= 400 {
 		// The guard's deny body; rule ids and revisions of every decision
 		// come from the audit trail afterwards.
-		var d struct {
-			Decision string `json:"decision"`
-			Rule     string `json:"rule"`
-			Reason   string `json:"reason"`
-			ID       string `json:"decision_id"`
-		}
+		var d contract.Reply
 		if json.Unmarshal(b, &d) == nil {
 			o.Decision, o.Rule, o.Reason = d.Decision, d.Rule, d.Reason
 			if o.ID == "" {
-				o.ID = d.ID
+				o.ID = d.DecisionID
 			}
 		}
 	}
@@ -149,13 +145,13 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 }
 
 type auditIndex struct {
-	list []map[string]any
-	byID map[string]map[string]any
+	list []contract.Record
+	byID map[string]*contract.Record
 }
 
 // auditRecords fetches the decision records from the distributor.
 func (e *env) auditRecords(ctx context.Context) (*auditIndex, int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.distURL+"/v1/decisions?limit=10000", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.distURL+contract.DecisionsPath+"?limit=10000", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, 0, err
@@ -166,15 +162,15 @@ func (e *env) auditRecords(ctx context.Context) (*auditIndex, int, error) {
 		return nil, 0, err
 	}
 	var res struct {
-		Records []map[string]any `json:"records"`
+		Records []contract.Record `json:"records"`
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(b), &res); err != nil {
 		return nil, 0, fmt.Errorf("decision query: %w (%s)", err, b)
 	}
-	idx := &auditIndex{list: res.Records, byID: map[string]map[string]any{}}
-	for _, r := range res.Records {
-		if id, ok := r["decision_id"].(string); ok {
-			idx.byID[id] = r
+	idx := &auditIndex{list: res.Records, byID: map[string]*contract.Record{}}
+	for i, r := range res.Records {
+		if r.DecisionID != "" {
+			idx.byID[r.DecisionID] = &res.Records[i]
 		}
 	}
 	return idx, len(res.Records), nil
@@ -235,9 +231,10 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 			// worker VM uploads its own batches, so log order across workers
 			// is not request order; denies are matched by id instead.
 			subject := "spiffe://" + TrustDomain.Name() + o.Step.Caller
-			for j, c := range recs.list {
-				allowed := c["decision"] == "allow" || c["decision"] == "dry-run-deny"
-				if !used[j] && allowed && c["subject"] == subject && c["method"] == o.Step.Method && c["path"] == o.Step.Path {
+			for j := range recs.list {
+				c := &recs.list[j]
+				allowed := c.Decision == contract.DecisionAllow || c.Decision == contract.DecisionDryRunDeny
+				if !used[j] && allowed && c.Subject == subject && c.Method == o.Step.Method && c.Path == o.Step.Path {
 					r, ok = c, true
 					used[j] = true
 					break
@@ -247,15 +244,11 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 		if !ok {
 			continue
 		}
-		if d, ok := r["decision"].(string); ok {
-			o.Decision = d
+		o.Decision = r.Decision
+		if len(r.RuleIDs) > 0 {
+			o.Rule = r.RuleIDs[0]
 		}
-		if ids, ok := r["rule_ids"].([]any); ok && len(ids) > 0 {
-			o.Rule = fmt.Sprint(ids[0])
-		}
-		if rv, ok := r["bundle_revision"]; ok {
-			o.Revision = fmt.Sprint(rv)
-		}
+		o.Revision = fmt.Sprint(r.BundleRevision)
 	}
 	out, err := e.mg(ctx, "audit", "verify", "--server", e.distURL)
 	rep.AuditOutput = out

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Defaults applied by Parse when a field is left empty.
@@ -19,15 +21,15 @@ const (
 	DefaultJWTHeader         = "authorization"
 	DefaultJWTSVIDHeader     = "x-jwt-svid"
 	DefaultDeviceHeader      = "x-device-token"
-	DefaultBundlePath        = "/v1/bundles/"
-	DefaultDecisionPath      = "/v1/decisions"
+	DefaultBundlePath        = contract.BundlesPath + "/"
+	DefaultDecisionPath      = contract.DecisionsPath
 	DefaultPollInterval      = 10 * time.Second
 	DefaultCalloutTimeout    = 5 * time.Second
 	DefaultTokenCacheSize    = 4096
 	DefaultAuditBatchSize    = 100
 	DefaultAuditBufferSize   = 10000
 	DefaultAuditFlushPeriod  = 2 * time.Second
-	DefaultDecisionHeader    = "x-meshguard-decision"
+	DefaultDecisionHeader    = contract.DecisionHeader
 	MaxExpiryGrace           = 7 * 24 * time.Hour
 	ModeEnforce              = "enforce"
 	ModeDryRun               = "dry-run"

@@ -1,8 +1,11 @@
-// Package verify checks signed meshguard policy bundles (the format is
-// described in package bundle) with the standard library alone: its
-// signature check runs on internal/jose rather than a general JOSE library,
-// so the guard filter (GOOS=wasip1) links no HTTP, TLS or file code. Package
-// bundle builds and signs bundles and verifies them through this package.
+// Package verify checks and loads signed meshguard policy bundles (the
+// format is described in package bundle) with the standard library alone:
+// its signature check runs on internal/jose rather than a general JOSE
+// library, so the guard filter (GOOS=wasip1) links no HTTP, TLS, file or
+// YAML code. It is the wasm-safe half of package bundle: Verify checks a
+// bundle, Load turns one into the engine proxies enforce, and Keeper is the
+// one anti-rollback rule for a series of bundles. Package bundle packs and
+// signs bundles and checks their engine image against their sources.
 package verify
 
 import (
@@ -38,8 +41,20 @@ const (
 // JWSType is the typ header of bundle signatures.
 const JWSType = "meshguard-bundle+jws"
 
+// The directories a bundle's files live under.
+const (
+	// CompiledDir holds what proxies load (ImageFile).
+	CompiledDir = "compiled/"
+	// SourcesDir holds the policy-language files the image is compiled
+	// from, for people and for the image check.
+	SourcesDir = "policies/"
+	// DataDir holds data files the policy language does not read
+	// (revocation exports, device inventories, ...).
+	DataDir = "data/"
+)
+
 // Roots are the only top-level directories a bundle's files may live under.
-var Roots = []string{"compiled/", "policies/", "data/"}
+var Roots = []string{CompiledDir, SourcesDir, DataDir}
 
 // Default limits; Options.Limits overrides them when set.
 const (
@@ -110,7 +125,7 @@ type Manifest struct {
 // Bundle is a verified bundle.
 type Bundle struct {
 	Manifest Manifest
-	// Files holds the policy and data files (not .manifest or
+	// Files holds the compiled, policy and data files (not .manifest or
 	// .signatures.json), keyed by path.
 	Files map[string][]byte
 	// Digest is "sha256:<hex>" of the bundle file bytes.
@@ -164,6 +179,10 @@ type Options struct {
 	Limits Limits
 	// ClockSkew is how far in the future Created may be (default 5m).
 	ClockSkew time.Duration
+	// Grace, when above 0, still accepts a bundle that expired less than
+	// Grace before Now (a proxy's bounded expiry grace); the caller reads
+	// Manifest.Expires to tell and report it.
+	Grace time.Duration
 	// Subset, when set, names path prefixes (such as "compiled/") that
 	// are all the caller needs. If the manifest lists files under them,
 	// only those files are read, verified and returned, and reading stops
@@ -235,7 +254,10 @@ func Verify(data []byte, opts Options) (*Bundle, error) {
 	if skew <= 0 {
 		skew = DefaultClockSkew
 	}
-	if !now.Before(m.Expires) {
+	if !now.Before(m.Expires.Add(max(opts.Grace, 0))) {
+		if opts.Grace > 0 {
+			return nil, fmt.Errorf("%w: revision %d expired at %s, more than the grace of %s ago", ErrExpired, m.Revision, m.Expires.Format(time.RFC3339), opts.Grace)
+		}
 		return nil, fmt.Errorf("%w: revision %d expired at %s", ErrExpired, m.Revision, m.Expires.Format(time.RFC3339))
 	}
 	if m.Created.After(now.Add(skew)) {
@@ -247,8 +269,7 @@ func Verify(data []byte, opts Options) (*Bundle, error) {
 	if opts.MinRevision > 0 && m.Revision <= opts.MinRevision {
 		return nil, fmt.Errorf("%w: revision %d is not above the accepted revision %d", ErrRollback, m.Revision, opts.MinRevision)
 	}
-	sum := sha256.Sum256(data)
-	return &Bundle{Manifest: *m, Files: entries, Digest: "sha256:" + hex.EncodeToString(sum[:])}, nil
+	return &Bundle{Manifest: *m, Files: entries, Digest: DigestOf(data)}, nil
 }
 
 func inSubset(name string, subset []string) bool {
@@ -332,7 +353,7 @@ func readTar(data []byte, lim Limits, subset []string) (map[string][]byte, bool,
 	return entries, false, nil
 }
 
-// checkPath accepts clean relative slash paths under one of Roots.
+// CheckPath accepts clean relative slash paths under one of Roots.
 func CheckPath(name string) error {
 	switch {
 	case name == "":

@@ -7,56 +7,47 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
-// Record is one decision. Field names follow the distributor contract for
-// POST /v1/decisions.
-type Record struct {
-	Time           time.Time
-	DecisionID     string
-	Decision       string // "allow" | "deny" | "dry-run-deny" | "error"
-	RuleIDs        []string
-	Reason         string
-	BundleRevision uint64
-	Subject        string
-	DeviceID       string
-	DeviceClass    string
-	Version        string
-	Method         string
-	Path           string
-	Authority      string
-	Proxy          string
-	Source         string
-}
+// Record is one decision (the distributor contract's record).
+type Record = contract.Record
 
-// AppendJSON appends r as a JSON object to b.
+// AppendJSON appends r as a JSON object to b: the encoding
+// json.Marshal(r) gives, written without reflection.
 func AppendJSON(b []byte, r *Record) []byte {
-	b = append(b, `{"time":"`...)
+	b = appendKey(append(b, '{'), contract.FieldTime)
+	b = append(b, '"')
 	b = r.Time.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","decision_id":`...)
-	b = AppendString(b, r.DecisionID)
-	b = append(b, `,"decision":`...)
-	b = AppendString(b, r.Decision)
-	b = append(b, `,"rule_ids":[`...)
+	b = append(b, '"', ',')
+	b = AppendString(appendKey(b, contract.FieldDecisionID), r.DecisionID)
+	b = AppendString(appendKey(append(b, ','), contract.FieldDecision), r.Decision)
+	b = append(appendKey(append(b, ','), contract.FieldRuleIDs), '[')
 	for i, id := range r.RuleIDs {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = AppendString(b, id)
 	}
-	b = append(b, `],"reason":`...)
-	b = AppendString(b, r.Reason)
-	b = append(b, `,"bundle_revision":`...)
-	b = strconv.AppendUint(b, r.BundleRevision, 10)
+	b = append(b, ']', ',')
+	b = AppendString(appendKey(b, contract.FieldReason), r.Reason)
+	b = strconv.AppendUint(appendKey(append(b, ','), contract.FieldBundleRevision), r.BundleRevision, 10)
 	for _, f := range [...]struct{ k, v string }{
-		{`,"subject":`, r.Subject}, {`,"device_id":`, r.DeviceID}, {`,"device_class":`, r.DeviceClass},
-		{`,"version":`, r.Version}, {`,"method":`, r.Method}, {`,"path":`, r.Path},
-		{`,"authority":`, r.Authority}, {`,"proxy":`, r.Proxy}, {`,"source":`, r.Source},
+		{contract.FieldSubject, r.Subject}, {contract.FieldDeviceID, r.DeviceID}, {contract.FieldDeviceClass, r.DeviceClass},
+		{contract.FieldVersion, r.Version}, {contract.FieldMethod, r.Method}, {contract.FieldPath, r.Path},
+		{contract.FieldAuthority, r.Authority}, {contract.FieldProxy, r.Proxy}, {contract.FieldSource, r.Source},
 	} {
-		b = append(b, f.k...)
-		b = AppendString(b, f.v)
+		b = AppendString(appendKey(append(b, ','), f.k), f.v)
 	}
 	return append(b, '}')
+}
+
+// appendKey appends "name": (names need no escaping).
+func appendKey(b []byte, name string) []byte {
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"', ':')
 }
 
 const hex = "0123456789abcdef"

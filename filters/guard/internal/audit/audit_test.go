@@ -7,25 +7,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
-type wire struct {
-	Time           time.Time `json:"time"`
-	DecisionID     string    `json:"decision_id"`
-	Decision       string    `json:"decision"`
-	RuleIDs        []string  `json:"rule_ids"`
-	Reason         string    `json:"reason"`
-	BundleRevision uint64    `json:"bundle_revision"`
-	Subject        string    `json:"subject"`
-	DeviceID       string    `json:"device_id"`
-	DeviceClass    string    `json:"device_class"`
-	Version        string    `json:"version"`
-	Method         string    `json:"method"`
-	Path           string    `json:"path"`
-	Authority      string    `json:"authority"`
-	Proxy          string    `json:"proxy"`
-	Source         string    `json:"source"`
-}
+type wire = contract.Record
 
 func TestAppendJSONRoundTrip(t *testing.T) {
 	r := &Record{Time: time.Date(2026, 11, 23, 9, 0, 0, 123456789, time.UTC), DecisionID: "d-1", Decision: "deny",
@@ -42,6 +29,27 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 	assert.Equal(t, "10.0.0.1:5555", w.Source)
 	assert.Equal(t, "dry-run-deny", decode(t, &Record{Decision: "dry-run-deny"}).Decision)
 	assert.Equal(t, []string{}, decode(t, &Record{}).RuleIDs)
+}
+
+// TestAppendJSONIsTheContract: the hand encoder writes what json.Marshal
+// writes for the contract's Record, and the distributor accepts it.
+func TestAppendJSONIsTheContract(t *testing.T) {
+	r := &Record{Time: time.Date(2026, 11, 23, 9, 0, 0, 5, time.UTC), DecisionID: "d-1", Decision: contract.DecisionDryRunDeny,
+		RuleIDs: []string{"p/r"}, Reason: "why", BundleRevision: 7, Subject: "spiffe://grid.example/a", DeviceID: "inv-1",
+		DeviceClass: "inverter", Version: "2.3.1", Method: "GET", Path: "/v1/x", Authority: "a", Proxy: "p", Source: "10.0.0.1:1"}
+	want, err := json.Marshal(r)
+	require.NoError(t, err)
+	got := AppendJSON(nil, r)
+	assert.JSONEq(t, string(want), string(got))
+	rec, err := decisionlog.DecodeRecord(got)
+	require.NoError(t, err)
+	for _, f := range append([]string{contract.FieldTime, contract.FieldDecision, contract.FieldRuleIDs, contract.FieldBundleRevision}, contract.RecordStringFields...) {
+		assert.Contains(t, rec, f)
+	}
+	for _, d := range contract.RecordDecisions {
+		_, err := decisionlog.DecodeRecord(AppendJSON(nil, &Record{Time: r.Time, Decision: d}))
+		assert.NoError(t, err, d)
+	}
 }
 
 func decode(t *testing.T, r *Record) wire {

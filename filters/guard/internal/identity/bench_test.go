@@ -3,6 +3,8 @@ package identity
 import (
 	"testing"
 	"time"
+
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 )
 
 // BenchmarkSharedHit is the native cost of verifying a token another worker
@@ -10,7 +12,7 @@ import (
 // go test ./filters/guard/internal/identity -run '^$' -bench Shared
 func BenchmarkSharedHit(b *testing.B) {
 	grid := newEC(b, "grid-1")
-	store := memStore{}
+	store := shared.NewMemory()
 	mk := func() *SVIDVerifier {
 		v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(b, grid)}, []string{"a"}, 0)
 		if err != nil {

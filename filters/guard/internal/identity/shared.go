@@ -7,16 +7,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 	"github.com/meshguard/meshguard/internal/jose"
 )
-
-// Store is Proxy-Wasm shared data (proxy_get_shared_data and
-// proxy_set_shared_data): one map per vm_id that every worker VM of the
-// plugin reads and writes. Any Get error counts as "not there".
-type Store interface {
-	Get(key string) (value []byte, cas uint32, err error)
-	Set(key string, value []byte, cas uint32) error
-}
 
 // SharedCache tells the worker VMs of a proxy which tokens one of them has
 // already verified, so N workers cost one signature check per token instead
@@ -36,7 +29,7 @@ type Store interface {
 // The entries are trusted like the rest of the plugin's shared data: any VM
 // with the same vm_id in the same proxy can write them.
 type SharedCache struct {
-	store  Store
+	store  shared.Store
 	prefix string
 	slots  uint64
 	// Hits and Misses count lookups.
@@ -52,7 +45,7 @@ const sharedHeader = 1 + sha256.Size + 8 + 32
 
 // NewSharedCache returns a cache in store under keys prefix+slot. slots
 // bounds the entries (0 disables sharing).
-func NewSharedCache(store Store, prefix string, slots int) *SharedCache {
+func NewSharedCache(store shared.Store, prefix string, slots int) *SharedCache {
 	return &SharedCache{store: store, prefix: prefix, slots: uint64(max(slots, 0))}
 }
 

@@ -2,34 +2,18 @@ package identity
 
 import (
 	"crypto/sha256"
-	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 )
-
-// memStore is shared data in memory: the same Get/Set contract as the
-// Proxy-Wasm host (the real host is exercised by the guard's tests).
-type memStore map[string][]byte
-
-func (m memStore) Get(k string) ([]byte, uint32, error) {
-	v, ok := m[k]
-	if !ok {
-		return nil, 0, errors.New("not found")
-	}
-	return v, 1, nil
-}
-
-func (m memStore) Set(k string, v []byte, _ uint32) error {
-	m[k] = append([]byte(nil), v...)
-	return nil
-}
 
 // twoWorkers returns two verifiers for the same trust domain sharing store,
 // as two worker VMs of one proxy would.
-func twoWorkers(t *testing.T, store memStore, slots int, s *signer) (*SVIDVerifier, *SVIDVerifier) {
+func twoWorkers(t *testing.T, store *shared.Memory, slots int, s *signer) (*SVIDVerifier, *SVIDVerifier) {
 	var out [2]*SVIDVerifier
 	for i := range out {
 		v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, s)}, []string{"a"}, 16)
@@ -46,7 +30,7 @@ func TestSharedCache(t *testing.T) {
 	tok := grid.sign(t, claims(sub, "a", now.Add(time.Minute)), nil)
 
 	t.Run("second worker does not verify again", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, w2 := twoWorkers(t, store, 8, grid)
 		s1, err := w1.Verify(tok, now)
 		require.NoError(t, err)
@@ -56,19 +40,19 @@ func TestSharedCache(t *testing.T) {
 		assert.Equal(t, uint64(1), w1.Signatures())
 		assert.Equal(t, uint64(0), w2.Signatures())
 		assert.Equal(t, uint64(1), w2.sig.shared.Hits)
-		assert.Len(t, store, 1)
+		assert.Equal(t, 1, store.Len())
 	})
 	t.Run("bounded by slots", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, _ := twoWorkers(t, store, 4, grid)
 		for i := range 50 {
 			_, err := w1.Verify(grid.sign(t, withClaim(claims(sub, "a", now.Add(time.Minute)), "n", i), nil), now)
 			require.NoError(t, err)
 		}
-		assert.LessOrEqual(t, len(store), 4)
+		assert.LessOrEqual(t, store.Len(), 4)
 	})
 	t.Run("a different token in the same slot never hits", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, w2 := twoWorkers(t, store, 1, grid) // one slot: every token collides
 		_, err := w1.Verify(tok, now)
 		require.NoError(t, err)
@@ -78,7 +62,7 @@ func TestSharedCache(t *testing.T) {
 		assert.Equal(t, uint64(1), w2.Signatures())
 	})
 	t.Run("other audience still checked on a shared hit", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, _ := twoWorkers(t, store, 8, grid)
 		_, err := w1.Verify(tok, now)
 		require.NoError(t, err)
@@ -89,7 +73,7 @@ func TestSharedCache(t *testing.T) {
 		require.ErrorIs(t, err, ErrAudience)
 	})
 	t.Run("rotated key: entry not honoured", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, _ := twoWorkers(t, store, 8, grid)
 		_, err := w1.Verify(tok, now)
 		require.NoError(t, err)
@@ -103,7 +87,7 @@ func TestSharedCache(t *testing.T) {
 		assert.Equal(t, uint64(1), w3.Signatures())
 	})
 	t.Run("expiry honoured", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, w2 := twoWorkers(t, store, 8, grid)
 		_, err := w1.Verify(tok, now)
 		require.NoError(t, err)
@@ -116,10 +100,10 @@ func TestSharedCache(t *testing.T) {
 		assert.False(t, w2.sig.shared.verified(&sum, key, now))
 	})
 	t.Run("malformed entries are misses", func(t *testing.T) {
-		store := memStore{}
+		store := shared.NewMemory()
 		w1, w2 := twoWorkers(t, store, 1, grid)
 		for _, v := range [][]byte{nil, {sharedVersion}, make([]byte, sharedHeader+6)} {
-			store[w1.sig.shared.prefix+"0"] = v
+			require.NoError(t, store.Set(w1.sig.shared.prefix+"0", v, 0))
 			_, err := w2.Verify(tok, now)
 			require.NoError(t, err)
 			w2.cache.Clear()

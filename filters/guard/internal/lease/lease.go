@@ -8,12 +8,12 @@ import (
 	"errors"
 	"time"
 
-	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 )
 
 // Lease is one worker's view of a named lease.
 type Lease struct {
-	store ratelimit.Store
+	store shared.Store
 	key   string
 	owner uint64
 	ttl   time.Duration
@@ -21,17 +21,17 @@ type Lease struct {
 }
 
 // New returns a lease handle for owner (unique per VM, e.g. random).
-func New(store ratelimit.Store, key string, owner uint64, ttl time.Duration) *Lease {
+func New(store shared.Store, key string, owner uint64, ttl time.Duration) *Lease {
 	return &Lease{store: store, key: key, owner: owner, ttl: ttl}
 }
 
 // Acquire takes the lease if it is free, expired or already ours, and
 // extends it to now+ttl. It reports whether this worker holds the lease.
 func (l *Lease) Acquire(now time.Time) (bool, error) {
-	for range ratelimit.MaxAttempts {
+	for range shared.MaxAttempts {
 		val, cas, err := l.store.Get(l.key)
 		switch {
-		case errors.Is(err, ratelimit.ErrNotFound):
+		case errors.Is(err, shared.ErrNotFound):
 			cas = 0
 		case err != nil:
 			return false, err
@@ -48,7 +48,7 @@ func (l *Lease) Acquire(now time.Time) (bool, error) {
 		if err == nil {
 			return true, nil
 		}
-		if !errors.Is(err, ratelimit.ErrCASMismatch) {
+		if !errors.Is(err, shared.ErrCASMismatch) {
 			return false, err
 		}
 	}

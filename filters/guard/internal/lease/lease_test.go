@@ -8,44 +8,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 )
 
-type memStore struct {
-	mu sync.Mutex
-	m  map[string]struct {
-		v   []byte
-		cas uint32
-	}
-}
-
-func (s *memStore) Get(k string) ([]byte, uint32, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.m[k]
-	if !ok {
-		return nil, 0, ratelimit.ErrNotFound
-	}
-	return append([]byte(nil), e.v...), e.cas, nil
-}
-
-func (s *memStore) Set(k string, v []byte, cas uint32) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.m[k]
-	if cas != 0 && cas != e.cas {
-		return ratelimit.ErrCASMismatch
-	}
-	e.v, e.cas = append([]byte(nil), v...), e.cas+1
-	s.m[k] = e
-	return nil
-}
-
 func TestLease(t *testing.T) {
-	st := &memStore{m: map[string]struct {
-		v   []byte
-		cas uint32
-	}{}}
+	st := shared.NewMemory()
 	a := New(st, "lease", 1, 10*time.Second)
 	b := New(st, "lease", 2, 10*time.Second)
 	t0 := time.Unix(1000, 0)

@@ -1,6 +1,7 @@
 // Package ratelimit implements per-key token buckets kept in Proxy-Wasm shared
 // data, updated with a compare-and-swap loop so every worker VM of a proxy
-// draws from the same budget. It is pure Go; the filter supplies the Store.
+// draws from the same budget. It is pure Go; the filter supplies the
+// shared.Store.
 package ratelimit
 
 import (
@@ -9,36 +10,21 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 )
-
-// ErrNotFound is returned by Store.Get for a missing key.
-var ErrNotFound = errors.New("not found")
-
-// ErrCASMismatch is returned by Store.Set when cas is stale.
-var ErrCASMismatch = errors.New("cas mismatch")
-
-// Store is the shared-data interface (proxy_get_shared_data/set_shared_data).
-// cas 0 on Set means "create or overwrite".
-type Store interface {
-	Get(key string) (value []byte, cas uint32, err error)
-	Set(key string, value []byte, cas uint32) error
-}
-
-// MaxAttempts bounds the CAS loop; contention beyond it is an error (the
-// caller fails closed).
-const MaxAttempts = 16
 
 // Limiter charges buckets in a Store. It reuses one buffer: not for
 // concurrent use (each VM is single-threaded).
 type Limiter struct {
-	store  Store
+	store  shared.Store
 	prefix string
 	buf    [16]byte
 	key    []byte
 }
 
 // New returns a limiter whose keys start with prefix.
-func New(store Store, prefix string) *Limiter { return &Limiter{store: store, prefix: prefix} }
+func New(store shared.Store, prefix string) *Limiter { return &Limiter{store: store, prefix: prefix} }
 
 // Allow takes one token from the bucket named key with the given refill rate
 // and burst at time now. It returns whether the request fits the budget.
@@ -49,7 +35,7 @@ func (l *Limiter) Allow(key string, perSecond float64, burst uint32, now time.Ti
 	l.key = append(append(l.key[:0], l.prefix...), key...)
 	k := string(l.key)
 	nowNs := now.UnixNano()
-	for range MaxAttempts {
+	for range shared.MaxAttempts {
 		val, cas, err := l.store.Get(k)
 		tokens := float64(burst)
 		if err == nil && len(val) == 16 {
@@ -61,7 +47,7 @@ func (l *Limiter) Allow(key string, perSecond float64, burst uint32, now time.Ti
 			if tokens > float64(burst) || math.IsNaN(tokens) {
 				tokens = float64(burst)
 			}
-		} else if err != nil && !errors.Is(err, ErrNotFound) {
+		} else if err != nil && !errors.Is(err, shared.ErrNotFound) {
 			return false, fmt.Errorf("ratelimit: read %q: %w", k, err)
 		} else {
 			cas = 0
@@ -76,9 +62,9 @@ func (l *Limiter) Allow(key string, perSecond float64, burst uint32, now time.Ti
 		if err == nil {
 			return ok, nil
 		}
-		if !errors.Is(err, ErrCASMismatch) {
+		if !errors.Is(err, shared.ErrCASMismatch) {
 			return false, fmt.Errorf("ratelimit: write %q: %w", k, err)
 		}
 	}
-	return false, fmt.Errorf("ratelimit: %q: gave up after %d contended attempts", k, MaxAttempts)
+	return false, fmt.Errorf("ratelimit: %q: gave up after %d contended attempts", k, shared.MaxAttempts)
 }

@@ -7,50 +7,27 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/filters/guard/internal/shared"
 )
 
-// memStore mimics Envoy's shared data: every write bumps the cas; a write
-// with a non-zero stale cas fails.
-type memStore struct {
-	mu sync.Mutex
-	m  map[string]entry
-	// race, when set, runs once between a Get and the next Set to simulate
-	// another worker writing in between.
+// racyStore is shared data where, once, another worker writes between a
+// Get and the next Set.
+type racyStore struct {
+	*shared.Memory
 	race func()
 }
 
-type entry struct {
-	v   []byte
-	cas uint32
-}
-
-func (s *memStore) Get(k string) ([]byte, uint32, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.m[k]
-	if !ok {
-		return nil, 0, ErrNotFound
-	}
-	return append([]byte(nil), e.v...), e.cas, nil
-}
-
-func (s *memStore) Set(k string, v []byte, cas uint32) error {
+func (s *racyStore) Set(k string, v []byte, cas uint32) error {
 	if r := s.race; r != nil {
 		s.race = nil
 		r()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.m[k]
-	if cas != 0 && cas != e.cas {
-		return ErrCASMismatch
-	}
-	s.m[k] = entry{v: append([]byte(nil), v...), cas: e.cas + 1}
-	return nil
+	return s.Memory.Set(k, v, cas)
 }
 
 func TestBucket(t *testing.T) {
-	st := &memStore{m: map[string]entry{}}
+	st := &racyStore{Memory: shared.NewMemory()}
 	l := New(st, "rl/")
 	t0 := time.Unix(1000, 0)
 	for i := range 3 {
@@ -72,7 +49,7 @@ func TestBucket(t *testing.T) {
 }
 
 func TestCASRetry(t *testing.T) {
-	st := &memStore{m: map[string]entry{}}
+	st := &racyStore{Memory: shared.NewMemory()}
 	a, b := New(st, "rl/"), New(st, "rl/")
 	t0 := time.Unix(1000, 0)
 	_, err := a.Allow("d", 1, 2, t0) // 1 left
@@ -89,7 +66,7 @@ func TestCASRetry(t *testing.T) {
 }
 
 func TestSharedAcrossWorkers(t *testing.T) {
-	st := &memStore{m: map[string]entry{}}
+	st := &racyStore{Memory: shared.NewMemory()}
 	t0 := time.Unix(1000, 0)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -1,0 +1,207 @@
+package decide
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/meshguard/meshguard/filters/guard/config"
+	"github.com/meshguard/meshguard/filters/guard/internal/audit"
+	"github.com/meshguard/meshguard/internal/contract"
+	"github.com/meshguard/meshguard/policies"
+)
+
+// Exchange is the core's state for one request. The adapter keeps one per
+// stream and recycles it, so an ordinary decision allocates nothing.
+type Exchange struct {
+	hdrs     Headers
+	hdrsRead bool
+	peerRead bool
+	caller   Caller
+	req      policies.Request
+	dec      policies.Decision
+	// decisionID names the record of a recorded allow (or dry-run), for the
+	// response.
+	decisionID string
+}
+
+// DecisionID returns the id of the request's audit record when it was
+// allowed and recorded ("" otherwise): the response should name it, as a
+// deny's reply does.
+func (x *Exchange) DecisionID() string { return x.decisionID }
+
+// headers reads the request headers once.
+func (x *Exchange) headers(r Request) {
+	if !x.hdrsRead {
+		x.hdrs, x.hdrsRead = r.Headers(), true
+	}
+}
+
+// release drops the request's views of host data, which die with the
+// callback, and what would pin an old engine.
+func (x *Exchange) release() {
+	x.hdrs, x.hdrsRead, x.peerRead = nil, false, false
+	x.caller, x.req, x.dec = Caller{}, policies.Request{}, policies.Decision{}
+}
+
+// Outcome is what the adapter does with a request: forward it (Status 0)
+// or answer it with a local reply.
+type Outcome struct {
+	Status  uint32
+	Headers [][2]string
+	Body    []byte
+}
+
+// Forward reports whether the request goes upstream.
+func (o Outcome) Forward() bool { return o.Status == 0 }
+
+// Decide resolves the caller, evaluates the policy and enforces the
+// outcome. It fails closed: without a usable configuration or policy the
+// answer is 503, and any panic becomes a 500 with an error record.
+func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
+	defer x.release()
+	defer func() {
+		if p := recover(); p != nil {
+			g.ports.Log.Log(LevelCritical, fmt.Sprintf("meshguard: internal error deciding request: %v", p))
+			g.ports.Telemetry.Failed(contract.DecisionError)
+			out = g.fail(x, r, 500, contract.DecisionError, "internal error", fmt.Sprint(p))
+		}
+	}()
+	if g.err != nil {
+		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
+		return g.unavailable(x, r, "meshguard configuration invalid: "+g.err.Error())
+	}
+	now := g.ports.Clock()
+	g.PickUp()
+	g.checkExpiry(now)
+	x.headers(r)
+	if g.pol == nil {
+		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
+		return g.unavailable(x, r, "no verified policy bundle: "+g.polErr.Error())
+	}
+	if err := g.resolve(x, r, now); err != nil {
+		x.dec = policies.Decision{Reason: err.Error()}
+		return g.enforce(x, r, now, "identity", 403)
+	}
+	x.req = policies.Request{}
+	x.caller.fill(&x.req)
+	for _, h := range g.cfg.Identity.StripHeaders {
+		// Only present headers cost a hostcall; policies never see them.
+		if x.hdrs.remove(h) {
+			r.RemoveHeader(h)
+		}
+	}
+	method, _ := x.hdrs.Get(":method")
+	path, _ := x.hdrs.Get(":path")
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	x.req.Method, x.req.Path, x.req.Headers = method, path, &x.hdrs
+	x.dec = policies.Decision{}
+	g.pol.Engine.Decide(&x.req, &x.dec)
+	if x.dec.Allow && x.dec.HasRateLimit {
+		ok, err := g.limit.Allow(x.dec.RateLimitKey, x.dec.RateLimit.PerSecond, x.dec.RateLimit.Burst, now)
+		if err != nil {
+			g.ports.Telemetry.Failed(contract.DecisionError)
+			return g.fail(x, r, 503, contract.DecisionError, "rate limit store unavailable", err.Error())
+		}
+		if !ok {
+			g.ports.Telemetry.RateLimited()
+			x.dec.Allow = false
+			x.dec.Reason = "write rate limit exceeded for device " + x.dec.RateLimitKey
+			return g.enforce(x, r, now, "", 429)
+		}
+	}
+	return g.enforce(x, r, now, "", 403)
+}
+
+// enforce applies x.dec: allow, deny with status, or (dry-run) allow and
+// record the would-be deny. stage names what decided when the policy did
+// not (identity).
+func (g *Guard) enforce(x *Exchange, r Request, now time.Time, stage string, status uint32) Outcome {
+	d := &x.dec
+	result := contract.DecisionAllow
+	switch {
+	case !d.Allow && g.cfg.Mode == config.ModeDryRun:
+		result = contract.DecisionDryRunDeny
+	case !d.Allow:
+		result = contract.DecisionDeny
+	case d.DryRun:
+		result = contract.DecisionDryRunDeny
+	}
+	rules := d.Rules()
+	if d.DryRun && d.DryRunRule != "" {
+		rules = []string{d.DryRunRule}
+	}
+	g.ports.Telemetry.Decided(result, rules)
+	if result == contract.DecisionAllow && !g.cfg.Audit.LogAllows && !d.Audit {
+		return Outcome{}
+	}
+	id := g.nextDecisionID()
+	g.record(x, r, now, id, result, rules, stage)
+	if result != contract.DecisionDeny {
+		x.decisionID = id
+		return Outcome{}
+	}
+	body := make([]byte, 0, 192)
+	body = appendField(append(body, '{'), contract.FieldDecision, contract.DecisionDeny)
+	body = appendField(append(body, ','), contract.FieldDecisionID, id)
+	body = appendField(append(body, ','), contract.FieldRule, d.Rule())
+	body = appendField(append(body, ','), contract.FieldReason, d.Reason)
+	body = append(body, "}\n"...)
+	return Outcome{Status: status, Headers: [][2]string{{"content-type", "application/json"}, {g.cfg.DecisionHeader, id}}, Body: body}
+}
+
+// record hands the decision record to the recorder.
+func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string, rules []string, stage string) {
+	if g.cfg != nil && g.cfg.Identity.IstioPeerMetadata {
+		x.readPeerVersion(r)
+	}
+	x.headers(r)
+	subject, _ := x.caller.Subject()
+	rec := audit.Record{Time: now, DecisionID: id, Decision: result, RuleIDs: rules, Reason: x.dec.Reason,
+		BundleRevision: g.enforced(), Subject: subject, Version: x.caller.PeerVersion, Method: x.req.Method, Path: x.req.Path,
+		Proxy: g.proxy, Source: r.Source()}
+	if dev := x.caller.Device; dev != nil {
+		rec.DeviceID, rec.DeviceClass = dev.ID, dev.Class
+	}
+	if rec.Method == "" {
+		rec.Method, _ = x.hdrs.Get(":method")
+		rec.Path, _ = x.hdrs.Get(":path")
+	}
+	rec.Authority, _ = x.hdrs.Get(":authority")
+	if stage != "" && rec.Reason == "" {
+		rec.Reason = stage
+	}
+	g.ports.Audit.Record(&rec)
+}
+
+// unavailable answers 503 (fail closed) saying why.
+func (g *Guard) unavailable(x *Exchange, r Request, reason string) Outcome {
+	return g.fail(x, r, 503, contract.DecisionUnavailable, "policy unavailable", reason)
+}
+
+// fail answers status without a decision; an error is also recorded.
+func (g *Guard) fail(x *Exchange, r Request, status uint32, decision, title, reason string) Outcome {
+	body := make([]byte, 0, 128+len(reason))
+	body = appendField(append(body, '{'), contract.FieldDecision, decision)
+	body = appendField(append(body, ','), contract.FieldError, title)
+	body = appendField(append(body, ','), contract.FieldReason, reason)
+	body = append(body, "}\n"...)
+	hdrs := [][2]string{{"content-type", "application/json"}}
+	if g.cfg != nil && decision == contract.DecisionError {
+		id := g.nextDecisionID()
+		hdrs = append(hdrs, [2]string{g.cfg.DecisionHeader, id})
+		x.dec = policies.Decision{Reason: title + ": " + reason}
+		g.record(x, r, g.ports.Clock(), id, contract.DecisionError, nil, "")
+	}
+	return Outcome{Status: status, Headers: hdrs, Body: body}
+}
+
+// appendField appends "name":"value" (name needs no escaping).
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return audit.AppendString(b, value)
+}

@@ -1,0 +1,107 @@
+// Package contract declares, once, what crosses the wasm line and the
+// network between meshguard's parts: the distributor's HTTP paths, the
+// decision record the guard filter writes and the distributor stores, and
+// the body of the guard's local replies. The guard filter (GOOS=wasip1),
+// the distributor, the CLI and the examples import it; it is standard
+// library only. The guard's configuration schema, the other document that
+// crosses the wasm line, is package filters/guard/config, which takes its
+// defaults from here.
+package contract
+
+import "time"
+
+// Distributor HTTP API paths.
+const (
+	// BundlesPath: GET and POST BundlesPath/{channel}, GET
+	// BundlesPath/{channel}/revisions[/{rev}].
+	BundlesPath = "/v1/bundles"
+	// DecisionsPath: POST a JSON array of Records (or ndjson), GET a query.
+	DecisionsPath = "/v1/decisions"
+	// DecisionsHeadPath is the decision log's head (sequence and hash).
+	DecisionsHeadPath = DecisionsPath + "/head"
+	// DecisionsLogPath is the decision log export (ndjson, hash-chained).
+	DecisionsLogPath = DecisionsPath + "/log"
+)
+
+// ChannelPath is the path of a bundle channel (channel names never need
+// escaping: [a-z0-9][a-z0-9._-]*).
+func ChannelPath(channel string) string { return BundlesPath + "/" + channel }
+
+// DecisionHeader is the default response header naming a decision's
+// record (guard config decisionHeader).
+const DecisionHeader = "x-meshguard-decision"
+
+// Decision values of a Record and of a Reply.
+const (
+	DecisionAllow      = "allow"
+	DecisionDeny       = "deny"
+	DecisionDryRunDeny = "dry-run-deny"
+	DecisionError      = "error"
+	// DecisionUnavailable answers a request while the guard has no usable
+	// policy (503); it is never recorded.
+	DecisionUnavailable = "unavailable"
+)
+
+// RecordDecisions are the decision values a Record may carry.
+var RecordDecisions = []string{DecisionAllow, DecisionDeny, DecisionDryRunDeny, DecisionError}
+
+// Record field names (the JSON names of Record's fields).
+const (
+	FieldTime           = "time"
+	FieldDecisionID     = "decision_id"
+	FieldDecision       = "decision"
+	FieldRuleIDs        = "rule_ids"
+	FieldReason         = "reason"
+	FieldBundleRevision = "bundle_revision"
+	FieldSubject        = "subject"
+	FieldDeviceID       = "device_id"
+	FieldDeviceClass    = "device_class"
+	FieldVersion        = "version"
+	FieldMethod         = "method"
+	FieldPath           = "path"
+	FieldAuthority      = "authority"
+	FieldProxy          = "proxy"
+	FieldSource         = "source"
+)
+
+// Reply field names besides FieldDecision, FieldDecisionID and
+// FieldReason (the JSON names of Reply's fields).
+const (
+	FieldRule  = "rule"
+	FieldError = "error"
+)
+
+// RecordStringFields are the Record fields whose value is a JSON string.
+var RecordStringFields = []string{FieldDecisionID, FieldReason, FieldSubject, FieldDeviceID, FieldDeviceClass,
+	FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource}
+
+// Record is one decision as the guard filter records it. The JSON names are
+// the Field constants; the distributor keeps fields it does not know.
+type Record struct {
+	Time           time.Time `json:"time"`
+	DecisionID     string    `json:"decision_id"`
+	Decision       string    `json:"decision"` // one of RecordDecisions
+	RuleIDs        []string  `json:"rule_ids"`
+	Reason         string    `json:"reason"`
+	BundleRevision uint64    `json:"bundle_revision"`
+	Subject        string    `json:"subject"`
+	DeviceID       string    `json:"device_id"`
+	DeviceClass    string    `json:"device_class"`
+	Version        string    `json:"version"`
+	Method         string    `json:"method"`
+	Path           string    `json:"path"`
+	Authority      string    `json:"authority"`
+	Proxy          string    `json:"proxy"`
+	Source         string    `json:"source"`
+}
+
+// Reply is the JSON body of the guard's local replies: a deny (403, 429)
+// names its record and rule; an error (500, 503) or an unavailable policy
+// (503) says what failed.
+type Reply struct {
+	Decision   string `json:"decision"`
+	DecisionID string `json:"decision_id,omitempty"`
+	Rule       string `json:"rule,omitempty"`
+	Error      string `json:"error,omitempty"`
+	Reason     string `json:"reason"`
+}
