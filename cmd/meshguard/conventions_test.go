@@ -182,6 +182,7 @@ func TestExitCodeClassification(t *testing.T) {
 		{"503", &server.APIError{Code: http.StatusServiceUnavailable}, exitError},
 		{"403", &server.APIError{Code: http.StatusForbidden}, exitError},
 		{"broken chain", fmt.Errorf("decision log NOT intact: %w", &decisionlog.ChainError{File: "1.log", Line: 4, Problem: "hash mismatch"}), exitTampered},
+		{"torn tail", fmt.Errorf("intact up to seq 5: %w", &decisionlog.TornTailError{File: "1.log", Offset: 10, Bytes: 27}), exitTornTail},
 		{"policy errors", policies.ErrorList{{Msg: "bad"}}, exitFailed},
 		{"bundle signature", fmt.Errorf("b: %w", bundle.ErrSignature), exitFailed},
 		{"bundle rollback", bundle.ErrRollback, exitFailed},
