@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/internal/output"
 )
 
 func TestAuditVerifyOffline(t *testing.T) {
@@ -52,4 +53,26 @@ func TestAuditVerifyOffline(t *testing.T) {
 	assert.Empty(t, r.stdout)
 
 	assert.Equal(t, exitUsage, runCLI(t, "audit", "verify").code, "neither --data nor --server")
+}
+
+// FuzzRecordRow: any record the distributor may send gives a row of every
+// column or an error, and its table form carries no control character.
+func FuzzRecordRow(f *testing.F) {
+	for _, s := range []string{`{"seq":1,"rule_ids":["a","b"],"path":"/x"}`, `{"path":"\u001b]0;x\u0007"}`, `{"seq":"1"}`, `[]`, `{"rule_ids":[1,{}]}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		row, err := recordRow([]byte(in))
+		if err != nil {
+			return
+		}
+		require.Len(t, row, len(recordColumns))
+		var b strings.Builder
+		tw := output.NewTableWriter(&b, recordColumns)
+		tw.Row(row...)
+		require.NoError(t, tw.Flush())
+		for _, r := range b.String() {
+			require.False(t, r < 0x20 && r != '\n' && r != ' ', "%q in %q", r, b.String())
+		}
+	})
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +77,34 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 
 	r = runCLI(t, "audit", "verify", "--server", url).ok(t)
 	assert.Contains(t, r.stdout, "decision log intact: 0 records")
+
+	// Decision records with hostile fields, queried in every format.
+	recs := `[{"time":"2026-11-23T08:00:00Z","decision":"deny","rule_ids":["a/b","c/d"],"subject":"spiffe://grid.example/ns/x/sa/y","method":"GET","path":"/v1/\u001b[31mred","bundle_revision":3},
+{"time":"2026-11-23T08:00:01Z","decision":"allow","subject":"=HYPERLINK(\"http://evil\")","method":"GET","path":"/v1/ok"}]`
+	resp, err := http.Post(url+"/v1/decisions", "application/json", strings.NewReader(recs))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	r = runCLI(t, "audit", "query", "--server", url).ok(t)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2, "NDJSON: one record a line")
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &rec))
+	assert.Equal(t, "/v1/\x1b[31mred", rec["path"], "json keeps the value as stored")
+	table := runCLI(t, "audit", "query", "--server", url, "-o", "table").ok(t).stdout
+	assert.Contains(t, table, "SEQ  TIME")
+	assert.Contains(t, table, "a/b c/d")
+	assert.Contains(t, table, `/v1/\x1b[31mred`, "no escape sequence reaches the terminal")
+	assert.NotContains(t, table, "\x1b")
+	csvOut := runCLI(t, "audit", "query", "--server", url, "-o", "csv", "--decision", "allow").ok(t).stdout
+	rows, err := csv.NewReader(strings.NewReader(csvOut)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, recordColumns, rows[0])
+	assert.Equal(t, `'=HYPERLINK("http://evil")`, rows[1][4], "a formula is text in a spreadsheet")
+	yamlOut := runCLI(t, "audit", "query", "--server", url, "-o", "yaml").ok(t).stdout
+	assert.Equal(t, 1, strings.Count(yamlOut, "---\n"))
+	assert.Equal(t, exitUsage, runCLI(t, "audit", "query", "--server", url, "--decision", "maybe").code)
 
 	// Nothing listens: not a usage error, not a failure of the bundle.
 	cancel()
