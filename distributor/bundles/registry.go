@@ -49,6 +49,8 @@ type Verified struct {
 	Created  time.Time
 	// Expires is the end of the bundle's validity window (zero: unknown).
 	Expires time.Time
+	// KeyID is the kid of the key that signed the bundle.
+	KeyID string
 }
 
 // Verifier checks a bundle's signature and contents. minRevision is the
@@ -87,6 +89,9 @@ type RevisionInfo struct {
 	Expires   time.Time `json:"expires,omitzero"`
 	Published time.Time `json:"published"`
 	Size      int64     `json:"size"`
+	// KeyID is the kid of the signing key (empty for revisions stored
+	// before it was recorded).
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // ETag is the entity tag (quoted hex digest) of the revision.
@@ -261,7 +266,7 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 		return RevisionInfo{}, fmt.Errorf("%w: revision %d is not above the latest revision %d", ErrConflict, v.Revision, min-1)
 	}
 	ri := RevisionInfo{Revision: v.Revision, Digest: digest(data), Created: v.Created.UTC(),
-		Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data))}
+		Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data)), KeyID: v.KeyID}
 	dir := r.chanDir(name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return RevisionInfo{}, fmt.Errorf("bundles: %w", err)

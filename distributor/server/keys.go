@@ -83,5 +83,5 @@ func (v *KeyVerifier) Verify(data []byte, scope string, minRevision uint64) (bun
 		}
 		return bundles.Verified{}, err
 	}
-	return bundles.Verified{Revision: b.Manifest.Revision, Created: b.Manifest.Created, Expires: b.Manifest.Expires}, nil
+	return bundles.Verified{Revision: b.Manifest.Revision, Created: b.Manifest.Created, Expires: b.Manifest.Expires, KeyID: b.Manifest.KeyID}, nil
 }

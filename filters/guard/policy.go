@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -159,6 +160,13 @@ func (p *plugin) poll() {
 	}
 	if d.Token != "" {
 		hdrs = append(hdrs, [2]string{"authorization", "Bearer " + d.Token})
+	}
+	// Tell the distributor which proxy polls and what it enforces, for its
+	// console and `meshguard status` (claims it shows beside the caller's
+	// authenticated identity).
+	hdrs = append(hdrs, [2]string{"x-meshguard-enforcing", strconv.FormatUint(p.revision(), 10)})
+	if p.proxyName != "" {
+		hdrs = append(hdrs, [2]string{"x-meshguard-proxy", p.proxyName})
 	}
 	_, err := proxywasm.DispatchHttpCall(d.Cluster, hdrs, nil, nil, uint32(d.Timeout.Milliseconds()), p.onPollResponse)
 	if err != nil {
