@@ -79,7 +79,9 @@ func (s *Server) handle(pattern, route string, action func(*http.Request) auth.A
 			id, err := s.policy.Identify(r)
 			if err != nil {
 				s.m.rejected.WithLabelValues(route, "unauthenticated").Inc()
-				if route == "oci" {
+				if route == "oci" || route == "ui" || strings.HasPrefix(route, "ui_") {
+					// Registry clients and browsers answer a Basic challenge
+					// (a browser asks its user; the password is the token).
 					sw.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
 				} else {
 					sw.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
@@ -179,6 +181,7 @@ func (s *Server) routes(opts Options) error {
 		writeJSON(w, http.StatusOK, s.dlog.Head())
 	})
 	s.handle("GET /v1/decisions/log", "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
+	s.consoleRoutes()
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
 	oci, modules := opts.OCI, opts.Modules
@@ -371,9 +374,11 @@ func (s *Server) getBundle(w http.ResponseWriter, r *http.Request) {
 	}
 	bundleHeaders(w, snap.Info)
 	if inm != "" && etagMatch(inm, snap.ETag) {
+		s.recordPoll(r, name, snap.Info.Revision, http.StatusNotModified)
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	s.recordPoll(r, name, snap.Info.Revision, http.StatusOK)
 	w.Header().Set("Content-Type", bundles.MediaType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(snap.Data)))
 	w.WriteHeader(http.StatusOK)
