@@ -17,7 +17,7 @@ REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE_ARCH        ?= $(shell $(GO) env GOARCH)
 
-.PHONY: all filters cli image test lint bench demo clean FORCE
+.PHONY: all filters cli image test lint bench demo browser clean FORCE
 
 all: filters cli
 
@@ -48,7 +48,16 @@ lint:
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filters/...
 
-test: filters cli lint
+# Headless Chromium from Debian for the console's browser test
+# (distributor/console/browsertest), installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get) for the console's browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+test: filters cli lint browser
 	$(GO) test $(GOTESTFLAGS) ./...
 	@set -e; for m in $(SUBMODULES); do echo "== module $$m"; (cd $$m && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...); done
 

@@ -154,6 +154,10 @@
     const render = def ? def.render : ROUTES[page];
     for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === page || (page === 'record' && a.dataset.page === 'decisions'));
     document.title = (def ? def.title : page) + ' · meshguard console';
+    if (page !== 'channels' && page !== 'decisions') {
+      // Those two read the status themselves; the others refresh the header.
+      api('status').then((st) => { if (gen === generation) showLogState(st); }).catch(() => { /* the page shows errors */ });
+    }
     const view = el('div', { class: 'view', id: 'view-' + page, 'aria-busy': 'true' });
     main.replaceChildren(view);
     if (!render) {
