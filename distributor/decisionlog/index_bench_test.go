@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -51,7 +52,11 @@ func TestMain(m *testing.M) {
 func BenchmarkIndexBuild(b *testing.B) {
 	l := benchLog(b)
 	var indexing, verifying time.Duration
+	var heap uint64
 	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
 		ix := OpenIndex(l, IndexOptions{Poll: time.Hour, Logger: quiet()})
 		start := time.Now()
 		if err := ix.catchUp(context.Background()); err != nil {
@@ -64,8 +69,12 @@ func BenchmarkIndexBuild(b *testing.B) {
 		if ix.Indexed() != uint64(*benchRecords) || ix.Integrity().Verified != uint64(*benchRecords) {
 			b.Fatalf("indexed %d, integrity %+v", ix.Indexed(), ix.Integrity())
 		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap = after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)
 		ix.Close()
 	}
+	b.ReportMetric(float64(heap)/float64(*benchRecords), "index-B/record")
 	recs := float64(*benchRecords) * float64(b.N)
 	b.ReportMetric(recs/indexing.Seconds(), "indexed/s")
 	b.ReportMetric(recs/verifying.Seconds(), "verified/s")
