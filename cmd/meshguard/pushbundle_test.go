@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/distributor/server"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
@@ -25,17 +20,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	dir := t.TempDir()
 	keys, _ := json.Marshal(set)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "keys.jwks"), keys, 0o644))
-	cfg := server.DefaultConfig()
-	cfg.Data, cfg.Listen, cfg.InsecureHTTP, cfg.Keys = filepath.Join(dir, "data"), "127.0.0.1:0", true, filepath.Join(dir, "keys.jwks")
-	srv, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	url := "http://" + ln.Addr().String()
+	url := serveDistributor(t, filepath.Join(dir, "data"), filepath.Join(dir, "keys.jwks"))
 
 	b, err := bundle.Build(map[string][]byte{"policies/p.yaml": []byte("x: 1\n")},
 		bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key})

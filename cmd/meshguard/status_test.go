@@ -38,9 +38,10 @@ func runStatus(t *testing.T, args ...string) (string, error) {
 	return runDistCLI(t, append([]string{"status"}, args...)...)
 }
 
-// statusDistributor serves a data directory on loopback (where the default
-// allowlists let the test audit) until the test ends.
-func statusDistributor(t *testing.T, data, keys string) string {
+// serveDistributor runs a distributor over data with the verification
+// keys in keys on loopback (where the default allowlists let a test do
+// everything) until the test ends, and returns its URL.
+func serveDistributor(t *testing.T, data, keys string) string {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Data, cfg.Listen, cfg.InsecureHTTP, cfg.Keys = data, "127.0.0.1:0", true, keys
@@ -52,7 +53,13 @@ func statusDistributor(t *testing.T, data, keys string) string {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	url := "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String()
+}
+
+// statusDistributor is serveDistributor once its index has caught up.
+func statusDistributor(t *testing.T, data, keys string) string {
+	t.Helper()
+	url := serveDistributor(t, data, keys)
 	// The index follows the log within its poll interval.
 	require.Eventually(t, func() bool {
 		st, err := (&server.Client{Base: url}).Status(context.Background())

@@ -580,10 +580,7 @@ func (ix *Index) Search(ctx context.Context, f Filter, p PageRequest) (Page, err
 	if err := f.Validate(); err != nil {
 		return Page{}, err
 	}
-	if p.Limit <= 0 {
-		p.Limit = DefaultPageSize
-	}
-	p.Limit = min(p.Limit, MaxPageSize)
+	p.Limit = bounded(p.Limit, DefaultPageSize, MaxPageSize)
 	ix.settle(ctx)
 	head := ix.log.Head().Seq
 	ix.mu.RLock()
@@ -702,9 +699,7 @@ func (ix *Index) file(name string) (*os.File, error) {
 
 // Values implements Searcher.
 func (ix *Index) Values(ctx context.Context, column string, limit int) ([]ValueCount, error) {
-	if limit <= 0 || limit > 1000 {
-		limit = 100
-	}
+	limit = bounded(limit, 100, 1000)
 	ix.settle(ctx)
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()

@@ -442,13 +442,19 @@ func TestIndexValues(t *testing.T) {
 	}
 }
 
-func TestIndexReportsTamperingHonestly(t *testing.T) {
+// closedSegmentedLog is a closed log of 300 records in several segments.
+func closedSegmentedLog(t *testing.T) (string, []segment) {
 	dir := t.TempDir()
 	l := genLog(t, dir, 300, Options{SegmentBytes: 16 << 10, Logger: quiet()})
 	require.NoError(t, l.Close())
 	segs, err := segments(dir)
 	require.NoError(t, err)
 	require.Greater(t, len(segs), 3)
+	return dir, segs
+}
+
+func TestIndexReportsTamperingHonestly(t *testing.T) {
+	dir, segs := closedSegmentedLog(t)
 
 	// Edit one record's path in the second segment.
 	victim := filepath.Join(dir, segs[1].name)
@@ -459,7 +465,7 @@ func TestIndexReportsTamperingHonestly(t *testing.T) {
 	require.NoError(t, os.WriteFile(victim, []byte(strings.Join(lines, "")), 0o640))
 	edited := segs[1].first + 2
 
-	l, err = Open(dir, Options{Logger: quiet()})
+	l, err := Open(dir, Options{Logger: quiet()})
 	require.NoError(t, err)
 	defer l.Close()
 	ix := openIndex(t, l)
@@ -483,15 +489,10 @@ func TestIndexReportsTamperingHonestly(t *testing.T) {
 }
 
 func TestIndexKeepsSeqsAcrossADeletedSegment(t *testing.T) {
-	dir := t.TempDir()
-	l := genLog(t, dir, 300, Options{SegmentBytes: 16 << 10, Logger: quiet()})
-	require.NoError(t, l.Close())
-	segs, err := segments(dir)
-	require.NoError(t, err)
-	require.Greater(t, len(segs), 3)
+	dir, segs := closedSegmentedLog(t)
 	require.NoError(t, os.Remove(filepath.Join(dir, segs[1].name)))
 
-	l, err = Open(dir, Options{Logger: quiet()})
+	l, err := Open(dir, Options{Logger: quiet()})
 	require.NoError(t, err)
 	defer l.Close()
 	ix := openIndex(t, l)

@@ -88,6 +88,14 @@ func (f Filter) Validate() error {
 	return nil
 }
 
+// bounded is v, or def when v is not positive, and at most hi.
+func bounded(v, def, hi int) int {
+	if v <= 0 {
+		return def
+	}
+	return min(v, hi)
+}
+
 // MaxFilterValue bounds one filter value in bytes.
 const MaxFilterValue = 4096
 

@@ -39,14 +39,8 @@ func (ix *Index) Stats(ctx context.Context, f Filter, r StatsRequest) (Stats, er
 	if err := f.Validate(); err != nil {
 		return Stats{}, err
 	}
-	if r.Buckets <= 0 {
-		r.Buckets = DefaultBuckets
-	}
-	r.Buckets = min(r.Buckets, MaxBuckets)
-	if r.TopRules <= 0 {
-		r.TopRules = DefaultTopRules
-	}
-	r.TopRules = min(r.TopRules, MaxTopRules)
+	r.Buckets = bounded(r.Buckets, DefaultBuckets, MaxBuckets)
+	r.TopRules = bounded(r.TopRules, DefaultTopRules, MaxTopRules)
 	ix.settle(ctx)
 	head := ix.log.Head().Seq
 	ix.mu.RLock()

@@ -190,12 +190,7 @@ func (s *Server) StatusNow() (Status, error) {
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := s.StatusNow()
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	noStore(w)
-	writeJSON(w, http.StatusOK, st)
+	s.answer(w, r, st, err)
 }
 
 // noStore keeps audit answers out of caches.
@@ -270,12 +265,7 @@ func (s *Server) searchDecisions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	page, err := s.search.Search(r.Context(), f, decisionlog.PageRequest{Before: before, Limit: int(limit)})
-	if err != nil {
-		s.queryError(w, r, err)
-		return
-	}
-	noStore(w)
-	writeJSON(w, http.StatusOK, page)
+	s.answer(w, r, page, err)
 }
 
 func (s *Server) decisionStats(w http.ResponseWriter, r *http.Request) {
@@ -293,12 +283,7 @@ func (s *Server) decisionStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := s.search.Stats(r.Context(), f, decisionlog.StatsRequest{Buckets: int(buckets), TopRules: int(top)})
-	if err != nil {
-		s.queryError(w, r, err)
-		return
-	}
-	noStore(w)
-	writeJSON(w, http.StatusOK, st)
+	s.answer(w, r, st, err)
 }
 
 func (s *Server) decisionValues(w http.ResponseWriter, r *http.Request) {
@@ -322,8 +307,7 @@ func (s *Server) decisionValues(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, err.Error())
 		return
 	}
-	noStore(w)
-	writeJSON(w, http.StatusOK, vs)
+	s.answer(w, r, vs, nil)
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
@@ -355,8 +339,17 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, RecordAnswer{StoredRecord: rec, Checks: []RecordCheck{c}})
 }
 
-// queryError answers a failed query: the client's cancellation quietly,
-// anything else as a server error.
+// answer writes a query's result (kept out of caches), or its failure:
+// the client's cancellation quietly, anything else as a server error.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		s.queryError(w, r, err)
+		return
+	}
+	noStore(w)
+	writeJSON(w, http.StatusOK, v)
+}
+
 func (s *Server) queryError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return
