@@ -29,13 +29,13 @@ import (
 )
 
 type runFlags struct {
-	listen, module, sha, pluginConfig, vmConfig, profile, failure string
-	name, rootID, vmID, caDir, trustDomain, spiffeID, workloadAPI string
-	cacheDir, logLevel                                            string
-	workers                                                       int
-	routes, clusters                                              []string
-	insecure                                                      bool
-	deadline                                                      time.Duration
+	listen, module, sha, pluginConfig, vmConfig, profile, failure         string
+	name, rootID, vmID, caDir, trustDomain, spiffeID, workloadAPI, nodeID string
+	cacheDir, logLevel                                                    string
+	workers                                                               int
+	routes, clusters                                                      []string
+	insecure                                                              bool
+	deadline                                                              time.Duration
 }
 
 func init() {
@@ -78,6 +78,7 @@ defaults). --insecure-http serves plain HTTP (loopback demos only).`,
 	fl.StringVar(&f.caDir, "ca", "", "local SPIFFE CA directory (created if missing)")
 	fl.StringVar(&f.trustDomain, "trust-domain", "grid.example", "trust domain of a new local CA")
 	fl.StringVar(&f.spiffeID, "spiffe-id", "spiffe://grid.example/ns/meshguard/sa/dev-proxy", "the proxy's SPIFFE ID")
+	fl.StringVar(&f.nodeID, "node-id", "", "the proxy's node id (xds.node.id, Envoy's --service-node); default meshguard-run~LISTEN")
 	fl.StringVar(&f.workloadAPI, "workload-api", "", "SPIFFE Workload API socket (unix:///path)")
 	fl.BoolVar(&f.insecure, "insecure-http", false, "serve plain HTTP (loopback only)")
 	fl.StringVar(&f.cacheDir, "compilation-cache", "", "directory for compiled modules")
@@ -210,9 +211,14 @@ func runProxy(ctx context.Context, out io.Writer, f runFlags) error {
 	if err != nil {
 		return err
 	}
+	node := f.nodeID
+	if node == "" {
+		node = "meshguard-run~" + f.listen
+	}
 	plugin, err := rt.NewPlugin(ctx, mod, host.PluginConfig{
 		Name: f.name, RootID: f.rootID, VMID: f.vmID, Configuration: pluginCfg, VMConfig: vmCfg,
 		Workers: f.workers, FailurePolicy: policy, Clusters: clusters,
+		Properties: host.NewProps().SetString("xds.node.id", node),
 	})
 	if err != nil {
 		return err
