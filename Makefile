@@ -22,7 +22,7 @@ BUILD_DATE        ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%S
 BUILDINFO         := github.com/meshguard/meshguard/internal/buildinfo
 VERSION_LDFLAGS    = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(REVISION) -X $(BUILDINFO).date=$(BUILD_DATE)
 
-.PHONY: all filters cli image test lint bench demo clean FORCE
+.PHONY: all filters cli image test lint bench demo browser clean FORCE
 
 all: filters cli
 
@@ -53,7 +53,16 @@ lint:
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filters/...
 
-test: filters cli lint
+# Headless Chromium from Debian for the console's browser test
+# (distributor/console/browsertest), installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get) for the console's browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+test: filters cli lint browser
 	$(GO) test $(GOTESTFLAGS) ./...
 	@set -e; for m in $(SUBMODULES); do echo "== module $$m"; (cd $$m && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...); done
 

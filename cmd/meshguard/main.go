@@ -55,6 +55,7 @@ func newRootCmd() *cobra.Command {
 		newPullCmd(),
 		newRenderCmd(),
 		newAuditCmd(),
+		newStatusCmd(),
 		newServeCmd(),
 		newRunCmd(),
 		newCheckModuleCmd(),

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/csv"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshguard/meshguard/distributor/server"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
 
@@ -27,18 +22,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	dir := t.TempDir()
 	keys, _ := json.Marshal(set)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "keys.jwks"), keys, 0o644))
-	cfg := server.DefaultConfig()
-	cfg.Data, cfg.Listen, cfg.InsecureHTTP, cfg.Keys = filepath.Join(dir, "data"), "127.0.0.1:0", true, filepath.Join(dir, "keys.jwks")
-	cfg.Bundles.Channels = map[string]server.ChannelConfig{"prod": {}}
-	srv, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	url := "http://" + ln.Addr().String()
+	url, stop := serveStoppable(t, filepath.Join(dir, "data"), filepath.Join(dir, "keys.jwks"))
 
 	b, err := bundle.Pack(map[string][]byte{"policies/p.yaml": []byte(openPolicy)},
 		bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: 3, Expires: time.Now().Add(time.Hour), Key: key, Scope: []string{"prod"}}})
@@ -107,9 +91,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	assert.Equal(t, exitUsage, runCLI(t, "audit", "query", "--server", url, "--decision", "maybe").code)
 
 	// Nothing listens: not a usage error, not a failure of the bundle.
-	cancel()
-	<-done
-	done <- nil
+	stop()
 	r = runCLI(t, "push", "bundle", file, "--server", url, "--channel", "prod")
 	assert.Equal(t, exitError, r.code, r.stderr)
 }

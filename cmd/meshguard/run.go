@@ -18,13 +18,13 @@ import (
 
 // runFlags are the flags of meshguard run.
 type runFlags struct {
-	listen, module, sha, pluginConfig, vmConfig, profile, failure string
-	name, rootID, vmID, caDir, trustDomain, spiffeID, workloadAPI string
-	cacheDir, logLevel                                            string
-	workers                                                       int
-	routes, clusters                                              []string
-	insecure                                                      bool
-	deadline                                                      time.Duration
+	listen, module, sha, pluginConfig, vmConfig, profile, failure         string
+	name, rootID, vmID, caDir, trustDomain, spiffeID, workloadAPI, nodeID string
+	cacheDir, logLevel                                                    string
+	workers                                                               int
+	routes, clusters                                                      []string
+	insecure                                                              bool
+	deadline                                                              time.Duration
 }
 
 // logLevels are the proxy's log levels, lowest first.
@@ -67,6 +67,7 @@ func (f *runFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.caDir, "ca", "", "local SPIFFE CA directory (created if missing)")
 	fl.StringVar(&f.trustDomain, "trust-domain", "grid.example", "trust domain of a new local CA")
 	fl.StringVar(&f.spiffeID, "spiffe-id", "spiffe://grid.example/ns/meshguard/sa/dev-proxy", "the proxy's SPIFFE ID")
+	fl.StringVar(&f.nodeID, "node-id", "", "the proxy's node id (xds.node.id, Envoy's --service-node); default meshguard-run~LISTEN")
 	fl.StringVar(&f.workloadAPI, "workload-api", "", "SPIFFE Workload API socket (unix:///path)")
 	fl.BoolVar(&f.insecure, "insecure-http", false, "serve plain HTTP (loopback only)")
 	fl.StringVar(&f.cacheDir, "compilation-cache", "", "directory for compiled modules")
@@ -125,6 +126,13 @@ func (f *runFlags) config(cmd *cobra.Command) (devproxy.ServeConfig, error) {
 		Logger: cfg.Logger, LogLevel: level}
 	cfg.Plugin = host.PluginConfig{Name: f.name, RootID: f.rootID, VMID: f.vmID, Configuration: pluginCfg, VMConfig: vmCfg,
 		Workers: f.workers, FailurePolicy: policy}
+	node := f.nodeID
+	if node == "" {
+		node = "meshguard-run~" + f.listen
+	}
+	// Envoy's node id (--service-node): the guard names itself by it in its
+	// bundle polls and audit records.
+	cfg.Plugin.Properties = host.NewProps().SetString("xds.node.id", node)
 	cfg.Listen = f.listen
 	cfg.Identity = devproxy.Identity{WorkloadAPI: f.workloadAPI, CADir: f.caDir, TrustDomain: f.trustDomain, SPIFFEID: f.spiffeID, PlainHTTP: f.insecure}
 	return cfg, nil

@@ -23,7 +23,9 @@ func newServeCmd() *cobra.Command {
 		Long: `Run the meshguard distributor.
 
 Bundles:   POST/GET /v1/bundles/{channel}[?wait=30s], /v1/bundles/{channel}/revisions[/{rev}]
-Decisions: POST/GET /v1/decisions, GET /v1/decisions/head, GET /v1/decisions/log
+Decisions: POST/GET /v1/decisions, GET /v1/decisions/head, GET /v1/decisions/log,
+           GET /v1/decisions/search, /records/{seq}, /stats, /values/{column}
+Console:   /ui/ (read-only, the audit action; its API also under /ui/api/), GET /v1/status
 Modules:   /v2/ (OCI distribution), /modules/
 Ops:       /healthz, /readyz, /metrics
 

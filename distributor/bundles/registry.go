@@ -54,6 +54,8 @@ type Verified struct {
 	Created  time.Time
 	// Expires is the end of the bundle's validity window (zero: unknown).
 	Expires time.Time
+	// KeyID is the kid of the key that signed the bundle.
+	KeyID string
 }
 
 // Verifier checks a bundle's signature and contents. last is the channel's
@@ -94,6 +96,9 @@ type RevisionInfo struct {
 	Expires   time.Time `json:"expires,omitzero"`
 	Published time.Time `json:"published"`
 	Size      int64     `json:"size"`
+	// KeyID is the kid of the signing key (empty for revisions stored
+	// before it was recorded).
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // ETag is the entity tag (quoted hex digest) of the revision.
@@ -262,7 +267,7 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 			return 0, err
 		}
 		ri = RevisionInfo{Revision: v.Revision, Digest: digest(data), Created: v.Created.UTC(),
-			Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data))}
+			Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data)), KeyID: v.KeyID}
 		return v.Revision, nil
 	}, func() error { return r.commit(ch, ri, data) })
 	switch {

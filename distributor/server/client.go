@@ -135,3 +135,17 @@ func (c *Client) QueryDecisions(ctx context.Context, params url.Values) (decisio
 	}
 	return qr, nil
 }
+
+// Status fetches the distributor's status (GET /v1/status; the audit action).
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	res, err := c.do(ctx, http.MethodGet, "/v1/status", nil, nil)
+	if err != nil {
+		return st, err
+	}
+	defer res.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(res.Body, 64<<20)).Decode(&st); err != nil {
+		return st, fmt.Errorf("status answer: %w", err)
+	}
+	return st, nil
+}

@@ -86,6 +86,9 @@ type BundlesConfig struct {
 	// ExpiryWarning is how long before a channel's latest bundle expires
 	// /readyz and the log start warning (0: 7 days).
 	ExpiryWarning time.Duration `yaml:"expiry_warning"`
+	// Pollers bounds the table of which proxy last polled which revision
+	// (0: 4096 entries); the least recently seen are dropped first.
+	Pollers int `yaml:"pollers"`
 }
 
 // ChannelConfig configures one channel.
@@ -363,6 +366,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("config: storage.backend %q: want filesystem or oci", c.Storage.Backend)
+	}
+	if c.Bundles.Pollers < 0 || c.Bundles.Pollers > 1<<20 {
+		return fmt.Errorf("config: bundles.pollers %d: want 0 (default 4096) to %d", c.Bundles.Pollers, 1<<20)
 	}
 	if c.Limits.IngestRate > 0 && c.Limits.IngestBurst < 1 {
 		return errors.New("config: limits.ingest_burst must be at least 1 with an ingest_rate")

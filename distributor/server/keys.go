@@ -142,7 +142,7 @@ func (v *KeyVerifier) Verify(data []byte, scope string, last uint64) (bundles.Ve
 		}
 		return bundles.Verified{}, err
 	}
-	return bundles.Verified{Revision: b.Manifest.Revision, Created: b.Manifest.Created, Expires: b.Manifest.Expires}, nil
+	return bundles.Verified{Revision: b.Manifest.Revision, Created: b.Manifest.Created, Expires: b.Manifest.Expires, KeyID: b.Manifest.KeyID}, nil
 }
 
 // singleStream checks that data is exactly one gzip member: bytes after it

@@ -145,7 +145,9 @@ func (s *Server) handle(pattern, route string, action authz, maxBody int64, h ht
 
 // challenge asks for credentials the way the route's clients understand.
 func (s *Server) challenge(w http.ResponseWriter, route string) {
-	if route == "oci" {
+	// Registry clients and browsers answer a Basic challenge (a browser
+	// asks its user; the password is the token).
+	if route == "oci" || route == "ui" || strings.HasPrefix(route, "ui_") {
 		w.Header().Set("WWW-Authenticate", `Basic realm="meshguard"`)
 	} else {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="meshguard"`)
@@ -327,6 +329,7 @@ func (s *Server) routes(opts Options) error {
 		writeJSON(w, http.StatusOK, s.dlog.Head())
 	})
 	s.handle("GET "+contract.DecisionsLogPath, "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
+	s.consoleRoutes()
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
 	ociH, modulesH := opts.OCI, opts.Modules
@@ -552,9 +555,11 @@ func (s *Server) getBundle(w http.ResponseWriter, r *http.Request) {
 	}
 	bundleHeaders(w, snap.Info)
 	if inm != "" && etagMatch(inm, snap.ETag) {
+		s.recordPoll(r, name, snap.Info.Revision, http.StatusNotModified)
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	s.recordPoll(r, name, snap.Info.Revision, http.StatusOK)
 	w.Header().Set("Content-Type", bundles.MediaType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(snap.Data)))
 	w.WriteHeader(http.StatusOK)

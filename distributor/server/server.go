@@ -19,6 +19,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/distributor/pollers"
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
@@ -38,6 +39,9 @@ type Server struct {
 	log     *slog.Logger
 	reg     *bundles.Registry
 	dlog    *decisionlog.Log
+	search  decisionlog.Searcher
+	index   *decisionlog.Index
+	pollers *pollers.Table
 	policy  *auth.Policy
 	limiter *auth.Limiter
 	// byteLimiter bounds ingest bytes per identity.
@@ -146,6 +150,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.m.decisionSeq.Set(float64(s.dlog.Head().Seq))
+	s.index = decisionlog.OpenIndex(s.dlog, decisionlog.IndexOptions{Logger: s.log})
+	s.search = s.index
+	s.pollers = pollers.New(cfg.Bundles.Pollers, 0)
 
 	if cfg.TLS.Enabled() {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -189,6 +196,9 @@ func (s *Server) Registry() *bundles.Registry { return s.reg }
 
 // DecisionLog is the decision log.
 func (s *Server) DecisionLog() *decisionlog.Log { return s.dlog }
+
+// Search answers the console's queries over the decision log.
+func (s *Server) Search() decisionlog.Searcher { return s.search }
 
 // CheckListen refuses plain HTTP on a non-loopback address unless forced,
 // and TLS without an SVID source.
@@ -276,6 +286,9 @@ func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.cancelBase()
+		if s.index != nil {
+			s.index.Close()
+		}
 		if s.dlog != nil {
 			err = s.dlog.Close()
 		}

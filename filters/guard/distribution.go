@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/meshguard/meshguard/filters/guard/internal/distribution"
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // poll fetches the channel's latest bundle when this worker's turn has
@@ -22,7 +24,14 @@ func (p *plugin) poll(now time.Time) {
 		return
 	}
 	d := ch.Config()
-	if _, err := proxywasm.DispatchHttpCall(d.Cluster, ch.Request(p.g.Enforcing()), nil, nil, uint32(d.Timeout.Milliseconds()), p.onPollResponse); err != nil {
+	// Tell the distributor which proxy polls and what it enforces, for its
+	// console and `meshguard status` (claims it shows beside the poller's
+	// authenticated identity).
+	hdrs := append(ch.Request(p.g.Enforcing()), [2]string{contract.EnforcingHeader, strconv.FormatUint(p.g.Enforced(), 10)})
+	if name := p.g.Proxy(); name != "" {
+		hdrs = append(hdrs, [2]string{contract.ProxyHeader, name})
+	}
+	if _, err := proxywasm.DispatchHttpCall(d.Cluster, hdrs, nil, nil, uint32(d.Timeout.Milliseconds()), p.onPollResponse); err != nil {
 		proxywasm.LogWarnf("meshguard: bundle poll of cluster %q: %v", d.Cluster, err)
 		return
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/meshguard/meshguard/filters/wasmbuild"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
+	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
@@ -235,7 +236,8 @@ func distributorConfig(inline bool) func(m map[string]any) {
 func TestDistributorPollingAndRotation(t *testing.T) {
 	f := newFixture(t)
 	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(f.Config(t, distributorConfig(false))),
-		hosttest.Cluster("distributor"), hosttest.Workers(2))
+		hosttest.Cluster("distributor"), hosttest.Workers(2),
+		hosttest.Properties(host.NewProps().SetString("xds.node.id", "sidecar~10.0.0.7~meter-0.grid~grid.svc.cluster.local")))
 	s := h.NewStreamOn(0, peer(reader))
 	s.Request("GET", "/v1/meters/42/readings")
 	s.ExpectLocalReply(503) // nothing delivered yet: fail closed
@@ -245,6 +247,9 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 	require.Len(t, polls, 1, "only the lease holder polls")
 	assert.Equal(t, "/v1/bundles/grid", polls[0].Header(":path"))
 	assert.Empty(t, polls[0].Header("if-none-match"))
+	// The poll names the proxy and what it enforces, for the distributor's status.
+	assert.Equal(t, "sidecar~10.0.0.7~meter-0.grid~grid.svc.cluster.local", polls[0].Header(contract.ProxyHeader))
+	assert.Equal(t, "0", polls[0].Header(contract.EnforcingHeader))
 	polls[0].Respond("200", host.Headers{{"etag", `"e1"`}}, f.Bundle(t, 1, nil))
 	// The other worker picks the bundle up from shared data on its next
 	// request, without waiting for a tick.
@@ -260,6 +265,7 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 	polls = bundlePolls(h)
 	require.Len(t, polls, 1)
 	assert.Equal(t, `"e1"`, polls[0].Header("if-none-match"))
+	assert.Equal(t, "1", polls[0].Header(contract.EnforcingHeader))
 	polls[0].Respond("304", nil, nil)
 
 	// A tampered bundle is rejected and the last good one stays.

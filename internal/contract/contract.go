@@ -31,6 +31,14 @@ func ChannelPath(channel string) string { return BundlesPath + "/" + channel }
 // record (guard config decisionHeader).
 const DecisionHeader = "x-meshguard-decision"
 
+// Headers of the guard's bundle poll: which proxy polls (its xds.node.id)
+// and which revision it enforces (0 for none), shown by the distributor's
+// console and `meshguard status` beside the poller's authenticated identity.
+const (
+	ProxyHeader     = "x-meshguard-proxy"
+	EnforcingHeader = "x-meshguard-enforcing"
+)
+
 // Decision values of a Record and of a Reply.
 const (
 	DecisionAllow      = "allow"

@@ -69,6 +69,10 @@ type Report struct {
 	AuditOK     bool
 	AuditOutput string
 	Records     int
+	// Status is `meshguard status` at the end; StatusProblem says what it
+	// lacks (empty when the dev proxy shows up polling the latest revision).
+	Status        string
+	StatusProblem string
 }
 
 type env struct {

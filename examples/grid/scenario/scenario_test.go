@@ -69,6 +69,7 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 	}
 	assert.Equal(t, policies.ReasonTargetMismatch, rep.Outcomes[11].Reason, "a device token is bound to the device the path names")
 	assert.True(t, rep.AuditOK, rep.AuditOutput)
+	assert.Empty(t, rep.StatusProblem, "meshguard status shows the dev proxy polling the latest revision")
 	assert.GreaterOrEqual(t, rep.Records, len(all), "every decision reached the audit trail (allows are logged too)")
 	assert.True(t, strings.Contains(log.String(), "published bundle revision 2"))
 }

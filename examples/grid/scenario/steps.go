@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshguard/meshguard/distributor/server"
 	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/internal/devca"
 )
@@ -256,7 +257,35 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 	if err != nil {
 		rep.AuditOutput = err.Error()
 	}
+	rep.Status, rep.StatusProblem = e.status(ctx)
 	return rep, nil
+}
+
+// status is `meshguard status` as a person reads it, and what is wrong
+// with it: the dev proxy must show up polling the channel's latest revision
+// under its node id.
+func (e *env) status(ctx context.Context) (string, string) {
+	table, err := e.mg(ctx, "status", "--server", e.distURL)
+	if err != nil {
+		return table, err.Error()
+	}
+	js, err := e.mg(ctx, "status", "--server", e.distURL, "-o", "json")
+	if err != nil {
+		return table, err.Error()
+	}
+	var st server.Status
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		return table, "status -o json: " + err.Error()
+	}
+	node := "meshguard-run~" + strings.TrimPrefix(e.proxyURL, "https://")
+	for _, ch := range st.Channels {
+		for _, p := range ch.Pollers {
+			if ch.Name == "grid" && ch.Latest != nil && p.Proxy == node && p.Served == ch.Latest.Revision {
+				return table, ""
+			}
+		}
+	}
+	return table, fmt.Sprintf("status does not show %s polling channel grid's latest revision:\n%s", node, table)
 }
 
 // Check compares the outcomes with the expected decisions.
@@ -278,6 +307,9 @@ func (r *Report) Check() error {
 	}
 	if !r.AuditOK {
 		bad = append(bad, "audit chain verification failed: "+r.AuditOutput)
+	}
+	if r.StatusProblem != "" {
+		bad = append(bad, "meshguard status: "+r.StatusProblem)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w:\n  %s", errMismatch, strings.Join(bad, "\n  "))

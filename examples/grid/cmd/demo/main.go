@@ -1,8 +1,8 @@
 // Command demo runs the grid scenario (make demo): it starts the distributor,
 // the example services and the dev proxy with guard.wasm on loopback, plays
 // the scripted callers, changes the policy at runtime, prints the decision
-// table, verifies the audit chain, stops everything and exits 0 only when
-// every decision is the expected one.
+// table, verifies the audit chain, shows `meshguard status`, stops
+// everything and exits 0 only when every decision is the expected one.
 package main
 
 import (
@@ -40,6 +40,7 @@ func main() {
 		fmt.Println()
 		rep.Table(os.Stdout)
 		fmt.Printf("\naudit trail: %d decision records; chain %s\n", rep.Records, map[bool]string{true: "verified", false: "BROKEN"}[rep.AuditOK])
+		fmt.Printf("\n$ meshguard status --server DISTRIBUTOR\n%s", rep.Status)
 	}
 	if err != nil {
 		fail(err)

@@ -160,7 +160,7 @@ func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string,
 	x.headers(r)
 	subject, _ := x.caller.Subject()
 	rec := audit.Record{Time: now, DecisionID: id, Decision: result, RuleIDs: rules, Reason: x.dec.Reason,
-		BundleRevision: g.enforced(), Subject: subject, Version: x.caller.PeerVersion, Method: x.req.Method, Path: x.req.Path,
+		BundleRevision: g.Enforced(), Subject: subject, Version: x.caller.PeerVersion, Method: x.req.Method, Path: x.req.Path,
 		Proxy: g.proxy, Source: r.Source()}
 	if dev := x.caller.Device; dev != nil {
 		rec.DeviceID, rec.DeviceClass = dev.ID, dev.Class

@@ -155,6 +155,9 @@ func (g *Guard) Config() *config.Config { return g.cfg }
 // Channel returns the distributor channel the guard polls (nil without).
 func (g *Guard) Channel() *distribution.Channel { return g.channel }
 
+// Proxy is the proxy's name (xds.node.id), "" when the host gives none.
+func (g *Guard) Proxy() string { return g.proxy }
+
 // DecisionHeader names the response header that carries decision ids.
 func (g *Guard) DecisionHeader() string {
 	if g.cfg == nil {

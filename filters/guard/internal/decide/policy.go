@@ -70,8 +70,8 @@ func (g *Guard) Revision() uint64 {
 	return g.keeper.Revision()
 }
 
-// enforced is the revision of the enforced policy (0 without one).
-func (g *Guard) enforced() uint64 {
+// Enforced is the revision of the enforced policy (0 without one).
+func (g *Guard) Enforced() uint64 {
 	if g.pol == nil {
 		return 0
 	}

@@ -1,0 +1,474 @@
+package browsertest
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/distributor/auth"
+	"github.com/meshguard/meshguard/distributor/internal/decisiongen"
+	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/server"
+	"github.com/meshguard/meshguard/policies/bundle"
+)
+
+const (
+	auditorToken = "browser-audit-token"
+	readerToken  = "browser-reader-token"
+	guardToken   = "browser-guard-token"
+	records      = 3000
+	hostileSub   = `spiffe://grid.example/"><img src=x id=pwned onerror="window.__pwned=1">`
+	hostilePath  = `/api/</td><script>window.__pwned=2</script>`
+	proxyCurrent = "sidecar~10.0.0.7~grid-api-0.grid~grid.svc.cluster.local"
+	proxyBehind  = "sidecar~10.0.0.8~grid-api-1.grid~grid.svc.cluster.local"
+)
+
+// distributor is a real distributor on loopback with a published bundle,
+// polls from two proxies and real decision records.
+type distributor struct {
+	url  string
+	kid  string
+	base time.Time
+	step time.Duration
+}
+
+func startDistributor(t *testing.T) distributor {
+	t.Helper()
+	dir := t.TempDir()
+	key, set, err := bundle.GenerateKey("ed25519")
+	require.NoError(t, err)
+	keys, err := json.Marshal(set)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "verify.jwk"), keys, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokens"),
+		[]byte("auditor:"+auditorToken+"\nreader:"+readerToken+"\nguard:"+guardToken+"\n"), 0o600))
+
+	cfg := server.DefaultConfig()
+	cfg.Data = filepath.Join(dir, "data")
+	cfg.Listen = "127.0.0.1:0"
+	cfg.InsecureHTTP = true
+	cfg.Keys = filepath.Join(dir, "verify.jwk")
+	cfg.Tokens = server.TokensConfig{File: filepath.Join(dir, "tokens")}
+	cfg.Limits.IngestRate = 0
+	cfg.Allow = map[auth.Action][]string{
+		auth.ActionRead:    {"token:guard", "token:reader"},
+		auth.ActionPublish: {"token:auditor"},
+		auth.ActionIngest:  {"token:guard"},
+		auth.ActionAudit:   {"token:auditor"},
+	}
+	srv, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	d := distributor{url: "http://" + ln.Addr().String(), kid: key.KeyID(), step: 2 * time.Second}
+	d.base = time.Now().UTC().Add(-records * d.step).Truncate(time.Second)
+
+	created := time.Now().UTC().Truncate(time.Second).Add(-time.Minute)
+	for rev := uint64(4); rev <= 5; rev++ {
+		b, err := bundle.Build(map[string][]byte{"policies/grid.yaml": fmt.Appendf(nil, "# revision %d\n", rev)},
+			bundle.BuildOptions{Revision: rev, Created: created, Expires: created.Add(30 * 24 * time.Hour), Key: key})
+		require.NoError(t, err)
+		d.call(t, http.MethodPost, "/v1/bundles/prod", auditorToken, b, http.StatusCreated)
+	}
+	d.call(t, http.MethodGet, "/v1/bundles/prod", guardToken, nil, http.StatusOK, pollers.HeaderProxy, proxyCurrent, pollers.HeaderEnforcing, "5")
+	d.call(t, http.MethodGet, "/v1/bundles/prod", guardToken, nil, http.StatusOK, pollers.HeaderProxy, proxyBehind, pollers.HeaderEnforcing, "4")
+
+	for i := 0; i < records; i += 1000 {
+		d.call(t, http.MethodPost, "/v1/decisions", guardToken, decisiongen.Batch(i, 1000, d.base, d.step), http.StatusOK)
+	}
+	hostile := fmt.Appendf(nil, `[{"time":%q,"decision":"deny","rule_ids":["<b>rule</b>"],"subject":%q,"path":%q,"reason":"<svg onload=alert(1)>"}]`,
+		time.Now().UTC().Format(time.RFC3339Nano), hostileSub, hostilePath)
+	d.call(t, http.MethodPost, "/v1/decisions", guardToken, hostile, http.StatusOK)
+	// The console's index follows the log in the background; wait until it
+	// has verified every record so the pages show a settled state.
+	require.Eventually(t, func() bool {
+		st, err := (&server.Client{Base: d.url, Token: auditorToken}).Status(context.Background())
+		return err == nil && st.DecisionLog.Integrity.Verified == records+1
+	}, 30*time.Second, 50*time.Millisecond)
+	return d
+}
+
+func (d distributor) call(t *testing.T, method, path, token string, body []byte, want int, hdr ...string) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequest(method, d.url+path, rd)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, want, res.StatusCode, "%s %s: %s", method, path, b)
+}
+
+// chromium finds Debian's Chromium. The test never skips: `make test`
+// installs it (make browser), and without it the console is untested.
+func chromium(t *testing.T) string {
+	for _, name := range []string{os.Getenv("MESHGUARD_CHROMIUM"), "chromium", "chromium-browser"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("Chromium is not installed: run `make browser` (apt-get install -y chromium) or set MESHGUARD_CHROMIUM")
+	return ""
+}
+
+// browser starts headless Chromium with a fresh profile and every flag
+// that keeps it off the network, and fails the test on any uncaught
+// script error in the console.
+func browser(t *testing.T) (context.Context, *exceptions) {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1400, 1000),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	exc := &exceptions{}
+	_, err := chromedp.Call(ctx, network.Enable, network.EnableParams{})
+	require.NoError(t, err, "start Chromium")
+	require.NoError(t, chromedp.Listen(ctx, exc.note))
+	return ctx, exc
+}
+
+// exceptions collects uncaught script errors of the page.
+type exceptions struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (e *exceptions) note(ev any) {
+	if x, ok := ev.(*runtime.EventExceptionThrown); ok && x.ExceptionDetails != nil {
+		d := x.ExceptionDetails
+		msg := d.Text
+		if d.Exception != nil {
+			msg += " " + d.Exception.Description
+		}
+		e.mu.Lock()
+		e.list = append(e.list, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, msg))
+		e.mu.Unlock()
+	}
+}
+
+func (e *exceptions) all() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.list...)
+}
+
+func setHeaders(t *testing.T, ctx context.Context, h network.Headers) {
+	t.Helper()
+	_, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: h})
+	require.NoError(t, err)
+}
+
+func basic(token string) network.Headers {
+	return network.Headers{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("auditor:"+token))}
+}
+
+// waitFor polls a JavaScript condition until it holds.
+func waitFor(t *testing.T, ctx context.Context, cond string) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(20*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("waiting for %s: %v\npage:\n%s", cond, err, body)
+	}
+}
+
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+	require.NoError(t, err, sel)
+	return s
+}
+
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	require.NoError(t, err, expr)
+	return v
+}
+
+// open navigates within the console and waits until the page has rendered.
+func open(t *testing.T, ctx context.Context, url, page string) {
+	t.Helper()
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(url)))
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#view-%s[data-ready="true"]') !== null`, page))
+}
+
+// count counts generated records matching f (the hostile record aside).
+func count(d distributor, f func(decisiongen.Fields) bool) int {
+	n := 0
+	for i := range records {
+		if f(decisiongen.Of(i, d.base, d.step)) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestConsoleInABrowser(t *testing.T) {
+	d := startDistributor(t)
+	ctx, jsErrors := browser(t)
+	setHeaders(t, ctx, basic(auditorToken))
+
+	t.Run("channels", func(t *testing.T) {
+		open(t, ctx, d.url+"/ui/#/channels", "channels")
+		sec := `section[data-channel="prod"]`
+		assert.Equal(t, "5", text(t, ctx, sec+" .latest-revision"))
+		assert.Equal(t, d.kid, text(t, ctx, sec+" .key-id"))
+		facts := text(t, ctx, sec+" dl.facts")
+		assert.Contains(t, facts, "Expires")
+		assert.Contains(t, facts, "valid (in 30 d)")
+		pollerRows := text(t, ctx, sec+" table.pollers")
+		assert.Contains(t, pollerRows, "token:guard")
+		assert.Contains(t, pollerRows, proxyCurrent)
+		assert.Contains(t, pollerRows, proxyBehind)
+		behind := text(t, ctx, sec+" table.pollers tr.behind")
+		assert.Contains(t, behind, proxyBehind, "the proxy enforcing revision 4 is flagged")
+		assert.Contains(t, behind, "behind")
+		assert.Equal(t, 1, eval[int](t, ctx, `document.querySelectorAll('table.pollers tr.behind').length`))
+		assert.Contains(t, text(t, ctx, sec+" table.revisions"), d.kid)
+		assert.Contains(t, text(t, ctx, ".cards"), fmtNum(records+1))
+		waitFor(t, ctx, `document.querySelector('#log-state').textContent.includes('hash chain verified through seq 3,001')`)
+	})
+
+	var firstSeq string
+	t.Run("decision log with filters", func(t *testing.T) {
+		open(t, ctx, d.url+"/ui/#/decisions", "decisions")
+		assert.True(t, strings.HasPrefix(text(t, ctx, "#summary"), "3,001 matching records"), text(t, ctx, "#summary"))
+		assert.Equal(t, 50, eval[int](t, ctx, `document.querySelectorAll('#records tr.record').length`))
+		assert.Contains(t, text(t, ctx, "#integrity"), "hash chain verified through seq 3,001")
+
+		// Deny by one rule, for inverter paths only.
+		want := count(d, func(f decisiongen.Fields) bool {
+			return f.Decision == "deny" && f.Rules[0] == decisiongen.RuleRevoked && strings.HasPrefix(f.Path, "/api/v1/inverters/")
+		})
+		require.Greater(t, want, 50, "enough matches for two pages")
+		require.NoError(t, chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS("#f-decision"), "deny"),
+			chromedp.SendKeys(chromedp.CSS("#f-rule"), decisiongen.RuleRevoked),
+			chromedp.SendKeys(chromedp.CSS("#f-path"), "/api/v1/inverters/*"),
+			chromedp.Click(chromedp.CSS("#apply"))))
+		waitFor(t, ctx, fmt.Sprintf(`location.hash.includes('decision=deny') && (document.querySelector('#view-decisions[data-ready="true"] #summary') || {textContent: ''}).textContent.startsWith('%s matching records, showing seq ')`,
+			fmtNum(want)))
+		assert.Contains(t, eval[string](t, ctx, `location.hash`), "decision=deny")
+		decisions := eval[[]string](t, ctx, `[...document.querySelectorAll('#records tr.record td:nth-child(3)')].map(e => e.textContent)`)
+		rules := eval[[]string](t, ctx, `[...document.querySelectorAll('#records td.rule')].map(e => e.textContent)`)
+		paths := eval[[]string](t, ctx, `[...document.querySelectorAll('#records td.request')].map(e => e.textContent)`)
+		require.Len(t, decisions, 50)
+		for i := range decisions {
+			assert.Equal(t, "deny", decisions[i])
+			assert.Equal(t, decisiongen.RuleRevoked, rules[i])
+			assert.True(t, strings.HasPrefix(paths[i], "PUT /api/v1/inverters/") || strings.HasPrefix(paths[i], "GET /api/v1/inverters/"), paths[i])
+		}
+		firstSeq = eval[string](t, ctx, `document.querySelector('#records tr.record').dataset.seq`)
+
+		// The next page continues below the first.
+		last := eval[string](t, ctx, `[...document.querySelectorAll('#records tr.record')].pop().dataset.seq`)
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#older"))))
+		waitFor(t, ctx, `location.hash.includes('before=') && document.querySelector('#view-decisions[data-ready="true"] #newest') !== null`)
+		next := eval[string](t, ctx, `document.querySelector('#records tr.record').dataset.seq`)
+		assert.Less(t, atoi(t, next), atoi(t, last))
+	})
+
+	t.Run("a record", func(t *testing.T) {
+		require.NotEmpty(t, firstSeq)
+		open(t, ctx, d.url+"/ui/#/decisions?decision=deny&rule="+decisiongen.RuleRevoked+"&path=/api/v1/inverters/*", "decisions")
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#records tr.record[data-seq="`+firstSeq+`"] td.subject`))))
+		waitFor(t, ctx, `document.querySelector('#view-record[data-ready="true"]') !== null`)
+		assert.Contains(t, text(t, ctx, "h1"), "Record seq "+firstSeq)
+		assert.Contains(t, text(t, ctx, "h1"), "deny")
+		checks := text(t, ctx, "#checks")
+		assert.Contains(t, checks, "sha256 hash chain")
+		assert.Contains(t, checks, "verified")
+		assert.Contains(t, checks, "intact from seq 1 through seq 3001")
+		i := atoi(t, firstSeq) - 1
+		f := decisiongen.Of(i, d.base, d.step)
+		assert.Equal(t, fmt.Sprintf("dg-%d", i), text(t, ctx, `#fields tr[data-field="decision_id"] td`))
+		assert.Equal(t, f.Path, text(t, ctx, `#fields tr[data-field="path"] td`))
+		assert.Equal(t, f.Proxy, text(t, ctx, `#fields tr[data-field="proxy"] td`))
+		assert.Equal(t, "token:guard", text(t, ctx, `#fields tr[data-field="received_by"] td`))
+		assert.Equal(t, firstSeq, text(t, ctx, `#fields tr[data-field="seq"] td`))
+		assert.Regexp(t, `^[0-9a-f]{64}$`, text(t, ctx, `#fields tr[data-field="hash"] td`))
+		assert.Contains(t, text(t, ctx, "#raw"), `"prev_hash":`)
+	})
+
+	t.Run("hostile record content stays text", func(t *testing.T) {
+		open(t, ctx, d.url+"/ui/#/decisions?subject="+url.QueryEscape(hostileSub), "decisions")
+		assert.True(t, strings.HasPrefix(text(t, ctx, "#summary"), "1 matching record"), text(t, ctx, "#summary"))
+		assert.Equal(t, hostileSub, text(t, ctx, "#records td.subject"))
+		assert.Equal(t, "<b>rule</b>", text(t, ctx, "#records td.rule"))
+		open(t, ctx, d.url+"/ui/#/record/3001", "record")
+		assert.Equal(t, hostilePath, text(t, ctx, `#fields tr[data-field="path"] td`))
+		assert.Equal(t, "<svg onload=alert(1)>", text(t, ctx, `#fields tr[data-field="reason"] td`))
+		assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#pwned, main script, main img, main b').length`))
+		assert.Equal(t, "undefined", eval[string](t, ctx, `typeof window.__pwned`))
+	})
+
+	t.Run("charts", func(t *testing.T) {
+		open(t, ctx, d.url+"/ui/#/charts", "charts")
+		assert.Contains(t, text(t, ctx, "#summary"), "3,001 matching records")
+		type series struct {
+			Name   string    `json:"name"`
+			Total  int       `json:"total"`
+			Points []float64 `json:"points"`
+		}
+		read := func(chart string) []series {
+			return eval[[]series](t, ctx, `[...document.querySelectorAll('svg[data-chart="`+chart+`"] path.series')].map(p => ({
+				name: p.dataset.name, total: +p.dataset.total,
+				points: [...p.nextElementSibling.querySelectorAll('circle')].map(c => +c.dataset.value)}))`)
+		}
+		rules := read("rules")
+		byRule := map[string]series{}
+		for _, s := range rules {
+			byRule[s.Name] = s
+		}
+		for _, rule := range []string{decisiongen.RuleTelemetry, decisiongen.RuleMeterRead, decisiongen.RuleSetpoint, decisiongen.RuleRevoked, decisiongen.RuleDryRun} {
+			s, ok := byRule[rule]
+			require.True(t, ok, "series for %s in %v", rule, rules)
+			want := count(d, func(f decisiongen.Fields) bool { return containsRule(f.Rules, rule) })
+			assert.Equal(t, want, s.Total, rule)
+			sum := 0.0
+			for _, p := range s.Points {
+				sum += p
+			}
+			assert.Equal(t, float64(want), sum, "%s: the points add up to the total", rule)
+			assert.Greater(t, len(s.Points), 10, "%s is drawn over time", rule)
+		}
+		assert.GreaterOrEqual(t, eval[int](t, ctx, `document.querySelectorAll('svg[data-chart="rules"] circle').length`), 5*10)
+		assert.Contains(t, text(t, ctx, "#chart-rules ul.legend"), decisiongen.RuleTelemetry)
+
+		rate := read("deny-rate")
+		require.Len(t, rate, 1)
+		deny := count(d, func(f decisiongen.Fields) bool { return f.Decision == "deny" }) + 1
+		assert.Equal(t, deny, rate[0].Total)
+		for _, p := range rate[0].Points {
+			assert.True(t, p >= 0 && p <= 100, "deny rate %v%%", p)
+		}
+		assert.Contains(t, text(t, ctx, "#chart-deny-rate figcaption"), fmt.Sprintf("%.1f%%", 100*float64(deny)/float64(records+1)))
+
+		dry := count(d, func(f decisiongen.Fields) bool { return f.Decision == "dry-run-deny" })
+		bar := eval[map[string]float64](t, ctx, `(() => { const r = document.querySelector('svg[data-chart="dry-run"] rect.bar[data-name="`+decisiongen.RuleDryRun+`"]');
+			return r ? {value: +r.dataset.value, width: +r.getAttribute('width')} : {} })()`)
+		assert.Equal(t, float64(dry), bar["value"])
+		assert.Greater(t, bar["width"], 100.0)
+
+		// A filter narrows the charts.
+		require.NoError(t, chromedp.Do(ctx,
+			chromedp.SendKeys(chromedp.CSS("#f-subject"), decisiongen.Subjects[0]),
+			chromedp.Click(chromedp.CSS("#apply"))))
+		want := count(d, func(f decisiongen.Fields) bool { return f.Subject == decisiongen.Subjects[0] })
+		waitFor(t, ctx, fmt.Sprintf(`(document.querySelector('#view-charts[data-ready="true"] #summary') || {textContent: ''}).textContent.startsWith('%s matching records')`, fmtNum(want)))
+		telemetry := 0
+		for _, s := range read("rules") {
+			if s.Name == decisiongen.RuleTelemetry {
+				telemetry = s.Total
+			}
+		}
+		assert.Equal(t, count(d, func(f decisiongen.Fields) bool {
+			return f.Subject == decisiongen.Subjects[0] && containsRule(f.Rules, decisiongen.RuleTelemetry)
+		}), telemetry)
+	})
+
+	t.Run("no registry page yet", func(t *testing.T) {
+		nav := eval[[]string](t, ctx, `[...document.querySelectorAll('#nav a')].map(a => a.textContent)`)
+		assert.Equal(t, []string{"Channels", "Decision log", "Charts"}, nav)
+	})
+
+	t.Run("a caller without the audit action gets 403", func(t *testing.T) {
+		// The page already loaded: its API calls are refused and it says so.
+		setHeaders(t, ctx, basic(readerToken))
+		_ = eval[string](t, ctx, `location.hash = '#/decisions'`)
+		waitFor(t, ctx, `document.querySelector('#view-decisions[data-ready="true"] #error') !== null`)
+		assert.Contains(t, text(t, ctx, "#error"), "Access denied")
+		assert.Contains(t, text(t, ctx, "#error"), "token:reader may not audit")
+
+		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/ui/"))
+		require.NoError(t, err)
+		assert.Equal(t, int64(http.StatusForbidden), resp.Status)
+		assert.Contains(t, text(t, ctx, "body"), "token:reader may not audit")
+		assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#app').length`), "no console for this caller")
+
+		setHeaders(t, ctx, network.Headers{})
+		resp, err = chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/ui/api/status"))
+		require.NoError(t, err)
+		assert.Equal(t, int64(http.StatusForbidden), resp.Status, "no credentials at all: anonymous may not audit either")
+	})
+
+	assert.Empty(t, jsErrors.all(), "uncaught script errors in the console")
+}
+
+func containsRule(rules []string, r string) bool {
+	for _, x := range rules {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func atoi(t *testing.T, s string) int {
+	var n int
+	_, err := fmt.Sscan(s, &n)
+	require.NoError(t, err, s)
+	return n
+}
+
+// fmtNum formats n as the console does (en-US grouping).
+func fmtNum(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
