@@ -68,6 +68,7 @@ func startDistributor(t *testing.T) distributor {
 	cfg.InsecureHTTP = true
 	cfg.Keys = filepath.Join(dir, "verify.jwk")
 	cfg.Tokens = server.TokensConfig{File: filepath.Join(dir, "tokens")}
+	cfg.Bundles.Channels = map[string]server.ChannelConfig{"prod": {}}
 	cfg.Limits.IngestRate = 0
 	cfg.Allow = map[auth.Action][]string{
 		auth.ActionRead:    {"token:guard", "token:reader"},
@@ -91,8 +92,10 @@ func startDistributor(t *testing.T) distributor {
 
 	created := time.Now().UTC().Truncate(time.Second).Add(-time.Minute)
 	for rev := uint64(4); rev <= 5; rev++ {
-		b, err := bundle.Build(map[string][]byte{"policies/grid.yaml": fmt.Appendf(nil, "# revision %d\n", rev)},
-			bundle.BuildOptions{Revision: rev, Created: created, Expires: created.Add(30 * 24 * time.Hour), Key: key})
+		policy := fmt.Appendf(nil, "apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: grid}\nspec:\n  rules:\n"+
+			"    - name: readers-r%d\n      effect: allow\n      subjects: [spiffe://grid.example/ns/metering/sa/meter-reader]\n      paths: [/v1/meters/**]\n      methods: [GET]\n", rev)
+		b, err := bundle.Pack(map[string][]byte{"policies/grid.yaml": policy},
+			bundle.PackOptions{BuildOptions: bundle.BuildOptions{Revision: rev, Created: created, Expires: created.Add(30 * 24 * time.Hour), Key: key, Scope: []string{"prod"}}})
 		require.NoError(t, err)
 		d.call(t, http.MethodPost, "/v1/bundles/prod", auditorToken, b, http.StatusCreated)
 	}
