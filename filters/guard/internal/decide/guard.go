@@ -23,6 +23,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/internal/distribution"
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
+	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
@@ -55,6 +56,9 @@ type Guard struct {
 	channel *distribution.Channel
 	// peerVersion: some version rule reads the Istio peer version label.
 	peerVersion bool
+
+	// pathOpts say what a non-canonical path gets (config paths).
+	pathOpts policies.PathOptions
 
 	svid   *identity.SVIDVerifier
 	device *identity.DeviceVerifier
@@ -93,12 +97,13 @@ func (g *Guard) configure(raw []byte, seed uint64) error {
 		return err
 	}
 	g.cfg = cfg
+	g.pathOpts = policies.PathOptions{Normalize: cfg.Paths != config.PathsRefuse, MergeSlashes: cfg.Paths == config.PathsMergeSlashes}
 	if g.keys, err = verify.ParseKeySet(cfg.Policy.VerifyKeys); err != nil {
 		return fmt.Errorf("policy.verifyKeys: %w", err)
 	}
 	g.keeper = verify.NewKeeper(cfg.Policy.MinRevision)
 	if j := cfg.Identity.JWTSVID; j != nil {
-		if g.svid, err = identity.NewSVIDVerifier(identity.RawJSON(j.TrustDomains), j.Audiences, j.CacheSize); err != nil {
+		if g.svid, err = identity.NewSVIDVerifier(identity.RawJSON(j.TrustDomains), j.Audiences, j.LocalAudience, j.CacheSize); err != nil {
 			return err
 		}
 		// Workers share verified tokens, with as many slots as the local
