@@ -139,7 +139,7 @@ type JWTSVID struct {
 	Headers []string `json:"headers,omitempty"`
 	// Audiences accepted; at least one is required unless LocalAudience is
 	// set (an empty audience never disables the check).
-	Audiences []string `json:"audiences"`
+	Audiences []string `json:"audiences,omitempty"`
 	// LocalAudience also accepts tokens whose aud names this proxy's own
 	// SPIFFE ID (the first URI SAN of the local certificate of the
 	// downstream mTLS connection, connection.uri_san_local_certificate):
