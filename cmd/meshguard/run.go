@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/meshguard/meshguard/distributor/modules"
@@ -218,27 +220,29 @@ func runProxy(ctx context.Context, out io.Writer, f runFlags) error {
 		return err
 	}
 	defer plugin.Close()
-	proxy, err := devproxy.New(devproxy.Config{Plugin: plugin, Routes: routes, Logger: log})
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
 	}
 	scheme := "http"
+	var local x509svid.Source
 	if !f.insecure {
-		tlsCfg, closer, err := proxyTLS(ctx, f)
+		src, bundles, closer, err := proxyTLS(ctx, f)
 		if err != nil {
 			ln.Close()
 			return err
 		}
 		defer closer()
-		ln = tls.NewListener(ln, tlsCfg)
-		scheme = "https"
+		ln = tls.NewListener(ln, devproxy.ServerTLS(src, bundles))
+		scheme, local = "https", src
 	} else if ap, ok := ln.Addr().(*net.TCPAddr); ok && !ap.IP.IsLoopback() {
 		ln.Close()
 		return &exitError{code: 2, err: errors.New("--insecure-http is only allowed on a loopback address")}
+	}
+	proxy, err := devproxy.New(devproxy.Config{Plugin: plugin, Routes: routes, Logger: log, Local: local})
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(out, "meshguard dev proxy listening on %s://%s (module %s, %d workers, %s)\n", scheme, ln.Addr(), mod.ABIVersion, plugin.Workers(), profile)
@@ -254,43 +258,43 @@ func runProxy(ctx context.Context, out io.Writer, f runFlags) error {
 	return srv.Shutdown(shutdown)
 }
 
-// proxyTLS builds the server's mTLS configuration from a local CA or the
-// Workload API.
-func proxyTLS(ctx context.Context, f runFlags) (*tls.Config, func(), error) {
+// proxyTLS returns the server's SVID and trust bundles, from a local CA or
+// the Workload API.
+func proxyTLS(ctx context.Context, f runFlags) (x509svid.Source, x509bundle.Source, func(), error) {
 	if f.workloadAPI != "" {
 		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(f.workloadAPI)))
 		if err != nil {
-			return nil, nil, fmt.Errorf("workload API: %w", err)
+			return nil, nil, nil, fmt.Errorf("workload API: %w", err)
 		}
 		if _, err := src.GetX509SVID(); err != nil {
 			src.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return devproxy.ServerTLS(src, src), func() { src.Close() }, nil
+		return src, src, func() { src.Close() }, nil
 	}
 	if f.caDir == "" {
-		return nil, nil, errors.New("set --ca DIR, --workload-api or --insecure-http")
+		return nil, nil, nil, errors.New("set --ca DIR, --workload-api or --insecure-http")
 	}
 	ca, err := devca.Load(f.caDir)
 	if errors.Is(err, os.ErrNotExist) {
 		td, perr := spiffeid.TrustDomainFromString(f.trustDomain)
 		if perr != nil {
-			return nil, nil, perr
+			return nil, nil, nil, perr
 		}
 		if ca, err = devca.New(td); err == nil {
 			err = ca.Save(f.caDir)
 		}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	id, err := spiffeid.FromString(f.spiffeID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--spiffe-id: %w", err)
+		return nil, nil, nil, fmt.Errorf("--spiffe-id: %w", err)
 	}
 	svid, err := ca.IssueX509SVID(id, devca.X509Options{TTL: 24 * time.Hour, DNSNames: []string{"localhost"}})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return devproxy.ServerTLS(svid, ca.X509Bundle()), func() {}, nil
+	return svid, ca.X509Bundle(), func() {}, nil
 }
