@@ -30,18 +30,22 @@ type presented struct {
 	device  string
 }
 
-// tokenChar reports whether c may appear in an RFC 6750 b64token before
-// its padding.
-func tokenChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
-}
+// tokenChars marks the bytes of an RFC 6750 b64token before its padding:
+// ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/". A table, because a
+// token is scanned byte by byte on every request that carries one.
+var tokenChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
+	}
+	return t
+}()
 
 // b64token reports whether s is exactly one RFC 6750 b64token:
 // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func b64token(s string) bool {
 	i := 0
-	for i < len(s) && tokenChar(s[i]) {
+	for i < len(s) && tokenChars[s[i]] {
 		i++
 	}
 	if i == 0 {

@@ -1,6 +1,9 @@
 // Package decide is the guard filter's decision core, free of the
-// Proxy-Wasm SDK: it resolves who is calling (mTLS peer SPIFFE ID,
-// JWT-SVID, device token, Istio peer version), decides with the installed
+// Proxy-Wasm SDK: it refuses (400) or normalises a non-canonical path,
+// refuses (401) credentials that could be read two ways, resolves who is
+// calling (mTLS peer SPIFFE ID, JWT-SVID, device token, Istio peer
+// version; one caller per request unless the peer is a trusted
+// forwarder), removes the verified credentials, decides with the installed
 // policy bundle, enforces the outcome (allow, deny, dry-run, per-device
 // write rate limits, fail closed) and writes the audit record. It reaches
 // the host only through small ports: the Request (headers and
