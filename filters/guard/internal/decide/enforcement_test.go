@@ -342,3 +342,30 @@ func TestPaths(t *testing.T) {
 		assert.ErrorContains(t, w.Err(), `paths: "decode"`)
 	})
 }
+
+// FuzzCredentials: whatever credential headers a request carries, the
+// guard answers (never panics), and the answer does not depend on their
+// order.
+func FuzzCredentials(f *testing.F) {
+	fx := guardtest.New(f, epoch)
+	w := newProxy().worker(f, fx.Config(f, nil))
+	tok := fx.SVID(f, reader, nil)
+	f.Add("Bearer "+tok, "", "")
+	f.Add("Bearer "+tok, tok, "")
+	f.Add("bearer\t"+tok, "", "a.b.c")
+	f.Add("Basic x, Bearer "+tok, "junk junk", "Bearer  a.b.c")
+	f.Add("Bearer", "", "")
+	f.Fuzz(func(t *testing.T, authorization, svid, device string) {
+		var hdrs [][2]string
+		for _, kv := range [][2]string{{"authorization", authorization}, {"x-jwt-svid", svid}, {"x-device-token", device}} {
+			if kv[1] != "" {
+				hdrs = append(hdrs, kv)
+			}
+		}
+		var x Exchange
+		a := w.Decide(&x, get("/v1/meters/42/readings", hdrs...).from(reader))
+		b := w.Decide(&x, get("/v1/meters/42/readings", reversed(hdrs)...).from(reader))
+		assert.Equal(t, a.Status, b.Status, "%s / %s", a.Body, b.Body)
+		assert.Contains(t, []uint32{0, 401, 403}, a.Status, "%s", a.Body)
+	})
+}
