@@ -31,7 +31,7 @@ filters: $(WASMS)
 # go build is incremental; FORCE lets it decide what is stale.
 $(BUILD)/filters/%.wasm: FORCE
 	@mkdir -p $(dir $@)
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $@ ./filters/$*
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w' -o $@ ./filters/$*
 
 cli:
 	@mkdir -p $(BUILD)

@@ -157,6 +157,37 @@ func TestGuardConfig(t *testing.T) {
 	assert.ErrorContains(t, err, "null")
 }
 
+// TestGuardConfigDefaults: what the render verbs write unless told
+// otherwise: a per-service JWT audience, verified credentials removed,
+// non-canonical paths refused.
+func TestGuardConfigDefaults(t *testing.T) {
+	jwks := map[string][]byte{"grid.example": []byte(`{"keys":[]}`)}
+	base := GuardInput{VerifyKeys: keys(t), InlineBundle: []byte("b"), PeerCertificate: true, JWTTrustDomains: jwks}
+	_, cfg, err := GuardConfig(base, Callouts{})
+	require.NoError(t, err)
+	assert.True(t, cfg.Identity.JWTSVID.LocalAudience, "per-service audience by default")
+	assert.Empty(t, cfg.Identity.JWTSVID.Audiences)
+	assert.Empty(t, cfg.Identity.KeepCredentialHeaders, "verified credentials are removed")
+	assert.Equal(t, config.PathsRefuse, cfg.Paths)
+
+	shared := base
+	shared.JWTAudiences, shared.Paths = []string{"grid-apis"}, config.PathsMergeSlashes
+	shared.TrustedForwarders = []string{"spiffe://grid.example/ns/istio-system/sa/ingress"}
+	shared.KeepCredentialHeaders = []string{"x-jwt-svid"}
+	_, cfg, err = GuardConfig(shared, Callouts{})
+	require.NoError(t, err)
+	assert.False(t, cfg.Identity.JWTSVID.LocalAudience)
+	assert.Equal(t, []string{"grid-apis"}, cfg.Identity.JWTSVID.Audiences)
+	assert.Equal(t, config.PathsMergeSlashes, cfg.Paths)
+	assert.Equal(t, shared.TrustedForwarders, cfg.Identity.TrustedForwarders)
+	assert.Equal(t, []string{"x-jwt-svid"}, cfg.Identity.KeepCredentialHeaders)
+
+	bad := base
+	bad.Paths = "decode"
+	_, _, err = GuardConfig(bad, Callouts{})
+	assert.ErrorContains(t, err, `paths: "decode"`)
+}
+
 func FuzzDecodeHTTPFilter(f *testing.F) {
 	y, err := Fragment(Standalone{Filter: Filter{Module: Module{LocalFile: "/g.wasm"}}, Guard: GuardInput{VerifyKeys: []byte(`{"keys":[]}`), InlineBundle: []byte("b"), PeerCertificate: true}})
 	require.NoError(f, err)

@@ -21,10 +21,11 @@ type ReadFunc func(what, path string) ([]byte, error)
 // (meshguard render istio|kuma|envoy); Input turns them into a GuardInput.
 type GuardFlags struct {
 	configFile, verifyKeys, inlineBundle, tokenFile string
-	channel, mode, scope                            string
+	channel, mode, scope, paths                     string
 	pollInterval, expiryGrace                       time.Duration
 	peerCert, istioPeer, audit, logAllows           bool
 	jwtAudiences, jwtTrustDomains                   []string
+	forwarders, keepCredentials                     []string
 }
 
 // AddFlags registers the guard flags on fs.
@@ -40,8 +41,11 @@ func (g *GuardFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&g.expiryGrace, "expiry-grace", 0, "keep enforcing an expired bundle this long (max 168h) instead of failing closed at expiry")
 	fs.BoolVar(&g.peerCert, "peer-certificate", true, "identify callers by their mTLS peer SPIFFE ID")
 	fs.BoolVar(&g.istioPeer, "istio-peer-metadata", false, "read Istio's downstream peer metadata")
-	fs.StringSliceVar(&g.jwtAudiences, "jwt-audience", nil, "accept JWT-SVIDs for this audience (repeatable)")
+	fs.StringSliceVar(&g.jwtAudiences, "jwt-audience", nil, "accept JWT-SVIDs for this audience (repeatable); default: the guarded workload's own SPIFFE ID, one audience per service")
 	fs.StringSliceVar(&g.jwtTrustDomains, "jwt-trust-domain", nil, "accept JWT-SVIDs from trust domain NAME=JWKS_FILE (its JWT bundle) (repeatable)")
+	fs.StringSliceVar(&g.forwarders, "trusted-forwarder", nil, "SPIFFE ID of a peer (e.g. the ingress gateway) that may relay a caller's JWT-SVID (repeatable)")
+	fs.StringSliceVar(&g.keepCredentials, "keep-credential-header", nil, "verified credential header to forward upstream (repeatable); by default the guard removes them")
+	enumflag.Var(fs, &g.paths, "paths", "", "", []string{config.PathsRefuse, config.PathsNormalize, config.PathsMergeSlashes}, "non-canonical request paths: refuse (default, 400), normalize (RFC 3986) or merge-slashes (normalize and merge //)")
 	fs.BoolVar(&g.audit, "audit", false, "post decision records to the distributor")
 	fs.BoolVar(&g.logAllows, "log-allows", false, "record allows too, not only denies")
 }
@@ -65,6 +69,7 @@ func (g *GuardFlags) Input(read ReadFunc) (GuardInput, error) {
 	in.Channel, in.Mode, in.Scope, in.PollInterval, in.ExpiryGrace = g.channel, g.mode, g.scope, g.pollInterval, g.expiryGrace
 	in.IstioPeerMetadata, in.AuditSink, in.LogAllows = g.istioPeer, g.audit, g.logAllows
 	in.JWTAudiences = g.jwtAudiences
+	in.TrustedForwarders, in.KeepCredentialHeaders, in.Paths = g.forwarders, g.keepCredentials, g.paths
 	for _, td := range g.jwtTrustDomains {
 		if in.JWTTrustDomains == nil {
 			in.JWTTrustDomains = map[string][]byte{}

@@ -41,8 +41,19 @@ type GuardInput struct {
 	IstioPeerMetadata bool
 	// JWTAudiences and JWTTrustDomains enable JWT-SVID verification.
 	// JWTTrustDomains maps a trust domain to its JWT bundle (JWK Set JSON).
+	// Without JWTAudiences the audience is per service: the guarded
+	// workload's own SPIFFE ID (jwtSvid.localAudience), so a token
+	// captured at one service fails at every other.
 	JWTAudiences    []string
 	JWTTrustDomains map[string][]byte
+	// TrustedForwarders are peers (SPIFFE IDs) that may relay a caller's
+	// JWT-SVID (identity.trustedForwarders).
+	TrustedForwarders []string
+	// KeepCredentialHeaders go upstream after verification; by default
+	// every verified credential header is removed.
+	KeepCredentialHeaders []string
+	// Paths is refuse (default), normalize or merge-slashes.
+	Paths string
 	// AuditSink posts decision batches to the distributor.
 	AuditSink bool
 	// LogAllows records allows too.
@@ -60,7 +71,8 @@ type Callouts struct {
 func (in GuardInput) flagsSet() bool {
 	return len(in.VerifyKeys) > 0 || len(in.InlineBundle) > 0 || in.Channel != "" || in.PollInterval != 0 ||
 		in.Token != "" || in.Mode != "" || in.Scope != "" || in.ExpiryGrace != 0 || in.IstioPeerMetadata ||
-		len(in.JWTAudiences) > 0 || len(in.JWTTrustDomains) > 0 || in.AuditSink || in.LogAllows
+		len(in.JWTAudiences) > 0 || len(in.JWTTrustDomains) > 0 || in.AuditSink || in.LogAllows ||
+		len(in.TrustedForwarders) > 0 || len(in.KeepCredentialHeaders) > 0 || in.Paths != ""
 }
 
 // GuardConfig builds the guard configuration, points its distributor and
@@ -155,8 +167,11 @@ func fromFlags(in GuardInput) config.Config {
 		for td, set := range in.JWTTrustDomains {
 			tds[td] = json.RawMessage(bytes.TrimSpace(set))
 		}
-		cfg.Identity.JWTSVID = &config.JWTSVID{Audiences: in.JWTAudiences, TrustDomains: tds}
+		cfg.Identity.JWTSVID = &config.JWTSVID{Audiences: in.JWTAudiences, TrustDomains: tds, LocalAudience: len(in.JWTAudiences) == 0}
 	}
+	cfg.Identity.TrustedForwarders = in.TrustedForwarders
+	cfg.Identity.KeepCredentialHeaders = in.KeepCredentialHeaders
+	cfg.Paths = in.Paths
 	cfg.Audit.LogAllows = in.LogAllows
 	if in.AuditSink {
 		cfg.Audit.Sink = &config.AuditSink{Token: in.Token}

@@ -26,14 +26,14 @@ var renders = map[string][]string{
 		"--url", "oci://registry.grid.example/meshguard/guard:v1", "--sha256", exampleDigest,
 		"--distributor", "https://meshguard-distributor.meshguard-system.svc.cluster.local:8443", "--distributor-tls", "ISTIO_MUTUAL",
 		"--channel", "grid", "--scope", "grid", "--poll-interval", "10s", "--verify-keys", "deploy/verify-keys.json",
-		"--jwt-audience", "grid.example/gateway", "--jwt-trust-domain", "grid.example=deploy/grid-jwt-bundle.json",
+		"--jwt-trust-domain", "grid.example=deploy/grid-jwt-bundle.json",
 		"--istio-peer-metadata", "--audit", "--log-allows"},
 	"deploy/kuma.yaml": {"render", "kuma", "--mesh", "grid", "--label", "app=meter-api",
 		"--module-url", "https://meshguard-distributor.meshguard-system.svc:8443/modules/meshguard/guard/v1.wasm",
 		"--sha256", "6b5f8b197898701b2fc84759750421a065303eae96c633225b55c299abdb44de",
 		"--distributor", "https://meshguard-distributor.meshguard-system.svc:8443",
 		"--channel", "grid", "--scope", "grid", "--verify-keys", "deploy/verify-keys.json",
-		"--jwt-audience", "grid.example/gateway", "--jwt-trust-domain", "grid.example=deploy/grid-jwt-bundle.json",
+		"--jwt-trust-domain", "grid.example=deploy/grid-jwt-bundle.json",
 		"--audit"},
 }
 

@@ -14,6 +14,7 @@ import (
 var (
 	propNodeID      = []string{"xds", "node", "id"}
 	propPeerURISAN  = []string{"connection", "uri_san_peer_certificate"}
+	propLocalURISAN = []string{"connection", "uri_san_local_certificate"}
 	propPeerVersion = []string{"filter_state", "downstream_peer", "version"}
 	propSource      = []string{"source", "address"}
 )
@@ -81,6 +82,16 @@ func (s *stream) Headers() decide.Headers {
 
 // RemoveHeader implements decide.Request.
 func (s *stream) RemoveHeader(name string) { _ = proxywasm.RemoveHttpRequestHeader(name) }
+
+// ReplaceHeader implements decide.Request.
+func (s *stream) ReplaceHeader(name, v string) {
+	if err := proxywasm.ReplaceHttpRequestHeader(name, v); err != nil {
+		proxywasm.LogErrorf("meshguard: replacing %s: %v", name, err)
+	}
+}
+
+// LocalURISAN implements decide.Request.
+func (s *stream) LocalURISAN() string { return property(propLocalURISAN) }
 
 // PeerURISAN implements decide.Request.
 func (s *stream) PeerURISAN() string { return property(propPeerURISAN) }

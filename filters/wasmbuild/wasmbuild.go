@@ -17,13 +17,19 @@ import (
 	"testing"
 )
 
+// LDFlags are the linker flags of every module the project ships (the
+// Makefile passes the same): -s -w drop the DWARF and the wasm name
+// section, which no proxy needs (a Go panic prints its own traceback from
+// the runtime's tables; only a host's trap backtrace loses function names).
+const LDFlags = "-s -w"
+
 // Build compiles the Go package pkg (an import path or a ./relative path
-// resolved in dir) into the wasm module out.
+// resolved in dir) into the wasm module out, as `make filters` does.
 func Build(ctx context.Context, dir, pkg, out string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return fmt.Errorf("wasmbuild: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-buildmode=c-shared", "-trimpath", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-buildmode=c-shared", "-trimpath", "-ldflags="+LDFlags, "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
 	var stderr bytes.Buffer

@@ -3,7 +3,7 @@
 // request the way Envoy's HTTP Wasm filter does. It terminates mTLS as
 // Envoy's SPIFFE certificate validator does (ServerTLS), sets Envoy's
 // connection attributes from the peer certificate as presented (the first
-// URI SAN byte for byte), sanitises x-forwarded-client-cert and
+// URI SAN byte for byte; the local certificate's first URI SAN), sanitises x-forwarded-client-cert and
 // x-forwarded-proto as Envoy's connection manager does by default, refuses a
 // peer with two URI SANs as the RBAC filter of the rendered configs does,
 // runs the request and response callbacks, honours the plugin's verdicts,
@@ -34,6 +34,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/meshguard/meshguard/envoy"
 	"github.com/meshguard/meshguard/host"
 )
@@ -61,6 +63,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Properties are added to every stream (e.g. Istio peer metadata).
 	Properties func(r *http.Request, p *host.Props)
+	// Local is the SVID the proxy presents downstream (ServerTLS): its
+	// first URI SAN is connection.uri_san_local_certificate on TLS
+	// connections, as Envoy reports the local certificate.
+	Local x509svid.Source
 }
 
 // Proxy is an http.Handler.
@@ -128,6 +134,13 @@ func (p *Proxy) Props(r *http.Request) *host.Props {
 	props.SetUint("connection.id", p.connID.Add(1))
 	tlsState := r.TLS
 	props.SetBool("connection.mtls", tlsState != nil && len(tlsState.PeerCertificates) > 0)
+	if tlsState != nil && p.cfg.Local != nil {
+		if svid, err := p.cfg.Local.GetX509SVID(); err == nil && len(svid.Certificates) > 0 {
+			if san, ok := FirstURISAN(svid.Certificates[0]); ok {
+				props.SetString("connection.uri_san_local_certificate", san)
+			}
+		}
+	}
 	if tlsState != nil {
 		props.SetString("connection.requested_server_name", tlsState.ServerName)
 		props.SetString("connection.tls_version", tlsVersion(tlsState.Version))

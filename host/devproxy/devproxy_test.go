@@ -68,7 +68,7 @@ func start(t *testing.T, pkg string) *env {
 	serverSVID, err := e.ca.IssueX509SVID(spiffeid.RequireFromPath(td, "/ns/grid/sa/gateway"), devca.X509Options{})
 	require.NoError(t, err)
 	up, _ := url.Parse(e.upstream.URL)
-	proxy, err := New(Config{Plugin: p, Routes: []Route{{Prefix: "/", Upstream: up}}, Logger: quiet, StreamTimeout: 5 * time.Second})
+	proxy, err := New(Config{Plugin: p, Routes: []Route{{Prefix: "/", Upstream: up}}, Logger: quiet, StreamTimeout: 5 * time.Second, Local: serverSVID})
 	require.NoError(t, err)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", ServerTLS(serverSVID, e.ca.X509Bundle()))
 	require.NoError(t, err)
@@ -125,10 +125,11 @@ func TestConnectionPropertiesFromPeerCertificate(t *testing.T) {
 	e := start(t, "github.com/meshguard/meshguard/host/internal/testfilters/probe")
 	c := e.client(t, "/ns/grid/sa/meter-reader")
 	cases := map[string]string{
-		"connection.uri_san_peer_certificate": "spiffe://grid.example/ns/grid/sa/meter-reader",
-		"connection.mtls":                     "\x01",
-		"connection.tls_version":              "TLSv1.3",
-		"request.url_path":                    "/prop",
+		"connection.uri_san_peer_certificate":  "spiffe://grid.example/ns/grid/sa/meter-reader",
+		"connection.uri_san_local_certificate": "spiffe://grid.example/ns/grid/sa/gateway",
+		"connection.mtls":                      "\x01",
+		"connection.tls_version":               "TLSv1.3",
+		"request.url_path":                     "/prop",
 	}
 	for path, want := range cases {
 		resp, body := get(t, c, e.url+"/prop?path="+path)

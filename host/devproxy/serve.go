@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/meshguard/meshguard/host"
@@ -113,15 +115,18 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		return err
 	}
 	defer plugin.Close()
-	proxy, err := New(Config{Plugin: plugin, Routes: cfg.Routes, Logger: log})
-	if err != nil {
-		return err
-	}
-	ln, scheme, closeID, err := listen(ctx, cfg.Listen, cfg.Identity)
+	ln, scheme, local, closeID, err := listen(ctx, cfg.Listen, cfg.Identity)
 	if err != nil {
 		return err
 	}
 	defer closeID()
+	// The proxy's own SVID names the local workload in XFCC (By=) and in the
+	// guard's source.principal-side properties.
+	proxy, err := New(Config{Plugin: plugin, Routes: cfg.Routes, Logger: log, Local: local})
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	if cfg.Ready != nil {
 		cfg.Ready(Listening{URL: scheme + "://" + ln.Addr().String(), ABIVersion: mod.ABIVersion, Workers: plugin.Workers(), Profile: rtCfg.Profile})
@@ -138,63 +143,65 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	return srv.Shutdown(shutdown)
 }
 
-// listen opens the listener with the identity's TLS.
-func listen(ctx context.Context, addr string, id Identity) (net.Listener, string, func(), error) {
+// listen opens the listener with the identity's TLS and returns the SVID it
+// presents (nil on plain HTTP).
+func listen(ctx context.Context, addr string, id Identity) (net.Listener, string, x509svid.Source, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
 	if id.PlainHTTP {
 		if ap, ok := ln.Addr().(*net.TCPAddr); !ok || !ap.IP.IsLoopback() {
 			ln.Close()
-			return nil, "", nil, fmt.Errorf("%s: %w", addr, ErrPlainHTTPNotLoopback)
+			return nil, "", nil, nil, fmt.Errorf("%s: %w", addr, ErrPlainHTTPNotLoopback)
 		}
-		return ln, "http", func() {}, nil
+		return ln, "http", nil, func() {}, nil
 	}
-	cfg, closeID, err := id.serverTLS(ctx)
+	src, bundles, closeID, err := id.sources(ctx)
 	if err != nil {
 		ln.Close()
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
-	return tls.NewListener(ln, cfg), "https", closeID, nil
+	return tls.NewListener(ln, ServerTLS(src, bundles)), "https", src, closeID, nil
 }
 
-// serverTLS is the proxy's mTLS from the Workload API or the local CA.
-func (id Identity) serverTLS(ctx context.Context) (*tls.Config, func(), error) {
+// sources are the proxy's SVID and trust bundles, from the Workload API or
+// the local CA.
+func (id Identity) sources(ctx context.Context) (x509svid.Source, x509bundle.Source, func(), error) {
 	if id.WorkloadAPI != "" {
 		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(id.WorkloadAPI)))
 		if err != nil {
-			return nil, nil, fmt.Errorf("workload API: %w", err)
+			return nil, nil, nil, fmt.Errorf("workload API: %w", err)
 		}
 		if _, err := src.GetX509SVID(); err != nil {
 			src.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return ServerTLS(src, src), func() { src.Close() }, nil
+		return src, src, func() { src.Close() }, nil
 	}
 	if id.CADir == "" {
-		return nil, nil, ErrNoIdentity
+		return nil, nil, nil, ErrNoIdentity
 	}
 	ca, err := devca.Load(id.CADir)
 	if errors.Is(err, os.ErrNotExist) {
 		td, perr := spiffeid.TrustDomainFromString(id.TrustDomain)
 		if perr != nil {
-			return nil, nil, fmt.Errorf("trust domain: %w", perr)
+			return nil, nil, nil, fmt.Errorf("trust domain: %w", perr)
 		}
 		if ca, err = devca.New(td); err == nil {
 			err = ca.Save(id.CADir)
 		}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sid, err := spiffeid.FromString(id.SPIFFEID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("SPIFFE ID: %w", err)
+		return nil, nil, nil, fmt.Errorf("SPIFFE ID: %w", err)
 	}
 	svid, err := ca.IssueX509SVID(sid, devca.X509Options{TTL: 24 * time.Hour, DNSNames: []string{"localhost"}})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return ServerTLS(svid, ca.X509Bundle()), func() {}, nil
+	return svid, ca.X509Bundle(), func() {}, nil
 }

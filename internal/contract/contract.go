@@ -70,6 +70,11 @@ const (
 	FieldAuthority      = "authority"
 	FieldProxy          = "proxy"
 	FieldSource         = "source"
+	FieldPeer           = "peer"
+	FieldTokenSubject   = "token_subject"
+	FieldForwarder      = "forwarder"
+	FieldJTI            = "jti"
+	FieldTargetDevice   = "target_device"
 )
 
 // Reply field names besides FieldDecision, FieldDecisionID and
@@ -81,7 +86,8 @@ const (
 
 // RecordStringFields are the Record fields whose value is a JSON string.
 var RecordStringFields = []string{FieldDecisionID, FieldReason, FieldSubject, FieldDeviceID, FieldDeviceClass,
-	FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource}
+	FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource,
+	FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice}
 
 // Record is one decision as the guard filter records it. The JSON names are
 // the Field constants; the distributor keeps fields it does not know.
@@ -92,15 +98,27 @@ type Record struct {
 	RuleIDs        []string  `json:"rule_ids"`
 	Reason         string    `json:"reason"`
 	BundleRevision uint64    `json:"bundle_revision"`
-	Subject        string    `json:"subject"`
-	DeviceID       string    `json:"device_id"`
-	DeviceClass    string    `json:"device_class"`
-	Version        string    `json:"version"`
-	Method         string    `json:"method"`
-	Path           string    `json:"path"`
-	Authority      string    `json:"authority"`
-	Proxy          string    `json:"proxy"`
-	Source         string    `json:"source"`
+	// Subject is the caller the policy decided on ("" when the request
+	// carried two callers and was refused).
+	Subject     string `json:"subject"`
+	DeviceID    string `json:"device_id"`
+	DeviceClass string `json:"device_class"`
+	Version     string `json:"version"`
+	Method      string `json:"method"`
+	Path        string `json:"path"`
+	Authority   string `json:"authority"`
+	Proxy       string `json:"proxy"`
+	Source      string `json:"source"`
+	// Peer is the mTLS peer's SPIFFE ID, TokenSubject the verified
+	// JWT-SVID's subject and JTI its jti, each as presented; Forwarder is
+	// the peer when it is a trusted forwarder relaying TokenSubject's token.
+	Peer         string `json:"peer"`
+	TokenSubject string `json:"token_subject"`
+	Forwarder    string `json:"forwarder"`
+	JTI          string `json:"jti"`
+	// TargetDevice is the device the request names (path, header), which
+	// the device token must attest.
+	TargetDevice string `json:"target_device"`
 }
 
 // Reply is the JSON body of the guard's local replies: a deny (403, 429)

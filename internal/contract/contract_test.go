@@ -13,7 +13,8 @@ import (
 // required decision, which has its own value check).
 func TestRecordFieldsAreTheConstants(t *testing.T) {
 	consts := []string{FieldTime, FieldDecisionID, FieldDecision, FieldRuleIDs, FieldReason, FieldBundleRevision,
-		FieldSubject, FieldDeviceID, FieldDeviceClass, FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource}
+		FieldSubject, FieldDeviceID, FieldDeviceClass, FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource,
+		FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice}
 	var tags, strs []string
 	rt := reflect.TypeFor[Record]()
 	for i := range rt.NumField() {

@@ -32,8 +32,12 @@ import (
 // TrustDomain is the scenario's trust domain.
 var TrustDomain = spiffeid.RequireTrustDomainFromString("grid.example")
 
-// Audience is the JWT audience the proxy accepts (JWT-SVIDs and device tokens).
-const Audience = "grid.example/gateway"
+// ProxyID is the dev proxy's SPIFFE ID; JWT-SVIDs are issued for it (the
+// guard accepts the audience of the service it guards: localAudience).
+const ProxyID = "spiffe://grid.example/ns/grid/sa/grid-gateway"
+
+// DeviceAudience is the audience of device attestation tokens.
+const DeviceAudience = "grid.example/gateway"
 
 // DeviceIssuer is the iss of device attestation tokens.
 const DeviceIssuer = "https://devices.grid.example"
@@ -215,7 +219,7 @@ func (e *env) setup(ctx context.Context) error {
 	e.proxyURL = "https://" + proxyAddr
 	proxy, err := e.procs.start(ctx, "proxy", e.opts.Bin, "run", "--listen", proxyAddr,
 		"--module", "oci://"+distAddr+"/meshguard/guard@"+digest, "--sha256", digest,
-		"--plugin-config", cfgPath, "--ca", caDir, "--spiffe-id", "spiffe://grid.example/ns/grid/sa/grid-gateway",
+		"--plugin-config", cfgPath, "--ca", caDir, "--spiffe-id", ProxyID,
 		"--route", "/v1/meters="+"http://"+meterAddr, "--route", "/v1/inverters="+"http://"+derAddr,
 		"--cluster", "distributor="+e.distURL, "--workers", "2")
 	if err != nil {
@@ -273,10 +277,10 @@ func (e *env) guardConfig(keys string) (string, error) {
 		},
 		Identity: config.Identity{
 			PeerCertificate: true,
-			JWTSVID:         &config.JWTSVID{Audiences: []string{Audience}, TrustDomains: map[string]json.RawMessage{"grid.example": jwks}},
+			JWTSVID:         &config.JWTSVID{LocalAudience: true, TrustDomains: map[string]json.RawMessage{"grid.example": jwks}},
 			Device: &config.Device{
 				Issuers:   map[string]json.RawMessage{DeviceIssuer: deviceJWKS},
-				Audiences: []string{Audience},
+				Audiences: []string{DeviceAudience},
 				Claims:    config.DeviceClaims{ID: "ueid", Class: "devclass", Vendor: "oemid", Model: "hwmodel", Firmware: "swversion"},
 			},
 			StripHeaders: []string{"x-device-token", "authorization", "x-meshguard-identity"},

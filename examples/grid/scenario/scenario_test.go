@@ -68,6 +68,12 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 		}
 	}
 	assert.Equal(t, policies.ReasonTargetMismatch, rep.Outcomes[11].Reason, "a device token is bound to the device the path names")
+	attack := rep.Outcomes[len(all)-5:]
+	assert.Contains(t, attack[0].Reason, "two callers: the mTLS peer spiffe://grid.example/ns/billing/sa/billing presents a JWT-SVID of spiffe://grid.example/ns/der/sa/controller")
+	assert.Contains(t, attack[1].Reason, "two callers")
+	assert.Contains(t, attack[2].Reason, "audience mismatch")
+	assert.Contains(t, attack[3].Reason, "ambiguous credentials")
+	assert.Equal(t, policies.ErrPathEncodedSlash.Error(), attack[4].Reason)
 	assert.True(t, rep.AuditOK, rep.AuditOutput)
 	assert.Empty(t, rep.StatusProblem, "meshguard status shows the dev proxy polling the latest revision")
 	assert.GreaterOrEqual(t, rep.Records, len(all), "every decision reached the audit trail (allows are logged too)")

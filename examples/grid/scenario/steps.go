@@ -29,6 +29,11 @@ type Step struct {
 	// JWT-SVID for the same workload.
 	Caller  string
 	Version string
+	// Token, when set, is the SPIFFE ID path of the JWT-SVID sent instead
+	// of the caller's own (a captured token); Audience, when set, replaces
+	// the proxy's SPIFFE ID as its audience; Second adds a second
+	// Authorization header with a JWT-SVID for this path.
+	Token, Audience, Second string
 	// URISANs, when set, replace the caller's X509-SVID with a certificate
 	// from the same CA carrying exactly these URI SANs, which is no X509-SVID:
 	// the proxy hands the guard the first one as presented, as Envoy does.
@@ -83,6 +88,17 @@ var StepsAfterChange = []Step{
 		Want: "deny", WantStatus: 403, Note: "forged peer: a percent-encoded URI SAN is no SPIFFE ID (decoded it would be the reader); the guard judges it as presented"},
 	{Caller: reader + " +controller", URISANs: []string{"spiffe://grid.example" + reader, "spiffe://grid.example" + ctl}, Method: "GET", Path: "/v1/meters/mtr-0042/readings",
 		Want: "deny", WantStatus: 403, BeforeGuard: true, Note: "two URI SANs: refused ahead of the guard, as the rendered RBAC filter does"},
+	// Attackers (issue 13).
+	{Caller: bill, Token: ctl, Version: "2.3.1", Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0042/setpoint", Body: `{"watts": 9000}`,
+		Want: "deny", WantStatus: 403, Note: "billing's X509-SVID with a captured controller JWT-SVID: two callers, refused"},
+	{Caller: "/ns/scada/sa/legacy-scada", Token: reader, Method: "GET", Path: "/v1/meters/mtr-0042/readings",
+		Want: "deny", WantStatus: 403, Note: "revoked legacy-scada peer with the meter reader's JWT-SVID"},
+	{Caller: ctl, Version: "2.3.1", Audience: "spiffe://grid.example/ns/billing/sa/billing-api", Device: inv42, Method: "POST", Path: "/v1/inverters/inv-0042/setpoint", Body: `{"watts": 9100}`,
+		Want: "deny", WantStatus: 403, Note: "controller JWT-SVID issued for another service (per-service audience)"},
+	{Caller: reader, Token: reader, Second: ctl, Method: "GET", Path: "/v1/meters/mtr-0042/readings",
+		Want: "deny", WantStatus: 401, Note: "two Authorization headers: ambiguous credentials"},
+	{Caller: reader, Method: "GET", Path: "/v1/meters/mtr-0042/..%2F..%2Finverters%2Finv-0042/readings",
+		Want: "deny", WantStatus: 400, Note: "..%2F path: not canonical, refused"},
 }
 
 // do runs one step and records what the caller saw.
@@ -99,15 +115,33 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 	if s.Body != "" {
 		req.Header.Set("content-type", "application/json")
 	}
-	if s.Version != "" {
-		tok, err := e.ca.IssueJWTSVID(spiffeid.RequireFromPath(TrustDomain, s.Caller), []string{Audience}, devca.JWTOptions{Claims: map[string]any{"swversion": s.Version}})
+	if s.Version != "" || s.Token != "" {
+		sub, aud := s.Caller, ProxyID
+		if s.Token != "" {
+			sub = s.Token
+		}
+		if s.Audience != "" {
+			aud = s.Audience
+		}
+		claims := map[string]any{}
+		if s.Version != "" {
+			claims["swversion"] = s.Version
+		}
+		tok, err := e.ca.IssueJWTSVID(spiffeid.RequireFromPath(TrustDomain, sub), []string{aud}, devca.JWTOptions{Claims: claims})
 		if err != nil {
 			return o, err
 		}
 		req.Header.Set("authorization", "Bearer "+tok)
 	}
+	if s.Second != "" {
+		tok, err := e.ca.IssueJWTSVID(spiffeid.RequireFromPath(TrustDomain, s.Second), []string{ProxyID}, devca.JWTOptions{})
+		if err != nil {
+			return o, err
+		}
+		req.Header.Add("authorization", "Bearer "+tok)
+	}
 	if d := s.Device; d != nil {
-		tok, err := e.devices.IssueJWTSVID(spiffeid.RequireFromPath(e.devices.TrustDomain(), "/"+d.ID), []string{Audience}, devca.JWTOptions{
+		tok, err := e.devices.IssueJWTSVID(spiffeid.RequireFromPath(e.devices.TrustDomain(), "/"+d.ID), []string{DeviceAudience}, devca.JWTOptions{
 			Claims: map[string]any{"iss": DeviceIssuer, "ueid": d.ID, "devclass": d.Class, "oemid": d.Vendor, "swversion": d.Firmware},
 		})
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/internal/contract"
 )
 
@@ -31,6 +32,7 @@ const (
 	DefaultAuditFlushPeriod  = 2 * time.Second
 	DefaultDecisionHeader    = contract.DecisionHeader
 	MaxExpiryGrace           = 7 * 24 * time.Hour
+	MaxJWTHeaders            = 16
 	ModeEnforce              = "enforce"
 	ModeDryRun               = "dry-run"
 	maxConfigBytes           = 64 << 20
@@ -52,7 +54,20 @@ type Config struct {
 	Audit Audit `json:"audit,omitempty"`
 	// DecisionHeader names the response header that carries the decision id.
 	DecisionHeader string `json:"decisionHeader,omitempty"`
+	// Paths says what the guard does with a request path that is not
+	// canonical (policies/README.md, "Request paths"): PathsRefuse (the
+	// default) answers 400, PathsNormalize rewrites it (RFC 3986 §6.2.2)
+	// before deciding and forwards the rewritten path, PathsMergeSlashes
+	// also merges runs of "/".
+	Paths string `json:"paths,omitempty"`
 }
+
+// Values of Config.Paths (the CLI's --paths values).
+const (
+	PathsRefuse       = "refuse"
+	PathsNormalize    = "normalize"
+	PathsMergeSlashes = "merge-slashes"
+)
 
 // PolicySource is an inline bundle, a distributor to poll, or both (the inline
 // bundle serves until the distributor delivers a higher revision).
@@ -105,15 +120,32 @@ type Identity struct {
 	// StripHeaders are removed from every request before it goes upstream, so
 	// callers cannot spoof identity headers set by meshguard.
 	StripHeaders []string `json:"stripHeaders,omitempty"`
+	// TrustedForwarders are the mTLS peers (SPIFFE IDs, e.g. the ingress
+	// gateway's) that may relay a caller's JWT-SVID: from them a token
+	// whose subject differs from the peer is the caller and the peer is
+	// recorded as the forwarder. From any other peer such a request is
+	// refused (403): one request has one caller.
+	TrustedForwarders []string `json:"trustedForwarders,omitempty"`
+	// KeepCredentialHeaders names credential headers (jwtSvid.headers,
+	// device.header) that still go upstream after the guard verified the
+	// token in them. By default every verified credential header is
+	// removed, so the application cannot replay it elsewhere.
+	KeepCredentialHeaders []string `json:"keepCredentialHeaders,omitempty"`
 }
 
 // JWTSVID configures JWT-SVID verification.
 type JWTSVID struct {
 	// Headers to read, in order. "authorization" expects "Bearer <token>".
 	Headers []string `json:"headers,omitempty"`
-	// Audiences accepted; at least one is required (an empty audience never
-	// disables the check).
-	Audiences []string `json:"audiences"`
+	// Audiences accepted; at least one is required unless LocalAudience is
+	// set (an empty audience never disables the check).
+	Audiences []string `json:"audiences,omitempty"`
+	// LocalAudience also accepts tokens whose aud names this proxy's own
+	// SPIFFE ID (the first URI SAN of the local certificate of the
+	// downstream mTLS connection, connection.uri_san_local_certificate):
+	// a per-service audience, so a token captured at one service fails at
+	// every other. `meshguard render` sets it unless audiences are given.
+	LocalAudience bool `json:"localAudience,omitempty"`
 	// TrustDomains maps a trust domain name to its JWT bundle (a JWK Set). When a
 	// trust domain's set is empty, keys come from the policy bundle's data.
 	TrustDomains map[string]json.RawMessage `json:"trustDomains"`
@@ -217,6 +249,9 @@ func (c *Config) setDefaults() {
 	if c.DecisionHeader == "" {
 		c.DecisionHeader = DefaultDecisionHeader
 	}
+	if c.Paths == "" {
+		c.Paths = PathsRefuse
+	}
 	if d := c.Policy.Distributor; d != nil {
 		if d.Authority == "" {
 			d.Authority = d.Cluster
@@ -274,6 +309,9 @@ func (c *Config) setDefaults() {
 	for i, h := range c.Identity.StripHeaders {
 		c.Identity.StripHeaders[i] = strings.ToLower(h)
 	}
+	for i, h := range c.Identity.KeepCredentialHeaders {
+		c.Identity.KeepCredentialHeaders[i] = strings.ToLower(h)
+	}
 	if j := c.Identity.JWTSVID; j != nil {
 		for i, h := range j.Headers {
 			j.Headers[i] = strings.ToLower(h)
@@ -282,6 +320,29 @@ func (c *Config) setDefaults() {
 	if d := c.Identity.Device; d != nil {
 		d.Header = strings.ToLower(d.Header)
 	}
+}
+
+// credentialHeader reports whether h carries a token the guard verifies.
+func (id *Identity) credentialHeader(h string) bool {
+	if j := id.JWTSVID; j != nil {
+		for _, n := range j.Headers {
+			if n == h {
+				return true
+			}
+		}
+	}
+	return id.Device != nil && id.Device.Header == h
+}
+
+// KeepsCredential reports whether the verified credential header h goes
+// upstream (KeepCredentialHeaders).
+func (id *Identity) KeepsCredential(h string) bool {
+	for _, k := range id.KeepCredentialHeaders {
+		if k == h {
+			return true
+		}
+	}
+	return false
 }
 
 func orDefault(v, d string) string {
@@ -297,6 +358,9 @@ func (c *Config) Validate() error {
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.Mode != ModeEnforce && c.Mode != ModeDryRun {
 		add("mode: %q is not %q or %q", c.Mode, ModeEnforce, ModeDryRun)
+	}
+	if c.Paths != PathsRefuse && c.Paths != PathsNormalize && c.Paths != PathsMergeSlashes {
+		add("paths: %q is not %q, %q or %q", c.Paths, PathsRefuse, PathsNormalize, PathsMergeSlashes)
 	}
 	p := c.Policy
 	if p.Inline == "" && p.Distributor == nil {
@@ -333,9 +397,25 @@ func (c *Config) Validate() error {
 	if !id.PeerCertificate && id.JWTSVID == nil && id.Device == nil && !id.IstioPeerMetadata {
 		add("identity: enable at least one of peerCertificate, jwtSvid, device, istioPeerMetadata")
 	}
+	for i, f := range id.TrustedForwarders {
+		if _, err := identity.TrustDomain(f); err != nil {
+			add("identity.trustedForwarders[%d]: %w", i, err)
+		}
+	}
+	if len(id.TrustedForwarders) > 0 && (!id.PeerCertificate || id.JWTSVID == nil) {
+		add("identity.trustedForwarders: needs peerCertificate and jwtSvid (a forwarder relays JWT-SVIDs over mTLS)")
+	}
+	for i, h := range id.KeepCredentialHeaders {
+		if !id.credentialHeader(h) {
+			add("identity.keepCredentialHeaders[%d]: %q is not a credential header (jwtSvid.headers, device.header)", i, h)
+		}
+	}
 	if j := id.JWTSVID; j != nil {
-		if len(j.Audiences) == 0 {
-			add("identity.jwtSvid.audiences: at least one audience is required")
+		if len(j.Headers) > MaxJWTHeaders {
+			add("identity.jwtSvid.headers: %d headers, at most %d", len(j.Headers), MaxJWTHeaders)
+		}
+		if len(j.Audiences) == 0 && !j.LocalAudience {
+			add("identity.jwtSvid.audiences: at least one audience is required (or localAudience)")
 		}
 		for i, a := range j.Audiences {
 			if strings.TrimSpace(a) == "" {

@@ -37,6 +37,8 @@ func AppendJSON(b []byte, r *Record) []byte {
 		{contract.FieldSubject, r.Subject}, {contract.FieldDeviceID, r.DeviceID}, {contract.FieldDeviceClass, r.DeviceClass},
 		{contract.FieldVersion, r.Version}, {contract.FieldMethod, r.Method}, {contract.FieldPath, r.Path},
 		{contract.FieldAuthority, r.Authority}, {contract.FieldProxy, r.Proxy}, {contract.FieldSource, r.Source},
+		{contract.FieldPeer, r.Peer}, {contract.FieldTokenSubject, r.TokenSubject}, {contract.FieldForwarder, r.Forwarder},
+		{contract.FieldJTI, r.JTI}, {contract.FieldTargetDevice, r.TargetDevice},
 	} {
 		b = AppendString(appendKey(append(b, ','), f.k), f.v)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/filters/guard/internal/audit"
+	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/policies"
 )
@@ -18,8 +19,11 @@ type Exchange struct {
 	hdrsRead bool
 	peerRead bool
 	caller   Caller
-	req      policies.Request
-	dec      policies.Decision
+	creds    presented
+	// challenge is the error_description of a 401's WWW-Authenticate.
+	challenge string
+	req       policies.Request
+	dec       policies.Decision
 	// decisionID names the record of a recorded allow (or dry-run), for the
 	// response.
 	decisionID string
@@ -41,7 +45,8 @@ func (x *Exchange) headers(r Request) {
 // callback, and what would pin an old engine.
 func (x *Exchange) release() {
 	x.hdrs, x.hdrsRead, x.peerRead = nil, false, false
-	x.caller, x.req, x.dec = Caller{}, policies.Request{}, policies.Decision{}
+	x.caller, x.creds, x.challenge = Caller{}, presented{}, ""
+	x.req, x.dec = policies.Request{}, policies.Decision{}
 }
 
 // Outcome is what the adapter does with a request: forward it (Status 0)
@@ -79,6 +84,32 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
 		return g.unavailable(x, r, "no verified policy bundle: "+g.polErr.Error())
 	}
+	// 1. The path must be canonical (or normalised, when configured): the
+	// engine matches it segment by segment and the upstream must receive
+	// what was decided.
+	target, _ := x.hdrs.Get(":path")
+	canon, err := policies.CanonicalPath(target, g.pathOpts)
+	if err != nil {
+		if g.cfg.Identity.PeerCertificate {
+			x.caller.Peer = identity.PeerSPIFFEID(r.PeerURISAN())
+		}
+		x.dec = policies.Decision{Reason: err.Error()}
+		return g.enforce(x, r, now, "path", 400)
+	}
+	if canon != target {
+		r.ReplaceHeader(":path", canon)
+		x.hdrs.set(":path", canon)
+	}
+	// 2. Credentials that could be read two ways are refused (401).
+	if err := g.credentials(x); err != nil {
+		if g.cfg.Identity.PeerCertificate {
+			x.caller.Peer = identity.PeerSPIFFEID(r.PeerURISAN())
+		}
+		x.dec = policies.Decision{Reason: "ambiguous credentials: " + err.Error()}
+		x.challenge = err.Error()
+		return g.enforce(x, r, now, "credentials", 401)
+	}
+	// 3. Who is calling: every credential verifies, one caller.
 	if err := g.resolve(x, r, now); err != nil {
 		x.dec = policies.Decision{Reason: err.Error()}
 		return g.enforce(x, r, now, "identity", 403)
@@ -91,16 +122,23 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 			r.RemoveHeader(h)
 		}
 	}
+	g.dropCredentials(x, r)
 	method, _ := x.hdrs.Get(":method")
-	path, _ := x.hdrs.Get(":path")
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
+	path := canon
+	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
 	x.req.Method, x.req.Path, x.req.Headers = method, path, &x.hdrs
 	x.dec = policies.Decision{}
 	g.pol.Engine.Decide(&x.req, &x.dec)
 	if x.dec.Allow && x.dec.HasRateLimit {
-		ok, err := g.limit.Allow(x.dec.RateLimitKey, x.dec.RateLimit.PerSecond, x.dec.RateLimit.Burst, now)
+		// The write is charged to the device it targets (which the engine
+		// bound to the token's device), else to the token's device.
+		key := x.dec.TargetDevice
+		if key == "" {
+			key = x.dec.RateLimitKey
+		}
+		ok, err := g.limit.Allow(key, x.dec.RateLimit.PerSecond, x.dec.RateLimit.Burst, now)
 		if err != nil {
 			g.ports.Telemetry.Failed(contract.DecisionError)
 			return g.fail(x, r, 503, contract.DecisionError, "rate limit store unavailable", err.Error())
@@ -108,7 +146,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		if !ok {
 			g.ports.Telemetry.RateLimited()
 			x.dec.Allow = false
-			x.dec.Reason = "write rate limit exceeded for device " + x.dec.RateLimitKey
+			x.dec.Reason = "write rate limit exceeded for device " + key
 			return g.enforce(x, r, now, "", 429)
 		}
 	}
@@ -149,7 +187,13 @@ func (g *Guard) enforce(x *Exchange, r Request, now time.Time, stage string, sta
 	body = appendField(append(body, ','), contract.FieldRule, d.Rule())
 	body = appendField(append(body, ','), contract.FieldReason, d.Reason)
 	body = append(body, "}\n"...)
-	return Outcome{Status: status, Headers: [][2]string{{"content-type", "application/json"}, {g.cfg.DecisionHeader, id}}, Body: body}
+	hdrs := [][2]string{{"content-type", "application/json"}, {g.cfg.DecisionHeader, id}}
+	if status == 401 {
+		// RFC 6750 §3: the error_description holds no quote or backslash
+		// (credError texts never do).
+		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="invalid_request", error_description="` + x.challenge + `"`})
+	}
+	return Outcome{Status: status, Headers: hdrs, Body: body}
 }
 
 // record hands the decision record to the recorder.
@@ -158,10 +202,17 @@ func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string,
 		x.readPeerVersion(r)
 	}
 	x.headers(r)
-	subject, _ := x.caller.Subject()
+	c := &x.caller
+	subject, _ := c.Subject()
+	if c.conflict() {
+		subject = "" // two callers: the record names both, neither decided
+	}
 	rec := audit.Record{Time: now, DecisionID: id, Decision: result, RuleIDs: rules, Reason: x.dec.Reason,
-		BundleRevision: g.Enforced(), Subject: subject, Version: x.caller.PeerVersion, Method: x.req.Method, Path: x.req.Path,
-		Proxy: g.proxy, Source: r.Source()}
+		BundleRevision: g.Enforced(), Subject: subject, Version: c.PeerVersion, Method: x.req.Method, Path: x.req.Path,
+		Proxy: g.proxy, Source: r.Source(), Peer: c.Peer, Forwarder: c.Forwarder, TargetDevice: x.dec.TargetDevice}
+	if t := c.Token; t != nil {
+		rec.TokenSubject, rec.JTI = t.ID, t.JTI
+	}
 	if dev := x.caller.Device; dev != nil {
 		rec.DeviceID, rec.DeviceClass = dev.ID, dev.Class
 	}

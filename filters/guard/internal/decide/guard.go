@@ -1,6 +1,9 @@
 // Package decide is the guard filter's decision core, free of the
-// Proxy-Wasm SDK: it resolves who is calling (mTLS peer SPIFFE ID,
-// JWT-SVID, device token, Istio peer version), decides with the installed
+// Proxy-Wasm SDK: it refuses (400) or normalises a non-canonical path,
+// refuses (401) credentials that could be read two ways, resolves who is
+// calling (mTLS peer SPIFFE ID, JWT-SVID, device token, Istio peer
+// version; one caller per request unless the peer is a trusted
+// forwarder), removes the verified credentials, decides with the installed
 // policy bundle, enforces the outcome (allow, deny, dry-run, per-device
 // write rate limits, fail closed) and writes the audit record. It reaches
 // the host only through small ports: the Request (headers and
@@ -23,6 +26,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/internal/distribution"
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
+	"github.com/meshguard/meshguard/policies"
 	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
@@ -55,6 +59,9 @@ type Guard struct {
 	channel *distribution.Channel
 	// peerVersion: some version rule reads the Istio peer version label.
 	peerVersion bool
+
+	// pathOpts say what a non-canonical path gets (config paths).
+	pathOpts policies.PathOptions
 
 	svid   *identity.SVIDVerifier
 	device *identity.DeviceVerifier
@@ -93,12 +100,13 @@ func (g *Guard) configure(raw []byte, seed uint64) error {
 		return err
 	}
 	g.cfg = cfg
+	g.pathOpts = policies.PathOptions{Normalize: cfg.Paths != config.PathsRefuse, MergeSlashes: cfg.Paths == config.PathsMergeSlashes}
 	if g.keys, err = verify.ParseKeySet(cfg.Policy.VerifyKeys); err != nil {
 		return fmt.Errorf("policy.verifyKeys: %w", err)
 	}
 	g.keeper = verify.NewKeeper(cfg.Policy.MinRevision)
 	if j := cfg.Identity.JWTSVID; j != nil {
-		if g.svid, err = identity.NewSVIDVerifier(identity.RawJSON(j.TrustDomains), j.Audiences, j.CacheSize); err != nil {
+		if g.svid, err = identity.NewSVIDVerifier(identity.RawJSON(j.TrustDomains), j.Audiences, j.LocalAudience, j.CacheSize); err != nil {
 			return err
 		}
 		// Workers share verified tokens, with as many slots as the local

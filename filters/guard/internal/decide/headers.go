@@ -29,3 +29,13 @@ func (h *Headers) remove(name string) bool {
 	*h = out
 	return removed
 }
+
+// set makes v the value of the first name (the host replaced it).
+func (h *Headers) set(name, v string) {
+	for i := range *h {
+		if (*h)[i][0] == name {
+			(*h)[i][1] = v
+			return
+		}
+	}
+}

@@ -2,10 +2,9 @@ package decide
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
-	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/policies"
 )
@@ -18,6 +17,9 @@ type Caller struct {
 	Peer string
 	// Token is the verified JWT-SVID (nil without one).
 	Token *identity.SVID
+	// Forwarder is the peer when it is a trusted forwarder relaying a
+	// JWT-SVID of another subject ("" otherwise).
+	Forwarder string
 	// Device holds the verified device token's claims (nil without one).
 	Device *identity.Device
 	// PeerVersion is the Istio peer version label, read when a version
@@ -26,7 +28,8 @@ type Caller struct {
 }
 
 // Subject is the identity the policy decides on: the JWT-SVID's when one
-// verified, else the mTLS peer's.
+// verified (resolve has refused a peer that is another caller and not a
+// trusted forwarder), else the mTLS peer's.
 func (c *Caller) Subject() (id, trustDomain string) {
 	if c.Token != nil {
 		return c.Token.ID, c.Token.TrustDomain
@@ -34,9 +37,18 @@ func (c *Caller) Subject() (id, trustDomain string) {
 	return c.Peer, ""
 }
 
-// fill sets the identity fields of the policy request from c.
+// conflict reports a request carrying two callers: a peer and a token
+// subject that differ, the peer not being a trusted forwarder.
+func (c *Caller) conflict() bool {
+	return c.Token != nil && c.Peer != "" && c.Token.ID != c.Peer && c.Forwarder == ""
+}
+
+// fill sets the identity fields of the policy request from c: the
+// engine sees every identity (revocations and version rules check the
+// caller and the peer).
 func (c *Caller) fill(r *policies.Request) {
 	r.SPIFFEID, r.TrustDomain = c.Subject()
+	r.PeerID, r.Forwarded = c.Peer, c.Forwarder != ""
 	if t := c.Token; t != nil {
 		r.JTI, r.Claims = t.JTI, claims{t.Claims}
 	}
@@ -55,36 +67,45 @@ func (g claims) Get(name string) (string, bool) {
 	return v, v != ""
 }
 
-// resolve fills x.caller from the enabled identity sources. A presented
-// credential that does not verify is an error (a deny), never a fallback
-// to a weaker identity.
+// resolve fills x.caller from the enabled identity sources and the
+// credentials read by credentials. A presented credential that does not
+// verify is an error (a deny), never a fallback to a weaker identity; so
+// is a JWT-SVID whose subject is not the mTLS peer, unless the peer is a
+// trusted forwarder.
 func (g *Guard) resolve(x *Exchange, r Request, now time.Time) error {
 	idc := &g.cfg.Identity
-	x.caller = Caller{}
 	if idc.PeerCertificate {
 		x.caller.Peer = identity.PeerSPIFFEID(r.PeerURISAN())
 	}
-	if g.svid != nil {
-		if tok := bearer(&x.hdrs, idc.JWTSVID.Headers); tok != "" {
-			c := g.svid.Cache()
-			h0, m0 := c.Hits, c.Misses
-			svid, err := g.svid.Verify(tok, now)
-			g.countTokens(c.Hits-h0, c.Misses-m0)
-			if err != nil {
-				return fmt.Errorf("JWT-SVID rejected: %w", err)
+	if tok := x.creds.jwt; tok != "" {
+		if idc.JWTSVID.LocalAudience {
+			g.svid.SetLocalAudience(identity.PeerSPIFFEID(r.LocalURISAN()))
+			if !g.svid.HasAudience() {
+				return fmt.Errorf("JWT-SVID rejected: %w: the connection shows no local SPIFFE ID to be the audience (identity.jwtSvid.localAudience)", identity.ErrAudience)
 			}
-			x.caller.Token = svid
+		}
+		c := g.svid.Cache()
+		h0, m0 := c.Hits, c.Misses
+		svid, err := g.svid.Verify(tok, now)
+		g.countTokens(c.Hits-h0, c.Misses-m0)
+		if err != nil {
+			return fmt.Errorf("JWT-SVID rejected: %w", err)
+		}
+		x.caller.Token = svid
+		if p := x.caller.Peer; p != "" && p != svid.ID {
+			if !slices.Contains(idc.TrustedForwarders, p) {
+				return fmt.Errorf("two callers: the mTLS peer %s presents a JWT-SVID of %s and is not a trusted forwarder", p, svid.ID)
+			}
+			x.caller.Forwarder = p
 		}
 	}
-	if g.device != nil {
-		if tok, _ := x.hdrs.Get(idc.Device.Header); tok != "" {
-			d, err := g.device.Verify(strings.TrimPrefix(tok, "Bearer "), now)
-			g.countTokens(0, 0)
-			if err != nil {
-				return fmt.Errorf("device token rejected: %w", err)
-			}
-			x.caller.Device = d
+	if tok := x.creds.device; tok != "" {
+		d, err := g.device.Verify(tok, now)
+		g.countTokens(0, 0)
+		if err != nil {
+			return fmt.Errorf("device token rejected: %w", err)
 		}
+		x.caller.Device = d
 	}
 	if idc.IstioPeerMetadata && g.peerVersion {
 		x.readPeerVersion(r)
@@ -99,25 +120,6 @@ func (x *Exchange) readPeerVersion(r Request) {
 		x.peerRead = true
 		x.caller.PeerVersion = r.PeerVersion()
 	}
-}
-
-// bearer returns the first token found in headers; "authorization"
-// expects the Bearer scheme.
-func bearer(h *Headers, headers []string) string {
-	for _, name := range headers {
-		v, _ := h.Get(name)
-		if v == "" {
-			continue
-		}
-		if name == config.DefaultJWTHeader {
-			if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-				return strings.TrimSpace(v[7:])
-			}
-			continue
-		}
-		return strings.TrimSpace(v)
-	}
-	return ""
 }
 
 // countTokens reports token work: the JWT-SVID cache's hits and misses of

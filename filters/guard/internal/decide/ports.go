@@ -16,9 +16,15 @@ type Request interface {
 	Headers() Headers
 	// RemoveHeader removes every value of name from the request.
 	RemoveHeader(name string)
+	// ReplaceHeader sets name to the one value v (the normalised :path).
+	ReplaceHeader(name, v string)
 	// PeerURISAN returns the first URI SAN of the peer certificate
 	// (connection.uri_san_peer_certificate), "" without one.
 	PeerURISAN() string
+	// LocalURISAN returns the first URI SAN of the proxy's own certificate
+	// on the downstream connection (connection.uri_san_local_certificate),
+	// "" without one.
+	LocalURISAN() string
 	// PeerVersion returns the Istio peer metadata version label
 	// (filter_state.downstream_peer.version), "" without one.
 	PeerVersion() string

@@ -117,7 +117,7 @@ func (r *records) Record(rec *audit.Record) {
 	c := *rec
 	c.RuleIDs = slices.Clone(rec.RuleIDs)
 	for _, s := range []*string{&c.DecisionID, &c.Reason, &c.Subject, &c.DeviceID, &c.DeviceClass, &c.Version,
-		&c.Method, &c.Path, &c.Authority, &c.Proxy, &c.Source} {
+		&c.Method, &c.Path, &c.Authority, &c.Proxy, &c.Source, &c.Peer, &c.TokenSubject, &c.Forwarder, &c.JTI, &c.TargetDevice} {
 		*s = strings.Clone(*s)
 	}
 	r.list = append(r.list, c)
@@ -136,9 +136,12 @@ type request struct {
 	hdrs    Headers
 	buf     Headers
 	peer    string
+	local   string
 	version string
 	source  string
 	removed []string
+	// replaced are the headers set by ReplaceHeader, in order.
+	replaced [][2]string
 	// panics makes PeerURISAN panic (an internal error mid-decision).
 	panics bool
 }
@@ -157,6 +160,10 @@ func (r *request) Headers() Headers {
 	return r.buf
 }
 func (r *request) RemoveHeader(name string) { r.removed = append(r.removed, name) }
+func (r *request) ReplaceHeader(name, v string) {
+	r.replaced = append(r.replaced, [2]string{name, v})
+}
+func (r *request) LocalURISAN() string { return r.local }
 func (r *request) PeerURISAN() string {
 	if r.panics {
 		panic("host went away")

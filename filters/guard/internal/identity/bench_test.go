@@ -14,7 +14,7 @@ func BenchmarkSharedHit(b *testing.B) {
 	grid := newEC(b, "grid-1")
 	store := shared.NewMemory()
 	mk := func() *SVIDVerifier {
-		v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(b, grid)}, []string{"a"}, 0)
+		v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(b, grid)}, []string{"a"}, false, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -41,7 +41,7 @@ func BenchmarkSharedHit(b *testing.B) {
 // BenchmarkSignature is the native cost of one ES256 token verification.
 func BenchmarkSignature(b *testing.B) {
 	grid := newEC(b, "grid-1")
-	v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(b, grid)}, []string{"a"}, 0)
+	v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(b, grid)}, []string{"a"}, false, 0)
 	if err != nil {
 		b.Fatal(err)
 	}

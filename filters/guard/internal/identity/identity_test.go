@@ -95,7 +95,7 @@ func TestSVIDVerify(t *testing.T) {
 	v, err := NewSVIDVerifier(map[string][]byte{
 		"grid.example": jwks(t, grid, gridRSA),
 		"other.org":    jwks(t, foreign),
-	}, []string{"meter-api"}, 16)
+	}, []string{"meter-api"}, false, 16)
 	require.NoError(t, err)
 	sub := "spiffe://grid.example/ns/scada/sa/operator"
 	exp := now.Add(time.Hour)
@@ -149,7 +149,7 @@ func TestSVIDVerify(t *testing.T) {
 
 func TestSVIDCache(t *testing.T) {
 	grid := newEC(t, "grid-1")
-	v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, grid)}, []string{"a"}, 2)
+	v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, grid)}, []string{"a"}, false, 2)
 	require.NoError(t, err)
 	tok := grid.sign(t, claims("spiffe://grid.example/w", "a", now.Add(time.Minute)), nil)
 	_, err = v.Verify(tok, now)
@@ -176,9 +176,9 @@ func TestSVIDCache(t *testing.T) {
 }
 
 func TestNewSVIDVerifierRejectsEmptyAudience(t *testing.T) {
-	_, err := NewSVIDVerifier(map[string][]byte{"grid.example": nil}, []string{""}, 1)
+	_, err := NewSVIDVerifier(map[string][]byte{"grid.example": nil}, []string{""}, false, 1)
 	require.Error(t, err)
-	_, err = NewSVIDVerifier(map[string][]byte{"Bad/TD": nil}, []string{"a"}, 1)
+	_, err = NewSVIDVerifier(map[string][]byte{"Bad/TD": nil}, []string{"a"}, false, 1)
 	require.Error(t, err)
 }
 
@@ -238,7 +238,7 @@ func TestTrustDomain(t *testing.T) {
 
 func FuzzVerify(f *testing.F) {
 	grid := newEC(f, "grid-1")
-	v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(f, grid)}, []string{"a"}, 4)
+	v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(f, grid)}, []string{"a"}, false, 4)
 	require.NoError(f, err)
 	f.Add(grid.sign(f, claims("spiffe://grid.example/w", "a", now.Add(time.Minute)), nil))
 	f.Add("e30.e30.e30")

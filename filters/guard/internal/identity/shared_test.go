@@ -16,7 +16,7 @@ import (
 func twoWorkers(t *testing.T, store *shared.Memory, slots int, s *signer) (*SVIDVerifier, *SVIDVerifier) {
 	var out [2]*SVIDVerifier
 	for i := range out {
-		v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, s)}, []string{"a"}, 16)
+		v, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, s)}, []string{"a"}, false, 16)
 		require.NoError(t, err)
 		v.Share(NewSharedCache(store, "tok/svid/", slots))
 		out[i] = v
@@ -66,7 +66,7 @@ func TestSharedCache(t *testing.T) {
 		w1, _ := twoWorkers(t, store, 8, grid)
 		_, err := w1.Verify(tok, now)
 		require.NoError(t, err)
-		strict, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, grid)}, []string{"other"}, 16)
+		strict, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, grid)}, []string{"other"}, false, 16)
 		require.NoError(t, err)
 		strict.Share(NewSharedCache(store, "tok/svid/", 8))
 		_, err = strict.Verify(tok, now)
@@ -79,7 +79,7 @@ func TestSharedCache(t *testing.T) {
 		require.NoError(t, err)
 		// Same kid, different key material: the entry's fingerprint differs.
 		other := newEC(t, "grid-1")
-		w3, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, other)}, []string{"a"}, 16)
+		w3, err := NewSVIDVerifier(map[string][]byte{"grid.example": jwks(t, other)}, []string{"a"}, false, 16)
 		require.NoError(t, err)
 		w3.Share(NewSharedCache(store, "tok/svid/", 8))
 		_, err = w3.Verify(tok, now)

@@ -3,6 +3,7 @@ package identity
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/meshguard/meshguard/internal/jose"
@@ -20,23 +21,30 @@ type SVID struct {
 
 // SVIDVerifier verifies JWT-SVIDs: the subject's trust domain must be one of
 // TrustDomains and its JWT bundle must hold the signing key (a key of another
-// trust domain never verifies a subject), aud must match one of Audiences,
-// exp is required. Verified tokens are cached until exp.
+// trust domain never verifies a subject), aud must match one of Audiences
+// (or the local audience), exp is required. Verified tokens are cached
+// until exp.
 type SVIDVerifier struct {
 	trustDomains map[string]*jose.KeySet
-	audiences    []string
-	cache        *Cache[*SVID]
-	sig          signatureChecker
+	// audiences are the configured ones (the first static) and then the
+	// local audience, when one is set.
+	audiences []string
+	static    int
+	local     string
+	cache     *Cache[*SVID]
+	sig       signatureChecker
 }
 
 // NewSVIDVerifier builds a verifier. bundles maps a trust domain to its JWK
 // Set JSON; cacheSize bounds the verified-token cache (0 disables it).
-func NewSVIDVerifier(bundles map[string][]byte, audiences []string, cacheSize int) (*SVIDVerifier, error) {
+// audiences may be empty only with local: then only the local audience
+// (SetLocalAudience) verifies tokens.
+func NewSVIDVerifier(bundles map[string][]byte, audiences []string, local bool, cacheSize int) (*SVIDVerifier, error) {
 	auds, err := requireAudiences("jwt-svid", audiences)
-	if err != nil {
+	if err != nil && !(local && len(auds) == 0) {
 		return nil, err
 	}
-	v := &SVIDVerifier{trustDomains: map[string]*jose.KeySet{}, audiences: auds, cache: NewCache[*SVID](cacheSize)}
+	v := &SVIDVerifier{trustDomains: map[string]*jose.KeySet{}, audiences: auds, static: len(auds), cache: NewCache[*SVID](cacheSize)}
 	for td, b := range bundles {
 		if _, err := TrustDomain("spiffe://" + td); err != nil {
 			return nil, fmt.Errorf("jwt-svid: trust domain %q: %w", td, err)
@@ -80,6 +88,25 @@ func (v *SVIDVerifier) SetBundle(td string, jwks []byte) error {
 	v.cache.Clear()
 	return nil
 }
+
+// SetLocalAudience makes id (the proxy's own SPIFFE ID, "" when the
+// connection shows none) an accepted audience besides the configured ones.
+// A change clears the cache: a token verified for another audience set is
+// verified again. id may be a view of host data: it is copied when kept.
+func (v *SVIDVerifier) SetLocalAudience(id string) {
+	if id == v.local {
+		return
+	}
+	v.local = strings.Clone(id)
+	v.audiences = v.audiences[:v.static:v.static]
+	if id != "" {
+		v.audiences = append(v.audiences, v.local)
+	}
+	v.cache.Clear()
+}
+
+// HasAudience reports whether any audience (configured or local) is set.
+func (v *SVIDVerifier) HasAudience() bool { return len(v.audiences) > 0 }
 
 // Cache exposes the verified-token cache (for hit/miss metrics).
 func (v *SVIDVerifier) Cache() *Cache[*SVID] { return v.cache }

@@ -28,11 +28,20 @@ func New(store shared.Store, prefix string) *Limiter { return &Limiter{store: st
 
 // Allow takes one token from the bucket named key with the given refill rate
 // and burst at time now. It returns whether the request fits the budget.
+// Keys are device ids, which compare ASCII-case-insensitively: INV-7 and
+// inv-7 share one bucket.
 func (l *Limiter) Allow(key string, perSecond float64, burst uint32, now time.Time) (bool, error) {
 	if burst == 0 || perSecond <= 0 || math.IsNaN(perSecond) {
 		return false, nil
 	}
-	l.key = append(append(l.key[:0], l.prefix...), key...)
+	l.key = append(l.key[:0], l.prefix...)
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		l.key = append(l.key, c)
+	}
 	k := string(l.key)
 	nowNs := now.UnixNano()
 	for range shared.MaxAttempts {
