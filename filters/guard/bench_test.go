@@ -37,17 +37,22 @@ func BenchmarkDecision(b *testing.B) {
 		tokens    int
 		mtls      bool
 		polling   bool
+		keep      bool
 	}{
-		{"jwt-cache-hit", 4096, 1, false, false},
-		{"jwt-cache-miss", 1, 2, false, false},
-		{"mtls-peer", 4096, 0, true, false},
+		{"jwt-cache-hit-keep", 4096, 1, false, false, true},
+		{"jwt-cache-hit", 4096, 1, false, false, false},
+		{"jwt-cache-miss", 1, 2, false, false, false},
+		{"mtls-peer", 4096, 0, true, false, false},
 		// Distributor mode adds the per-request revision check.
-		{"jwt-cache-hit-polling", 4096, 1, false, true},
+		{"jwt-cache-hit-polling", 4096, 1, false, true, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cfg := f.Config(b, func(m map[string]any) {
 				m["policy"].(map[string]any)["inline"] = big
 				m["identity"].(map[string]any)["jwtSvid"].(map[string]any)["cacheSize"] = tc.cacheSize
+				if tc.keep {
+					m["identity"].(map[string]any)["keepCredentialHeaders"] = []string{"authorization"}
+				}
 				if tc.polling {
 					m["policy"].(map[string]any)["distributor"] = map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1h"}
 				}
