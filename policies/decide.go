@@ -1,6 +1,9 @@
 package policies
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Reasons (constant strings so decisions never allocate).
 const (
@@ -51,7 +54,8 @@ type state struct {
 	deny, allow, dryDeny, dryAllow int32
 	ver, dryVer                    int32
 	verReason                      string
-	audit                          bool // an enforced matching rule has audit: true
+	audit                          bool  // an enforced matching rule has audit: true
+	nowNs                          int64 // see now
 }
 
 func minIdx(cur, i int32) int32 {
@@ -241,14 +245,50 @@ func (st *state) versionString(v *cversion) string {
 	return ""
 }
 
-// versionVerdict is "" when s satisfies v, else the reason it does not.
-func (v *cversion) verdict(s string) string {
+// now is the instant sunsets are compared with: the request's, else the
+// clock's (read once per decision, and only when a sunset entry is reached).
+func (st *state) now() int64 {
+	if st.nowNs == 0 {
+		st.nowNs = st.req.Now
+		if st.nowNs == 0 {
+			st.nowNs = time.Now().UnixNano()
+		}
+	}
+	return st.nowNs
+}
+
+// verdict is "" when s satisfies v, else the reason it does not.
+func (v *cversion) verdict(s string, st *state) string {
 	pv, ok := parseVersion(s)
-	switch {
-	case !ok:
+	if !ok {
 		return ReasonVersionMissing
-	case !v.allowed.contains(pv):
-		return ReasonVersionRange
+	}
+	if len(v.allowed) > 0 {
+		// Approved by any entry whose range contains it and whose sunset, if
+		// any, is still ahead; else the earliest passed sunset that would
+		// have approved it names the reason.
+		sunset := ""
+		approved := false
+		for i := range v.allowed {
+			a := &v.allowed[i]
+			if !a.r.contains(pv) {
+				continue
+			}
+			if a.until == 0 || st.now() < a.until {
+				approved = true
+				break
+			}
+			if sunset == "" {
+				sunset = a.reason
+			}
+		}
+		switch {
+		case approved:
+		case sunset != "":
+			return sunset
+		default:
+			return ReasonVersionRange
+		}
 	}
 	for _, d := range v.deniedAll {
 		if pv.compare(d) == 0 {
@@ -266,7 +306,7 @@ func (v *cversion) verdict(s string) string {
 func (st *state) checkVersion(i int32) {
 	v := &st.e.versions[i]
 	s := st.versionString(v)
-	reason := v.verdict(s)
+	reason := v.verdict(s, st)
 	if st.tr != nil {
 		st.tr.version(i, s, reason)
 	}

@@ -25,7 +25,8 @@ import (
 const ImageMagic = "MGENGINE"
 
 // imageVersion is bumped on any change of the layout.
-const imageVersion = 2
+// v3: version rules' allowed is a list of entries with optional sunsets.
+const imageVersion = 3
 
 // ErrImage is wrapped by every UnmarshalEngine error.
 var ErrImage = errors.New("invalid engine image")
@@ -67,7 +68,12 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.b = append(w.b, b2byte(v.dryRun), b2byte(v.source.DeviceFirmware), b2byte(v.source.PeerLabel))
 		w.str(v.source.JWTClaim)
 		w.str(v.source.Header)
-		w.vrange(v.allowed)
+		w.uint(uint64(len(v.allowed)))
+		for _, a := range v.allowed {
+			w.str(a.text)
+			w.vrange(a.r)
+			w.uint(uint64(a.until))
+		}
 		for _, l := range [2][]version{v.deniedAll, v.deniedExt} {
 			w.uint(uint64(len(l)))
 			for _, d := range l {
@@ -283,7 +289,8 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 	// substring of it.
 	r := &imgReader{s: string(b), off: len(ImageMagic)}
 	if v := r.uint(); r.err == nil && v != imageVersion {
-		return nil, fmt.Errorf("%w: format version %d, want %d", ErrImage, v, imageVersion)
+		return nil, fmt.Errorf("%w: format version %d, this engine reads version %d only: rebuild the bundle with this release's `meshguard policy bundle`",
+			ErrImage, v, imageVersion)
 	}
 	e := &Engine{}
 	cnt := []*int{&e.counts.WorkloadRules, &e.counts.DeviceRules, &e.counts.VersionRules, &e.counts.Revocations, &e.counts.TrustDomains}
@@ -319,7 +326,23 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		v.id = r.str()
 		v.dryRun, v.source.DeviceFirmware, v.source.PeerLabel = r.byte() != 0, r.byte() != 0, r.byte() != 0
 		v.source.JWTClaim, v.source.Header = r.str(), r.str()
-		v.allowed = r.vrange()
+		if n := r.count(4); n > 0 {
+			v.allowed = make([]allowEntry, n)
+			for k := range v.allowed {
+				a := &v.allowed[k]
+				a.text, a.r = r.str(), r.vrange()
+				if len(a.r) == 0 && r.err == nil {
+					r.fail("version rule %d: allowed entry %d has an empty range", i, k)
+				}
+				if u := r.uint(); u != 0 {
+					if u >= uint64(maxInstant.UnixNano()) {
+						r.fail("version rule %d: allowed entry %d: until %d out of range", i, k, u)
+					}
+					a.until = int64(u)
+					a.reason = sunsetReason(a.text, a.until)
+				}
+			}
+		}
 		for _, l := range [2]*[]version{&v.deniedAll, &v.deniedExt} {
 			if n := r.count(5); n > 0 {
 				*l = make([]version, n)

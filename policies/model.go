@@ -10,7 +10,10 @@
 // for wasip1, so it never weighs on the module.
 package policies
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // APIVersion is the only apiVersion accepted by this engine.
 const APIVersion = "meshguard.io/v1"
@@ -126,11 +129,23 @@ type VersionRule struct {
 	TrustDomains  []Pattern
 	DeviceClasses []string
 	Source        VersionSource
-	Allowed       string // semver range; empty = any
-	AllowedPos    Pos
-	Denied        []Pattern // exact versions; with +build only that build
+	Allowed       []AllowedRange // empty = any version
+	Denied        []Pattern      // exact versions; with +build only that build
 	Pos           Pos
 }
+
+// AllowedRange is one entry of a version rule's allowed list: a semver
+// range that approves versions, until Until when that is set (a sunset:
+// at and after Until the entry approves nothing).
+type AllowedRange struct {
+	Range    string
+	Until    time.Time // zero: no sunset
+	Pos      Pos       // of the range
+	UntilPos Pos
+}
+
+// Sunset reports whether the entry has an until instant.
+func (a AllowedRange) Sunset() bool { return !a.Until.IsZero() }
 
 // VersionPolicy holds version rules.
 type VersionPolicy struct {

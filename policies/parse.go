@@ -467,7 +467,7 @@ func (p *parser) versionRule(n *yaml.Node, meta Meta) *VersionRule {
 		r.ID = meta.Name + "/" + r.Name
 	}
 	if a := f["allowed"]; a != nil {
-		r.Allowed, r.AllowedPos = p.str(a, "allowed"), p.pos(a)
+		r.Allowed = p.allowed(a)
 	}
 	if s := f["source"]; s != nil {
 		sf := p.fields(s, "version source", "jwtClaim", "deviceFirmware", "peerLabel", "header")
@@ -487,6 +487,63 @@ func (p *parser) versionRule(n *yaml.Node, meta Meta) *VersionRule {
 		p.errorf(n, "version rule %q must name subjects, trustDomains or deviceClasses", r.Name)
 	}
 	return r
+}
+
+// allowed reads a version rule's allowed: one range, or a non-empty list
+// of ranges and {range, until} entries.
+func (p *parser) allowed(n *yaml.Node) []AllowedRange {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.SequenceNode {
+		if s := p.str(n, "allowed"); s != "" {
+			return []AllowedRange{{Range: s, Pos: p.pos(n)}}
+		} else if n.Kind == yaml.ScalarNode {
+			p.errorf(n, "allowed must not be empty (omit it to allow any version)")
+		}
+		return nil
+	}
+	if len(n.Content) == 0 {
+		p.errorf(n, "allowed must not be an empty list (omit it to allow any version)")
+		return nil
+	}
+	var out []AllowedRange
+	for _, e := range n.Content {
+		if e.Kind == yaml.AliasNode {
+			e = e.Alias
+		}
+		if e.Kind != yaml.MappingNode {
+			if s := p.str(e, "allowed entry"); s != "" {
+				out = append(out, AllowedRange{Range: s, Pos: p.pos(e)})
+			} else if e.Kind == yaml.ScalarNode {
+				p.errorf(e, "allowed entry must not be empty")
+			}
+			continue
+		}
+		ef := p.fields(e, "allowed entry", "range", "until")
+		p.require(ef, e, "allowed entry", "range")
+		a := AllowedRange{Pos: p.pos(e)}
+		if rn := ef["range"]; rn != nil {
+			a.Range, a.Pos = p.str(rn, "range"), p.pos(rn)
+			if a.Range == "" && rn.Kind == yaml.ScalarNode {
+				p.errorf(rn, "range must not be empty")
+			}
+		}
+		if un := ef["until"]; un != nil {
+			a.UntilPos = p.pos(un)
+			if s := p.str(un, "until"); s != "" || un.Kind == yaml.ScalarNode {
+				t, err := ParseInstant(s)
+				if err != nil {
+					p.errorf(un, "until %q: %v", s, err)
+				}
+				a.Until = t
+			}
+		}
+		if a.Range != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func (p *parser) devicePolicy(spec *yaml.Node, meta Meta) {
@@ -663,13 +720,19 @@ func validHeaderName(s string) bool {
 
 func (p *parser) input(n *yaml.Node) Input {
 	f := p.fields(n, "input", "spiffeID", "peerID", "forwarded", "trustDomain", "jti", "claims", "device", "targetDevice",
-		"peerVersion", "method", "path", "headers")
+		"peerVersion", "method", "path", "headers", "now")
 	in := Input{SPIFFEID: p.str(f["spiffeID"], "spiffeID"), PeerID: p.str(f["peerID"], "peerID"),
 		Forwarded: p.boolean(f["forwarded"], "forwarded"), TrustDomain: p.str(f["trustDomain"], "trustDomain"),
 		JTI: p.str(f["jti"], "jti"), Claims: p.strMap(f["claims"], "claims", false), Target: p.str(f["targetDevice"], "targetDevice"),
 		PeerVersion: p.str(f["peerVersion"], "peerVersion"), Method: p.str(f["method"], "method"), Path: p.str(f["path"], "path"),
 		Headers: p.strMap(f["headers"], "headers", true)}
 	p.require(f, n, "input", "method", "path")
+	if nn := f["now"]; nn != nil {
+		in.Now = p.str(nn, "now")
+		if _, err := ParseInstant(in.Now); err != nil {
+			p.errorf(nn, "now %q: %v", in.Now, err)
+		}
+	}
 	if f["path"] != nil && !strings.HasPrefix(in.Path, "/") {
 		p.errorf(f["path"], "input path %q must start with /", in.Path)
 	}

@@ -48,6 +48,10 @@ type Request struct {
 	Method  string
 	Path    string // canonical path (see CanonicalPath); a query string is ignored
 	Headers Getter // may be nil
+
+	// Now is the instant of the decision in Unix nanoseconds, which version
+	// sunsets are compared with; 0 means the current time.
+	Now int64
 }
 
 // MaxRules is how many deciding rule ids a Decision records.
@@ -110,6 +114,9 @@ type Input struct {
 	Method      string            `json:"method"`
 	Path        string            `json:"path"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	// Now is the decision's instant (RFC 3339 with an explicit offset, see
+	// ParseInstant); "" is the current time.
+	Now string `json:"now,omitempty"`
 }
 
 // InputDevice is the device part of an Input.
@@ -134,6 +141,13 @@ func (in *Input) Request() *Request {
 			h[strings.ToLower(k)] = v
 		}
 		r.Headers = h
+	}
+	if in.Now != "" {
+		// ParseInput and the PolicyTest parser refuse an invalid now; an
+		// Input built otherwise with one decides at the current time.
+		if t, err := ParseInstant(in.Now); err == nil {
+			r.Now = t.UnixNano()
+		}
 	}
 	if d := in.Device; d != nil {
 		r.DeviceID, r.DeviceClass, r.DeviceVendor, r.DeviceModel, r.DeviceFirmware = d.ID, d.Class, d.Vendor, d.Model, d.Firmware

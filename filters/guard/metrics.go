@@ -15,7 +15,7 @@ type metrics struct {
 	verifyFailures, bundleLoads, cacheHits, cacheMisses       proxywasm.MetricCounter
 	signatures, sharedHits                                    proxywasm.MetricCounter
 	auditDropped, auditSent, auditFailed                      proxywasm.MetricCounter
-	revision, expiry                                          proxywasm.MetricGauge
+	revision, expiry, sunset                                  proxywasm.MetricGauge
 	rules                                                     map[ruleResult]proxywasm.MetricCounter
 }
 
@@ -45,6 +45,7 @@ func (m *metrics) define() {
 		auditFailed:    proxywasm.DefineCounterMetric("meshguard_audit_upload_failures_total"),
 		revision:       proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
 		expiry:         proxywasm.DefineGaugeMetric("meshguard_bundle_expiry_timestamp_seconds"),
+		sunset:         proxywasm.DefineGaugeMetric("meshguard_version_sunset_next_timestamp_seconds"),
 		rules:          map[ruleResult]proxywasm.MetricCounter{},
 	}
 }
@@ -97,6 +98,19 @@ func (m *metrics) BundleLoaded(revision uint64, expires time.Time) {
 	m.bundleLoads.Increment(1)
 	m.revision.Add(int64(revision) - m.revision.Value())
 	m.expiry.Add(expires.Unix() - m.expiry.Value())
+}
+
+// NextSunset implements decide.Telemetry: the gauge is the sunset's Unix
+// second (rounded up, so at that second the window has closed), 0 for none.
+func (m *metrics) NextSunset(at time.Time) {
+	var v int64
+	if !at.IsZero() {
+		v = at.Unix()
+		if at.Nanosecond() != 0 {
+			v++
+		}
+	}
+	m.sunset.Add(v - m.sunset.Value())
 }
 
 // BundleRejected implements decide.Telemetry.

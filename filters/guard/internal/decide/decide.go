@@ -129,6 +129,10 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		path = path[:i]
 	}
 	x.req.Method, x.req.Path, x.req.Headers = method, path, &x.hdrs
+	x.req.Now = now.UnixNano()
+	if g.sunset != 0 && x.req.Now >= g.sunset {
+		g.reportSunset(now) // a transition window closed: the next one
+	}
 	x.dec = policies.Decision{}
 	g.pol.Engine.Decide(&x.req, &x.dec)
 	if x.dec.Allow && x.dec.HasRateLimit {

@@ -59,6 +59,9 @@ type Guard struct {
 	channel *distribution.Channel
 	// peerVersion: some version rule reads the Istio peer version label.
 	peerVersion bool
+	// sunset is the nearest version sunset ahead (Unix ns; 0: none), as
+	// last reported.
+	sunset int64
 
 	// pathOpts say what a non-canonical path gets (config paths).
 	pathOpts policies.PathOptions

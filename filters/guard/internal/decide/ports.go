@@ -60,6 +60,10 @@ type Telemetry interface {
 	RateLimited()
 	// BundleLoaded reports the bundle now enforced.
 	BundleLoaded(revision uint64, expires time.Time)
+	// NextSunset reports the nearest version sunset ahead in the enforced
+	// policy (zero: none), when a bundle is installed and whenever the one
+	// reported has passed.
+	NextSunset(at time.Time)
 	// BundleRejected counts a bundle that was refused.
 	BundleRejected()
 	// Tokens adds token verification work: local cache hits and misses,

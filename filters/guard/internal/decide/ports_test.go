@@ -64,6 +64,7 @@ type telemetry struct {
 	loaded                               []uint64
 	expires                              time.Time
 	rejected                             int
+	sunsets                              []time.Time
 	hits, misses, signatures, sharedHits uint64
 }
 
@@ -84,6 +85,8 @@ func (m *telemetry) BundleLoaded(rev uint64, expires time.Time) {
 	m.expires = expires
 }
 func (m *telemetry) BundleRejected() { m.rejected++ }
+
+func (m *telemetry) NextSunset(at time.Time) { m.sunsets = append(m.sunsets, at) }
 func (m *telemetry) Tokens(hits, misses, signatures, sharedHits uint64) {
 	m.hits += hits
 	m.misses += misses
