@@ -52,6 +52,7 @@ type state struct {
 	targetConflict, targetEmpty bool
 
 	deny, allow, dryDeny, dryAllow int32
+	dryLimit                       int32 // earliest matching dry-run allow with a rateLimit
 	ver, dryVer                    int32
 	verReason                      string
 	audit                          bool  // an enforced matching rule has audit: true
@@ -190,6 +191,9 @@ func (st *state) consider(i int32) {
 		st.dryDeny = minIdx(st.dryDeny, i)
 	case r.dryRun:
 		st.dryAllow = minIdx(st.dryAllow, i)
+		if r.limit != nil {
+			st.dryLimit = minIdx(st.dryLimit, i)
+		}
 	case r.effect == Deny:
 		st.deny = minIdx(st.deny, i)
 		st.audit = st.audit || r.audit
@@ -491,7 +495,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 
 func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	*d = Decision{}
-	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, dryLimit: -1, ver: -1, dryVer: -1}
 	end, pathErr := scanPath(req.Path)
 	if pathErr != nil {
 		st.path = trimPath(req.Path)
@@ -580,6 +584,14 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 				}
 			}
 		}
+		if r.limit != nil {
+			d.HasCallerLimit = true
+			st.callerLimit(&d.CallerLimit, r, caller)
+		}
+		if st.dryLimit >= 0 {
+			d.HasDryRunCallerLimit = true
+			st.callerLimit(&d.DryRunCallerLimit, &e.rules[st.dryLimit], caller)
+		}
 		// Would the dry-run rules have denied it?
 		switch {
 		case dryRevoked != "":
@@ -598,6 +610,19 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	}
 	if d.DryRun {
 		d.Audit = true
+	}
+}
+
+// callerLimit fills l with rule r's rate limit for this request's caller.
+func (st *state) callerLimit(l *CallerLimit, r *crule, caller string) {
+	*l = CallerLimit{Rule: r.id, Per: r.limit.per, PerSecond: r.limit.perSecond, Burst: r.limit.burst}
+	switch r.limit.per {
+	case PerDevice:
+		l.Key = st.req.DeviceID
+	default:
+		if rest, ok := strings.CutPrefix(caller, "spiffe://"); ok && rest != "" {
+			l.Key = caller
+		}
 	}
 }
 

@@ -78,6 +78,27 @@ type crule struct {
 	access  Access
 	headers []hdr
 	dev     *cdevice // nil for workload rules
+	limit   *climit  // nil: no rateLimit
+}
+
+// Caller rate limit bounds.
+const (
+	maxLimitRequests = 1_000_000_000
+	minLimitPeriod   = time.Millisecond
+	maxLimitPeriod   = 24 * time.Hour
+)
+
+// climit is a compiled caller rate limit.
+type climit struct {
+	per             string // PerWorkload or PerDevice
+	requests, burst uint32
+	period          int64 // nanoseconds
+	perSecond       float64
+}
+
+func newCLimit(per string, requests uint32, period int64, burst uint32) *climit {
+	return &climit{per: per, requests: requests, burst: burst, period: period,
+		perSecond: float64(requests) / time.Duration(period).Seconds()}
 }
 
 type cversion struct {
@@ -511,6 +532,13 @@ func (n *pnode) empty() bool {
 
 func (e *Engine) addRule(root *snode, r *AccessRule, dev *cdevice) error {
 	c := crule{id: r.ID, effect: r.Effect, dryRun: r.DryRun, audit: r.Audit, access: r.Access, dev: dev}
+	if l := r.RateLimit; l != nil {
+		if r.Effect != Allow || (l.Per != PerWorkload && l.Per != PerDevice) || l.Requests == 0 || l.Burst == 0 ||
+			l.Period < minLimitPeriod || l.Period > maxLimitPeriod {
+			return fmt.Errorf("%s: invalid rateLimit", l.Pos)
+		}
+		c.limit = newCLimit(l.Per, l.Requests, int64(l.Period), l.Burst)
+	}
 	for _, m := range r.Methods {
 		b := methodBit(m)
 		if b == 0 {

@@ -25,7 +25,8 @@ import (
 const ImageMagic = "MGENGINE"
 
 // imageVersion is bumped on any change of the layout.
-// v3: version rules' allowed is a list of entries with optional sunsets.
+// v3: version rules' allowed is a list of entries with optional sunsets;
+// access rules carry caller rate limits.
 const imageVersion = 3
 
 // ErrImage is wrapped by every UnmarshalEngine error.
@@ -59,6 +60,19 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			w.uint(0)
 		} else {
 			w.uint(uint64(devIdx[r.dev]) + 1)
+		}
+		switch {
+		case r.limit == nil:
+			w.b = append(w.b, 0)
+		case r.limit.per == PerWorkload:
+			w.b = append(w.b, 1)
+		default:
+			w.b = append(w.b, 2)
+		}
+		if l := r.limit; l != nil {
+			w.uint(uint64(l.requests))
+			w.uint(uint64(l.period))
+			w.uint(uint64(l.burst))
 		}
 	}
 	w.uint(uint64(len(e.versions)))
@@ -317,6 +331,19 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		devRefs[i] = r.int(math.MaxInt32)
 		if r.err == nil && (c.effect != Allow && c.effect != Deny || c.access > AccessWrite || flags > 3) {
 			r.fail("rule %d: bad effect, access or flags", i)
+		}
+		if per := r.byte(); per != 0 {
+			req, period, burst := r.int(maxLimitRequests), r.int(uint64(maxLimitPeriod)), r.int(maxLimitRequests)
+			if r.err == nil && (per > 2 || c.effect != Allow || req == 0 || burst == 0 || period < int(minLimitPeriod)) {
+				r.fail("rule %d: bad rate limit", i)
+			}
+			kind := PerWorkload
+			if per == 2 {
+				kind = PerDevice
+			}
+			if r.err == nil {
+				c.limit = newCLimit(kind, uint32(req), int64(period), uint32(burst))
+			}
 		}
 	}
 	nv := r.count(8)

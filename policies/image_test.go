@@ -126,7 +126,7 @@ func TestImageRejectsDamage(t *testing.T) {
 }
 
 func FuzzUnmarshalEngine(f *testing.F) {
-	for _, dir := range []string{"testdata/grid", "testdata/sunsets"} {
+	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits"} {
 		files, err := ReadPaths(dir)
 		require.NoError(f, err)
 		s, err := Load(files)

@@ -101,9 +101,29 @@ type AccessRule struct {
 	Paths        []Pattern // empty = any path
 	Methods      []string  // upper-case; empty = any method
 	Headers      []HeaderMatch
-	Access       Access // device rules only
+	Access       Access           // device rules only
+	RateLimit    *CallerRateLimit // allow rules only; nil: none
 	Pos          Pos
 }
+
+// Caller rate limit keys (CallerRateLimit.Per).
+const (
+	PerWorkload = "workload" // the caller's SPIFFE ID
+	PerDevice   = "device"   // the device token's id
+)
+
+// CallerRateLimit is an allow rule's per-caller token bucket: Requests per
+// Period, at most Burst at once, one bucket per rule and caller identity.
+type CallerRateLimit struct {
+	Per      string // PerWorkload or PerDevice
+	Requests uint32
+	Period   time.Duration
+	Burst    uint32 // Requests unless given
+	Pos      Pos
+}
+
+// PerSecond is the bucket's refill rate.
+func (l *CallerRateLimit) PerSecond() float64 { return float64(l.Requests) / l.Period.Seconds() }
 
 // WorkloadPolicy controls which workloads may call which destinations.
 type WorkloadPolicy struct {
@@ -245,4 +265,8 @@ type Expect struct {
 	DryRunRule *string
 	Write      *bool
 	RateLimit  *RateLimit
+	// CallerLimit and DryRunCallerLimit are the rule ids of the decision's
+	// caller limits ("" for none).
+	CallerLimit       *string
+	DryRunCallerLimit *string
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -389,7 +390,7 @@ func (p *parser) jwks(n *yaml.Node) []byte {
 	return b
 }
 
-var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers"}
+var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers", "rateLimit"}
 
 func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 	allowed := accessFields
@@ -440,6 +441,12 @@ func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 			p.errorf(h, "header condition needs exactly one of equals or present")
 		}
 		r.Headers = append(r.Headers, hm)
+	}
+	if rl := f["rateLimit"]; rl != nil {
+		r.RateLimit = p.callerLimit(rl)
+		if r.Effect == Deny {
+			p.errorf(rl, "rateLimit applies to allow rules only (a deny rule never lets a request through)")
+		}
 	}
 	if a := f["access"]; a != nil {
 		switch s := p.str(a, "access"); s {
@@ -546,6 +553,76 @@ func (p *parser) allowed(n *yaml.Node) []AllowedRange {
 	return out
 }
 
+// callerLimit reads an access rule's rateLimit.
+func (p *parser) callerLimit(n *yaml.Node) *CallerRateLimit {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "rateLimit must be a mapping {per, requests, period[, burst]}")
+		return nil
+	}
+	f := p.fields(n, "rateLimit", "per", "requests", "period", "burst")
+	p.require(f, n, "rateLimit", "per", "requests", "period")
+	l := &CallerRateLimit{Pos: p.pos(n)}
+	if v := f["per"]; v != nil {
+		switch l.Per = p.str(v, "per"); l.Per {
+		case PerWorkload, PerDevice:
+		default:
+			p.errorf(v, "per must be workload or device, not %q", l.Per)
+		}
+	}
+	count := func(k string) uint32 {
+		v := f[k]
+		if v == nil {
+			return 0
+		}
+		x, err := strconv.ParseUint(v.Value, 10, 32)
+		if err != nil || v.Kind != yaml.ScalarNode || v.Tag != "!!int" || x == 0 || x > maxLimitRequests || v.Value[0] == '0' {
+			p.errorf(v, "%s must be an integer from 1 to %d", k, maxLimitRequests)
+			return 0
+		}
+		return uint32(x)
+	}
+	l.Requests, l.Burst = count("requests"), count("burst")
+	if f["burst"] == nil {
+		l.Burst = l.Requests
+	}
+	if v := f["period"]; v != nil && v.Kind != yaml.ScalarNode {
+		p.errorf(v, "period must be a string")
+	} else if v != nil {
+		d, err := parsePeriod(v.Value)
+		if err != nil {
+			p.errorf(v, "period: %v", err)
+		}
+		l.Period = d
+	}
+	return l
+}
+
+// parsePeriod reads a rate limit period: a positive integer without
+// leading zeros and one unit ms, s, m or h, from 1ms to 24h.
+func parsePeriod(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a period like 500ms, 30s, 1m or 1h (an integer and one unit: ms, s, m, h) from 1ms to 24h", s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 || s[0] == '0' || i > 9 {
+		return 0, bad
+	}
+	n, _ := strconv.Atoi(s[:i])
+	unit := map[string]time.Duration{"ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}[s[i:]]
+	if unit == 0 {
+		return 0, bad
+	}
+	d := time.Duration(n) * unit
+	if d < minLimitPeriod || d > maxLimitPeriod {
+		return 0, bad
+	}
+	return d, nil
+}
+
 func (p *parser) devicePolicy(spec *yaml.Node, meta Meta) {
 	d := &DevicePolicy{Meta: meta}
 	sf := p.fields(spec, "DevicePolicy spec", "devices", "target", "controlPaths", "writeRateLimit", "rules")
@@ -645,7 +722,7 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 			tc.Input = p.input(in)
 		}
 		if ex := cf["expect"]; ex != nil {
-			ef := p.fields(ex, "expect", "allow", "rule", "reason", "audit", "dryRun", "dryRunRule", "write", "rateLimit")
+			ef := p.fields(ex, "expect", "allow", "rule", "reason", "audit", "dryRun", "dryRunRule", "write", "rateLimit", "callerLimit", "dryRunCallerLimit")
 			b := func(k string) *bool {
 				if ef[k] == nil {
 					return nil
@@ -662,6 +739,7 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 				return &s
 			}
 			tc.Expect.Rule, tc.Expect.Reason, tc.Expect.DryRunRule = str("rule"), str("reason"), str("dryRunRule")
+			tc.Expect.CallerLimit, tc.Expect.DryRunCallerLimit = str("callerLimit"), str("dryRunCallerLimit")
 			if rl := ef["rateLimit"]; rl != nil {
 				rf := p.fields(rl, "rateLimit", "perSecond", "burst")
 				lim := &RateLimit{}

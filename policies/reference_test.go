@@ -201,7 +201,7 @@ func refDecide(s *Set, req *Request) Decision {
 		}
 	}
 	slices.SortStableFunc(cands, func(a, b cand) int { return comparePos(a.r.Pos, b.r.Pos) })
-	var deny, allow, dryDeny, dryAllow *cand
+	var deny, allow, dryDeny, dryAllow, dryLimited *cand
 	audit := false
 	for i := range cands {
 		c := &cands[i]
@@ -241,6 +241,9 @@ func refDecide(s *Set, req *Request) Decision {
 			pick(&dryDeny)
 		case r.DryRun:
 			pick(&dryAllow)
+			if r.RateLimit != nil {
+				pick(&dryLimited)
+			}
 		case r.Effect == Deny:
 			pick(&deny)
 			audit = audit || r.Audit
@@ -257,6 +260,23 @@ func refDecide(s *Set, req *Request) Decision {
 	case allow != nil:
 		d.Allow, d.Reason, d.Audit = true, ReasonAllowRule, audit || write
 		d.addRule(allow.r.ID)
+		// Caller limits: the deciding rule's, and the earliest matching
+		// dry-run allow rule's that has one.
+		limit := func(r *AccessRule) CallerLimit {
+			l := CallerLimit{Rule: r.ID, Per: r.RateLimit.Per, PerSecond: float64(r.RateLimit.Requests) / r.RateLimit.Period.Seconds(), Burst: r.RateLimit.Burst}
+			if l.Per == PerDevice {
+				l.Key = req.DeviceID
+			} else if strings.HasPrefix(caller, "spiffe://") && len(caller) > len("spiffe://") {
+				l.Key = caller
+			}
+			return l
+		}
+		if allow.r.RateLimit != nil {
+			d.HasCallerLimit, d.CallerLimit = true, limit(allow.r)
+		}
+		if dryLimited != nil {
+			d.HasDryRunCallerLimit, d.DryRunCallerLimit = true, limit(dryLimited.r)
+		}
 		if write {
 			var lim *DevicePolicy
 			if allow.dp != nil && allow.dp.WriteLimit != nil {
@@ -471,6 +491,10 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 		}
 		if device {
 			r += ", access: " + []string{"read", "write"}[rnd.IntN(2)]
+		}
+		if eff == "allow" && rnd.IntN(3) == 0 {
+			r += ", rateLimit: " + []string{"{per: workload, requests: 10, period: 1m}", "{per: device, requests: 3, period: 500ms, burst: 7}",
+				"{per: workload, requests: 1, period: 24h, burst: 1}"}[rnd.IntN(3)]
 		}
 		return r + "}\n"
 	}

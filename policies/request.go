@@ -80,6 +80,27 @@ type Decision struct {
 	// TargetDevice is the device the request names (path, header or
 	// Request.TargetDeviceID), "" when it names none.
 	TargetDevice string
+	// CallerLimit is the deciding allow rule's rate limit, to charge and
+	// enforce (429); DryRunCallerLimit that of the earliest matching
+	// dry-run allow rule with one, to charge and record only. Both are set
+	// on allowed decisions only.
+	CallerLimit          CallerLimit
+	HasCallerLimit       bool
+	DryRunCallerLimit    CallerLimit
+	HasDryRunCallerLimit bool
+}
+
+// CallerLimit is a per-caller token bucket a decision asks the guard to
+// charge: one bucket per (Rule, Per, Key).
+type CallerLimit struct {
+	Rule string // the id of the rule whose rateLimit it is
+	Per  string // PerWorkload or PerDevice
+	// Key is the caller's identity for Per: its SPIFFE ID, or the device
+	// token's id as the token spells it (compared by the device-id case
+	// rule); "" when the request has none (they share one bucket).
+	Key       string
+	PerSecond float64
+	Burst     uint32
 }
 
 // Rules returns the deciding rule ids (a view into d, no allocation).
@@ -166,6 +187,18 @@ type DecisionJSON struct {
 	Write      bool           `json:"write"`
 	RateLimit  *RateLimitJSON `json:"rateLimit,omitempty"`
 	Target     string         `json:"targetDevice,omitempty"`
+	// CallerLimit and DryRunCallerLimit are the caller limits to charge.
+	CallerLimit       *CallerLimitJSON `json:"callerLimit,omitempty"`
+	DryRunCallerLimit *CallerLimitJSON `json:"dryRunCallerLimit,omitempty"`
+}
+
+// CallerLimitJSON is the JSON form of a decision's caller limit.
+type CallerLimitJSON struct {
+	Rule      string  `json:"rule"`
+	Per       string  `json:"per"`
+	Key       string  `json:"key"`
+	PerSecond float64 `json:"perSecond"`
+	Burst     uint32  `json:"burst"`
 }
 
 // RateLimitJSON is the JSON form of a decision's rate limit.
@@ -181,6 +214,14 @@ func (d *Decision) JSON() DecisionJSON {
 		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice}
 	if d.HasRateLimit {
 		j.RateLimit = &RateLimitJSON{Key: d.RateLimitKey, PerSecond: d.RateLimit.PerSecond, Burst: d.RateLimit.Burst}
+	}
+	if d.HasCallerLimit {
+		l := d.CallerLimit
+		j.CallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
+	}
+	if d.HasDryRunCallerLimit {
+		l := d.DryRunCallerLimit
+		j.DryRunCallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
 	}
 	return j
 }

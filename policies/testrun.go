@@ -120,6 +120,19 @@ func compare(x *Expect, d *Decision) []string {
 	if x.DryRun != nil && *x.DryRun != d.DryRun {
 		f = append(f, fmt.Sprintf("dryRun: want %v, got %v (dry-run rule %q)", *x.DryRun, d.DryRun, d.DryRunRule))
 	}
+	for _, c := range [2]struct {
+		what string
+		want *string
+		has  bool
+		got  string
+	}{{"callerLimit", x.CallerLimit, d.HasCallerLimit, d.CallerLimit.Rule}, {"dryRunCallerLimit", x.DryRunCallerLimit, d.HasDryRunCallerLimit, d.DryRunCallerLimit.Rule}} {
+		if !c.has {
+			c.got = ""
+		}
+		if c.want != nil && *c.want != c.got {
+			f = append(f, fmt.Sprintf("%s: want rule %q, got %q", c.what, *c.want, c.got))
+		}
+	}
 	if x.RateLimit != nil && (!d.HasRateLimit || *x.RateLimit != d.RateLimit) {
 		f = append(f, fmt.Sprintf("rateLimit: want %+v, got %+v (set %v)", *x.RateLimit, d.RateLimit, d.HasRateLimit))
 	}

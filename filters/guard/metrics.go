@@ -12,6 +12,7 @@ import (
 // decide.Telemetry, and the audit sink counts its uploads here too.
 type metrics struct {
 	allow, deny, dryRunDeny, errors, unavailable, rateLimited proxywasm.MetricCounter
+	callerLimited, callerDryRun                               proxywasm.MetricCounter
 	verifyFailures, bundleLoads, cacheHits, cacheMisses       proxywasm.MetricCounter
 	signatures, sharedHits                                    proxywasm.MetricCounter
 	auditDropped, auditSent, auditFailed                      proxywasm.MetricCounter
@@ -34,6 +35,8 @@ func (m *metrics) define() {
 		errors:         proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionError),
 		unavailable:    proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionUnavailable),
 		rateLimited:    proxywasm.DefineCounterMetric("meshguard_rate_limited_total"),
+		callerLimited:  proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=enforced"),
+		callerDryRun:   proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=dry_run"),
 		verifyFailures: proxywasm.DefineCounterMetric("meshguard_bundle_verification_failures_total"),
 		bundleLoads:    proxywasm.DefineCounterMetric("meshguard_bundle_loads_total"),
 		cacheHits:      proxywasm.DefineCounterMetric("meshguard_token_cache_hits_total"),
@@ -92,6 +95,15 @@ func (m *metrics) Failed(decision string) {
 
 // RateLimited implements decide.Telemetry.
 func (m *metrics) RateLimited() { m.rateLimited.Increment(1) }
+
+// CallerLimited implements decide.Telemetry.
+func (m *metrics) CallerLimited(dryRun bool) {
+	if dryRun {
+		m.callerDryRun.Increment(1)
+	} else {
+		m.callerLimited.Increment(1)
+	}
+}
 
 // BundleLoaded implements decide.Telemetry.
 func (m *metrics) BundleLoaded(revision uint64, expires time.Time) {

@@ -58,6 +58,9 @@ type Telemetry interface {
 	Failed(decision string)
 	// RateLimited counts a write refused by its device's rate limit.
 	RateLimited()
+	// CallerLimited counts a request over a caller rate limit: refused
+	// (429), or with dryRun recorded and let through.
+	CallerLimited(dryRun bool)
 	// BundleLoaded reports the bundle now enforced.
 	BundleLoaded(revision uint64, expires time.Time)
 	// NextSunset reports the nearest version sunset ahead in the enforced

@@ -61,6 +61,7 @@ type telemetry struct {
 	rules                                map[string]int
 	failed                               map[string]int
 	limited                              int
+	callerLimited, callerDry             int
 	loaded                               []uint64
 	expires                              time.Time
 	rejected                             int
@@ -80,6 +81,13 @@ func (m *telemetry) Decided(result string, rules []string) {
 }
 func (m *telemetry) Failed(decision string) { m.failed[decision]++ }
 func (m *telemetry) RateLimited()           { m.limited++ }
+func (m *telemetry) CallerLimited(dryRun bool) {
+	if dryRun {
+		m.callerDry++
+	} else {
+		m.callerLimited++
+	}
+}
 func (m *telemetry) BundleLoaded(rev uint64, expires time.Time) {
 	m.loaded = append(m.loaded, rev)
 	m.expires = expires
