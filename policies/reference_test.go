@@ -612,6 +612,13 @@ func FuzzReference(f *testing.F) {
 	}
 	grid, _ := loadGrid(f)
 	sets = append(sets, grid)
+	for _, dir := range []string{"testdata/sunsets", "testdata/callerlimits"} {
+		files, err := ReadPaths(dir)
+		require.NoError(f, err)
+		s, err := Load(files)
+		require.NoError(f, err)
+		sets = append(sets, s)
+	}
 	engines := make([]*Engine, len(sets))
 	for i, s := range sets {
 		e, err := Compile(s)
@@ -624,8 +631,8 @@ func FuzzReference(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id, peer string, fwd bool, devID, class, fw, method, path, target, hdr, sw string) {
 		r := &Request{SPIFFEID: id, PeerID: peer, Forwarded: fwd, DeviceID: devID, DeviceClass: class, DeviceVendor: "voltwerk",
-			DeviceFirmware: fw, Method: method, Path: path, TargetDeviceID: target, Headers: Map{"x-dev": hdr, "x-role": "ops"},
-			Claims: Map{"sw": sw, "swversion": sw}}
+			DeviceFirmware: fw, Method: method, Path: path, TargetDeviceID: target, Headers: Map{"x-dev": hdr, "x-role": "ops", "x-sw-version": sw},
+			Claims: Map{"sw": sw, "swversion": sw}, Now: refNows[len(path)%len(refNows)].UnixNano()}
 		for i, s := range sets {
 			var got Decision
 			engines[i].Decide(r, &got)
