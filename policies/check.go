@@ -68,8 +68,8 @@ func CheckProgress(s *Set, progress Progress) ErrorList {
 		for _, r := range v.Rules {
 			c.ruleID(r.ID, r.Pos)
 			c.subjects(r.Subjects, r.TrustDomains)
-			if r.Allowed != "" {
-				c.rangeCheck(r.AllowedPos, "allowed", r.Allowed)
+			for _, a := range r.Allowed {
+				c.rangeCheck(a.Pos, "allowed", a.Range)
 			}
 			for _, d := range r.Denied {
 				if _, err := semver.StrictNewVersion(d.Text); err != nil {

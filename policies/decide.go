@@ -1,6 +1,9 @@
 package policies
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Reasons (constant strings so decisions never allocate).
 const (
@@ -49,9 +52,11 @@ type state struct {
 	targetConflict, targetEmpty bool
 
 	deny, allow, dryDeny, dryAllow int32
+	dryLimit                       int32 // earliest matching dry-run allow with a rateLimit
 	ver, dryVer                    int32
 	verReason                      string
-	audit                          bool // an enforced matching rule has audit: true
+	audit                          bool  // an enforced matching rule has audit: true
+	nowNs                          int64 // see now
 }
 
 func minIdx(cur, i int32) int32 {
@@ -186,6 +191,9 @@ func (st *state) consider(i int32) {
 		st.dryDeny = minIdx(st.dryDeny, i)
 	case r.dryRun:
 		st.dryAllow = minIdx(st.dryAllow, i)
+		if r.limit != nil {
+			st.dryLimit = minIdx(st.dryLimit, i)
+		}
 	case r.effect == Deny:
 		st.deny = minIdx(st.deny, i)
 		st.audit = st.audit || r.audit
@@ -241,14 +249,50 @@ func (st *state) versionString(v *cversion) string {
 	return ""
 }
 
-// versionVerdict is "" when s satisfies v, else the reason it does not.
-func (v *cversion) verdict(s string) string {
+// now is the instant sunsets are compared with: the request's, else the
+// clock's (read once per decision, and only when a sunset entry is reached).
+func (st *state) now() int64 {
+	if st.nowNs == 0 {
+		st.nowNs = st.req.Now
+		if st.nowNs == 0 {
+			st.nowNs = time.Now().UnixNano()
+		}
+	}
+	return st.nowNs
+}
+
+// verdict is "" when s satisfies v, else the reason it does not.
+func (v *cversion) verdict(s string, st *state) string {
 	pv, ok := parseVersion(s)
-	switch {
-	case !ok:
+	if !ok {
 		return ReasonVersionMissing
-	case !v.allowed.contains(pv):
-		return ReasonVersionRange
+	}
+	if len(v.allowed) > 0 {
+		// Approved by any entry whose range contains it and whose sunset, if
+		// any, is still ahead; else the earliest passed sunset that would
+		// have approved it names the reason.
+		sunset := ""
+		approved := false
+		for i := range v.allowed {
+			a := &v.allowed[i]
+			if !a.r.contains(pv) {
+				continue
+			}
+			if a.until == 0 || st.now() < a.until {
+				approved = true
+				break
+			}
+			if sunset == "" {
+				sunset = a.reason
+			}
+		}
+		switch {
+		case approved:
+		case sunset != "":
+			return sunset
+		default:
+			return ReasonVersionRange
+		}
 	}
 	for _, d := range v.deniedAll {
 		if pv.compare(d) == 0 {
@@ -266,7 +310,7 @@ func (v *cversion) verdict(s string) string {
 func (st *state) checkVersion(i int32) {
 	v := &st.e.versions[i]
 	s := st.versionString(v)
-	reason := v.verdict(s)
+	reason := v.verdict(s, st)
 	if st.tr != nil {
 		st.tr.version(i, s, reason)
 	}
@@ -451,7 +495,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 
 func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	*d = Decision{}
-	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, dryLimit: -1, ver: -1, dryVer: -1}
 	end, pathErr := scanPath(req.Path)
 	if pathErr != nil {
 		st.path = trimPath(req.Path)
@@ -540,6 +584,14 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 				}
 			}
 		}
+		if r.limit != nil {
+			d.HasCallerLimit = true
+			st.callerLimit(&d.CallerLimit, r, caller)
+		}
+		if st.dryLimit >= 0 {
+			d.HasDryRunCallerLimit = true
+			st.callerLimit(&d.DryRunCallerLimit, &e.rules[st.dryLimit], caller)
+		}
 		// Would the dry-run rules have denied it?
 		switch {
 		case dryRevoked != "":
@@ -558,6 +610,19 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	}
 	if d.DryRun {
 		d.Audit = true
+	}
+}
+
+// callerLimit fills l with rule r's rate limit for this request's caller.
+func (st *state) callerLimit(l *CallerLimit, r *crule, caller string) {
+	*l = CallerLimit{Rule: r.id, Per: r.limit.per, PerSecond: r.limit.perSecond, Burst: r.limit.burst}
+	switch r.limit.per {
+	case PerDevice:
+		l.Key = st.req.DeviceID
+	default:
+		if rest, ok := strings.CutPrefix(caller, "spiffe://"); ok && rest != "" {
+			l.Key = caller
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // HTTP method bits; methodOther is any method outside the standard set.
@@ -77,15 +78,50 @@ type crule struct {
 	access  Access
 	headers []hdr
 	dev     *cdevice // nil for workload rules
+	limit   *climit  // nil: no rateLimit
+}
+
+// Caller rate limit bounds.
+const (
+	maxLimitRequests = 1_000_000_000
+	minLimitPeriod   = time.Millisecond
+	maxLimitPeriod   = 24 * time.Hour
+)
+
+// climit is a compiled caller rate limit.
+type climit struct {
+	per             string // PerWorkload or PerDevice
+	requests, burst uint32
+	period          int64 // nanoseconds
+	perSecond       float64
+}
+
+func newCLimit(per string, requests uint32, period int64, burst uint32) *climit {
+	return &climit{per: per, requests: requests, burst: burst, period: period,
+		perSecond: float64(requests) / time.Duration(period).Seconds()}
 }
 
 type cversion struct {
 	id        string
 	dryRun    bool
 	source    VersionSource
-	allowed   versionRange
-	deniedAll []version // deny every build of these versions
-	deniedExt []version // deny exactly these builds
+	allowed   []allowEntry // empty: any version
+	deniedAll []version    // deny every build of these versions
+	deniedExt []version    // deny exactly these builds
+}
+
+// allowEntry is one compiled entry of a version rule's allowed list.
+type allowEntry struct {
+	text   string // the range as written (named by the sunset reason)
+	r      versionRange
+	until  int64  // Unix nanoseconds; 0: no sunset
+	reason string // the sunset's deny reason (sunset entries only)
+}
+
+// sunsetReason is the reason of a version denied because the only entries
+// approving it have reached their until.
+func sunsetReason(text string, until int64) string {
+	return "software version approved by \"" + text + "\" until " + FormatInstant(time.Unix(0, until)) + ": sunset passed"
 }
 
 type cdevice struct {
@@ -158,6 +194,28 @@ func (e *Engine) UsesPeerVersion() bool {
 		}
 	}
 	return false
+}
+
+// NextSunset returns the earliest until instant after now among the
+// allowed entries of enforced (not dry-run) version rules: when the next
+// transition window closes. ok is false when none is ahead.
+func (e *Engine) NextSunset(now time.Time) (next time.Time, ok bool) {
+	n, best := now.UnixNano(), int64(0)
+	for i := range e.versions {
+		v := &e.versions[i]
+		if v.dryRun {
+			continue
+		}
+		for k := range v.allowed {
+			if u := v.allowed[k].until; u > n && (best == 0 || u < best) {
+				best = u
+			}
+		}
+	}
+	if best == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, best), true
 }
 
 // JWKS returns the JWT bundle declared for a trust domain.
@@ -474,6 +532,13 @@ func (n *pnode) empty() bool {
 
 func (e *Engine) addRule(root *snode, r *AccessRule, dev *cdevice) error {
 	c := crule{id: r.ID, effect: r.Effect, dryRun: r.DryRun, audit: r.Audit, access: r.Access, dev: dev}
+	if l := r.RateLimit; l != nil {
+		if r.Effect != Allow || (l.Per != PerWorkload && l.Per != PerDevice) || l.Requests == 0 || l.Burst == 0 ||
+			l.Period < minLimitPeriod || l.Period > maxLimitPeriod {
+			return fmt.Errorf("%s: invalid rateLimit", l.Pos)
+		}
+		c.limit = newCLimit(l.Per, l.Requests, int64(l.Period), l.Burst)
+	}
 	for _, m := range r.Methods {
 		b := methodBit(m)
 		if b == 0 {
@@ -527,12 +592,20 @@ func appendOnce(l []int32, i int32) []int32 {
 
 func (e *Engine) addVersion(r *VersionRule) error {
 	c := cversion{id: r.ID, dryRun: r.DryRun, source: r.Source}
-	if r.Allowed != "" {
-		vr, err := parseRange(r.Allowed)
+	for _, a := range r.Allowed {
+		vr, err := parseRange(a.Range)
 		if err != nil {
-			return fmt.Errorf("%s: allowed: %w", r.AllowedPos, err)
+			return fmt.Errorf("%s: allowed: %w", a.Pos, err)
 		}
-		c.allowed = vr
+		en := allowEntry{text: a.Range, r: vr}
+		if a.Sunset() {
+			if !a.Until.After(minInstant) || !a.Until.Before(maxInstant) {
+				return fmt.Errorf("%s: until: %s is out of range", a.UntilPos, a.Until)
+			}
+			en.until = a.Until.UnixNano()
+			en.reason = sunsetReason(a.Range, en.until)
+		}
+		c.allowed = append(c.allowed, en)
 	}
 	for _, d := range r.Denied {
 		v, ok := parseVersion(d.Text)

@@ -25,7 +25,9 @@ import (
 const ImageMagic = "MGENGINE"
 
 // imageVersion is bumped on any change of the layout.
-const imageVersion = 2
+// v3: version rules' allowed is a list of entries with optional sunsets;
+// access rules carry caller rate limits.
+const imageVersion = 3
 
 // ErrImage is wrapped by every UnmarshalEngine error.
 var ErrImage = errors.New("invalid engine image")
@@ -59,6 +61,19 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		} else {
 			w.uint(uint64(devIdx[r.dev]) + 1)
 		}
+		switch {
+		case r.limit == nil:
+			w.b = append(w.b, 0)
+		case r.limit.per == PerWorkload:
+			w.b = append(w.b, 1)
+		default:
+			w.b = append(w.b, 2)
+		}
+		if l := r.limit; l != nil {
+			w.uint(uint64(l.requests))
+			w.uint(uint64(l.period))
+			w.uint(uint64(l.burst))
+		}
 	}
 	w.uint(uint64(len(e.versions)))
 	for i := range e.versions {
@@ -67,7 +82,12 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.b = append(w.b, b2byte(v.dryRun), b2byte(v.source.DeviceFirmware), b2byte(v.source.PeerLabel))
 		w.str(v.source.JWTClaim)
 		w.str(v.source.Header)
-		w.vrange(v.allowed)
+		w.uint(uint64(len(v.allowed)))
+		for _, a := range v.allowed {
+			w.str(a.text)
+			w.vrange(a.r)
+			w.uint(uint64(a.until))
+		}
 		for _, l := range [2][]version{v.deniedAll, v.deniedExt} {
 			w.uint(uint64(len(l)))
 			for _, d := range l {
@@ -283,7 +303,8 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 	// substring of it.
 	r := &imgReader{s: string(b), off: len(ImageMagic)}
 	if v := r.uint(); r.err == nil && v != imageVersion {
-		return nil, fmt.Errorf("%w: format version %d, want %d", ErrImage, v, imageVersion)
+		return nil, fmt.Errorf("%w: format version %d, this engine reads version %d only: rebuild the bundle with this release's `meshguard policy bundle`",
+			ErrImage, v, imageVersion)
 	}
 	e := &Engine{}
 	cnt := []*int{&e.counts.WorkloadRules, &e.counts.DeviceRules, &e.counts.VersionRules, &e.counts.Revocations, &e.counts.TrustDomains}
@@ -311,6 +332,19 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		if r.err == nil && (c.effect != Allow && c.effect != Deny || c.access > AccessWrite || flags > 3) {
 			r.fail("rule %d: bad effect, access or flags", i)
 		}
+		if per := r.byte(); per != 0 {
+			req, period, burst := r.int(maxLimitRequests), r.int(uint64(maxLimitPeriod)), r.int(maxLimitRequests)
+			if r.err == nil && (per > 2 || c.effect != Allow || req == 0 || burst == 0 || period < int(minLimitPeriod)) {
+				r.fail("rule %d: bad rate limit", i)
+			}
+			kind := PerWorkload
+			if per == 2 {
+				kind = PerDevice
+			}
+			if r.err == nil {
+				c.limit = newCLimit(kind, uint32(req), int64(period), uint32(burst))
+			}
+		}
 	}
 	nv := r.count(8)
 	e.versions = make([]cversion, nv)
@@ -319,7 +353,23 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		v.id = r.str()
 		v.dryRun, v.source.DeviceFirmware, v.source.PeerLabel = r.byte() != 0, r.byte() != 0, r.byte() != 0
 		v.source.JWTClaim, v.source.Header = r.str(), r.str()
-		v.allowed = r.vrange()
+		if n := r.count(4); n > 0 {
+			v.allowed = make([]allowEntry, n)
+			for k := range v.allowed {
+				a := &v.allowed[k]
+				a.text, a.r = r.str(), r.vrange()
+				if len(a.r) == 0 && r.err == nil {
+					r.fail("version rule %d: allowed entry %d has an empty range", i, k)
+				}
+				if u := r.uint(); u != 0 {
+					if u >= uint64(maxInstant.UnixNano()) {
+						r.fail("version rule %d: allowed entry %d: until %d out of range", i, k, u)
+					}
+					a.until = int64(u)
+					a.reason = sunsetReason(a.text, a.until)
+				}
+			}
+		}
 		for _, l := range [2]*[]version{&v.deniedAll, &v.deniedExt} {
 			if n := r.count(5); n > 0 {
 				*l = make([]version, n)

@@ -56,8 +56,16 @@ func ParseInput(data []byte) (*Input, error) {
 			m, err := readStrings(dec, k, true)
 			in.Headers = m
 			return err
+		case "now":
+			if err := readString(dec, k, &in.Now); err != nil {
+				return err
+			}
+			if _, err := ParseInstant(in.Now); err != nil {
+				return fmt.Errorf("now %q: %w", in.Now, err)
+			}
+			return nil
 		}
-		return fmt.Errorf("unknown member %q (allowed: spiffeID, peerID, forwarded, trustDomain, jti, claims, device, targetDevice, peerVersion, method, path, headers)", k)
+		return fmt.Errorf("unknown member %q (allowed: spiffeID, peerID, forwarded, trustDomain, jti, claims, device, targetDevice, peerVersion, method, path, headers, now)", k)
 	})
 	if err != nil {
 		return nil, err

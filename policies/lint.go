@@ -5,6 +5,7 @@ package policies
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Warnings finds legal but probably mistaken policies (`meshguard policy
@@ -159,4 +160,39 @@ func anyBelow(t *pnode, pick func([]int32) *governed) *governed {
 		return anyBelow(t.wild, pick)
 	}
 	return nil
+}
+
+// DefaultSunsetHorizon is how far ahead `meshguard policy check` warns
+// about version sunsets unless told otherwise.
+const DefaultSunsetHorizon = 30 * 24 * time.Hour
+
+// SunsetWarnings warns about every sunset entry of an allowed list (at its
+// until) that has passed at now (it approves nothing any more) or falls
+// within horizon after now (the transition window is about to close);
+// horizon 0 warns only about passed sunsets. Dry-run rules are included:
+// their windows close as well, they only do not deny.
+func SunsetWarnings(s *Set, now time.Time, horizon time.Duration) ErrorList {
+	var out ErrorList
+	for _, v := range s.Versions {
+		for _, r := range v.Rules {
+			for _, a := range r.Allowed {
+				if !a.Sunset() {
+					continue
+				}
+				var msg string
+				switch left := a.Until.Sub(now); {
+				case left <= 0:
+					msg = fmt.Sprintf("version rule %q: the sunset of %q at %s has passed: the entry approves no version any more", r.ID, a.Range, FormatInstant(a.Until))
+				case left <= horizon:
+					msg = fmt.Sprintf("version rule %q: the sunset of %q at %s is within the horizon of %s (in %s)", r.ID, a.Range, FormatInstant(a.Until),
+						horizon, left.Round(time.Second))
+				default:
+					continue
+				}
+				out = append(out, &Error{Pos: a.UntilPos, Msg: msg, Warning: true})
+			}
+		}
+	}
+	out.sort()
+	return out
 }

@@ -10,7 +10,10 @@
 // for wasip1, so it never weighs on the module.
 package policies
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // APIVersion is the only apiVersion accepted by this engine.
 const APIVersion = "meshguard.io/v1"
@@ -98,9 +101,29 @@ type AccessRule struct {
 	Paths        []Pattern // empty = any path
 	Methods      []string  // upper-case; empty = any method
 	Headers      []HeaderMatch
-	Access       Access // device rules only
+	Access       Access           // device rules only
+	RateLimit    *CallerRateLimit // allow rules only; nil: none
 	Pos          Pos
 }
+
+// Caller rate limit keys (CallerRateLimit.Per).
+const (
+	PerWorkload = "workload" // the caller's SPIFFE ID
+	PerDevice   = "device"   // the device token's id
+)
+
+// CallerRateLimit is an allow rule's per-caller token bucket: Requests per
+// Period, at most Burst at once, one bucket per rule and caller identity.
+type CallerRateLimit struct {
+	Per      string // PerWorkload or PerDevice
+	Requests uint32
+	Period   time.Duration
+	Burst    uint32 // Requests unless given
+	Pos      Pos
+}
+
+// PerSecond is the bucket's refill rate.
+func (l *CallerRateLimit) PerSecond() float64 { return float64(l.Requests) / l.Period.Seconds() }
 
 // WorkloadPolicy controls which workloads may call which destinations.
 type WorkloadPolicy struct {
@@ -126,11 +149,23 @@ type VersionRule struct {
 	TrustDomains  []Pattern
 	DeviceClasses []string
 	Source        VersionSource
-	Allowed       string // semver range; empty = any
-	AllowedPos    Pos
-	Denied        []Pattern // exact versions; with +build only that build
+	Allowed       []AllowedRange // empty = any version
+	Denied        []Pattern      // exact versions; with +build only that build
 	Pos           Pos
 }
+
+// AllowedRange is one entry of a version rule's allowed list: a semver
+// range that approves versions, until Until when that is set (a sunset:
+// at and after Until the entry approves nothing).
+type AllowedRange struct {
+	Range    string
+	Until    time.Time // zero: no sunset
+	Pos      Pos       // of the range
+	UntilPos Pos
+}
+
+// Sunset reports whether the entry has an until instant.
+func (a AllowedRange) Sunset() bool { return !a.Until.IsZero() }
 
 // VersionPolicy holds version rules.
 type VersionPolicy struct {
@@ -230,4 +265,8 @@ type Expect struct {
 	DryRunRule *string
 	Write      *bool
 	RateLimit  *RateLimit
+	// CallerLimit and DryRunCallerLimit are the rule ids of the decision's
+	// caller limits ("" for none).
+	CallerLimit       *string
+	DryRunCallerLimit *string
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -389,7 +390,7 @@ func (p *parser) jwks(n *yaml.Node) []byte {
 	return b
 }
 
-var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers"}
+var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers", "rateLimit"}
 
 func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 	allowed := accessFields
@@ -441,6 +442,12 @@ func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 		}
 		r.Headers = append(r.Headers, hm)
 	}
+	if rl := f["rateLimit"]; rl != nil {
+		r.RateLimit = p.callerLimit(rl)
+		if r.Effect == Deny {
+			p.errorf(rl, "rateLimit applies to allow rules only (a deny rule never lets a request through)")
+		}
+	}
 	if a := f["access"]; a != nil {
 		switch s := p.str(a, "access"); s {
 		case "read":
@@ -467,7 +474,7 @@ func (p *parser) versionRule(n *yaml.Node, meta Meta) *VersionRule {
 		r.ID = meta.Name + "/" + r.Name
 	}
 	if a := f["allowed"]; a != nil {
-		r.Allowed, r.AllowedPos = p.str(a, "allowed"), p.pos(a)
+		r.Allowed = p.allowed(a)
 	}
 	if s := f["source"]; s != nil {
 		sf := p.fields(s, "version source", "jwtClaim", "deviceFirmware", "peerLabel", "header")
@@ -487,6 +494,133 @@ func (p *parser) versionRule(n *yaml.Node, meta Meta) *VersionRule {
 		p.errorf(n, "version rule %q must name subjects, trustDomains or deviceClasses", r.Name)
 	}
 	return r
+}
+
+// allowed reads a version rule's allowed: one range, or a non-empty list
+// of ranges and {range, until} entries.
+func (p *parser) allowed(n *yaml.Node) []AllowedRange {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.SequenceNode {
+		if s := p.str(n, "allowed"); s != "" {
+			return []AllowedRange{{Range: s, Pos: p.pos(n)}}
+		} else if n.Kind == yaml.ScalarNode {
+			p.errorf(n, "allowed must not be empty (omit it to allow any version)")
+		}
+		return nil
+	}
+	if len(n.Content) == 0 {
+		p.errorf(n, "allowed must not be an empty list (omit it to allow any version)")
+		return nil
+	}
+	var out []AllowedRange
+	for _, e := range n.Content {
+		if e.Kind == yaml.AliasNode {
+			e = e.Alias
+		}
+		if e.Kind != yaml.MappingNode {
+			if s := p.str(e, "allowed entry"); s != "" {
+				out = append(out, AllowedRange{Range: s, Pos: p.pos(e)})
+			} else if e.Kind == yaml.ScalarNode {
+				p.errorf(e, "allowed entry must not be empty")
+			}
+			continue
+		}
+		ef := p.fields(e, "allowed entry", "range", "until")
+		p.require(ef, e, "allowed entry", "range")
+		a := AllowedRange{Pos: p.pos(e)}
+		if rn := ef["range"]; rn != nil {
+			a.Range, a.Pos = p.str(rn, "range"), p.pos(rn)
+			if a.Range == "" && rn.Kind == yaml.ScalarNode {
+				p.errorf(rn, "range must not be empty")
+			}
+		}
+		if un := ef["until"]; un != nil {
+			a.UntilPos = p.pos(un)
+			if s := p.str(un, "until"); s != "" || un.Kind == yaml.ScalarNode {
+				t, err := ParseInstant(s)
+				if err != nil {
+					p.errorf(un, "until %q: %v", s, err)
+				}
+				a.Until = t
+			}
+		}
+		if a.Range != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// callerLimit reads an access rule's rateLimit.
+func (p *parser) callerLimit(n *yaml.Node) *CallerRateLimit {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "rateLimit must be a mapping {per, requests, period[, burst]}")
+		return nil
+	}
+	f := p.fields(n, "rateLimit", "per", "requests", "period", "burst")
+	p.require(f, n, "rateLimit", "per", "requests", "period")
+	l := &CallerRateLimit{Pos: p.pos(n)}
+	if v := f["per"]; v != nil {
+		switch l.Per = p.str(v, "per"); l.Per {
+		case PerWorkload, PerDevice:
+		default:
+			p.errorf(v, "per must be workload or device, not %q", l.Per)
+		}
+	}
+	count := func(k string) uint32 {
+		v := f[k]
+		if v == nil {
+			return 0
+		}
+		x, err := strconv.ParseUint(v.Value, 10, 32)
+		if err != nil || v.Kind != yaml.ScalarNode || v.Tag != "!!int" || x == 0 || x > maxLimitRequests || v.Value[0] == '0' {
+			p.errorf(v, "%s must be an integer from 1 to %d", k, maxLimitRequests)
+			return 0
+		}
+		return uint32(x)
+	}
+	l.Requests, l.Burst = count("requests"), count("burst")
+	if f["burst"] == nil {
+		l.Burst = l.Requests
+	}
+	if v := f["period"]; v != nil && v.Kind != yaml.ScalarNode {
+		p.errorf(v, "period must be a string")
+	} else if v != nil {
+		d, err := parsePeriod(v.Value)
+		if err != nil {
+			p.errorf(v, "period: %v", err)
+		}
+		l.Period = d
+	}
+	return l
+}
+
+// parsePeriod reads a rate limit period: a positive integer without
+// leading zeros and one unit ms, s, m or h, from 1ms to 24h.
+func parsePeriod(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a period like 500ms, 30s, 1m or 1h (an integer and one unit: ms, s, m, h) from 1ms to 24h", s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 || s[0] == '0' || i > 9 {
+		return 0, bad
+	}
+	n, _ := strconv.Atoi(s[:i])
+	unit := map[string]time.Duration{"ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}[s[i:]]
+	if unit == 0 {
+		return 0, bad
+	}
+	d := time.Duration(n) * unit
+	if d < minLimitPeriod || d > maxLimitPeriod {
+		return 0, bad
+	}
+	return d, nil
 }
 
 func (p *parser) devicePolicy(spec *yaml.Node, meta Meta) {
@@ -588,7 +722,7 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 			tc.Input = p.input(in)
 		}
 		if ex := cf["expect"]; ex != nil {
-			ef := p.fields(ex, "expect", "allow", "rule", "reason", "audit", "dryRun", "dryRunRule", "write", "rateLimit")
+			ef := p.fields(ex, "expect", "allow", "rule", "reason", "audit", "dryRun", "dryRunRule", "write", "rateLimit", "callerLimit", "dryRunCallerLimit")
 			b := func(k string) *bool {
 				if ef[k] == nil {
 					return nil
@@ -605,6 +739,7 @@ func (p *parser) policyTest(spec *yaml.Node, meta Meta) {
 				return &s
 			}
 			tc.Expect.Rule, tc.Expect.Reason, tc.Expect.DryRunRule = str("rule"), str("reason"), str("dryRunRule")
+			tc.Expect.CallerLimit, tc.Expect.DryRunCallerLimit = str("callerLimit"), str("dryRunCallerLimit")
 			if rl := ef["rateLimit"]; rl != nil {
 				rf := p.fields(rl, "rateLimit", "perSecond", "burst")
 				lim := &RateLimit{}
@@ -663,13 +798,19 @@ func validHeaderName(s string) bool {
 
 func (p *parser) input(n *yaml.Node) Input {
 	f := p.fields(n, "input", "spiffeID", "peerID", "forwarded", "trustDomain", "jti", "claims", "device", "targetDevice",
-		"peerVersion", "method", "path", "headers")
+		"peerVersion", "method", "path", "headers", "now")
 	in := Input{SPIFFEID: p.str(f["spiffeID"], "spiffeID"), PeerID: p.str(f["peerID"], "peerID"),
 		Forwarded: p.boolean(f["forwarded"], "forwarded"), TrustDomain: p.str(f["trustDomain"], "trustDomain"),
 		JTI: p.str(f["jti"], "jti"), Claims: p.strMap(f["claims"], "claims", false), Target: p.str(f["targetDevice"], "targetDevice"),
 		PeerVersion: p.str(f["peerVersion"], "peerVersion"), Method: p.str(f["method"], "method"), Path: p.str(f["path"], "path"),
 		Headers: p.strMap(f["headers"], "headers", true)}
 	p.require(f, n, "input", "method", "path")
+	if nn := f["now"]; nn != nil {
+		in.Now = p.str(nn, "now")
+		if _, err := ParseInstant(in.Now); err != nil {
+			p.errorf(nn, "now %q: %v", in.Now, err)
+		}
+	}
 	if f["path"] != nil && !strings.HasPrefix(in.Path, "/") {
 		p.errorf(f["path"], "input path %q must start with /", in.Path)
 	}

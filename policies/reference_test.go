@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/stretchr/testify/require"
@@ -200,7 +201,7 @@ func refDecide(s *Set, req *Request) Decision {
 		}
 	}
 	slices.SortStableFunc(cands, func(a, b cand) int { return comparePos(a.r.Pos, b.r.Pos) })
-	var deny, allow, dryDeny, dryAllow *cand
+	var deny, allow, dryDeny, dryAllow, dryLimited *cand
 	audit := false
 	for i := range cands {
 		c := &cands[i]
@@ -240,6 +241,9 @@ func refDecide(s *Set, req *Request) Decision {
 			pick(&dryDeny)
 		case r.DryRun:
 			pick(&dryAllow)
+			if r.RateLimit != nil {
+				pick(&dryLimited)
+			}
 		case r.Effect == Deny:
 			pick(&deny)
 			audit = audit || r.Audit
@@ -256,6 +260,23 @@ func refDecide(s *Set, req *Request) Decision {
 	case allow != nil:
 		d.Allow, d.Reason, d.Audit = true, ReasonAllowRule, audit || write
 		d.addRule(allow.r.ID)
+		// Caller limits: the deciding rule's, and the earliest matching
+		// dry-run allow rule's that has one.
+		limit := func(r *AccessRule) CallerLimit {
+			l := CallerLimit{Rule: r.ID, Per: r.RateLimit.Per, PerSecond: float64(r.RateLimit.Requests) / r.RateLimit.Period.Seconds(), Burst: r.RateLimit.Burst}
+			if l.Per == PerDevice {
+				l.Key = req.DeviceID
+			} else if strings.HasPrefix(caller, "spiffe://") && len(caller) > len("spiffe://") {
+				l.Key = caller
+			}
+			return l
+		}
+		if allow.r.RateLimit != nil {
+			d.HasCallerLimit, d.CallerLimit = true, limit(allow.r)
+		}
+		if dryLimited != nil {
+			d.HasDryRunCallerLimit, d.DryRunCallerLimit = true, limit(dryLimited.r)
+		}
 		if write {
 			var lim *DevicePolicy
 			if allow.dp != nil && allow.dp.WriteLimit != nil {
@@ -394,9 +415,28 @@ func refVersionFails(r *VersionRule, req *Request) string {
 	if err != nil {
 		return ReasonVersionMissing
 	}
-	if r.Allowed != "" {
-		if c, err := semver.NewConstraint(r.Allowed); err != nil || !c.Check(v) {
-			return ReasonVersionRange
+	if len(r.Allowed) > 0 {
+		now := time.Now()
+		if req.Now != 0 {
+			now = time.Unix(0, req.Now)
+		}
+		reason := ReasonVersionRange
+		approved := false
+		for _, a := range r.Allowed {
+			c, err := semver.NewConstraint(a.Range)
+			if err != nil || !c.Check(v) {
+				continue
+			}
+			if !a.Sunset() || now.Before(a.Until) {
+				approved = true
+				break
+			}
+			if reason == ReasonVersionRange {
+				reason = fmt.Sprintf("software version approved by %q until %s: sunset passed", a.Range, a.Until.UTC().Format(time.RFC3339Nano))
+			}
+		}
+		if !approved {
+			return reason
 		}
 	}
 	for _, d := range r.Denied {
@@ -406,6 +446,16 @@ func refVersionFails(r *VersionRule, req *Request) string {
 		}
 	}
 	return ""
+}
+
+// refNows are the instants generated requests are decided at: before, at
+// and after the corpus's sunsets.
+var refNows = []time.Time{
+	time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+	time.Date(2027, 1, 30, 23, 59, 59, 999999999, time.UTC),
+	time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC),
+	time.Date(2027, 3, 1, 0, 0, 0, 500000000, time.UTC),
+	time.Date(2027, 3, 1, 0, 0, 0, 499999999, time.UTC),
 }
 
 // refCorpus generates a policy set dense in interactions (every kind,
@@ -442,6 +492,10 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 		if device {
 			r += ", access: " + []string{"read", "write"}[rnd.IntN(2)]
 		}
+		if eff == "allow" && rnd.IntN(3) == 0 {
+			r += ", rateLimit: " + []string{"{per: workload, requests: 10, period: 1m}", "{per: device, requests: 3, period: 500ms, burst: 7}",
+				"{per: workload, requests: 1, period: 24h, burst: 1}"}[rnd.IntN(3)]
+		}
 		return r + "}\n"
 	}
 	var b strings.Builder
@@ -470,8 +524,13 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 		b.WriteString(rule(30+i, true))
 	}
 	fmt.Fprintf(&b, "---\napiVersion: meshguard.io/v1\nkind: VersionPolicy\nmetadata: {name: v}\nspec:\n  rules:\n")
-	fmt.Fprintf(&b, "    - {name: ctl, subjects: [\"spiffe://g.example/ns/a/**\"], source: {jwtClaim: sw}, allowed: %q, denied: [2.4.1]%s}\n",
-		pick([]string{">=2.0.0, <3.0.0", "^2.3", "~2.3.0 || >=3.0.0-0", "2.x"}), map[bool]string{true: ", dryRun: true", false: ""}[rnd.IntN(3) == 0])
+	fmt.Fprintf(&b, "    - {name: ctl, subjects: [\"spiffe://g.example/ns/a/**\"], source: {jwtClaim: sw}, allowed: %s, denied: [2.4.1]%s}\n",
+		pick([]string{`">=2.0.0, <3.0.0"`, `"^2.3"`, `"~2.3.0 || >=3.0.0-0"`, `"2.x"`,
+			// Sunsets around the requests' instants (refNows).
+			`[">=2.4.0, <3.0.0", {range: "~2.3.0", until: "2027-01-31T00:00:00Z"}]`,
+			`[{range: "2.x", until: "2027-01-31T01:00:00+01:00"}, {range: ">=1.9.0", until: "2027-03-01T00:00:00.5Z"}]`,
+			`[{range: ">=1.0.0", until: "2026-12-01T00:00:00Z"}]`}),
+		map[bool]string{true: ", dryRun: true", false: ""}[rnd.IntN(3) == 0])
 	fmt.Fprintf(&b, "    - {name: fw, deviceClasses: [inverter], source: {deviceFirmware: true}, allowed: \">=3.1.0\"%s}\n", map[bool]string{true: ", dryRun: true", false: ""}[rnd.IntN(3) == 0])
 	fmt.Fprintf(&b, "---\napiVersion: meshguard.io/v1\nkind: Revocations\nmetadata: {name: rev}\nspec:\n  spiffeIDs: [spiffe://g.example/ns/b/sa/y]\n  deviceIDs: [INV-9]\n  jtis: [j-bad]\n")
 	fmt.Fprintf(&b, "---\napiVersion: meshguard.io/v1\nkind: Revocations\nmetadata: {name: trial, dryRun: true}\nspec:\n  spiffeIDs: [spiffe://g.example/ns/a/sa/x]\n  deviceIDs: [inv-8]\n")
@@ -501,6 +560,7 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 		if rnd.IntN(20) == 0 {
 			r.JTI = "j-bad"
 		}
+		r.Now = refNows[rnd.IntN(len(refNows))].UnixNano()
 		reqs = append(reqs, r)
 	}
 	return b.String(), reqs
@@ -552,6 +612,13 @@ func FuzzReference(f *testing.F) {
 	}
 	grid, _ := loadGrid(f)
 	sets = append(sets, grid)
+	for _, dir := range []string{"testdata/sunsets", "testdata/callerlimits"} {
+		files, err := ReadPaths(dir)
+		require.NoError(f, err)
+		s, err := Load(files)
+		require.NoError(f, err)
+		sets = append(sets, s)
+	}
 	engines := make([]*Engine, len(sets))
 	for i, s := range sets {
 		e, err := Compile(s)
@@ -564,8 +631,8 @@ func FuzzReference(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id, peer string, fwd bool, devID, class, fw, method, path, target, hdr, sw string) {
 		r := &Request{SPIFFEID: id, PeerID: peer, Forwarded: fwd, DeviceID: devID, DeviceClass: class, DeviceVendor: "voltwerk",
-			DeviceFirmware: fw, Method: method, Path: path, TargetDeviceID: target, Headers: Map{"x-dev": hdr, "x-role": "ops"},
-			Claims: Map{"sw": sw, "swversion": sw}}
+			DeviceFirmware: fw, Method: method, Path: path, TargetDeviceID: target, Headers: Map{"x-dev": hdr, "x-role": "ops", "x-sw-version": sw},
+			Claims: Map{"sw": sw, "swversion": sw}, Now: refNows[len(path)%len(refNows)].UnixNano()}
 		for i, s := range sets {
 			var got Decision
 			engines[i].Decide(r, &got)

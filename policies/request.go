@@ -48,6 +48,10 @@ type Request struct {
 	Method  string
 	Path    string // canonical path (see CanonicalPath); a query string is ignored
 	Headers Getter // may be nil
+
+	// Now is the instant of the decision in Unix nanoseconds, which version
+	// sunsets are compared with; 0 means the current time.
+	Now int64
 }
 
 // MaxRules is how many deciding rule ids a Decision records.
@@ -76,6 +80,27 @@ type Decision struct {
 	// TargetDevice is the device the request names (path, header or
 	// Request.TargetDeviceID), "" when it names none.
 	TargetDevice string
+	// CallerLimit is the deciding allow rule's rate limit, to charge and
+	// enforce (429); DryRunCallerLimit that of the earliest matching
+	// dry-run allow rule with one, to charge and record only. Both are set
+	// on allowed decisions only.
+	CallerLimit          CallerLimit
+	HasCallerLimit       bool
+	DryRunCallerLimit    CallerLimit
+	HasDryRunCallerLimit bool
+}
+
+// CallerLimit is a per-caller token bucket a decision asks the guard to
+// charge: one bucket per (Rule, Per, Key).
+type CallerLimit struct {
+	Rule string // the id of the rule whose rateLimit it is
+	Per  string // PerWorkload or PerDevice
+	// Key is the caller's identity for Per: its SPIFFE ID, or the device
+	// token's id as the token spells it (compared by the device-id case
+	// rule); "" when the request has none (they share one bucket).
+	Key       string
+	PerSecond float64
+	Burst     uint32
 }
 
 // Rules returns the deciding rule ids (a view into d, no allocation).
@@ -110,6 +135,9 @@ type Input struct {
 	Method      string            `json:"method"`
 	Path        string            `json:"path"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	// Now is the decision's instant (RFC 3339 with an explicit offset, see
+	// ParseInstant); "" is the current time.
+	Now string `json:"now,omitempty"`
 }
 
 // InputDevice is the device part of an Input.
@@ -135,6 +163,13 @@ func (in *Input) Request() *Request {
 		}
 		r.Headers = h
 	}
+	if in.Now != "" {
+		// ParseInput and the PolicyTest parser refuse an invalid now; an
+		// Input built otherwise with one decides at the current time.
+		if t, err := ParseInstant(in.Now); err == nil {
+			r.Now = t.UnixNano()
+		}
+	}
 	if d := in.Device; d != nil {
 		r.DeviceID, r.DeviceClass, r.DeviceVendor, r.DeviceModel, r.DeviceFirmware = d.ID, d.Class, d.Vendor, d.Model, d.Firmware
 	}
@@ -152,6 +187,18 @@ type DecisionJSON struct {
 	Write      bool           `json:"write"`
 	RateLimit  *RateLimitJSON `json:"rateLimit,omitempty"`
 	Target     string         `json:"targetDevice,omitempty"`
+	// CallerLimit and DryRunCallerLimit are the caller limits to charge.
+	CallerLimit       *CallerLimitJSON `json:"callerLimit,omitempty"`
+	DryRunCallerLimit *CallerLimitJSON `json:"dryRunCallerLimit,omitempty"`
+}
+
+// CallerLimitJSON is the JSON form of a decision's caller limit.
+type CallerLimitJSON struct {
+	Rule      string  `json:"rule"`
+	Per       string  `json:"per"`
+	Key       string  `json:"key"`
+	PerSecond float64 `json:"perSecond"`
+	Burst     uint32  `json:"burst"`
 }
 
 // RateLimitJSON is the JSON form of a decision's rate limit.
@@ -167,6 +214,14 @@ func (d *Decision) JSON() DecisionJSON {
 		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice}
 	if d.HasRateLimit {
 		j.RateLimit = &RateLimitJSON{Key: d.RateLimitKey, PerSecond: d.RateLimit.PerSecond, Burst: d.RateLimit.Burst}
+	}
+	if d.HasCallerLimit {
+		l := d.CallerLimit
+		j.CallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
+	}
+	if d.HasDryRunCallerLimit {
+		l := d.DryRunCallerLimit
+		j.DryRunCallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
 	}
 	return j
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/spf13/cobra"
@@ -23,8 +26,29 @@ func newPolicyCmd() *cobra.Command {
 		newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd(), newPolicyBundleCmd(), newPolicyVerifyCmd())
 }
 
+// nowFlag is --now: the instant version sunsets are compared with.
+type nowFlag struct{ s string }
+
+func addNowFlag(cmd *cobra.Command, n *nowFlag, what string) {
+	cmd.Flags().StringVar(&n.s, "now", "", what+" at this instant instead of the current time (RFC 3339 with an explicit offset, e.g. 2027-01-31T00:00:00Z)")
+}
+
+// time returns the instant (zero without --now) or a usage error.
+func (n *nowFlag) time() (time.Time, error) {
+	if n.s == "" {
+		return time.Time{}, nil
+	}
+	t, err := policies.ParseInstant(n.s)
+	if err != nil {
+		return time.Time{}, usagef("--now %q: %w", n.s, err)
+	}
+	return t, nil
+}
+
 func newPolicyCheckCmd() *cobra.Command {
 	var failWarnings bool
+	var horizon time.Duration
+	var now nowFlag
 	var out *outputFormat
 	check := &cobra.Command{
 		Use:   "check FILE|DIR|-...",
@@ -37,6 +61,16 @@ stdin). Long runs show a progress line on stderr (on a terminal after a second,
 elsewhere every few seconds once slow).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			at, err := now.time()
+			if err != nil {
+				return err
+			}
+			if at.IsZero() {
+				at = time.Now()
+			}
+			if horizon < 0 {
+				return usagef("--sunset-horizon must not be negative")
+			}
 			files, err := readPolicyFiles(cmd, args)
 			if err != nil {
 				return err
@@ -50,7 +84,10 @@ elsewhere every few seconds once slow).`,
 			}
 			rep := checkReport{OK: err == nil, Errors: problems(errs)}
 			if set != nil {
-				warnings = policies.Warnings(set)
+				warnings = append(policies.Warnings(set), policies.SunsetWarnings(set, at, horizon)...)
+				slices.SortStableFunc(warnings, func(a, b *policies.Error) int {
+					return cmp.Or(strings.Compare(a.Pos.File, b.Pos.File), cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+				})
 				c := eng.Counts()
 				rep.Counts = &checkCounts{WorkloadRules: c.WorkloadRules, DeviceRules: c.DeviceRules, DevicePolicies: len(set.Devices),
 					VersionRules: c.VersionRules, Revocations: c.Revocations, TrustDomains: c.TrustDomains, TestFiles: len(set.Tests)}
@@ -77,6 +114,9 @@ elsewhere every few seconds once slow).`,
 		},
 	}
 	check.Flags().BoolVar(&failWarnings, "fail-on-warnings", false, "exit 1 when there are warnings")
+	check.Flags().DurationVar(&horizon, "sunset-horizon", policies.DefaultSunsetHorizon,
+		"warn about version sunsets (allowed entries with until) this close ahead; passed sunsets are always warned about (0: only those)")
+	addNowFlag(check, &now, "judge sunsets")
 	out = addOutputFlag(check, output.All...)
 	return check
 }
@@ -231,6 +271,7 @@ func (e evalOutput) Rows() ([]string, [][]string) {
 func newPolicyEvalCmd() *cobra.Command {
 	var input, bundlePath, keysPath, scope, paths string
 	var fail, explain bool
+	var now nowFlag
 	var out *outputFormat
 	eval := &cobra.Command{
 		Use:   "eval (--bundle B | FILE|DIR...) --input REQUEST.json|-",
@@ -257,6 +298,13 @@ decision is deny.`,
 			req, err := policies.ParseInput(raw)
 			if err != nil {
 				return usagef("%s: invalid request: %w", input, err)
+			}
+			at, err := now.time()
+			if err != nil {
+				return err
+			}
+			if req.Now == "" && !at.IsZero() {
+				req.Now = policies.FormatInstant(at)
 			}
 			var eng *policies.Engine
 			if bundlePath != "" {
@@ -296,6 +344,7 @@ decision is deny.`,
 	f.BoolVar(&fail, "fail", false, "exit 1 when the decision is deny")
 	f.BoolVar(&explain, "explain", false, "say how the decision was reached (rules considered, device policy selection, version checks)")
 	addPathsFlag(eval, &paths)
+	addNowFlag(eval, &now, "decide (version sunsets) unless the request has its own now,")
 	out = addOutputFlag(eval, output.JSON, output.YAML, output.Table, output.CSV)
 	return eval
 }
@@ -307,6 +356,7 @@ var testFormats = []string{"table", "text", "json", "yaml", "csv", "junit"}
 func newPolicyTestCmd() *cobra.Command {
 	var verbose bool
 	var format, paths string
+	var now nowFlag
 	test := &cobra.Command{
 		Use:   "test DIR|FILE|-...",
 		Short: "Run PolicyTest cases (inputs and expected decisions) against the policies beside them",
@@ -316,11 +366,15 @@ func newPolicyTestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			at, err := now.time()
+			if err != nil {
+				return err
+			}
 			set, eng, err := loadPolicies(cmd, files)
 			if err != nil {
 				return err
 			}
-			results := policies.RunTestsWith(set, eng, pathModes[paths])
+			results := policies.RunTestsAt(set, eng, pathModes[paths], at)
 			if len(results) == 0 {
 				return failedf("no PolicyTest cases found")
 			}
@@ -347,6 +401,7 @@ func newPolicyTestCmd() *cobra.Command {
 	enumflag.Var(test.Flags(), &format, "output", "o", "table", testFormats,
 		"output format: table (text), json, yaml, csv (one case a row) or junit (JUnit XML for CI)").WithHint("-o is the output format; redirect stdout for a file")
 	addPathsFlag(test, &paths)
+	addNowFlag(test, &now, "decide cases without their own now")
 	return test
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -317,6 +318,75 @@ spec:
 	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "policy", "check", "-o", "json", dir).ok(t).stdout), &rep))
 	require.Len(t, rep.Warnings, 1)
 	assert.Equal(t, 15, rep.Warnings[0].Line)
+}
+
+// TestPolicySunsets: check warns about sunsets within the horizon and
+// about passed ones; eval and test decide at --now.
+func TestPolicySunsets(t *testing.T) {
+	dir := filepath.Join("..", "..", "policies", "testdata", "sunsets")
+	for _, tc := range []struct {
+		now, horizon string
+		warnings     []string
+	}{
+		{"2026-12-01T00:00:00Z", "", nil},
+		{"2026-12-15T00:00:00Z", "", []string{`15:50: warning: version rule "scada-versions/scada-releases": the sunset of ">=2.0.0-rc.1, <2.0.0" at 2027-01-08T11:00:00Z is within the horizon of 720h0m0s (in 587h0m0s)`}},
+		{"2026-12-15T00:00:00Z", "1200h", []string{"14:45: warning:", "15:50: warning:"}},
+		{"2026-12-15T00:00:00Z", "0s", nil},
+		{"2027-01-10T00:00:00+01:00", "0s", []string{`15:50: warning: version rule "scada-versions/scada-releases": the sunset of ">=2.0.0-rc.1, <2.0.0" at 2027-01-08T11:00:00Z has passed: the entry approves no version any more`}},
+		{"2027-02-01T00:00:00Z", "720h", []string{"14:45: warning:", "15:50: warning:", "22:33: warning:"}},
+	} {
+		args := []string{"policy", "check", "-o", "json", "--now", tc.now, dir}
+		if tc.horizon != "" {
+			args = append(args, "--sunset-horizon", tc.horizon)
+		}
+		var rep checkReport
+		require.NoError(t, json.Unmarshal([]byte(runCLI(t, args...).ok(t).stdout), &rep))
+		var got []string
+		for _, w := range rep.Warnings {
+			got = append(got, fmt.Sprintf("%d:%d: warning: %s", w.Line, w.Col, w.Message))
+		}
+		require.Len(t, got, len(tc.warnings), "%s %s: %v", tc.now, tc.horizon, got)
+		for i, w := range tc.warnings {
+			assert.True(t, strings.HasPrefix(got[i], w), "%s\nwant prefix %s", got[i], w)
+		}
+	}
+	r := runCLI(t, "policy", "check", "--now", "2027-02-01T00:00:00Z", "--fail-on-warnings", dir)
+	assert.Equal(t, exitFailed, r.code)
+	for _, bad := range [][]string{{"--now", "2027-02-01"}, {"--now", "2027-02-01T00:00:00"}, {"--sunset-horizon", "-1h"}} {
+		r := runCLI(t, append([]string{"policy", "check", dir}, bad...)...)
+		assert.Equal(t, exitUsage, r.code, "%v: %s", bad, r.stderr)
+	}
+
+	req := `{"spiffeID":"spiffe://grid.example/ns/scada/sa/historian","method":"GET","path":"/v1/points/1","headers":{"x-sw-version":"1.4.0"}}`
+	var d policies.DecisionJSON
+	require.NoError(t, json.Unmarshal([]byte(runCLIStdin(t, req, "policy", "eval", dir, "--input", "-", "--now", "2027-01-30T00:00:00Z").ok(t).stdout), &d))
+	assert.True(t, d.Allow, d.Reason)
+	r = runCLIStdin(t, req, "policy", "eval", dir, "--input", "-", "--now", "2027-01-31T00:00:00Z", "--fail")
+	assert.Equal(t, exitFailed, r.code)
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &d))
+	assert.Equal(t, `software version approved by ">=1.4.0, <1.5.0" until 2027-01-31T00:00:00Z: sunset passed`, d.Reason)
+	// The request's own now wins over --now.
+	withNow := strings.TrimSuffix(req, "}") + `,"now":"2027-01-30T00:00:00Z"}`
+	runCLIStdin(t, withNow, "policy", "eval", dir, "--input", "-", "--now", "2027-01-31T00:00:00Z", "--fail").ok(t)
+	assert.Equal(t, exitUsage, runCLIStdin(t, req, "policy", "eval", dir, "--input", "-", "--now", "soon").code)
+
+	// Every case has its own now, so --now changes nothing; a set whose
+	// cases have none is decided at --now.
+	runCLI(t, "policy", "test", "--now", "2030-01-01T00:00:00Z", dir).ok(t)
+	tmp := t.TempDir()
+	src, err := os.ReadFile(filepath.Join(dir, "sunsets.yaml"))
+	require.NoError(t, err)
+	head, _, _ := strings.Cut(string(src), "kind: PolicyTest")
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "p.yaml"), []byte(head+`kind: PolicyTest
+metadata: {name: t}
+spec:
+  cases:
+    - name: 1.4 in the window
+      input: {spiffeID: spiffe://grid.example/ns/scada/sa/historian, method: GET, path: /v1/points/p1, headers: {x-sw-version: 1.4.2}}
+      expect: {allow: true}
+`), 0o644))
+	runCLI(t, "policy", "test", "--now", "2027-01-30T00:00:00Z", tmp).ok(t)
+	assert.Equal(t, exitFailed, runCLI(t, "policy", "test", "--now", "2027-01-31T00:00:00Z", tmp).code)
 }
 
 // TestProgressLine: nothing for fast runs; a line per interval once slow.

@@ -171,7 +171,9 @@ func TestRelabelRestoresLabels(t *testing.T) {
 			"rule": "meter_read", "result": "allow"},
 		"meshguard_rule_decisions_total.rule=deny_writes_result.result=deny": {"__name__": "meshguard_rule_decisions_total",
 			"rule": "deny_writes_result", "result": "deny"},
-		"meshguard_audit_dropped_total": {"__name__": "meshguard_audit_dropped_total"},
+		"meshguard_audit_dropped_total":                     {"__name__": "meshguard_audit_dropped_total"},
+		"meshguard_caller_rate_limited_total.mode=enforced": {"__name__": "meshguard_caller_rate_limited_total", "mode": "enforced"},
+		"meshguard_caller_rate_limited_total.mode=dry_run":  {"__name__": "meshguard_caller_rate_limited_total", "mode": "dry_run"},
 	}
 	for stat, want := range cases {
 		assert.Equal(t, want, relabel(envoyName(stat)), stat)

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"maps"
 	"os"
 	"slices"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/internal/guardtest"
 	"github.com/meshguard/meshguard/host"
 	"github.com/meshguard/meshguard/host/hosttest"
+	"github.com/meshguard/meshguard/policies/bundle"
 )
 
 func percentiles(b *testing.B, d []time.Duration) {
@@ -280,4 +282,51 @@ func memory(b *testing.B, f *guardtest.Fixture, h *hosttest.Harness) {
 	b.ReportMetric(float64(at50), "pages-at-50pct")
 	b.ReportMetric(float64(h.Plugin.Worker(0).MemoryPages()), "pages-end")
 
+}
+
+// BenchmarkCallerLimit measures the decision p50 through the real .wasm
+// with a 10k-rule bundle (mTLS peer) when the deciding rule has no caller
+// limit and when it has one (a shared-data bucket read and written per
+// request; the limit is never reached):
+// go test ./filters/guard -run '^$' -bench CallerLimit -benchtime 3000x
+func BenchmarkCallerLimit(b *testing.B) {
+	f := newFixture(b)
+	files := f.Big(10000)
+	// Sorted before bulk.yaml, so this rule decides.
+	limited := maps.Clone(files)
+	limited[bundle.SourcesDir+"a-limited.yaml"] = []byte(`apiVersion: meshguard.io/v1
+kind: WorkloadPolicy
+metadata: {name: a-limited}
+spec:
+  rules:
+    - name: w9999
+      effect: allow
+      subjects: [spiffe://grid.example/ns/bulk/sa/w9999]
+      paths: ["/v1/bulk/9999/**"]
+      methods: [GET]
+      rateLimit: {per: workload, requests: 1000000000, period: 1s}
+`)
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte
+	}{{"no-limit", files}, {"caller-limit", limited}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := f.Config(b, guardtest.Inline(f.Bundle(b, 1, tc.files)))
+			h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogWarn))
+			hh := host.Headers{{":method", "GET"}, {":path", "/v1/bulk/9999/x"}, {":authority", "bulk"}, {":scheme", "https"}}
+			props := peer("spiffe://grid.example/ns/bulk/sa/w9999")
+			d := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				s := h.Plugin.NewStream(props)
+				t0 := time.Now()
+				v := s.RequestHeaders(hh, true)
+				d = append(d, time.Since(t0))
+				if v.Reply != nil {
+					b.Fatalf("denied: %s", v.Reply.Body)
+				}
+				s.Complete()
+			}
+			percentiles(b, d)
+		})
+	}
 }

@@ -201,6 +201,8 @@ func TestRateLimitSharedAcrossWorkers(t *testing.T) {
 			allowed++
 		} else {
 			assert.Equal(t, uint32(429), s.LocalReply().Status)
+			ra, ok := s.LocalReply().Headers.Get("retry-after")
+			assert.True(t, ok && ra != "", "a 429 says when to retry")
 		}
 	}
 	assert.Equal(t, 5, allowed, "burst 5 shared by all workers")

@@ -1,7 +1,8 @@
 // Command guard is meshguard's policy filter: loaded by Istio and Kuma into
 // every sidecar, it resolves the caller's identity (mTLS peer SPIFFE ID,
 // JWT-SVID, device token, Istio peer metadata), evaluates the compiled policy
-// bundle, enforces per-device write rate limits shared by all workers, and
+// bundle, enforces its rules' per-caller rate limits and per-device write
+// rate limits shared by all workers, exports the nearest version sunset, and
 // audits decisions. It fails closed: without a valid configuration and a
 // verified bundle every request gets a 503.
 //

@@ -12,10 +12,11 @@ import (
 // decide.Telemetry, and the audit sink counts its uploads here too.
 type metrics struct {
 	allow, deny, dryRunDeny, errors, unavailable, rateLimited proxywasm.MetricCounter
+	callerLimited, callerDryRun                               proxywasm.MetricCounter
 	verifyFailures, bundleLoads, cacheHits, cacheMisses       proxywasm.MetricCounter
 	signatures, sharedHits                                    proxywasm.MetricCounter
 	auditDropped, auditSent, auditFailed                      proxywasm.MetricCounter
-	revision, expiry                                          proxywasm.MetricGauge
+	revision, expiry, sunset                                  proxywasm.MetricGauge
 	rules                                                     map[ruleResult]proxywasm.MetricCounter
 }
 
@@ -34,6 +35,8 @@ func (m *metrics) define() {
 		errors:         proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionError),
 		unavailable:    proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionUnavailable),
 		rateLimited:    proxywasm.DefineCounterMetric("meshguard_rate_limited_total"),
+		callerLimited:  proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=enforced"),
+		callerDryRun:   proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=dry_run"),
 		verifyFailures: proxywasm.DefineCounterMetric("meshguard_bundle_verification_failures_total"),
 		bundleLoads:    proxywasm.DefineCounterMetric("meshguard_bundle_loads_total"),
 		cacheHits:      proxywasm.DefineCounterMetric("meshguard_token_cache_hits_total"),
@@ -45,6 +48,7 @@ func (m *metrics) define() {
 		auditFailed:    proxywasm.DefineCounterMetric("meshguard_audit_upload_failures_total"),
 		revision:       proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
 		expiry:         proxywasm.DefineGaugeMetric("meshguard_bundle_expiry_timestamp_seconds"),
+		sunset:         proxywasm.DefineGaugeMetric("meshguard_version_sunset_next_timestamp_seconds"),
 		rules:          map[ruleResult]proxywasm.MetricCounter{},
 	}
 }
@@ -92,11 +96,33 @@ func (m *metrics) Failed(decision string) {
 // RateLimited implements decide.Telemetry.
 func (m *metrics) RateLimited() { m.rateLimited.Increment(1) }
 
+// CallerLimited implements decide.Telemetry.
+func (m *metrics) CallerLimited(dryRun bool) {
+	if dryRun {
+		m.callerDryRun.Increment(1)
+	} else {
+		m.callerLimited.Increment(1)
+	}
+}
+
 // BundleLoaded implements decide.Telemetry.
 func (m *metrics) BundleLoaded(revision uint64, expires time.Time) {
 	m.bundleLoads.Increment(1)
 	m.revision.Add(int64(revision) - m.revision.Value())
 	m.expiry.Add(expires.Unix() - m.expiry.Value())
+}
+
+// NextSunset implements decide.Telemetry: the gauge is the sunset's Unix
+// second (rounded up, so at that second the window has closed), 0 for none.
+func (m *metrics) NextSunset(at time.Time) {
+	var v int64
+	if !at.IsZero() {
+		v = at.Unix()
+		if at.Nanosecond() != 0 {
+			v++
+		}
+	}
+	m.sunset.Add(v - m.sunset.Value())
 }
 
 // BundleRejected implements decide.Telemetry.

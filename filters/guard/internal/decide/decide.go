@@ -8,6 +8,7 @@ import (
 	"github.com/meshguard/meshguard/filters/guard/config"
 	"github.com/meshguard/meshguard/filters/guard/internal/audit"
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
+	"github.com/meshguard/meshguard/filters/guard/internal/ratelimit"
 	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/policies"
 )
@@ -27,6 +28,8 @@ type Exchange struct {
 	// decisionID names the record of a recorded allow (or dry-run), for the
 	// response.
 	decisionID string
+	// retryAfter is the Retry-After of a 429 (rate limited).
+	retryAfter string
 }
 
 // DecisionID returns the id of the request's audit record when it was
@@ -45,7 +48,7 @@ func (x *Exchange) headers(r Request) {
 // callback, and what would pin an old engine.
 func (x *Exchange) release() {
 	x.hdrs, x.hdrsRead, x.peerRead = nil, false, false
-	x.caller, x.creds, x.challenge = Caller{}, presented{}, ""
+	x.caller, x.creds, x.challenge, x.retryAfter = Caller{}, presented{}, "", ""
 	x.req, x.dec = policies.Request{}, policies.Decision{}
 }
 
@@ -129,8 +132,27 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		path = path[:i]
 	}
 	x.req.Method, x.req.Path, x.req.Headers = method, path, &x.hdrs
+	x.req.Now = now.UnixNano()
+	if g.sunset != 0 && x.req.Now >= g.sunset {
+		g.reportSunset(now) // a transition window closed: the next one
+	}
 	x.dec = policies.Decision{}
 	g.pol.Engine.Decide(&x.req, &x.dec)
+	// The caller's own budget first: a caller over its limit must not
+	// drain the device's write budget for others.
+	if x.dec.Allow && x.dec.HasCallerLimit {
+		ok, wait, err := g.chargeCaller(&x.dec.CallerLimit, now)
+		if err != nil {
+			g.ports.Telemetry.Failed(contract.DecisionError)
+			return g.fail(x, r, 503, contract.DecisionError, "rate limit store unavailable", err.Error())
+		}
+		if !ok {
+			g.ports.Telemetry.CallerLimited(false)
+			x.dec.Allow, x.retryAfter = false, ratelimit.RetryAfter(wait)
+			x.dec.Reason = callerLimitReason(&x.dec.CallerLimit, "")
+			return g.enforce(x, r, now, "", 429)
+		}
+	}
 	if x.dec.Allow && x.dec.HasRateLimit {
 		// The write is charged to the device it targets (which the engine
 		// bound to the token's device), else to the token's device.
@@ -138,19 +160,56 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		if key == "" {
 			key = x.dec.RateLimitKey
 		}
-		ok, err := g.limit.Allow(key, x.dec.RateLimit.PerSecond, x.dec.RateLimit.Burst, now)
+		parts, fold := [1]string{key}, [1]bool{true}
+		ok, wait, err := g.limit.Take(parts[:], fold[:], x.dec.RateLimit.PerSecond, x.dec.RateLimit.Burst, now)
 		if err != nil {
 			g.ports.Telemetry.Failed(contract.DecisionError)
 			return g.fail(x, r, 503, contract.DecisionError, "rate limit store unavailable", err.Error())
 		}
 		if !ok {
 			g.ports.Telemetry.RateLimited()
-			x.dec.Allow = false
+			x.dec.Allow, x.retryAfter = false, ratelimit.RetryAfter(wait)
 			x.dec.Reason = "write rate limit exceeded for device " + key
 			return g.enforce(x, r, now, "", 429)
 		}
 	}
+	// A dry-run rule's limit is charged like any other but never refuses:
+	// over it, the request goes on and is recorded as a dry-run deny. A
+	// store failure does not refuse either.
+	if x.dec.Allow && x.dec.HasDryRunCallerLimit {
+		if ok, _, err := g.chargeCaller(&x.dec.DryRunCallerLimit, now); err == nil && !ok {
+			g.ports.Telemetry.CallerLimited(true)
+			l := &x.dec.DryRunCallerLimit
+			if !x.dec.DryRun {
+				x.dec.DryRun, x.dec.DryRunRule = true, l.Rule
+				x.dec.Reason = callerLimitReason(l, " (dry run)")
+			}
+			x.dec.Audit = true
+		}
+	}
 	return g.enforce(x, r, now, "", 403)
+}
+
+// chargeCaller takes a token from the bucket of a caller limit: one per
+// rule, key kind and identity; device ids fold (the device-id case rule),
+// SPIFFE IDs do not.
+func (g *Guard) chargeCaller(l *policies.CallerLimit, now time.Time) (bool, time.Duration, error) {
+	parts, fold := [3]string{l.Rule, l.Per, l.Key}, [3]bool{false, false, l.Per == policies.PerDevice}
+	return g.callers.Take(parts[:], fold[:], l.PerSecond, l.Burst, now)
+}
+
+// callerLimitReason says which caller's budget of which rule ran out.
+func callerLimitReason(l *policies.CallerLimit, suffix string) string {
+	who := "workload " + l.Key
+	switch {
+	case l.Per == policies.PerDevice && l.Key == "":
+		who = "requests without a device id"
+	case l.Per == policies.PerDevice:
+		who = "device " + l.Key
+	case l.Key == "":
+		who = "anonymous callers"
+	}
+	return "caller rate limit of rule " + l.Rule + " exceeded for " + who + suffix
 }
 
 // enforce applies x.dec: allow, deny with status, or (dry-run) allow and
@@ -188,6 +247,9 @@ func (g *Guard) enforce(x *Exchange, r Request, now time.Time, stage string, sta
 	body = appendField(append(body, ','), contract.FieldReason, d.Reason)
 	body = append(body, "}\n"...)
 	hdrs := [][2]string{{"content-type", "application/json"}, {g.cfg.DecisionHeader, id}}
+	if status == 429 && x.retryAfter != "" {
+		hdrs = append(hdrs, [2]string{"retry-after", x.retryAfter})
+	}
 	if status == 401 {
 		// RFC 6750 §3: the error_description holds no quote or backslash
 		// (credError texts never do).

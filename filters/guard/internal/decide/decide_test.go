@@ -483,15 +483,28 @@ func TestDecisionAllocatesNothing(t *testing.T) {
 func BenchmarkDecide(b *testing.B) {
 	f := guardtest.New(b, epoch)
 	cfg := f.Config(b, guardtest.Inline(f.Bundle(b, 1, f.Big(10000))))
+	// The same with a caller limit on the deciding rule (sorted before
+	// bulk.yaml, so it decides; never reached).
+	limited := f.Big(10000)
+	limited["policies/a-limited.yaml"] = []byte(`apiVersion: meshguard.io/v1
+kind: WorkloadPolicy
+metadata: {name: a-limited}
+spec:
+  rules:
+    - {name: w9999, effect: allow, subjects: [spiffe://grid.example/ns/bulk/sa/w9999], paths: ["/v1/bulk/9999/**"], methods: [GET], rateLimit: {per: workload, requests: 1000000000, period: 1s}}
+`)
+	limitedCfg := f.Config(b, guardtest.Inline(f.Bundle(b, 1, limited)))
 	for _, tc := range []struct {
 		name string
 		r    *request
+		cfg  []byte
 	}{
-		{"mtls-peer", get("/v1/bulk/9999/x").from("spiffe://grid.example/ns/bulk/sa/w9999")},
-		{"jwt-cache-hit", get("/v1/bulk/9999/x", authz(f.SVID(b, "spiffe://grid.example/ns/bulk/sa/w9999", nil)))},
+		{"mtls-peer", get("/v1/bulk/9999/x").from("spiffe://grid.example/ns/bulk/sa/w9999"), cfg},
+		{"jwt-cache-hit", get("/v1/bulk/9999/x", authz(f.SVID(b, "spiffe://grid.example/ns/bulk/sa/w9999", nil))), cfg},
+		{"mtls-peer-caller-limit", get("/v1/bulk/9999/x").from("spiffe://grid.example/ns/bulk/sa/w9999"), limitedCfg},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			w := newProxy().worker(b, cfg)
+			w := newProxy().worker(b, tc.cfg)
 			var x Exchange
 			b.ReportAllocs()
 			for b.Loop() {

@@ -4,14 +4,15 @@
 // calling (mTLS peer SPIFFE ID, JWT-SVID, device token, Istio peer
 // version; one caller per request unless the peer is a trusted
 // forwarder), removes the verified credentials, decides with the installed
-// policy bundle, enforces the outcome (allow, deny, dry-run, per-device
-// write rate limits, fail closed) and writes the audit record. It reaches
-// the host only through small ports: the Request (headers and
+// policy bundle, enforces the outcome (allow, deny, dry-run, rules' caller
+// rate limits, per-device write rate limits, fail closed) and writes the
+// audit record. It reaches the host only through small ports: the Request (headers and
 // properties), shared data, telemetry, the log, the audit recorder and the
 // clock. The filter's adapter implements them over the SDK; tests
 // implement them natively.
 //
-// A decision allocates nothing unless it is recorded or refused: the
+// A decision allocates nothing unless it is recorded, refused or charged
+// to a rate limit (the bucket's shared-data key and value): the
 // per-request state lives in an Exchange the adapter reuses.
 package decide
 
@@ -33,6 +34,7 @@ import (
 // Shared-data key prefixes of the core (+ device key, + slot).
 const (
 	keyRate  = "meshguard/ratelimit/"
+	keyCall  = "meshguard/callerlimit/"
 	keyToken = "meshguard/token/"
 )
 
@@ -59,6 +61,9 @@ type Guard struct {
 	channel *distribution.Channel
 	// peerVersion: some version rule reads the Istio peer version label.
 	peerVersion bool
+	// sunset is the nearest version sunset ahead (Unix ns; 0: none), as
+	// last reported.
+	sunset int64
 
 	// pathOpts say what a non-canonical path gets (config paths).
 	pathOpts policies.PathOptions
@@ -66,6 +71,8 @@ type Guard struct {
 	svid   *identity.SVIDVerifier
 	device *identity.DeviceVerifier
 	limit  *ratelimit.Limiter
+	// callers charges caller rate limits (rule, per, identity).
+	callers *ratelimit.Limiter
 	// seenSigs and seenShared are the verifiers' totals already reported.
 	seenSigs, seenShared uint64
 
@@ -124,6 +131,7 @@ func (g *Guard) configure(raw []byte, seed uint64) error {
 		g.device.Share(identity.NewSharedCache(g.ports.Shared, keyToken+"device/", config.DefaultTokenCacheSize))
 	}
 	g.limit = ratelimit.New(g.ports.Shared, keyRate)
+	g.callers = ratelimit.New(g.ports.Shared, keyCall)
 	if d := cfg.Policy.Distributor; d != nil {
 		g.channel = distribution.New(g.ports.Shared, d, seed)
 	}

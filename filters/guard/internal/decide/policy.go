@@ -57,7 +57,22 @@ func (g *Guard) use(pol *verify.Policy) error {
 	}
 	g.pol, g.polErr, g.peerVersion = pol, nil, eng.UsesPeerVersion()
 	g.ports.Telemetry.BundleLoaded(rev, pol.Manifest.Expires)
+	g.reportSunset(g.ports.Clock())
 	return nil
+}
+
+// reportSunset reports the enforced policy's nearest version sunset after
+// now (none without a policy).
+func (g *Guard) reportSunset(now time.Time) {
+	var next time.Time
+	if g.pol != nil {
+		next, _ = g.pol.Engine.NextSunset(now)
+	}
+	g.sunset = 0
+	if !next.IsZero() {
+		g.sunset = next.UnixNano()
+	}
+	g.ports.Telemetry.NextSunset(next)
 }
 
 // Revision returns the last accepted bundle revision: the one enforced, or
@@ -111,5 +126,6 @@ func (g *Guard) checkExpiry(now time.Time) {
 			g.pol.Revision(), exp.UTC().Format(time.RFC3339)))
 		g.pol = nil
 		g.polErr = fmt.Errorf("policy bundle expired at %s", exp.UTC().Format(time.RFC3339))
+		g.reportSunset(now)
 	}
 }

@@ -58,8 +58,15 @@ type Telemetry interface {
 	Failed(decision string)
 	// RateLimited counts a write refused by its device's rate limit.
 	RateLimited()
+	// CallerLimited counts a request over a caller rate limit: refused
+	// (429), or with dryRun recorded and let through.
+	CallerLimited(dryRun bool)
 	// BundleLoaded reports the bundle now enforced.
 	BundleLoaded(revision uint64, expires time.Time)
+	// NextSunset reports the nearest version sunset ahead in the enforced
+	// policy (zero: none), when a bundle is installed and whenever the one
+	// reported has passed.
+	NextSunset(at time.Time)
 	// BundleRejected counts a bundle that was refused.
 	BundleRejected()
 	// Tokens adds token verification work: local cache hits and misses,

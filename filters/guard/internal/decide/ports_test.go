@@ -61,9 +61,11 @@ type telemetry struct {
 	rules                                map[string]int
 	failed                               map[string]int
 	limited                              int
+	callerLimited, callerDry             int
 	loaded                               []uint64
 	expires                              time.Time
 	rejected                             int
+	sunsets                              []time.Time
 	hits, misses, signatures, sharedHits uint64
 }
 
@@ -79,11 +81,20 @@ func (m *telemetry) Decided(result string, rules []string) {
 }
 func (m *telemetry) Failed(decision string) { m.failed[decision]++ }
 func (m *telemetry) RateLimited()           { m.limited++ }
+func (m *telemetry) CallerLimited(dryRun bool) {
+	if dryRun {
+		m.callerDry++
+	} else {
+		m.callerLimited++
+	}
+}
 func (m *telemetry) BundleLoaded(rev uint64, expires time.Time) {
 	m.loaded = append(m.loaded, rev)
 	m.expires = expires
 }
 func (m *telemetry) BundleRejected() { m.rejected++ }
+
+func (m *telemetry) NextSunset(at time.Time) { m.sunsets = append(m.sunsets, at) }
 func (m *telemetry) Tokens(hits, misses, signatures, sharedHits uint64) {
 	m.hits += hits
 	m.misses += misses

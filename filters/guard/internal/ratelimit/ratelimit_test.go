@@ -90,3 +90,47 @@ func TestSharedAcrossWorkers(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, 20, allowed)
 }
+
+func TestTake(t *testing.T) {
+	st := shared.NewMemory()
+	l := New(st, "cl/")
+	t0 := time.Unix(1000, 0)
+	take := func(parts []string, fold []bool, at time.Time) (bool, time.Duration) {
+		ok, wait, err := l.Take(parts, fold, 0.5, 2, at)
+		require.NoError(t, err)
+		return ok, wait
+	}
+	id := []string{"r1", "workload", "spiffe://td/ns/A"}
+	for range 2 {
+		ok, _ := take(id, nil, t0)
+		assert.True(t, ok)
+	}
+	ok, wait := take(id, nil, t0)
+	assert.False(t, ok)
+	assert.Equal(t, 2*time.Second, wait, "one token at 0.5/s")
+	assert.Equal(t, "2", RetryAfter(wait))
+	ok, _ = take([]string{"r1", "workload", "spiffe://td/ns/a"}, nil, t0)
+	assert.True(t, ok, "SPIFFE IDs are case-sensitive: another caller")
+	ok, _ = take([]string{"r2", "workload", "spiffe://td/ns/A"}, nil, t0)
+	assert.True(t, ok, "another rule's bucket")
+	// Parts are length-prefixed: "a/b"+"c" and "a"+"b/c" are two keys.
+	ok, _ = take([]string{"a/b", "c"}, nil, t0)
+	assert.True(t, ok)
+	ok, _ = take([]string{"a/b", "c"}, nil, t0)
+	assert.True(t, ok)
+	ok, _ = take([]string{"a", "b/c"}, nil, t0)
+	assert.True(t, ok, "a different key from a/b + c")
+	// Folded parts share a bucket however they are spelt.
+	dev := []bool{false, false, true}
+	take([]string{"r3", "device", "INV-1"}, dev, t0)
+	take([]string{"r3", "device", "inv-1"}, dev, t0)
+	ok, wait = take([]string{"r3", "device", "Inv-1"}, dev, t0)
+	assert.False(t, ok)
+	// After 1.5 s the bucket holds 0.75 tokens: half a second to wait.
+	ok, wait = take(id, nil, t0.Add(1500*time.Millisecond))
+	assert.False(t, ok)
+	assert.Equal(t, 500*time.Millisecond, wait.Round(time.Millisecond))
+	assert.Equal(t, "1", RetryAfter(wait))
+	assert.Equal(t, "1", RetryAfter(0))
+	assert.Equal(t, "3", RetryAfter(2*time.Second+time.Nanosecond))
+}
