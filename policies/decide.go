@@ -51,7 +51,11 @@ type state struct {
 	deny, allow, dryDeny, dryAllow int32
 	ver, dryVer                    int32
 	verReason                      string
-	audit                          bool // an enforced matching rule has audit: true
+	// verStr is the version presented to rule ver, seenStr to the first
+	// version rule checked (seenVer), for Decision.Version.
+	verStr, seenStr string
+	seenVer         int32
+	audit           bool // an enforced matching rule has audit: true
 }
 
 func minIdx(cur, i int32) int32 {
@@ -267,6 +271,9 @@ func (st *state) checkVersion(i int32) {
 	v := &st.e.versions[i]
 	s := st.versionString(v)
 	reason := v.verdict(s)
+	if st.seenVer < 0 || i < st.seenVer {
+		st.seenVer, st.seenStr = i, s
+	}
 	if st.tr != nil {
 		st.tr.version(i, s, reason)
 	}
@@ -275,7 +282,7 @@ func (st *state) checkVersion(i int32) {
 	case v.dryRun:
 		st.dryVer = minIdx(st.dryVer, i)
 	case st.ver < 0 || i < st.ver:
-		st.ver, st.verReason = i, reason
+		st.ver, st.verReason, st.verStr = i, reason, s
 	}
 }
 
@@ -451,7 +458,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 
 func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	*d = Decision{}
-	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, ver: -1, dryVer: -1, seenVer: -1}
 	end, pathErr := scanPath(req.Path)
 	if pathErr != nil {
 		st.path = trimPath(req.Path)
@@ -517,6 +524,10 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 		dryRevoked, _ = st.revokedBy(&e.dryRevoked, caller)
 	}
 
+	d.Version = st.seenStr
+	if st.ver >= 0 {
+		d.Version = st.verStr
+	}
 	switch {
 	case st.ver >= 0:
 		d.Reason, d.Audit = st.verReason, true

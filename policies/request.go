@@ -76,6 +76,11 @@ type Decision struct {
 	// TargetDevice is the device the request names (path, header or
 	// Request.TargetDeviceID), "" when it names none.
 	TargetDevice string
+	// Version is the version the request presented to the deciding
+	// version rule, or to the first version rule checked when none
+	// denied ("" when no version rule applied); a view of the request's
+	// strings.
+	Version string
 }
 
 // Rules returns the deciding rule ids (a view into d, no allocation).
