@@ -37,12 +37,15 @@ type sink struct {
 	retryAt  time.Time // while a batch awaits a retry
 	failures int       // consecutive failed uploads
 	flushing bool
-	proxy    string // the node id, on gap records
-	proxyID  string // the proxy's SPIFFE ID as last recorded
-	idPrefix string
-	idSeq    uint64
-	rnd      *rand.Rand
-	now      func() time.Time
+	// shownRecords and shownBytes are this worker's share of the
+	// buffered gauges.
+	shownRecords, shownBytes int64
+	proxy                    string // the node id, on gap records
+	proxyID                  string // the proxy's SPIFFE ID as last recorded
+	idPrefix                 string
+	idSeq                    uint64
+	rnd                      *rand.Rand
+	now                      func() time.Time
 }
 
 func (s *sink) configure(cfg *config.AuditSink, proxy string) {
@@ -109,8 +112,16 @@ func (s *sink) tick(now time.Time) {
 	if s.buf == nil {
 		return
 	}
-	s.m.auditBufferedRecords.Add(int64(s.buf.Len()) - s.m.auditBufferedRecords.Value())
-	s.m.auditBufferedBytes.Add(int64(s.buf.Bytes()) - s.m.auditBufferedBytes.Value())
+	// The gauges are the proxy's (one stat for all workers): each worker
+	// adds the change of its own buffer.
+	if n := int64(s.buf.Len()); n != s.shownRecords {
+		s.m.auditBufferedRecords.Add(n - s.shownRecords)
+		s.shownRecords = n
+	}
+	if n := int64(s.buf.Bytes()); n != s.shownBytes {
+		s.m.auditBufferedBytes.Add(n - s.shownBytes)
+		s.shownBytes = n
+	}
 	switch {
 	case s.flushing:
 		return
