@@ -55,8 +55,12 @@ type state struct {
 	dryLimit                       int32 // earliest matching dry-run allow with a rateLimit
 	ver, dryVer                    int32
 	verReason                      string
-	audit                          bool  // an enforced matching rule has audit: true
-	nowNs                          int64 // see now
+	// verStr is the version presented to rule ver, seenStr to the first
+	// version rule checked (seenVer), for Decision.Version.
+	verStr, seenStr string
+	seenVer         int32
+	audit           bool  // an enforced matching rule has audit: true
+	nowNs           int64 // see now
 }
 
 func minIdx(cur, i int32) int32 {
@@ -311,6 +315,9 @@ func (st *state) checkVersion(i int32) {
 	v := &st.e.versions[i]
 	s := st.versionString(v)
 	reason := v.verdict(s, st)
+	if st.seenVer < 0 || i < st.seenVer {
+		st.seenVer, st.seenStr = i, s
+	}
 	if st.tr != nil {
 		st.tr.version(i, s, reason)
 	}
@@ -319,7 +326,7 @@ func (st *state) checkVersion(i int32) {
 	case v.dryRun:
 		st.dryVer = minIdx(st.dryVer, i)
 	case st.ver < 0 || i < st.ver:
-		st.ver, st.verReason = i, reason
+		st.ver, st.verReason, st.verStr = i, reason, s
 	}
 }
 
@@ -495,7 +502,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 
 func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	*d = Decision{}
-	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, dryLimit: -1, ver: -1, dryVer: -1}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, dryLimit: -1, ver: -1, dryVer: -1, seenVer: -1}
 	end, pathErr := scanPath(req.Path)
 	if pathErr != nil {
 		st.path = trimPath(req.Path)
@@ -561,6 +568,10 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 		dryRevoked, _ = st.revokedBy(&e.dryRevoked, caller)
 	}
 
+	d.Version = st.seenStr
+	if st.ver >= 0 {
+		d.Version = st.verStr
+	}
 	switch {
 	case st.ver >= 0:
 		d.Reason, d.Audit = st.verReason, true

@@ -155,7 +155,7 @@ func refDecide(s *Set, req *Request) Decision {
 	subjectOf := func(subjects, tds []Pattern, id string) bool {
 		return refSubject(subjects, tds, id, req.TrustDomain)
 	}
-	verFail, dryVerFail := "", ""
+	verFail, dryVerFail, verStr, seen := "", "", "", false
 	for _, vp := range s.Versions {
 		for _, r := range vp.Rules {
 			applies := (len(r.Subjects) > 0 || len(r.TrustDomains) > 0) && (subjectOf(r.Subjects, r.TrustDomains, caller) ||
@@ -164,19 +164,23 @@ func refDecide(s *Set, req *Request) Decision {
 			if !applies {
 				continue
 			}
+			if !seen {
+				seen, d.Version = true, refVersionString(r, req)
+			}
 			if reason := refVersionFails(r, req); reason != "" {
 				if r.DryRun {
 					if dryVerFail == "" {
 						dryVerFail = r.ID
 					}
 				} else if verFail == "" {
-					verFail = r.ID
+					verFail, verStr = r.ID, refVersionString(r, req)
 					d.Reason = reason
 				}
 			}
 		}
 	}
 	if verFail != "" {
+		d.Version = verStr
 		d.Audit = true
 		d.addRule(verFail)
 		return d
@@ -395,7 +399,8 @@ func refSelects(dp *DevicePolicy, req *Request) bool {
 	return true
 }
 
-func refVersionFails(r *VersionRule, req *Request) string {
+// refVersionString is the version req presents to r.
+func refVersionString(r *VersionRule, req *Request) string {
 	var s string
 	switch {
 	case r.Source.PeerLabel:
@@ -411,7 +416,11 @@ func refVersionFails(r *VersionRule, req *Request) string {
 			s, _ = req.Headers.Get(r.Source.Header)
 		}
 	}
-	v, err := semver.StrictNewVersion(s)
+	return s
+}
+
+func refVersionFails(r *VersionRule, req *Request) string {
+	v, err := semver.StrictNewVersion(refVersionString(r, req))
 	if err != nil {
 		return ReasonVersionMissing
 	}

@@ -88,6 +88,11 @@ type Decision struct {
 	HasCallerLimit       bool
 	DryRunCallerLimit    CallerLimit
 	HasDryRunCallerLimit bool
+	// Version is the version the request presented to the deciding
+	// version rule, or to the first version rule checked when none
+	// denied ("" when no version rule applied); a view of the request's
+	// strings.
+	Version string
 }
 
 // CallerLimit is a per-caller token bucket a decision asks the guard to

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/internal/enumflag"
 	"github.com/meshguard/meshguard/internal/output"
 )
@@ -208,7 +209,7 @@ with an apostrophe).`,
 	f.StringVar(&since, "since", "", "records at or after this RFC 3339 time")
 	f.StringVar(&until, "until", "", "records at or before this RFC 3339 time")
 	f.StringVar(&subject, "subject", "", "only this subject (SPIFFE ID)")
-	enumflag.Var(f, &decision, "decision", "", "", []string{"allow", "deny", "dry-run-deny", "error"}, "only this decision")
+	enumflag.Var(f, &decision, "decision", "", "", contract.RecordDecisions, "only this decision")
 	f.IntVar(&limit, "limit", 100, "records per page (max 10000)")
 	f.Uint64Var(&after, "after", 0, "only records with seq above this")
 	f.BoolVar(&all, "all", false, "follow pages until the end")

@@ -151,7 +151,7 @@ func TestEnumCompletion(t *testing.T) {
 		{[]string{"policy", "eval", "--paths", ""}, []string{"refuse", "normalize", "merge-slashes"}},
 		{[]string{"push", "module", "--format", ""}, []string{"oci-image", "docker", "oci-artifact"}},
 		{[]string{"keys", "generate", "--alg", ""}, []string{"ed25519", "es256"}},
-		{[]string{"audit", "query", "--decision", ""}, []string{"allow", "deny", "dry-run-deny", "error"}},
+		{[]string{"audit", "query", "--decision", ""}, []string{"allow", "deny", "dry-run-deny", "error", "unavailable", "gap"}},
 		{[]string{"serve", "--log-format", ""}, []string{"text", "json"}},
 	}
 	for _, tc := range tests {

@@ -96,11 +96,13 @@ const (
 	decDeny
 	decDryRun
 	decError
+	decUnavailable
+	decGap
 	decOther
 	numDecisions
 )
 
-var decisionNames = [numDecisions]string{DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError, "unreadable"}
+var decisionNames = [numDecisions]string{DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError, DecisionUnavailable, DecisionGap, "unreadable"}
 
 func decisionCode(s string) uint8 {
 	for i, n := range decisionNames[:decOther] {

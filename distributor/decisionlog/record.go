@@ -215,6 +215,25 @@ func (r Record) validate() error {
 			return fmt.Errorf("field %q must be an array of strings", contract.FieldRuleIDs)
 		}
 	}
+	for _, f := range contract.RecordCountFields {
+		if v, present := r[f]; present && !isNull(v) {
+			var n uint64
+			if err := json.Unmarshal(v, &n); err != nil {
+				return fmt.Errorf("field %q must be a non-negative integer", f)
+			}
+		}
+	}
+	for _, f := range contract.RecordTimeFields {
+		if v, present := r[f]; present && !isNull(v) {
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				return fmt.Errorf("field %q must be an RFC 3339 string", f)
+			}
+			if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+				return fmt.Errorf("field %q: %w", f, err)
+			}
+		}
+	}
 	if v, present := r[contract.FieldBundleRevision]; present && !isNull(v) {
 		var n uint64
 		if err := json.Unmarshal(v, &n); err != nil {

@@ -37,6 +37,11 @@ const (
 	DecisionDeny   = "deny"
 	DecisionDryRun = "dry-run-deny"
 	DecisionError  = "error"
+	// DecisionUnavailable records aggregate the guard's refusals for an
+	// unavailable policy; DecisionGap records count records the guard had
+	// to drop (see internal/contract).
+	DecisionUnavailable = "unavailable"
+	DecisionGap         = "gap"
 )
 
 // Columns a Filter can select on and Values can list: record fields, plus
@@ -69,9 +74,9 @@ type Filter struct {
 // Validate refuses a filter no record could be meant by.
 func (f Filter) Validate() error {
 	switch f.Decision {
-	case "", DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError:
+	case "", DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError, DecisionUnavailable, DecisionGap:
 	default:
-		return fmt.Errorf("decision %q is not one of allow, deny, dry-run-deny, error", f.Decision)
+		return fmt.Errorf("decision %q is not one of allow, deny, dry-run-deny, error, unavailable, gap", f.Decision)
 	}
 	for name, v := range map[string]string{"rule": f.Rule, "subject": f.Subject, "device": f.Device,
 		"path": f.Path, "proxy": f.Proxy, "uploader": f.Uploader} {
@@ -180,6 +185,10 @@ type BucketCounts struct {
 	Deny   uint64    `json:"deny"`
 	DryRun uint64    `json:"dry_run"`
 	Error  uint64    `json:"error"`
+	// Unavailable and Gap count aggregated and gap records (one each,
+	// whatever their count or dropped field says).
+	Unavailable uint64 `json:"unavailable"`
+	Gap         uint64 `json:"gap"`
 }
 
 // RuleCounts counts one rule's records: per bucket, and in all by decision.

@@ -127,6 +127,10 @@ func (ix *Index) Stats(ctx context.Context, f Filter, r StatsRequest) (Stats, er
 			sc.DryRun++
 		case decError:
 			sc.Error++
+		case decUnavailable:
+			sc.Unavailable++
+		case decGap:
+			sc.Gap++
 		}
 		rs := ix.rset[i]
 		if perSet[rs] == nil {

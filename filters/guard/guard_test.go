@@ -327,8 +327,25 @@ func TestDistributorPollingAndRotation(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, posted)
-	assert.Equal(t, "deny", posted[0]["decision"])
-	assert.Equal(t, reader, posted[0]["subject"])
+	// Uploads nobody answered earlier were retried with the same records
+	// (the distributor drops repeats by decision id).
+	byDecision, seen := map[string][]map[string]any{}, map[any]bool{}
+	for _, r := range posted {
+		if !seen[r["decision_id"]] {
+			seen[r["decision_id"]] = true
+			byDecision[r["decision"].(string)] = append(byDecision[r["decision"].(string)], r)
+		}
+	}
+	assert.Positive(t, h.Counter("wasmcustom.meshguard_audit_upload_retries_total"))
+	require.NotEmpty(t, byDecision["deny"], "%v", posted)
+	assert.Equal(t, reader, byDecision["deny"][0]["subject"])
+	assert.Equal(t, "sidecar~10.0.0.7~meter-0.grid~grid.svc.cluster.local", byDecision["deny"][0]["proxy"])
+	// The 503 before the first bundle is recorded, aggregated.
+	require.Len(t, byDecision["unavailable"], 1, "%v", posted)
+	u := byDecision["unavailable"][0]
+	assert.Equal(t, 1.0, u["count"])
+	assert.Contains(t, u["reason"], "no policy bundle loaded yet")
+	assert.Equal(t, u["first_time"], u["last_time"])
 }
 
 func bundlePolls(h *hosttest.Harness) []*hosttest.Callout {

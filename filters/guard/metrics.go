@@ -15,8 +15,10 @@ type metrics struct {
 	callerLimited, callerDryRun                               proxywasm.MetricCounter
 	verifyFailures, bundleLoads, cacheHits, cacheMisses       proxywasm.MetricCounter
 	signatures, sharedHits                                    proxywasm.MetricCounter
-	auditDropped, auditSent, auditFailed                      proxywasm.MetricCounter
+	auditDropped, auditSent, auditFailed, auditRetries        proxywasm.MetricCounter
+	auditGaps                                                 proxywasm.MetricCounter
 	revision, expiry, sunset                                  proxywasm.MetricGauge
+	auditBufferedRecords, auditBufferedBytes                  proxywasm.MetricGauge
 	rules                                                     map[ruleResult]proxywasm.MetricCounter
 }
 
@@ -29,27 +31,31 @@ const maxRuleCounters = 4096
 
 func (m *metrics) define() {
 	*m = metrics{
-		allow:          proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionAllow),
-		deny:           proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionDeny),
-		dryRunDeny:     proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionDryRunDeny),
-		errors:         proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionError),
-		unavailable:    proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionUnavailable),
-		rateLimited:    proxywasm.DefineCounterMetric("meshguard_rate_limited_total"),
-		callerLimited:  proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=enforced"),
-		callerDryRun:   proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=dry_run"),
-		verifyFailures: proxywasm.DefineCounterMetric("meshguard_bundle_verification_failures_total"),
-		bundleLoads:    proxywasm.DefineCounterMetric("meshguard_bundle_loads_total"),
-		cacheHits:      proxywasm.DefineCounterMetric("meshguard_token_cache_hits_total"),
-		cacheMisses:    proxywasm.DefineCounterMetric("meshguard_token_cache_misses_total"),
-		signatures:     proxywasm.DefineCounterMetric("meshguard_token_signature_verifications_total"),
-		sharedHits:     proxywasm.DefineCounterMetric("meshguard_token_shared_cache_hits_total"),
-		auditDropped:   proxywasm.DefineCounterMetric("meshguard_audit_dropped_total"),
-		auditSent:      proxywasm.DefineCounterMetric("meshguard_audit_sent_total"),
-		auditFailed:    proxywasm.DefineCounterMetric("meshguard_audit_upload_failures_total"),
-		revision:       proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
-		expiry:         proxywasm.DefineGaugeMetric("meshguard_bundle_expiry_timestamp_seconds"),
-		sunset:         proxywasm.DefineGaugeMetric("meshguard_version_sunset_next_timestamp_seconds"),
-		rules:          map[ruleResult]proxywasm.MetricCounter{},
+		allow:                proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionAllow),
+		deny:                 proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionDeny),
+		dryRunDeny:           proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionDryRunDeny),
+		errors:               proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionError),
+		unavailable:          proxywasm.DefineCounterMetric("meshguard_decisions_total.result=" + contract.DecisionUnavailable),
+		rateLimited:          proxywasm.DefineCounterMetric("meshguard_rate_limited_total"),
+		callerLimited:        proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=enforced"),
+		callerDryRun:         proxywasm.DefineCounterMetric("meshguard_caller_rate_limited_total.mode=dry_run"),
+		verifyFailures:       proxywasm.DefineCounterMetric("meshguard_bundle_verification_failures_total"),
+		bundleLoads:          proxywasm.DefineCounterMetric("meshguard_bundle_loads_total"),
+		cacheHits:            proxywasm.DefineCounterMetric("meshguard_token_cache_hits_total"),
+		cacheMisses:          proxywasm.DefineCounterMetric("meshguard_token_cache_misses_total"),
+		signatures:           proxywasm.DefineCounterMetric("meshguard_token_signature_verifications_total"),
+		sharedHits:           proxywasm.DefineCounterMetric("meshguard_token_shared_cache_hits_total"),
+		auditDropped:         proxywasm.DefineCounterMetric("meshguard_audit_dropped_total"),
+		auditSent:            proxywasm.DefineCounterMetric("meshguard_audit_sent_total"),
+		auditFailed:          proxywasm.DefineCounterMetric("meshguard_audit_upload_failures_total"),
+		auditRetries:         proxywasm.DefineCounterMetric("meshguard_audit_upload_retries_total"),
+		auditGaps:            proxywasm.DefineCounterMetric("meshguard_audit_gaps_sent_total"),
+		auditBufferedRecords: proxywasm.DefineGaugeMetric("meshguard_audit_buffered_records"),
+		auditBufferedBytes:   proxywasm.DefineGaugeMetric("meshguard_audit_buffered_bytes"),
+		revision:             proxywasm.DefineGaugeMetric("meshguard_bundle_revision"),
+		expiry:               proxywasm.DefineGaugeMetric("meshguard_bundle_expiry_timestamp_seconds"),
+		sunset:               proxywasm.DefineGaugeMetric("meshguard_version_sunset_next_timestamp_seconds"),
+		rules:                map[ruleResult]proxywasm.MetricCounter{},
 	}
 }
 

@@ -60,13 +60,12 @@ func (p *plugin) OnPluginStart(int) (status types.OnPluginStartStatus) {
 	if cfg == nil {
 		return types.OnPluginStartStatusOK
 	}
-	p.sink.configure(cfg.Audit.Sink)
-	tick := time.Duration(0)
+	p.sink.configure(cfg.Audit.Sink, opts.Proxy)
+	// Aggregated refusals are emitted every flush interval, with or
+	// without a sink.
+	tick := minTick(0, p.sink.interval)
 	if cfg.Policy.Distributor != nil {
 		tick = minTick(tick, time.Second)
-	}
-	if s := cfg.Audit.Sink; s != nil {
-		tick = minTick(tick, s.FlushInterval.Duration)
 	}
 	if tick > 0 {
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tick / time.Millisecond)); err != nil {

@@ -46,12 +46,21 @@ const (
 	DecisionDryRunDeny = "dry-run-deny"
 	DecisionError      = "error"
 	// DecisionUnavailable answers a request while the guard has no usable
-	// policy (503); it is never recorded.
+	// policy (503: no, expired or invalid bundle). These refusals are
+	// recorded aggregated: one record per reason and flush interval whose
+	// Count says how many requests it stands for, FirstTime and LastTime
+	// when the first and last of them were refused. So are internal errors
+	// (DecisionError), which can come in floods too.
 	DecisionUnavailable = "unavailable"
+	// DecisionGap marks where the trail is incomplete: the guard had to
+	// drop Dropped records (its buffer was full for too long, or the
+	// distributor refused them for good), the oldest first, decided
+	// between FirstTime and LastTime. Reason says why.
+	DecisionGap = "gap"
 )
 
 // RecordDecisions are the decision values a Record may carry.
-var RecordDecisions = []string{DecisionAllow, DecisionDeny, DecisionDryRunDeny, DecisionError}
+var RecordDecisions = []string{DecisionAllow, DecisionDeny, DecisionDryRunDeny, DecisionError, DecisionUnavailable, DecisionGap}
 
 // Record field names (the JSON names of Record's fields).
 const (
@@ -75,6 +84,12 @@ const (
 	FieldForwarder      = "forwarder"
 	FieldJTI            = "jti"
 	FieldTargetDevice   = "target_device"
+	FieldFirmware       = "firmware"
+	FieldProxyID        = "proxy_id"
+	FieldCount          = "count"
+	FieldDropped        = "dropped"
+	FieldFirstTime      = "first_time"
+	FieldLastTime       = "last_time"
 )
 
 // Reply field names besides FieldDecision, FieldDecisionID and
@@ -87,7 +102,15 @@ const (
 // RecordStringFields are the Record fields whose value is a JSON string.
 var RecordStringFields = []string{FieldDecisionID, FieldReason, FieldSubject, FieldDeviceID, FieldDeviceClass,
 	FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource,
-	FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice}
+	FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice, FieldFirmware, FieldProxyID}
+
+// RecordCountFields are the Record fields whose value is a non-negative
+// JSON integer when present (aggregated and gap records only).
+var RecordCountFields = []string{FieldCount, FieldDropped}
+
+// RecordTimeFields are the Record fields whose value is an RFC 3339 string
+// when present (aggregated and gap records only), besides FieldTime.
+var RecordTimeFields = []string{FieldFirstTime, FieldLastTime}
 
 // Record is one decision as the guard filter records it. The JSON names are
 // the Field constants; the distributor keeps fields it does not know.
@@ -103,12 +126,16 @@ type Record struct {
 	Subject     string `json:"subject"`
 	DeviceID    string `json:"device_id"`
 	DeviceClass string `json:"device_class"`
-	Version     string `json:"version"`
-	Method      string `json:"method"`
-	Path        string `json:"path"`
-	Authority   string `json:"authority"`
-	Proxy       string `json:"proxy"`
-	Source      string `json:"source"`
+	// Version is the version the request presented to the policy's
+	// version rule (whichever source that rule reads: a header, a JWT-SVID
+	// claim, the Istio peer label or the device firmware); without a
+	// version rule, the Istio peer label when the guard reads it.
+	Version   string `json:"version"`
+	Method    string `json:"method"`
+	Path      string `json:"path"`
+	Authority string `json:"authority"`
+	Proxy     string `json:"proxy"`
+	Source    string `json:"source"`
 	// Peer is the mTLS peer's SPIFFE ID, TokenSubject the verified
 	// JWT-SVID's subject and JTI its jti, each as presented; Forwarder is
 	// the peer when it is a trusted forwarder relaying TokenSubject's token.
@@ -119,6 +146,19 @@ type Record struct {
 	// TargetDevice is the device the request names (path, header), which
 	// the device token must attest.
 	TargetDevice string `json:"target_device"`
+	// Firmware is the device token's firmware version.
+	Firmware string `json:"firmware"`
+	// ProxyID is the proxy's own SPIFFE ID (the URI SAN of its certificate
+	// on the request's connection; "" on plain HTTP); Proxy is its node id.
+	ProxyID string `json:"proxy_id"`
+	// Count is how many requests an aggregated record (unavailable, error)
+	// stands for, Dropped how many records a gap record stands for;
+	// FirstTime and LastTime bound their times. All four are absent from
+	// records of one decision.
+	Count     uint64    `json:"count,omitzero"`
+	Dropped   uint64    `json:"dropped,omitzero"`
+	FirstTime time.Time `json:"first_time,omitzero"`
+	LastTime  time.Time `json:"last_time,omitzero"`
 }
 
 // Reply is the JSON body of the guard's local replies: a deny (403, 429)

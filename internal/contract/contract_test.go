@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -14,20 +15,29 @@ import (
 func TestRecordFieldsAreTheConstants(t *testing.T) {
 	consts := []string{FieldTime, FieldDecisionID, FieldDecision, FieldRuleIDs, FieldReason, FieldBundleRevision,
 		FieldSubject, FieldDeviceID, FieldDeviceClass, FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource,
-		FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice}
-	var tags, strs []string
+		FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice, FieldFirmware, FieldProxyID,
+		FieldCount, FieldDropped, FieldFirstTime, FieldLastTime}
+	var tags, strs, counts, times []string
 	rt := reflect.TypeFor[Record]()
 	for i := range rt.NumField() {
 		f := rt.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		tags = append(tags, name)
-		if f.Type.Kind() == reflect.String && name != FieldDecision {
+		switch {
+		case f.Type.Kind() == reflect.String && name != FieldDecision:
 			strs = append(strs, name)
+		case f.Type.Kind() == reflect.Uint64 && name != FieldBundleRevision:
+			counts = append(counts, name)
+		case f.Type == reflect.TypeFor[time.Time]() && name != FieldTime:
+			times = append(times, name)
 		}
 	}
 	assert.Equal(t, consts, tags)
 	assert.ElementsMatch(t, strs, RecordStringFields)
-	assert.NotContains(t, RecordDecisions, DecisionUnavailable, "an unavailable policy is answered, never recorded")
+	assert.Equal(t, counts, RecordCountFields)
+	assert.Equal(t, times, RecordTimeFields)
+	assert.Contains(t, RecordDecisions, DecisionUnavailable, "unavailable refusals are recorded (aggregated)")
+	assert.Contains(t, RecordDecisions, DecisionGap)
 	var reply []string
 	for f := range reflect.TypeFor[Reply]().Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")

@@ -29,6 +29,10 @@ const (
 	DefaultTokenCacheSize    = 4096
 	DefaultAuditBatchSize    = 100
 	DefaultAuditBufferSize   = 10000
+	DefaultAuditBufferBytes  = 4 << 20
+	DefaultAuditMaxBackoff   = 30 * time.Second
+	MinAuditBufferBytes      = 16 << 10
+	MaxAuditBufferBytes      = 1 << 30
 	DefaultAuditFlushPeriod  = 2 * time.Second
 	DefaultDecisionHeader    = contract.DecisionHeader
 	MaxExpiryGrace           = 7 * 24 * time.Hour
@@ -184,14 +188,21 @@ type Audit struct {
 
 // AuditSink is where decision batches go.
 type AuditSink struct {
-	Cluster       string   `json:"cluster"`
-	Authority     string   `json:"authority,omitempty"`
-	Path          string   `json:"path,omitempty"`
-	Token         string   `json:"token,omitempty"`
-	BatchSize     int      `json:"batchSize,omitempty"`
+	Cluster   string `json:"cluster"`
+	Authority string `json:"authority,omitempty"`
+	Path      string `json:"path,omitempty"`
+	Token     string `json:"token,omitempty"`
+	BatchSize int    `json:"batchSize,omitempty"`
+	// BufferSize bounds the records a worker holds for upload,
+	// BufferBytes their encoded size: past either, the oldest are dropped
+	// and the next upload carries a gap record counting them.
 	BufferSize    int      `json:"bufferSize,omitempty"`
+	BufferBytes   int      `json:"bufferBytes,omitempty"`
 	FlushInterval Duration `json:"flushInterval,omitempty"`
 	Timeout       Duration `json:"timeout,omitempty"`
+	// MaxBackoff caps the exponential wait between retries of a failed
+	// upload (a Retry-After of the distributor is honoured up to 10m).
+	MaxBackoff Duration `json:"maxBackoff,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes Go duration strings ("10s").
@@ -297,6 +308,12 @@ func (c *Config) setDefaults() {
 		}
 		if s.BufferSize == 0 {
 			s.BufferSize = DefaultAuditBufferSize
+		}
+		if s.BufferBytes == 0 {
+			s.BufferBytes = DefaultAuditBufferBytes
+		}
+		if s.MaxBackoff.Duration == 0 {
+			s.MaxBackoff.Duration = DefaultAuditMaxBackoff
 		}
 		if s.FlushInterval.Duration == 0 {
 			s.FlushInterval.Duration = DefaultAuditFlushPeriod
@@ -454,6 +471,15 @@ func (c *Config) Validate() error {
 		}
 		if s.BatchSize < 1 || s.BufferSize < s.BatchSize {
 			add("audit.sink: batchSize %d must be >= 1 and <= bufferSize %d", s.BatchSize, s.BufferSize)
+		}
+		if s.BufferBytes < MinAuditBufferBytes || s.BufferBytes > MaxAuditBufferBytes {
+			add("audit.sink.bufferBytes: %d must be between %d (16 KiB) and %d (1 GiB)", s.BufferBytes, MinAuditBufferBytes, MaxAuditBufferBytes)
+		}
+		if s.MaxBackoff.Duration < time.Second || s.MaxBackoff.Duration > time.Hour {
+			add("audit.sink.maxBackoff: %s must be between 1s and 1h", s.MaxBackoff.Duration)
+		}
+		if s.FlushInterval.Duration < 0 || s.Timeout.Duration < 0 {
+			add("audit.sink: flushInterval and timeout must not be negative")
 		}
 	}
 	if len(errs) > 0 {

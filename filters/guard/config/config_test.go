@@ -33,6 +33,11 @@ func TestParse(t *testing.T) {
 		{name: "poll too fast", in: `{"policy":{"distributor":{"cluster":"d","channel":"c","pollInterval":"10ms"},"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "below 1s"},
 		{name: "negative duration", in: `{"policy":{"distributor":{"cluster":"d","channel":"c","pollInterval":"-1s"},"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "negative"},
 		{name: "bad channel", in: `{"policy":{"distributor":{"cluster":"d","channel":"a/b"},"verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "channel"},
+		{name: "audit buffer too small", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true},"audit":{"sink":{"cluster":"d","bufferBytes":1024}}}`, wantErr: "bufferBytes: 1024 must be between"},
+		{name: "audit buffer too large", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true},"audit":{"sink":{"cluster":"d","bufferBytes":2147483648}}}`, wantErr: "bufferBytes"},
+		{name: "audit buffer negative", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true},"audit":{"sink":{"cluster":"d","bufferBytes":-5}}}`, wantErr: "bufferBytes"},
+		{name: "audit backoff too short", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true},"audit":{"sink":{"cluster":"d","maxBackoff":"100ms"}}}`, wantErr: "maxBackoff"},
+		{name: "audit negative flush", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true},"audit":{"sink":{"cluster":"d","flushInterval":"-1s"}}}`, wantErr: "negative"},
 		{name: "defaults", in: `{"policy":{"inline":"AA==","distributor":{"cluster":"dist","channel":"grid"},"verifyKeys":` + keys + `},
 			"identity":{"jwtSvid":{"audiences":["a"],"trustDomains":{"grid.example":null}},"device":{"issuers":{"i":{}},"audiences":["a"]},"stripHeaders":["X-Spoof"]},
 			"audit":{"sink":{"cluster":"dist"}}}`,
@@ -47,6 +52,8 @@ func TestParse(t *testing.T) {
 				assert.Equal(t, []string{"x-spoof"}, c.Identity.StripHeaders)
 				assert.Equal(t, DefaultDecisionPath, c.Audit.Sink.Path)
 				assert.Equal(t, 2*time.Second, c.Audit.Sink.FlushInterval.Duration)
+				assert.Equal(t, DefaultAuditBufferBytes, c.Audit.Sink.BufferBytes)
+				assert.Equal(t, DefaultAuditMaxBackoff, c.Audit.Sink.MaxBackoff.Duration)
 			}},
 	}
 	for _, tc := range cases {

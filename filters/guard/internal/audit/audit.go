@@ -1,6 +1,8 @@
 // Package audit encodes decision records in the distributor's decision-log
-// format without reflection and buffers them for batched upload: a bounded
-// buffer that never blocks and counts what it drops.
+// format without reflection and buffers them for batched upload: a buffer
+// bounded in bytes that never blocks, keeps a batch until it arrived, drops
+// the oldest records when it must and accounts for every one it dropped in
+// a gap record.
 package audit
 
 import (
@@ -38,11 +40,30 @@ func AppendJSON(b []byte, r *Record) []byte {
 		{contract.FieldVersion, r.Version}, {contract.FieldMethod, r.Method}, {contract.FieldPath, r.Path},
 		{contract.FieldAuthority, r.Authority}, {contract.FieldProxy, r.Proxy}, {contract.FieldSource, r.Source},
 		{contract.FieldPeer, r.Peer}, {contract.FieldTokenSubject, r.TokenSubject}, {contract.FieldForwarder, r.Forwarder},
-		{contract.FieldJTI, r.JTI}, {contract.FieldTargetDevice, r.TargetDevice},
+		{contract.FieldJTI, r.JTI}, {contract.FieldTargetDevice, r.TargetDevice}, {contract.FieldFirmware, r.Firmware},
+		{contract.FieldProxyID, r.ProxyID},
 	} {
 		b = AppendString(appendKey(append(b, ','), f.k), f.v)
 	}
+	if r.Count != 0 {
+		b = strconv.AppendUint(appendKey(append(b, ','), contract.FieldCount), r.Count, 10)
+	}
+	if r.Dropped != 0 {
+		b = strconv.AppendUint(appendKey(append(b, ','), contract.FieldDropped), r.Dropped, 10)
+	}
+	b = appendTime(b, contract.FieldFirstTime, r.FirstTime)
+	b = appendTime(b, contract.FieldLastTime, r.LastTime)
 	return append(b, '}')
+}
+
+// appendTime appends ,"name":"RFC 3339 nano" unless t is zero (omitzero).
+func appendTime(b []byte, name string, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(appendKey(append(b, ','), name), '"')
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
 }
 
 // appendKey appends "name": (names need no escaping).
@@ -83,54 +104,4 @@ func AppendString(b []byte, s string) []byte {
 		i += n
 	}
 	return append(b, '"')
-}
-
-// Buffer holds encoded records for upload. It is bounded: when full, new
-// records are dropped and counted. Not for concurrent use.
-type Buffer struct {
-	max     int
-	recs    [][]byte
-	free    [][]byte
-	Dropped uint64
-}
-
-// NewBuffer returns a buffer of at most max records.
-func NewBuffer(max int) *Buffer { return &Buffer{max: max} }
-
-// Len returns the number of buffered records.
-func (q *Buffer) Len() int { return len(q.recs) }
-
-// Add encodes r into the buffer; it reports false when r was dropped.
-func (q *Buffer) Add(r *Record) bool {
-	if len(q.recs) >= q.max {
-		q.Dropped++
-		return false
-	}
-	var b []byte
-	if n := len(q.free); n > 0 {
-		b, q.free = q.free[n-1][:0], q.free[:n-1]
-	}
-	q.recs = append(q.recs, AppendJSON(b, r))
-	return true
-}
-
-// Batch appends up to n records as a JSON array to dst and removes them from
-// the buffer; it returns dst and the number of records taken.
-func (q *Buffer) Batch(dst []byte, n int) ([]byte, int) {
-	if n > len(q.recs) {
-		n = len(q.recs)
-	}
-	dst = append(dst, '[')
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, q.recs[i]...)
-		q.free = append(q.free, q.recs[i])
-	}
-	dst = append(dst, ']')
-	rest := copy(q.recs, q.recs[n:])
-	clear(q.recs[rest:])
-	q.recs = q.recs[:rest]
-	return dst, n
 }

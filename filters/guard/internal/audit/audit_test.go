@@ -36,7 +36,9 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 func TestAppendJSONIsTheContract(t *testing.T) {
 	r := &Record{Time: time.Date(2026, 11, 23, 9, 0, 0, 5, time.UTC), DecisionID: "d-1", Decision: contract.DecisionDryRunDeny,
 		RuleIDs: []string{"p/r"}, Reason: "why", BundleRevision: 7, Subject: "spiffe://grid.example/a", DeviceID: "inv-1",
-		DeviceClass: "inverter", Version: "2.3.1", Method: "GET", Path: "/v1/x", Authority: "a", Proxy: "p", Source: "10.0.0.1:1"}
+		DeviceClass: "inverter", Version: "2.3.1", Method: "GET", Path: "/v1/x", Authority: "a", Proxy: "p", Source: "10.0.0.1:1",
+		Peer: "spiffe://grid.example/fwd", TokenSubject: "spiffe://grid.example/a", Forwarder: "spiffe://grid.example/fwd",
+		JTI: "j-1", TargetDevice: "inv-1", Firmware: "4.1.0", ProxyID: "spiffe://grid.example/ns/grid/sa/der"}
 	want, err := json.Marshal(r)
 	require.NoError(t, err)
 	got := AppendJSON(nil, r)
@@ -50,37 +52,45 @@ func TestAppendJSONIsTheContract(t *testing.T) {
 		_, err := decisionlog.DecodeRecord(AppendJSON(nil, &Record{Time: r.Time, Decision: d}))
 		assert.NoError(t, err, d)
 	}
+	// Aggregated and gap records: their numbers and times are what
+	// json.Marshal writes, and the distributor accepts and keeps them.
+	for _, a := range []*Record{
+		{Time: r.Time, DecisionID: "a-1", Decision: contract.DecisionUnavailable, RuleIDs: []string{}, Reason: "policy unavailable: no bundle",
+			Count: 12, FirstTime: r.Time, LastTime: r.Time.Add(1500 * time.Millisecond)},
+		{Time: r.Time, DecisionID: "a-2", Decision: contract.DecisionGap, RuleIDs: []string{}, Reason: "audit buffer full",
+			Dropped: 3, FirstTime: r.Time.Add(-time.Second), LastTime: r.Time},
+	} {
+		want, err := json.Marshal(a)
+		require.NoError(t, err)
+		got := AppendJSON(nil, a)
+		assert.JSONEq(t, string(want), string(got))
+		rec, err := decisionlog.DecodeRecord(got)
+		require.NoError(t, err, "%s", got)
+		for _, f := range []string{contract.FieldFirstTime, contract.FieldLastTime} {
+			assert.Contains(t, rec, f)
+		}
+	}
+}
+
+// TestDistributorChecksTheNewFields: count, dropped and the time range
+// are typed; a record with a wrong type is refused.
+func TestDistributorChecksTheNewFields(t *testing.T) {
+	for _, bad := range []string{
+		`{"time":"2026-11-23T09:00:00Z","decision":"gap","dropped":-1}`,
+		`{"time":"2026-11-23T09:00:00Z","decision":"gap","dropped":"3"}`,
+		`{"time":"2026-11-23T09:00:00Z","decision":"unavailable","count":1.5}`,
+		`{"time":"2026-11-23T09:00:00Z","decision":"gap","first_time":"yesterday"}`,
+		`{"time":"2026-11-23T09:00:00Z","decision":"gap","last_time":17}`,
+	} {
+		_, err := decisionlog.DecodeRecord([]byte(bad))
+		assert.Error(t, err, bad)
+	}
 }
 
 func decode(t *testing.T, r *Record) wire {
 	var w wire
 	require.NoError(t, json.Unmarshal(AppendJSON(nil, r), &w))
 	return w
-}
-
-func TestBufferBoundedAndBatches(t *testing.T) {
-	q := NewBuffer(3)
-	for i := range 5 {
-		q.Add(&Record{DecisionID: string(rune('a' + i))})
-	}
-	assert.Equal(t, 3, q.Len())
-	assert.Equal(t, uint64(2), q.Dropped)
-	b, n := q.Batch(nil, 2)
-	assert.Equal(t, 2, n)
-	var ws []wire
-	require.NoError(t, json.Unmarshal(b, &ws))
-	require.Len(t, ws, 2)
-	assert.Equal(t, "a", ws[0].DecisionID)
-	assert.Equal(t, "b", ws[1].DecisionID)
-	q.Add(&Record{DecisionID: "z"})
-	b, n = q.Batch(b[:0], 10)
-	assert.Equal(t, 2, n)
-	require.NoError(t, json.Unmarshal(b, &ws))
-	assert.Equal(t, "c", ws[0].DecisionID)
-	assert.Equal(t, "z", ws[1].DecisionID)
-	b, n = q.Batch(b[:0], 10)
-	assert.Equal(t, 0, n)
-	assert.Equal(t, "[]", string(b))
 }
 
 func FuzzAppendJSON(f *testing.F) {

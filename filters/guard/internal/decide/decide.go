@@ -258,8 +258,9 @@ func (g *Guard) enforce(x *Exchange, r Request, now time.Time, stage string, sta
 	return Outcome{Status: status, Headers: hdrs, Body: body}
 }
 
-// record hands the decision record to the recorder.
-func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string, rules []string, stage string) {
+// record hands the decision record to the recorder and returns the id of
+// the record that holds it.
+func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string, rules []string, stage string) string {
 	if g.cfg != nil && g.cfg.Identity.IstioPeerMetadata {
 		x.readPeerVersion(r)
 	}
@@ -276,8 +277,12 @@ func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string,
 		rec.TokenSubject, rec.JTI = t.ID, t.JTI
 	}
 	if dev := x.caller.Device; dev != nil {
-		rec.DeviceID, rec.DeviceClass = dev.ID, dev.Class
+		rec.DeviceID, rec.DeviceClass, rec.Firmware = dev.ID, dev.Class, dev.Firmware
 	}
+	if x.dec.Version != "" {
+		rec.Version = x.dec.Version // what the version rule read, whichever its source
+	}
+	rec.ProxyID = identity.PeerSPIFFEID(r.LocalURISAN())
 	if rec.Method == "" {
 		rec.Method, _ = x.hdrs.Get(":method")
 		rec.Path, _ = x.hdrs.Get(":path")
@@ -287,6 +292,7 @@ func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string,
 		rec.Reason = stage
 	}
 	g.ports.Audit.Record(&rec)
+	return rec.DecisionID
 }
 
 // unavailable answers 503 (fail closed) saying why.
@@ -302,11 +308,12 @@ func (g *Guard) fail(x *Exchange, r Request, status uint32, decision, title, rea
 	body = appendField(append(body, ','), contract.FieldReason, reason)
 	body = append(body, "}\n"...)
 	hdrs := [][2]string{{"content-type", "application/json"}}
-	if g.cfg != nil && decision == contract.DecisionError {
-		id := g.nextDecisionID()
-		hdrs = append(hdrs, [2]string{g.cfg.DecisionHeader, id})
+	if g.cfg != nil {
+		// The recorder aggregates these refusals per interval and may name
+		// the aggregated record instead (see Recorder).
 		x.dec = policies.Decision{Reason: title + ": " + reason}
-		g.record(x, r, g.ports.Clock(), id, contract.DecisionError, nil, "")
+		id := g.record(x, r, g.ports.Clock(), g.nextDecisionID(), decision, nil, "")
+		hdrs = append(hdrs, [2]string{g.cfg.DecisionHeader, id})
 	}
 	return Outcome{Status: status, Headers: hdrs, Body: body}
 }

@@ -187,7 +187,8 @@ func TestAuditRecord(t *testing.T) {
 	assert.Equal(t, reader, rec.Subject)
 	assert.Equal(t, "inv-7", rec.DeviceID)
 	assert.Equal(t, "inverter", rec.DeviceClass)
-	assert.Equal(t, "1.4.2", rec.Version, "Istio peer version, read for the record")
+	assert.Equal(t, "3.2.0", rec.Version, "the firmware the inverter version rule read")
+	assert.Equal(t, "3.2.0", rec.Firmware)
 	assert.Equal(t, "POST", rec.Method)
 	assert.Equal(t, "/v1/inverters/inv-7/setpoint", rec.Path, "no query string")
 	assert.Equal(t, "meter-api", rec.Authority)
@@ -286,7 +287,23 @@ func TestFailClosed(t *testing.T) {
 			assert.Equal(t, contract.DecisionUnavailable, r.Decision)
 			assert.Contains(t, r.Reason, tc.want)
 			assert.Equal(t, 1, w.tel.failed[contract.DecisionUnavailable])
-			assert.Empty(t, w.recs.list, "an unavailable policy is answered, not recorded")
+			if w.Config() == nil {
+				// A refused configuration names no audit sink to trust: the
+				// refusal is in the proxy log only.
+				assert.Empty(t, w.recs.list)
+				return
+			}
+			require.Len(t, w.recs.list, 1, "an unavailable policy is recorded (the recorder aggregates)")
+			rec := w.recs.list[0]
+			assert.Equal(t, contract.DecisionUnavailable, rec.Decision)
+			assert.Contains(t, rec.Reason, tc.want)
+			var named string
+			for _, h := range out.Headers {
+				if h[0] == contract.DecisionHeader {
+					named = h[1]
+				}
+			}
+			assert.Equal(t, rec.DecisionID, named, "the reply names the record")
 		})
 	}
 

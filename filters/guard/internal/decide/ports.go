@@ -76,7 +76,9 @@ type Telemetry interface {
 
 // Recorder takes decision records (the proxy log and the upload buffer in
 // the filter). The record and its strings are valid during the call only:
-// encode or copy what is kept.
+// encode or copy what is kept. A recorder that aggregates records (the
+// unavailable and error refusals) sets r.DecisionID to the id of the
+// aggregated record, which the reply then names.
 type Recorder interface {
 	Record(r *audit.Record)
 }
