@@ -135,7 +135,7 @@ func OpenIndex(l *Log, opts IndexOptions) *Index {
 	for c := range ix.dicts {
 		ix.dicts[c] = newDict()
 	}
-	ix.integ = Integrity{Method: "sha256 hash chain", Head: Head{Hash: GenesisHash}}
+	ix.integ = Integrity{Method: "RFC 6962 Merkle tree", Head: Head{Hash: EmptyRoot}}
 	ctx, cancel := context.WithCancel(context.Background())
 	ix.stop = cancel
 	go ix.run(ctx)

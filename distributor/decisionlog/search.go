@@ -216,15 +216,19 @@ type ValueCount struct {
 }
 
 // Integrity is what a searcher verified of the log: the records from seq 1
-// through Verified passed the log's integrity check (today the hash chain;
-// later inclusion in a signed checkpoint). Problem is set, with the seq it
-// concerns, when a record failed; records past it are still indexed and
-// shown but are not Verified.
+// through Verified are canonical, in seq order, and their tree hashes
+// recomputed from them are the stored Merkle tree's (so the inclusion
+// proofs the distributor serves for them are right); Head is the tree's
+// size and root there. Checkpoint is the latest signed checkpoint once the
+// verified tree reaches it and gives its root. Problem is set, with the
+// seq it concerns, when a record failed; records past it are still
+// indexed and shown but are not Verified.
 type Integrity struct {
-	Method   string    `json:"method"`
-	Verified uint64    `json:"verified"`
-	Head     Head      `json:"head"`
-	Checked  time.Time `json:"checked,omitzero"`
-	BadSeq   uint64    `json:"bad_seq,omitempty"`
-	Problem  string    `json:"problem,omitempty"`
+	Method     string            `json:"method"`
+	Verified   uint64            `json:"verified"`
+	Head       Head              `json:"head"`
+	Checkpoint *CheckpointReport `json:"checkpoint,omitempty"`
+	Checked    time.Time         `json:"checked,omitzero"`
+	BadSeq     uint64            `json:"bad_seq,omitempty"`
+	Problem    string            `json:"problem,omitempty"`
 }
