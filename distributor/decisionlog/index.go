@@ -646,8 +646,34 @@ func (ix *Index) Record(ctx context.Context, seq uint64) (StoredRecord, error) {
 	return r, err
 }
 
-// read loads the stored line of position i from its segment.
+// Line is the stored line of record seq, as it is in the segment file.
+func (ix *Index) Line(ctx context.Context, seq uint64) ([]byte, error) {
+	ix.settle(ctx)
+	ix.mu.RLock()
+	n := ix.n
+	ix.mu.RUnlock()
+	if seq == 0 || seq > n {
+		return nil, fmt.Errorf("seq %d: %w (the log holds seq 1..%d)", seq, ErrNoRecord, n)
+	}
+	return ix.readLine(seq - 1)
+}
+
+// read loads the stored record of position i from its segment.
 func (ix *Index) read(i uint64) (StoredRecord, error) {
+	buf, err := ix.readLine(i)
+	if err != nil {
+		return StoredRecord{}, err
+	}
+	if !json.Valid(buf) {
+		// Shown as a JSON string so the answer stays valid JSON.
+		q, _ := json.Marshal(string(buf))
+		buf = q
+	}
+	return StoredRecord{Seq: i + 1, Record: buf}, nil
+}
+
+// readLine loads the stored line of position i from its segment.
+func (ix *Index) readLine(i uint64) ([]byte, error) {
 	ix.mu.RLock()
 	off, ln := ix.offs[i], ix.lens[i]
 	k := sort.Search(len(ix.segStart), func(j int) bool { return ix.segStart[j] > i }) - 1
@@ -657,22 +683,17 @@ func (ix *Index) read(i uint64) (StoredRecord, error) {
 	}
 	ix.mu.RUnlock()
 	if off < 0 || name == "" {
-		return StoredRecord{}, fmt.Errorf("seq %d: %w: it is missing from the segment files", i+1, ErrNoRecord)
+		return nil, fmt.Errorf("seq %d: %w: it is missing from the segment files", i+1, ErrNoRecord)
 	}
 	f, err := ix.file(name)
 	if err != nil {
-		return StoredRecord{}, err
+		return nil, err
 	}
 	buf := make([]byte, ln)
 	if _, err := f.ReadAt(buf, off); err != nil {
-		return StoredRecord{}, fmt.Errorf("decision log: read seq %d from %s: %w", i+1, name, err)
+		return nil, fmt.Errorf("decision log: read seq %d from %s: %w", i+1, name, err)
 	}
-	if !json.Valid(buf) {
-		// Shown as a JSON string so the answer stays valid JSON.
-		q, _ := json.Marshal(string(buf))
-		buf = q
-	}
-	return StoredRecord{Seq: i + 1, Record: buf}, nil
+	return buf, nil
 }
 
 // file is an open segment for reading, kept for later reads.
