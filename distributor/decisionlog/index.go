@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // IndexOptions tune an Index.
@@ -90,21 +92,35 @@ var (
 	strColName  = [numStrCols]string{"subject", "device", "path", "proxy", "uploader"}
 )
 
-// Decision codes; decOther is an unreadable record or a placeholder.
+// Decision codes: the index of the value in contract.RecordDecisions
+// (allow, deny, dry-run-deny and error first, whatever values the contract
+// adds after them); decOther is an unreadable record or a placeholder.
 const (
 	decAllow uint8 = iota
 	decDeny
 	decDryRun
 	decError
-	decOther
-	numDecisions
 )
 
-var decisionNames = [numDecisions]string{DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError, "unreadable"}
+const (
+	numDecisions       = 16
+	decOther     uint8 = numDecisions - 1
+)
+
+var decisionNames = func() (out [numDecisions]string) {
+	for i, d := range contract.RecordDecisions[:min(len(contract.RecordDecisions), int(decOther))] {
+		out[i] = d
+	}
+	if out[decAllow] != DecisionAllow || out[decDeny] != DecisionDeny || out[decDryRun] != DecisionDryRun || out[decError] != DecisionError {
+		panic("decisionlog: contract.RecordDecisions must start with allow, deny, dry-run-deny, error")
+	}
+	out[decOther] = "unreadable"
+	return out
+}()
 
 func decisionCode(s string) uint8 {
 	for i, n := range decisionNames[:decOther] {
-		if s == n {
+		if s == n && n != "" {
 			return uint8(i)
 		}
 	}

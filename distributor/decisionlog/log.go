@@ -650,13 +650,17 @@ func (l *Log) WriteLog(w io.Writer, head Head) error {
 	})
 }
 
-// Query selects stored records. Zero fields do not filter.
+// Query selects stored records in seq order. Zero fields do not filter.
 type Query struct {
 	Since, Until time.Time // inclusive bounds on the record's time
 	Subject      string
 	Decision     string
-	AfterSeq     uint64 // only records with seq > AfterSeq (paging)
-	Limit        int    // default 100, at most 10000
+	// Filter selects as the console's search does (rule, path, device,
+	// proxy, uploader, revision; '*' suffix for a prefix); it is applied
+	// with the fields above.
+	Filter   Filter
+	AfterSeq uint64 // only records with seq > AfterSeq (paging)
+	Limit    int    // default 100, at most 10000
 }
 
 // QueryResult is the answer to a Query: stored records in seq order.
@@ -688,6 +692,10 @@ func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 	if q.Limit > 10000 {
 		q.Limit = 10000
 	}
+	if err := q.Filter.Validate(); err != nil {
+		return 0, err
+	}
+	filtered := q.Filter != Filter{}
 	var lastSeq, next uint64
 	n := 0
 	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
@@ -704,6 +712,9 @@ func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 			if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
 				return true, nil
 			}
+		}
+		if filtered && !q.Filter.matches(line) {
+			return true, nil
 		}
 		if n == q.Limit {
 			next = lastSeq

@@ -206,6 +206,7 @@ var (
 	filterParams = []string{"decision", "rule", "subject", "device", "path", "proxy", "uploader", "revision", "since", "until"}
 	searchParams = append([]string{"before", "limit"}, filterParams...)
 	statsParams  = append([]string{"buckets", "top"}, filterParams...)
+	queryParams  = append([]string{"after", "limit"}, filterParams...)
 )
 
 // parseQuery reads a query string strictly: only the allowed parameters,

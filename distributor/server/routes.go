@@ -704,19 +704,7 @@ func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var query decisionlog.Query
 	var err error
-	parseTime := func(name string) time.Time {
-		v := q.Get(name)
-		if v == "" || err != nil {
-			return time.Time{}
-		}
-		t, perr := time.Parse(time.RFC3339Nano, v)
-		if perr != nil {
-			err = fmt.Errorf("%s=%q: want RFC 3339", name, v)
-		}
-		return t
-	}
-	query.Since, query.Until = parseTime("since"), parseTime("until")
-	query.Subject, query.Decision = q.Get("subject"), q.Get("decision")
+	query.Filter, err = parseQuery(q, queryParams)
 	if v := q.Get("limit"); v != "" && err == nil {
 		if query.Limit, err = strconv.Atoi(v); err != nil || query.Limit < 1 {
 			err = fmt.Errorf("limit=%q: want a positive integer", v)
