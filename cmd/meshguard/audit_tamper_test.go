@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -206,4 +207,82 @@ func TestAuditVerifyCatchesRewrittenLogs(t *testing.T) {
 		// The honest log extends its own checkpoint.
 		runCLI(t, "audit", "verify", "--server", f.url, "--log-key", f.pub, "--checkpoint", cpA).ok(t)
 	})
+}
+
+// TestAuditQueryFilters: every filter narrows the answer as the record
+// fields say, relative times count back from now, and a value no record
+// could hold is an error, not an empty answer.
+func TestAuditQueryFilters(t *testing.T) {
+	f := newAuditFixture(t)
+	now := time.Now().UTC()
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i := range 12 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		dec := []string{"allow", "deny", "dry-run-deny"}[i%3]
+		fmt.Fprintf(&b, `{"time":%q,"decision":%q,"decision_id":"q%d","rule_ids":["rule-%d"],"path":"/api/%s/%d","device_id":"dev-%d","proxy":"sidecar~10.0.0.%d~p.grid","bundle_revision":%d}`,
+			now.Add(-time.Duration(i)*time.Hour).Format(time.RFC3339), dec, i, i%4, []string{"meter", "relay"}[i%2], i, i%3, i%2, 7+i%2)
+	}
+	b.WriteByte(']')
+	res, err := http.Post(f.url+"/v1/decisions", "application/json", &b)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+
+	ids := func(args ...string) []string {
+		r := runCLI(t, append([]string{"audit", "query", "--server", f.url, "--all"}, args...)...).ok(t)
+		var out []string
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			if line == "" {
+				continue
+			}
+			var rec struct {
+				ID string `json:"decision_id"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+			out = append(out, rec.ID)
+		}
+		return out
+	}
+	assert.Len(t, ids(), 12)
+	assert.Equal(t, []string{"q1", "q4", "q7", "q10"}, ids("--decision", "deny"))
+	assert.Equal(t, []string{"q2", "q6", "q10"}, ids("--rule", "rule-2"))
+	assert.Equal(t, []string{"q0", "q2", "q4", "q6", "q8", "q10"}, ids("--path", "/api/meter/*"))
+	assert.Equal(t, []string{"q4"}, ids("--path", "/api/meter/4"))
+	assert.Equal(t, []string{"q2", "q5", "q8", "q11"}, ids("--device", "dev-2"))
+	assert.Equal(t, []string{"q1", "q3", "q5", "q7", "q9", "q11"}, ids("--revision", "8"))
+	assert.Equal(t, []string{"q0", "q2", "q4", "q6", "q8", "q10"}, ids("--proxy", "sidecar~10.0.0.0~p.grid"))
+	assert.Equal(t, []string{"q0", "q1", "q2"}, ids("--since", "150m"))
+	assert.Equal(t, []string{"q3", "q4"}, ids("--since", "4h30m", "--until", "150m"))
+	assert.Equal(t, []string{"q1", "q7"}, ids("--decision", "deny", "--revision", "8", "--since", "1d"))
+	assert.Empty(t, ids("--since", now.Add(time.Hour).Format(time.RFC3339)))
+
+	r := runCLI(t, "audit", "query", "--server", f.url, "--decision", "deny", "--rule", "rule-1", "-o", "csv").ok(t)
+	assert.Equal(t, "seq,time,decision,rule_ids,subject,device_id,method,path,reason,bundle_revision\n", strings.SplitAfter(r.stdout, "\n")[0])
+	assert.Equal(t, 1, strings.Count(r.stdout, ",deny,rule-1,"), r.stdout)
+	r = runCLI(t, "audit", "query", "--server", f.url, "--path", "/api/relay/11", "-o", "table").ok(t)
+	assert.Contains(t, r.stdout, "/api/relay/11")
+
+	for _, bad := range [][]string{
+		{"--decision", "maybe"},
+		{"--since", "yesterday"},
+		{"--since", "-2h"},
+		{"--until", "0s"},
+		{"--revision", "x"},
+	} {
+		r := runCLI(t, append([]string{"audit", "query", "--server", f.url}, bad...)...)
+		assert.Equal(t, exitUsage, r.code, "%v: %s", bad, r.stderr)
+		assert.Empty(t, r.stdout)
+	}
+	r = runCLI(t, "audit", "query", "--server", f.url, "--decision", "maybe")
+	assert.Contains(t, r.stderr, "allow")
+	// The distributor refuses what the CLI would not send.
+	for _, q := range []string{"decision=maybe", "since=yesterday", "revision=-1", "colour=red", "rule=a&rule=b"} {
+		res, err := http.Get(f.url + "/v1/decisions?" + q)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, res.StatusCode, q)
+	}
 }
