@@ -14,9 +14,18 @@ import (
 	"github.com/meshguard/meshguard/internal/output"
 )
 
+// testLogKey writes a checkpoint key for a log under data and returns it
+// and the path of its verifier key file.
+func testLogKey(t *testing.T, data string) (*decisionlog.Key, string) {
+	k, err := decisionlog.LoadOrCreateKey(filepath.Join(data, "checkpoint.key"), "meshguard/decisions")
+	require.NoError(t, err)
+	return &k, filepath.Join(data, "checkpoint.key.pub")
+}
+
 func TestAuditVerifyOffline(t *testing.T) {
 	data := t.TempDir()
-	l, err := decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{})
+	key, pub := testLogKey(t, data)
+	l, err := decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{Key: key})
 	require.NoError(t, err)
 	for i := range 5 {
 		r, err := decisionlog.DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:0%dZ","decision":"deny","subject":"spiffe://grid.example/m%d"}`, i, i))
@@ -26,33 +35,37 @@ func TestAuditVerifyOffline(t *testing.T) {
 	}
 	require.NoError(t, l.Close())
 
-	r := runCLI(t, "audit", "verify", "--data", data).ok(t)
+	r := runCLI(t, "audit", "verify", "--data", data, "--log-key", pub).ok(t)
 	assert.Contains(t, r.stdout, "decision log intact: 5 records, head seq 5")
-	r = runCLI(t, "audit", "verify", "--data", data, "-o", "csv").ok(t)
-	assert.True(t, strings.HasPrefix(r.stdout, "intact,records,pruned,headSeq,headHash\ntrue,5,0,5,"), r.stdout)
+	assert.Contains(t, r.stdout, "signed checkpoint of 5 records")
+	r = runCLI(t, "audit", "verify", "--data", data).ok(t)
+	assert.Contains(t, r.stdout, "signed checkpoint not checked: give --log-key")
+	r = runCLI(t, "audit", "verify", "--data", data, "--log-key", pub, "-o", "csv").ok(t)
+	assert.True(t, strings.HasPrefix(r.stdout, "intact,records,pruned,headSeq,headHash,checkpointSize,checkpointRoot,consistentWith\ntrue,5,0,5,"), r.stdout)
 
 	seg := filepath.Join(data, "decisions", "00000000000000000001.log")
 	b, err := os.ReadFile(seg)
 	require.NoError(t, err)
 
 	// A crash in the middle of an unacknowledged batch: recoverable, exit 5.
-	require.NoError(t, os.WriteFile(seg, append(append([]byte{}, b...), `{"decision":"deny","hash":"`...), 0o640))
-	r = runCLI(t, "audit", "verify", "--data", data)
+	require.NoError(t, os.WriteFile(seg, append(append([]byte{}, b...), `{"decision":"deny","seq":"`...), 0o640))
+	r = runCLI(t, "audit", "verify", "--data", data, "--log-key", pub)
 	assert.Equal(t, exitTornTail, r.code)
 	assert.Contains(t, r.stderr, "decision log intact up to seq 5")
 	assert.Contains(t, r.stderr, "recoverable")
-	l, err = decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{})
+	l, err = decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{Key: key})
 	require.NoError(t, err, "the distributor recovers by cutting the torn bytes")
 	require.NoError(t, l.Close())
-	assert.Contains(t, runCLI(t, "audit", "verify", "--data", data).ok(t).stdout, "decision log intact: 5 records")
+	assert.Contains(t, runCLI(t, "audit", "verify", "--data", data, "--log-key", pub).ok(t).stdout, "decision log intact: 5 records")
 
 	require.NoError(t, os.WriteFile(seg, []byte(strings.Replace(string(b), "spiffe://grid.example/m3", "spiffe://grid.example/mX", 1)), 0o640))
-	r = runCLI(t, "audit", "verify", "--data", data)
+	r = runCLI(t, "audit", "verify", "--data", data, "--log-key", pub)
 	assert.Equal(t, exitTampered, r.code)
-	assert.Contains(t, r.stderr, "00000000000000000001.log:4: at seq 4: hash mismatch")
+	assert.Contains(t, r.stderr, "00000000000000000001.log:4: at seq 4: tree.hash does not hold the tree hashes of this record")
 	assert.Empty(t, r.stdout)
 
 	assert.Equal(t, exitUsage, runCLI(t, "audit", "verify").code, "neither --data nor --server")
+	assert.Equal(t, exitUsage, runCLI(t, "audit", "verify", "--data", data, "--checkpoint", seg).code, "an earlier checkpoint needs --log-key")
 }
 
 // FuzzRecordRow: any record the distributor may send gives a row of every

@@ -17,6 +17,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/server"
 	"github.com/meshguard/meshguard/internal/buildinfo"
+	"github.com/meshguard/meshguard/internal/contract"
 	"github.com/meshguard/meshguard/internal/modsource"
 	"github.com/meshguard/meshguard/internal/ociref"
 	"github.com/meshguard/meshguard/policies"
@@ -151,7 +152,7 @@ func TestEnumCompletion(t *testing.T) {
 		{[]string{"policy", "eval", "--paths", ""}, []string{"refuse", "normalize", "merge-slashes"}},
 		{[]string{"push", "module", "--format", ""}, []string{"oci-image", "docker", "oci-artifact"}},
 		{[]string{"keys", "generate", "--alg", ""}, []string{"ed25519", "es256"}},
-		{[]string{"audit", "query", "--decision", ""}, []string{"allow", "deny", "dry-run-deny", "error", "unavailable", "gap"}},
+		{[]string{"audit", "query", "--decision", ""}, contract.RecordDecisions},
 		{[]string{"serve", "--log-format", ""}, []string{"text", "json"}},
 	}
 	for _, tc := range tests {

@@ -36,8 +36,8 @@ var exitCodes = []struct {
 	{exitFailed, "policy or verification failure: policy errors, failing policy tests, a deny with --fail, warnings with --fail-on-warnings, a bundle or module that does not verify (also a bundle the distributor refuses, 422), a module an Envoy release would refuse"},
 	{exitUsage, "usage: unknown verb or flag, a bad or missing argument, an input that cannot be read or parsed"},
 	{exitConflict, "conflict: the channel already has this bundle revision or a later one (409)"},
-	{exitTampered, "tampering: the decision log's hash chain is broken or truncated"},
-	{exitTornTail, "interrupted write: the decision log is intact up to its head, then ends in a batch a crash cut short before it was acknowledged (the distributor cuts it off when it starts)"},
+	{exitTampered, "tampering: the decision log does not verify (a record edited, removed or reordered, truncation, a signed checkpoint or proof that does not verify, a log that does not extend an earlier checkpoint)"},
+	{exitTornTail, "interrupted write: the decision log is intact, then ends in a batch a crash cut short before it was acknowledged (the distributor cuts it off when it starts)"},
 	{exitError, "any other error: the network, the distributor or registry (other answers), writing output"},
 }
 
@@ -117,7 +117,7 @@ func exitCode(err error) int {
 		return exitTornTail
 	}
 	var chain *decisionlog.ChainError
-	if errors.As(err, &chain) {
+	if errors.As(err, &chain) || errors.Is(err, decisionlog.ErrInconsistent) || errors.Is(err, decisionlog.ErrCheckpoint) {
 		return exitTampered
 	}
 	var list policies.ErrorList

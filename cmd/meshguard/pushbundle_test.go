@@ -59,7 +59,7 @@ func TestPushBundleAndAuditVerifyServer(t *testing.T) {
 	assert.Equal(t, exitFailed, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "422")
 
-	r = runCLI(t, "audit", "verify", "--server", url).ok(t)
+	r = runCLI(t, "audit", "verify", "--server", url, "--log-key", filepath.Join(dir, "data", "checkpoint.key.pub")).ok(t)
 	assert.Contains(t, r.stdout, "decision log intact: 0 records")
 
 	// Decision records with hostile fields, queried in every format.

@@ -26,12 +26,12 @@ which needs the audit action):
   channels     latest revision, its signing key, created and expiry, retained revisions
   proxies      who polled which channel last (authenticated identity, the proxy id the
                guard sends, the revision it says it enforces, the revision served, when)
-  decision log records, size, head, last checkpoint (today the unsigned hash chain
-               head) and how far the distributor has verified the chain
+  decision log records, size, head (Merkle tree size and root), the latest signed
+               checkpoint and how far the distributor has verified the tree
 
 Proxies are remembered from the distributor's start, in a bounded table.
-Exit code 0; 4 (tampering) when the distributor found the decision log's
-chain broken; the common table otherwise (meshguard --help).`,
+Exit code 0; 4 (tampering) when the distributor found a record that does
+not match the decision log's tree; the common table otherwise (meshguard --help).`,
 		Example: `  meshguard status --server https://distributor:8443 --token $AUDIT_TOKEN
   meshguard status --server http://127.0.0.1:8443 -o json | jq '.channels[].pollers'`,
 		Args: cobra.NoArgs,
@@ -155,6 +155,9 @@ func writeStatus(w io.Writer, st server.Status, now time.Time) error {
 	fmt.Fprintf(tw, "head\tseq %d %s\n", d.Head.Seq, d.Head.Hash)
 	fmt.Fprintf(tw, "checkpoint\t%s: seq %d %s\n", d.Checkpoint.Kind, d.Checkpoint.Seq, d.Checkpoint.Hash)
 	fmt.Fprintf(tw, "integrity\t%s\n", integrity)
+	if c := in.Checkpoint; c != nil {
+		fmt.Fprintf(tw, "\tthe tree gives the root of the signed checkpoint of %d records\n", c.Size)
+	}
 	fmt.Fprintf(tw, "indexed\t%d of %d records\n", d.Indexed, d.Records)
 	if st.Pollers.Evicted > 0 {
 		fmt.Fprintf(tw, "pollers\t%d tracked, %d dropped (table full)\n", st.Pollers.Tracked, st.Pollers.Evicted)

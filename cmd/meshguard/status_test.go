@@ -127,9 +127,9 @@ func TestStatusTableJSONAndYAML(t *testing.T) {
 	assert.Regexp(t, `^CHANNEL +REVISION +SIGNING KEY +CREATED +EXPIRES +RETAINED`, lines[0])
 	assert.Regexp(t, `^prod +4 +`+key.KeyID()+` +\S+ +\S+ \(in (2d23h|3d0h)\) expires soon +4,3$`, lines[1])
 	assert.Contains(t, out, "prod     anonymous@127.0.0.1  sidecar~10.0.0.9~meter-1.grid  3 (behind)  4")
-	assert.Contains(t, out, "\nDECISION LOG\nrecords     7 (1.4 KiB in 1 segment file)\n")
-	assert.Contains(t, out, "checkpoint  hash chain head (unsigned): seq 7 ")
-	assert.Contains(t, out, "integrity   sha256 hash chain verified through seq 7\n")
+	assert.Contains(t, out, "\nDECISION LOG\nrecords     7 (406 B in 1 segment file)\n")
+	assert.Contains(t, out, "checkpoint  signed checkpoint (C2SP tlog-checkpoint): seq 7 ")
+	assert.Contains(t, out, "integrity   RFC 6962 Merkle tree verified through seq 7\n")
 	assert.Contains(t, out, "indexed     7 of 7 records")
 
 	out, err = runStatus(t, "--server", url, "-o", "json")
@@ -168,7 +168,10 @@ func TestStatusTableJSONAndYAML(t *testing.T) {
 
 func TestStatusExitsTamperedOnABrokenChain(t *testing.T) {
 	data := t.TempDir()
-	l, err := decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{})
+	// Signed with the key the distributor then uses, so the edit below
+	// meets a checkpoint.
+	key, _ := testLogKey(t, data)
+	l, err := decisionlog.Open(filepath.Join(data, "decisions"), decisionlog.Options{Key: key})
 	require.NoError(t, err)
 	for i := range 4 {
 		r, err := decisionlog.DecodeRecord(fmt.Appendf(nil, `{"time":"2026-11-23T08:00:0%dZ","decision":"allow","subject":"s%d"}`, i, i))
@@ -188,6 +191,6 @@ func TestStatusExitsTamperedOnABrokenChain(t *testing.T) {
 	require.True(t, errors.As(err, &ee), "%v", err)
 	assert.Equal(t, exitTampered, ee.code)
 	assert.Contains(t, err.Error(), "decision log NOT intact at seq 2")
-	assert.Contains(t, out, "integrity   BROKEN at seq 2: 00000000000000000001.log line 2: hash mismatch")
+	assert.Contains(t, out, "integrity   BROKEN at seq 2: 00000000000000000001.log line 2: the record's leaf hash differs from the stored tree")
 	assert.Contains(t, out, "(no proxy has polled since the distributor started)")
 }

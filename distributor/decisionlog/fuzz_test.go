@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // FuzzDecode: any body either fails with an error or yields records whose
@@ -25,7 +27,15 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		var buf bytes.Buffer
-		prev := GenesisHash
+		var ref tlog.HashReaderFunc
+		var refHashes []tlog.Hash
+		ref = func(idx []int64) ([]tlog.Hash, error) {
+			out := make([]tlog.Hash, len(idx))
+			for i, x := range idx {
+				out[i] = refHashes[x]
+			}
+			return out, nil
+		}
 		if !ndjson {
 			// No accepted top-level member may be a duplicate: counting the
 			// members in the text must give the map's size.
@@ -61,31 +71,19 @@ func FuzzDecode(f *testing.F) {
 			if err != nil || !bytes.Equal(c1, c2) {
 				t.Fatalf("canonical form unstable:\n%s\n%s", c1, c2)
 			}
-			line, h, err := seal(r, uint64(i+1), prev)
+			line, err := seal(r, uint64(i+1))
 			if err != nil {
 				t.Fatal(err)
-			}
-			// seal joins pre-encoded members; the map-based canonical form
-			// is the reference it must match byte for byte.
-			ref := Record{FieldSeq: json.RawMessage(fmt.Sprint(i + 1)), FieldPrevHash: json.RawMessage(`"` + prev + `"`)}
-			for k, v := range r {
-				ref[k] = v
-			}
-			refHash, _, err := hashRecord(ref)
-			if err != nil || refHash != h {
-				t.Fatalf("seal hash %s, reference %s (%v)", h, refHash, err)
-			}
-			ref[FieldHash] = json.RawMessage(`"` + h + `"`)
-			refLine, _ := ref.Canonical()
-			if !bytes.Equal(append(refLine, '\n'), line) {
-				t.Fatalf("seal line differs from the canonical form:\n%s\n%s", line, refLine)
 			}
 			// What the log reads back is what it wrote and what the client
 			// sent, by exact name.
 			stripped := bytes.TrimSuffix(line, []byte{'\n'})
-			_, st, err := parseStored(stripped)
-			if err != nil || st.Seq != uint64(i+1) || st.PrevHash != prev || st.Hash != h {
-				t.Fatalf("stored line reads back as %+v (%v), want seq %d prev %s hash %s", st, err, i+1, prev, h)
+			seq, err := parseStored(stripped)
+			if err != nil || seq != uint64(i+1) {
+				t.Fatalf("stored line reads back as seq %d (%v), want %d", seq, err, i+1)
+			}
+			if _, ok := r[FieldSeq]; ok {
+				t.Fatal("seal left seq in the caller's record")
 			}
 			for _, f := range []string{"decision", "subject", "time"} {
 				want, _ := r.str(f)
@@ -93,15 +91,24 @@ func FuzzDecode(f *testing.F) {
 					t.Fatalf("indexed field %q reads back as %q, the record has %q", f, got, want)
 				}
 			}
+			hs, err := tlog.StoredHashes(int64(i), stripped, ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refHashes = append(refHashes, hs...)
 			buf.Write(line)
-			prev = h
 		}
-		var v ChainVerifier
+		v, _ := NewTreeVerifier(Anchor{})
 		if err := v.VerifyReader("fuzz", &buf); err != nil {
 			t.Fatalf("sealed records do not verify: %v", err)
 		}
 		if v.Count != uint64(len(recs)) {
 			t.Fatalf("verified %d of %d", v.Count, len(recs))
+		}
+		// The verifier's O(log n) rebuild gives the root of the full tree.
+		root, err := tlog.TreeHash(int64(len(recs)), ref)
+		if err != nil || v.Head().Hash != root.String() {
+			t.Fatalf("verifier root %s, reference %s (%v)", v.Head().Hash, root, err)
 		}
 	})
 }
@@ -111,12 +118,10 @@ func FuzzDecode(f *testing.F) {
 func FuzzVerifyReader(f *testing.F) {
 	good := func(n int) []byte {
 		var buf bytes.Buffer
-		prev := GenesisHash
 		for i := 0; i < n; i++ {
 			r, _ := DecodeRecord([]byte(`{"time":"2026-11-23T08:00:00Z","decision":"allow","reason":"x"}`))
-			line, h, _ := seal(r, uint64(i+1), prev)
+			line, _ := seal(r, uint64(i+1))
 			buf.Write(line)
-			prev = h
 		}
 		return buf.Bytes()
 	}
@@ -124,7 +129,7 @@ func FuzzVerifyReader(f *testing.F) {
 	f.Add(good(1)[:30])
 	f.Add([]byte("{}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var v ChainVerifier
+		v, _ := NewTreeVerifier(Anchor{})
 		if err := v.VerifyReader("fuzz", bytes.NewReader(data)); err != nil {
 			return
 		}
@@ -134,30 +139,37 @@ func FuzzVerifyReader(f *testing.F) {
 	})
 }
 
-// FuzzOpenDir: arbitrary segment and HEAD files never crash the offline
-// verifier or crash recovery, and a directory that verifies always opens.
+// FuzzOpenDir: arbitrary segment and checkpoint files never crash the
+// offline verifier or crash recovery, and a directory that verifies
+// always opens.
 func FuzzOpenDir(f *testing.F) {
-	var buf bytes.Buffer
-	prev := GenesisHash
+	dir := f.TempDir()
+	l, err := Open(dir, Options{Key: testKey})
+	if err != nil {
+		f.Fatal(err)
+	}
 	for i := 0; i < 2; i++ {
 		r, _ := DecodeRecord([]byte(`{"time":"2026-11-23T08:00:00Z","decision":"deny"}`))
-		line, h, _ := seal(r, uint64(i+1), prev)
-		buf.Write(line)
-		prev = h
+		if _, err := l.Append([]Record{r}); err != nil {
+			f.Fatal(err)
+		}
 	}
-	f.Add(buf.Bytes(), []byte(`{"seq":2,"hash":"`+prev+`"}`))
-	f.Add(buf.Bytes()[:buf.Len()-7], []byte(`{"seq":1,"hash":"x"}`))
-	f.Add([]byte{}, []byte(`{"seq":0}`))
-	f.Fuzz(func(t *testing.T, seg, head []byte) {
+	l.Close()
+	seg, _ := os.ReadFile(filepath.Join(dir, segName(1)))
+	cp, _ := os.ReadFile(filepath.Join(dir, checkpointFile))
+	f.Add(seg, cp)
+	f.Add(seg[:len(seg)-7], cp)
+	f.Add([]byte{}, []byte("meshguard.test/decisions\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"))
+	f.Fuzz(func(t *testing.T, seg, cp []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, segName(1)), seg, 0o640); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, headFile), head, 0o640); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, checkpointFile), cp, 0o640); err != nil {
 			t.Fatal(err)
 		}
-		_, verr := VerifyDir(dir)
-		l, oerr := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		_, verr := VerifyDir(dir, VerifyOptions{Key: testKey.Verifier})
+		l, oerr := Open(dir, Options{Key: testKey, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if oerr == nil {
 			l.Close()
 		}
@@ -181,7 +193,7 @@ func FuzzTornTail(f *testing.F) {
 		}
 		dir := t.TempDir()
 		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-		l, err := Open(dir, Options{Logger: quiet})
+		l, err := Open(dir, Options{Key: testKey, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +213,7 @@ func FuzzTornTail(f *testing.F) {
 		fh.Write(junk)
 		fh.Close()
 
-		rep, err := VerifyDir(dir)
+		rep, err := verifyDir(dir)
 		var torn *TornTailError
 		if !errors.As(err, &torn) {
 			t.Fatalf("torn tail reported as %T %v", err, err)
@@ -209,7 +221,7 @@ func FuzzTornTail(f *testing.F) {
 		if rep.Head != head || torn.Head != head || torn.Bytes != int64(len(junk)) {
 			t.Fatalf("torn tail %+v, report %+v, want head %+v", torn, rep, head)
 		}
-		l, err = Open(dir, Options{Logger: quiet})
+		l, err = Open(dir, Options{Key: testKey, Logger: quiet})
 		if err != nil {
 			t.Fatalf("recoverable tail does not open: %v", err)
 		}
@@ -217,7 +229,7 @@ func FuzzTornTail(f *testing.F) {
 			t.Fatalf("reopened at %+v, want %+v", l.Head(), head)
 		}
 		l.Close()
-		if _, err := VerifyDir(dir); err != nil {
+		if _, err := verifyDir(dir); err != nil {
 			t.Fatalf("after recovery: %v", err)
 		}
 	})

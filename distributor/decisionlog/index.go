@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // IndexOptions tune an Index.
@@ -90,7 +92,9 @@ var (
 	strColName  = [numStrCols]string{"subject", "device", "path", "proxy", "uploader"}
 )
 
-// Decision codes; decOther is an unreadable record or a placeholder.
+// Decision codes: the index of the value in contract.RecordDecisions
+// (allow, deny, dry-run-deny, error, unavailable and gap first, whatever values the contract
+// adds after them); decOther is an unreadable record or a placeholder.
 const (
 	decAllow uint8 = iota
 	decDeny
@@ -98,15 +102,28 @@ const (
 	decError
 	decUnavailable
 	decGap
-	decOther
-	numDecisions
 )
 
-var decisionNames = [numDecisions]string{DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError, DecisionUnavailable, DecisionGap, "unreadable"}
+const (
+	numDecisions       = 16
+	decOther     uint8 = numDecisions - 1
+)
+
+var decisionNames = func() (out [numDecisions]string) {
+	for i, d := range contract.RecordDecisions[:min(len(contract.RecordDecisions), int(decOther))] {
+		out[i] = d
+	}
+	if out[decAllow] != DecisionAllow || out[decDeny] != DecisionDeny || out[decDryRun] != DecisionDryRun || out[decError] != DecisionError ||
+		out[decUnavailable] != DecisionUnavailable || out[decGap] != DecisionGap {
+		panic("decisionlog: contract.RecordDecisions must start with allow, deny, dry-run-deny, error, unavailable, gap")
+	}
+	out[decOther] = "unreadable"
+	return out
+}()
 
 func decisionCode(s string) uint8 {
 	for i, n := range decisionNames[:decOther] {
-		if s == n {
+		if s == n && n != "" {
 			return uint8(i)
 		}
 	}
@@ -137,7 +154,7 @@ func OpenIndex(l *Log, opts IndexOptions) *Index {
 	for c := range ix.dicts {
 		ix.dicts[c] = newDict()
 	}
-	ix.integ = Integrity{Method: "sha256 hash chain", Head: Head{Hash: GenesisHash}}
+	ix.integ = Integrity{Method: "RFC 6962 Merkle tree", Head: Head{Hash: EmptyRoot}}
 	ctx, cancel := context.WithCancel(context.Background())
 	ix.stop = cancel
 	go ix.run(ctx)
@@ -648,8 +665,34 @@ func (ix *Index) Record(ctx context.Context, seq uint64) (StoredRecord, error) {
 	return r, err
 }
 
-// read loads the stored line of position i from its segment.
+// Line is the stored line of record seq, as it is in the segment file.
+func (ix *Index) Line(ctx context.Context, seq uint64) ([]byte, error) {
+	ix.settle(ctx)
+	ix.mu.RLock()
+	n := ix.n
+	ix.mu.RUnlock()
+	if seq == 0 || seq > n {
+		return nil, fmt.Errorf("seq %d: %w (the log holds seq 1..%d)", seq, ErrNoRecord, n)
+	}
+	return ix.readLine(seq - 1)
+}
+
+// read loads the stored record of position i from its segment.
 func (ix *Index) read(i uint64) (StoredRecord, error) {
+	buf, err := ix.readLine(i)
+	if err != nil {
+		return StoredRecord{}, err
+	}
+	if !json.Valid(buf) {
+		// Shown as a JSON string so the answer stays valid JSON.
+		q, _ := json.Marshal(string(buf))
+		buf = q
+	}
+	return StoredRecord{Seq: i + 1, Record: buf}, nil
+}
+
+// readLine loads the stored line of position i from its segment.
+func (ix *Index) readLine(i uint64) ([]byte, error) {
 	ix.mu.RLock()
 	off, ln := ix.offs[i], ix.lens[i]
 	k := sort.Search(len(ix.segStart), func(j int) bool { return ix.segStart[j] > i }) - 1
@@ -659,22 +702,17 @@ func (ix *Index) read(i uint64) (StoredRecord, error) {
 	}
 	ix.mu.RUnlock()
 	if off < 0 || name == "" {
-		return StoredRecord{}, fmt.Errorf("seq %d: %w: it is missing from the segment files", i+1, ErrNoRecord)
+		return nil, fmt.Errorf("seq %d: %w: it is missing from the segment files", i+1, ErrNoRecord)
 	}
 	f, err := ix.file(name)
 	if err != nil {
-		return StoredRecord{}, err
+		return nil, err
 	}
 	buf := make([]byte, ln)
 	if _, err := f.ReadAt(buf, off); err != nil {
-		return StoredRecord{}, fmt.Errorf("decision log: read seq %d from %s: %w", i+1, name, err)
+		return nil, fmt.Errorf("decision log: read seq %d from %s: %w", i+1, name, err)
 	}
-	if !json.Valid(buf) {
-		// Shown as a JSON string so the answer stays valid JSON.
-		q, _ := json.Marshal(string(buf))
-		buf = q
-	}
-	return StoredRecord{Seq: i + 1, Record: buf}, nil
+	return buf, nil
 }
 
 // file is an open segment for reading, kept for later reads.

@@ -95,7 +95,7 @@ const testUploader = "spiffe://grid.example/ns/grid/sa/guard"
 // genLog appends records gen(0..n-1) in batches, stamped by testUploader.
 func genLog(t testing.TB, dir string, n int, opts Options) *Log {
 	t.Helper()
-	l, err := Open(dir, opts)
+	l, err := Open(dir, keyed(opts))
 	require.NoError(t, err)
 	appendGen(t, l, 0, n)
 	return l
@@ -365,7 +365,7 @@ func TestIndexStats(t *testing.T) {
 
 func TestStatsRangeIsBoundedAgainstWildClocks(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{Logger: quiet()})
+	l, err := Open(dir, keyed(Options{Logger: quiet()}))
 	require.NoError(t, err)
 	defer l.Close()
 	now := time.Now().UTC().Truncate(time.Second)
@@ -465,14 +465,14 @@ func TestIndexReportsTamperingHonestly(t *testing.T) {
 	require.NoError(t, os.WriteFile(victim, []byte(strings.Join(lines, "")), 0o640))
 	edited := segs[1].first + 2
 
-	l, err := Open(dir, Options{Logger: quiet()})
+	l, err := Open(dir, keyed(Options{Logger: quiet()}))
 	require.NoError(t, err)
 	defer l.Close()
 	ix := openIndex(t, l)
 	in := ix.Integrity()
 	assert.Equal(t, edited, in.BadSeq)
 	assert.Equal(t, edited-1, in.Verified)
-	assert.Contains(t, in.Problem, "hash mismatch")
+	assert.Contains(t, in.Problem, "leaf hash differs from the stored tree")
 	assert.Contains(t, in.Problem, fmt.Sprintf("%s line 3", segs[1].name))
 	// Every record is still searchable; those past the break are not verified.
 	assert.Equal(t, uint64(300), ix.Indexed())
@@ -492,7 +492,7 @@ func TestIndexKeepsSeqsAcrossADeletedSegment(t *testing.T) {
 	dir, segs := closedSegmentedLog(t)
 	require.NoError(t, os.Remove(filepath.Join(dir, segs[1].name)))
 
-	l, err := Open(dir, Options{Logger: quiet()})
+	l, err := Open(dir, keyed(Options{Logger: quiet()}))
 	require.NoError(t, err)
 	defer l.Close()
 	ix := openIndex(t, l)

@@ -2,21 +2,25 @@ package decisionlog
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // verifyChunk is how many records one verification round reads.
 const verifyChunk = 16384
 
-// verify checks the hash chain of the indexed records past Integrity's
-// Verified, behind the indexing so that queries are served first. A chunk
-// is split among the CPUs: each part is a ChainVerifier started from the
-// hash of the record before it, so the parts together check every link.
+// verify checks the records past Integrity's Verified against the
+// Merkle tree, behind the indexing so that queries are served first: each
+// line must be canonical with its seq, and the tree hashes recomputed from
+// it (tlog.StoredHashesForRecordHash, combining with hashes verified
+// before) must be the stored ones the distributor proves from. Once the
+// verified part reaches the latest signed checkpoint, the stored tree's
+// root at its size is compared with the signed root.
 func (ix *Index) verify(ctx context.Context) {
 	ix.verMu.Lock()
 	defer ix.verMu.Unlock()
@@ -29,7 +33,7 @@ func (ix *Index) verify(ctx context.Context) {
 			end = min(end, in.BadSeq-1)
 		}
 		if in.Verified >= end {
-			ix.checkHead(in)
+			ix.checkCheckpoint(in)
 			return
 		}
 		to := min(end, in.Verified+verifyChunk)
@@ -38,30 +42,46 @@ func (ix *Index) verify(ctx context.Context) {
 			ix.fail(in.Verified+1, err.Error())
 			return
 		}
-		head, bad, problem := verifyParts(in.Head, in.Verified+1, lines)
+		good, bad, problem := verifyTree(ix.log, in.Verified+1, lines)
 		if problem != "" {
 			problem = ix.describe(bad, problem)
 		}
+		var root string
+		if r, err := tlog.TreeHash(int64(good), ix.log.TreeReader(good)); err == nil {
+			root = r.String()
+		}
 		ix.mu.Lock()
-		if problem == "" {
-			ix.integ.Verified, ix.integ.Head = to, head
-		} else {
-			ix.integ.Verified, ix.integ.Head = bad-1, head
-			if ix.integ.Problem == "" || bad < ix.integ.BadSeq {
-				ix.integ.BadSeq, ix.integ.Problem = bad, problem
-			}
+		ix.integ.Verified, ix.integ.Head = good, Head{Seq: good, Hash: root}
+		if problem != "" && (ix.integ.Problem == "" || bad < ix.integ.BadSeq) {
+			ix.integ.BadSeq, ix.integ.Problem = bad, problem
 		}
 		ix.integ.Checked = time.Now().UTC()
 		ix.mu.Unlock()
+		if problem != "" {
+			return
+		}
 	}
 }
 
-// checkHead compares a fully verified chain's end with the log's head.
-func (ix *Index) checkHead(in Integrity) {
-	head := ix.log.Head()
-	if in.Problem == "" && in.Verified == head.Seq && in.Head.Hash != head.Hash {
-		ix.fail(head.Seq, fmt.Sprintf("the record at the head hashes to %s but the log's head is %s (rewritten under the running distributor)", in.Head.Hash, head.Hash))
+// checkCheckpoint compares the latest signed checkpoint with the verified
+// tree once the verified part covers it.
+func (ix *Index) checkCheckpoint(in Integrity) {
+	cp := ix.log.Latest()
+	if cp.Signed == nil || in.Problem != "" || in.Verified < cp.Size || in.Checkpoint != nil && in.Checkpoint.Size == cp.Size {
+		return
 	}
+	root, err := tlog.TreeHash(int64(cp.Size), ix.log.TreeReader(cp.Size))
+	if err != nil {
+		ix.fail(cp.Size, err.Error())
+		return
+	}
+	if root != cp.Root {
+		ix.fail(cp.Size, fmt.Sprintf("the verified tree of %d records hashes to %s but the signed checkpoint says %s", cp.Size, root, cp.Root))
+		return
+	}
+	ix.mu.Lock()
+	ix.integ.Checkpoint = reportOf(cp)
+	ix.mu.Unlock()
 }
 
 // describe names the segment file and line of seq in a problem.
@@ -117,55 +137,83 @@ func (ix *Index) lines(from, to uint64) ([][]byte, error) {
 	return out, nil
 }
 
-// verifyParts verifies lines (seq first onwards) following prev, in
-// parallel parts. It returns the last verified head and, on failure, the
-// lowest bad seq and its problem.
-func verifyParts(prev Head, first uint64, lines [][]byte) (Head, uint64, string) {
+// verifyTree checks lines (seq first onwards) against the log's stored
+// tree. Parsing, the canonical form and leaf hashes are checked in
+// parallel parts; the tree hashes in order. It returns the last good seq
+// and, on failure, the first bad seq and its problem.
+func verifyTree(l *Log, first uint64, lines [][]byte) (uint64, uint64, string) {
+	leaves := make([]tlog.Hash, len(lines))
+	bad := make([]string, len(lines))
 	parts := max(1, min(runtime.GOMAXPROCS(0), len(lines)/512))
-	type result struct {
-		head    Head
-		bad     uint64
-		problem string
-	}
-	res := make([]result, parts)
 	var wg sync.WaitGroup
 	for p := range parts {
 		lo, hi := p*len(lines)/parts, (p+1)*len(lines)/parts
 		wg.Go(func() {
-			v := ChainVerifier{next: first + uint64(lo), prev: prev.Hash}
-			if lo > 0 {
-				// Start from the hash of the record before the part; if that
-				// record is bad, the part before reports it.
-				var r Record
-				h, _, err := "", []byte(nil), json.Unmarshal(lines[lo-1], &r)
-				if err == nil {
-					h, _, err = hashRecord(r)
-				}
-				if err != nil {
-					res[p].bad, res[p].problem = first+uint64(lo), "skipped"
-					return
-				}
-				v.prev = h
-			}
 			for i := lo; i < hi; i++ {
-				h, err := v.Line(lines[i])
-				if err != nil {
-					res[p].bad, res[p].problem = first+uint64(i), err.Error()
-					return
+				seq, err := parseStored(lines[i])
+				switch {
+				case err != nil:
+					bad[i] = err.Error()
+				case seq != first+uint64(i):
+					bad[i] = fmt.Sprintf("found seq %d at the place of seq %d (records deleted, reordered or duplicated)", seq, first+uint64(i))
 				}
-				res[p].head = h
+				leaves[i] = LeafHash(lines[i])
 			}
 		})
 	}
 	wg.Wait()
-	head := prev
-	for _, r := range res {
-		if r.head.Seq != 0 {
-			head = r.head
+	last := first - 1 + uint64(len(lines))
+	lo, hi := tlog.StoredHashIndex(0, int64(first-1)), tlog.StoredHashCount(int64(last))
+	stored, err := l.TreeReader(last).ReadHashes(indexRange(lo, hi))
+	if err != nil {
+		return first - 1, first, err.Error()
+	}
+	file := l.TreeReader(first - 1)
+	// Hashes before lo were verified before; those from lo on are checked
+	// here before anything reads them.
+	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			if x >= lo {
+				out[i] = stored[x-lo]
+				continue
+			}
+			h, err := file.ReadHashes([]int64{x})
+			if err != nil {
+				return nil, err
+			}
+			out[i] = h[0]
 		}
-		if r.problem != "" {
-			return head, r.bad, r.problem
+		return out, nil
+	})
+	for i := range lines {
+		if bad[i] != "" {
+			return first - 1 + uint64(i), first + uint64(i), bad[i]
+		}
+		n := int64(first-1) + int64(i)
+		hs, err := tlog.StoredHashesForRecordHash(n, leaves[i], r)
+		if err != nil {
+			return uint64(n), uint64(n) + 1, err.Error()
+		}
+		at := tlog.StoredHashIndex(0, n) - lo
+		for j, h := range hs {
+			if stored[at+int64(j)] != h {
+				what := "the record's leaf hash"
+				if j > 0 {
+					what = "a tree hash the record completes"
+				}
+				return uint64(n), uint64(n) + 1, fmt.Sprintf("%s differs from the stored tree: the record was edited after it was stored (or %s was changed)", what, hashFile)
+			}
 		}
 	}
-	return head, 0, ""
+	return last, 0, ""
+}
+
+// indexRange is lo, lo+1, ..., hi-1.
+func indexRange(lo, hi int64) []int64 {
+	out := make([]int64, 0, hi-lo)
+	for x := lo; x < hi; x++ {
+		out = append(out, x)
+	}
+	return out
 }

@@ -16,14 +16,26 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 const (
-	headFile   = "HEAD"
-	segSuffix  = ".log"
-	segDigits  = 20
-	defaultSeg = 64 << 20
+	legacyHeadFile = "HEAD" // the hash chain's unsigned head, replaced by checkpointFile
+	segSuffix      = ".log"
+	segDigits      = 20
+	defaultSeg     = 64 << 20
 )
+
+// Head is the end of the log: its size (the last seq) and the Merkle tree
+// root of records 1..Seq (base64, as in a checkpoint).
+type Head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// EmptyRoot is the root of the tree of no records (SHA-256 of nothing).
+var EmptyRoot = func() string { h, _ := tlog.TreeHash(0, nil); return h.String() }()
 
 // Options tune a Log.
 type Options struct {
@@ -37,9 +49,16 @@ type Options struct {
 	DedupeWindow int
 	// Retention removes whole segments whose last record arrived longer
 	// ago; RetainBytes removes the oldest segments beyond that total. The
-	// current segment always stays; 0 keeps everything.
+	// current segment always stays; 0 keeps everything. The tree's hashes
+	// stay, so later checkpoints and proofs still cover the removed part.
 	Retention   time.Duration
 	RetainBytes int64
+	// Key signs checkpoints. Without it the log keeps its tree but signs
+	// nothing (and refuses a directory holding a signed checkpoint).
+	Key *Key
+	// CheckpointEvery signs a checkpoint at this interval when the log
+	// grew (0: only on Checkpoint calls and before retention).
+	CheckpointEvery time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -49,17 +68,21 @@ type Log struct {
 	dir  string
 	opts Options
 
-	mu      sync.Mutex // commit lock: segment, head
+	mu      sync.Mutex // commit lock: segment, tree, head
 	seg     *os.File
 	segSize int64
 	head    Head
+	tree    *hashStore
+	cp      Checkpoint // latest signed
 	closed  bool
+	stopCP  chan struct{}
+	cpDone  chan struct{}
 
 	qmu   sync.Mutex // guards queue
 	queue []*pending
 
 	seen   *dedupe // guarded by mu
-	anchor Head    // end of the part removed by retention; guarded by mu
+	anchor Anchor  // end of the part removed by retention; guarded by mu
 }
 
 type segment struct {
@@ -91,22 +114,31 @@ func segments(dir string) ([]segment, error) {
 
 func segName(first uint64) string { return fmt.Sprintf("%0*d%s", segDigits, first, segSuffix) }
 
-func readHead(dir string) (Head, error) {
-	b, err := os.ReadFile(filepath.Join(dir, headFile))
+// readCheckpoint reads the stored checkpoint (zero when there is none).
+func readCheckpoint(dir string, key *Key) (Checkpoint, error) {
+	b, err := os.ReadFile(filepath.Join(dir, checkpointFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return Checkpoint{}, nil
+	}
 	if err != nil {
-		return Head{}, fmt.Errorf("read head: %w", err)
+		return Checkpoint{}, fmt.Errorf("read checkpoint: %w", err)
 	}
-	var h Head
-	if err := json.Unmarshal(b, &h); err != nil {
-		return Head{}, fmt.Errorf("head file is corrupt: %w", err)
+	if key == nil {
+		return Checkpoint{}, errors.New("the directory holds a signed checkpoint but no checkpoint key is configured")
 	}
-	return h, nil
+	c, err := OpenCheckpoint(b, key.Verifier)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("%s: %w (signed by another key? the configured key is %s)", checkpointFile, err, key.Public)
+	}
+	return c, nil
 }
 
 // Open opens (creating if needed) the log in dir. It recovers from a crash
-// during a batch: a torn last line is cut off and records fsync'd after the
-// previous HEAD update are adopted. A log that ends before its HEAD, or has
-// segments but no HEAD, is refused: run `meshguard audit verify`.
+// during a batch: a torn last line is cut off, and the tree hashes of
+// records after the latest signed checkpoint are recomputed from the
+// segment files (the hashes up to it were synced before it was signed).
+// A log that ends before its checkpoint, or whose tree differs from it,
+// is refused: run `meshguard audit verify`.
 func Open(dir string, opts Options) (*Log, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = defaultSeg
@@ -127,97 +159,179 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.DedupeWindow == 0 {
 		opts.DedupeWindow = 1 << 18
 	}
-	l := &Log{dir: dir, opts: opts, head: Head{Hash: GenesisHash}, seen: newDedupe(opts.DedupeWindow)}
+	l := &Log{dir: dir, opts: opts, head: Head{Hash: EmptyRoot}, seen: newDedupe(opts.DedupeWindow)}
 	if l.anchor, err = readAnchor(dir); err != nil {
 		return nil, fmt.Errorf("decision log %s: %w; run meshguard audit verify", dir, err)
 	}
-	segs = retainedSegments(segs, l.anchor)
-	head, herr := readHead(dir)
-	if herr != nil && !errors.Is(herr, os.ErrNotExist) {
-		return nil, fmt.Errorf("decision log %s: %w", dir, herr)
-	}
-	if len(segs) == 0 {
-		if herr == nil && head.Seq != 0 {
-			return nil, fmt.Errorf("decision log %s: HEAD is at seq %d but there are no segments: %w", dir, head.Seq, ErrTruncated)
-		}
-		if err := l.openSegment(1); err != nil {
-			return nil, err
-		}
-		return l, l.writeHead()
-	}
-	if herr != nil {
-		return nil, fmt.Errorf("decision log %s: segments exist but HEAD is missing (deleted?); run meshguard audit verify", dir)
-	}
-	last := segs[len(segs)-1]
-	tail, size, err := recoverTail(filepath.Join(dir, last.name), last.first, opts.Logger)
-	if err != nil {
+	if l.cp, err = readCheckpoint(dir, opts.Key); err != nil {
 		return nil, fmt.Errorf("decision log %s: %w", dir, err)
 	}
-	if tail.Seq == 0 && len(segs) > 1 {
-		// An empty last segment: take the tail from the one before.
-		prev := segs[len(segs)-2]
-		if tail, _, err = recoverTail(filepath.Join(dir, prev.name), prev.first, opts.Logger); err != nil {
+	segs = retainedSegments(segs, l.anchor.Seq)
+	var tail uint64
+	var size int64
+	if len(segs) == 0 {
+		if err := l.openSegment(max(1, l.anchor.Seq+1)); err != nil {
+			return nil, err
+		}
+		tail = l.anchor.Seq
+	} else {
+		last := segs[len(segs)-1]
+		if tail, size, err = recoverTail(filepath.Join(dir, last.name), last.first, opts.Logger); err != nil {
 			return nil, fmt.Errorf("decision log %s: %w", dir, err)
 		}
+		if tail == 0 && len(segs) > 1 {
+			// An empty last segment: take the tail from the one before.
+			prev := segs[len(segs)-2]
+			if tail, _, err = recoverTail(filepath.Join(dir, prev.name), prev.first, opts.Logger); err != nil {
+				return nil, fmt.Errorf("decision log %s: %w", dir, err)
+			}
+		}
+		if tail == 0 {
+			tail = last.first - 1
+		}
+		f, err := os.OpenFile(filepath.Join(dir, last.name), os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("decision log: %w", err)
+		}
+		l.seg, l.segSize = f, size
 	}
-	if tail.Seq == 0 {
-		tail.Hash = GenesisHash
+	if tail < l.cp.Size {
+		l.seg.Close()
+		return nil, fmt.Errorf("decision log %s: log ends at seq %d but the signed checkpoint covers %d records: %w; run meshguard audit verify", dir, tail, l.cp.Size, ErrTruncated)
 	}
-	switch {
-	case tail.Seq < head.Seq:
-		return nil, fmt.Errorf("decision log %s: log ends at seq %d but HEAD is seq %d: %w; run meshguard audit verify", dir, tail.Seq, head.Seq, ErrTruncated)
-	case tail.Seq == head.Seq && tail.Hash != head.Hash:
-		return nil, fmt.Errorf("decision log %s: last record hash differs from HEAD (tail rewritten); run meshguard audit verify", dir)
-	case tail.Seq > head.Seq:
-		opts.Logger.Warn("decision log: adopting records written after the last HEAD update", "from", head.Seq+1, "to", tail.Seq)
+	if err := l.openTree(tail); err != nil {
+		l.seg.Close()
+		return nil, fmt.Errorf("decision log %s: %w", dir, err)
 	}
-	l.head = tail
-	f, err := os.OpenFile(filepath.Join(dir, last.name), os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("decision log: %w", err)
+	if _, err := os.Stat(filepath.Join(dir, legacyHeadFile)); err == nil {
+		opts.Logger.Info("decision log: the hash chain's HEAD file is replaced by signed checkpoints; removing it", "dir", dir)
+		_ = os.Remove(filepath.Join(dir, legacyHeadFile))
 	}
-	l.seg, l.segSize = f, size
 	// Records written but never acknowledged before a crash are kept; the
 	// client's retry of them is dropped by the dedupe window.
 	for _, sg := range segs[max(0, len(segs)-2):] {
 		l.seen.load(filepath.Join(dir, sg.name))
 	}
+	l.mu.Lock()
 	l.prune()
-	return l, l.writeHead()
+	l.mu.Unlock()
+	if opts.Key != nil && (l.cp.Signed == nil || l.cp.Size != l.head.Seq) {
+		if _, err := l.Checkpoint(); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if opts.Key != nil && opts.CheckpointEvery > 0 {
+		l.stopCP, l.cpDone = make(chan struct{}), make(chan struct{})
+		go l.signEvery(opts.CheckpointEvery)
+	}
+	return l, nil
+}
+
+// openTree opens the tree hashes and brings them to tail records: the
+// hashes up to the signed checkpoint are kept if they give its root, the
+// rest are recomputed from the segment files.
+func (l *Log) openTree(tail uint64) error {
+	t, err := openHashStore(filepath.Join(l.dir, hashFile))
+	if err != nil {
+		return err
+	}
+	l.tree = t
+	keep := l.cp.Size
+	if recordsCovered(t.count) < int64(keep) {
+		// The hashes behind the checkpoint are gone: rebuild them, which
+		// needs every record.
+		keep = 0
+	}
+	if err := t.truncate(int64(keep)); err != nil {
+		return err
+	}
+	if keep < l.anchor.Seq {
+		return fmt.Errorf("the tree hashes of records 1..%d, removed by retention, are missing from %s: %w; run meshguard audit verify", l.anchor.Seq, hashFile, ErrTruncated)
+	}
+	if l.cp.Size > 0 && keep == l.cp.Size {
+		if err := l.checkRoot(); err != nil {
+			return err
+		}
+	}
+	if keep < tail {
+		l.opts.Logger.Info("decision log: computing tree hashes from the segment files", "from", keep+1, "to", tail)
+		l.head = Head{Seq: tail}
+		next := keep + 1
+		err := l.scan(keep+1, func(seq uint64, line []byte) (bool, error) {
+			if seq != next {
+				return false, fmt.Errorf("record %d: %w: the segment files skip records %d..%d", next, ErrTruncated, next, seq-1)
+			}
+			next++
+			if err := t.add(int64(seq-1), LeafHash(line)); err != nil {
+				return false, err
+			}
+			if len(t.pend) >= 1<<16 {
+				return true, t.flush()
+			}
+			return true, nil
+		})
+		if err == nil {
+			err = t.flush()
+		}
+		if err != nil {
+			return fmt.Errorf("rebuild tree: %w", err)
+		}
+		if got := recordsCovered(t.count); uint64(got) != tail {
+			return fmt.Errorf("the segment files hold records up to %d of %d: %w; run meshguard audit verify", got, tail, ErrTruncated)
+		}
+	}
+	root, err := tlog.TreeHash(int64(tail), t)
+	if err != nil {
+		return err
+	}
+	l.head = Head{Seq: tail, Hash: root.String()}
+	if l.cp.Size > 0 && keep < l.cp.Size {
+		return l.checkRoot()
+	}
+	return nil
+}
+
+// checkRoot compares the stored tree with the signed checkpoint.
+func (l *Log) checkRoot() error {
+	root, err := tlog.TreeHash(int64(l.cp.Size), l.tree)
+	if err != nil {
+		return err
+	}
+	if root != l.cp.Root {
+		return &ChainError{File: checkpointFile, Problem: fmt.Sprintf("the tree of the first %d records hashes to %s but the signed checkpoint says %s: records were rewritten; run meshguard audit verify",
+			l.cp.Size, root, l.cp.Root)}
+	}
+	return nil
 }
 
 // recoverTail reads a segment, cuts off an incomplete last line and returns
-// the last record's seq and verified hash, and the segment's size.
-func recoverTail(path string, first uint64, log *slog.Logger) (Head, int64, error) {
+// the last record's seq and the segment's size.
+func recoverTail(path string, first uint64, log *slog.Logger) (uint64, int64, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Head{}, 0, err
+		return 0, 0, err
 	}
 	end := bytes.LastIndexByte(data, '\n') + 1
 	if end < len(data) {
 		log.Warn("decision log: cutting an incomplete last line (interrupted write)", "file", path, "bytes", len(data)-end)
 		if err := os.Truncate(path, int64(end)); err != nil {
-			return Head{}, 0, err
+			return 0, 0, err
 		}
 		data = data[:end]
 	}
 	if end == 0 {
-		return Head{}, 0, nil
+		return 0, 0, nil
 	}
 	start := bytes.LastIndexByte(data[:end-1], '\n') + 1
-	line := data[start : end-1]
-	rec, s, err := parseStored(line)
+	seq, err := parseStored(data[start : end-1])
 	if err != nil {
-		return Head{}, 0, fmt.Errorf("%s: last record: %v; run meshguard audit verify", filepath.Base(path), err)
+		return 0, 0, fmt.Errorf("%s: last record: %v; run meshguard audit verify", filepath.Base(path), err)
 	}
-	h, _, err := hashRecord(rec)
-	if err != nil || h != s.Hash {
-		return Head{}, 0, fmt.Errorf("%s: last record's hash does not match its content; run meshguard audit verify", filepath.Base(path))
+	if seq < first {
+		return 0, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), seq, first)
 	}
-	if s.Seq < first {
-		return Head{}, 0, fmt.Errorf("%s: last record seq %d is below the segment start %d", filepath.Base(path), s.Seq, first)
-	}
-	return Head{Seq: s.Seq, Hash: h}, int64(end), nil
+	return seq, int64(end), nil
 }
 
 func (l *Log) openSegment(first uint64) error {
@@ -230,31 +344,6 @@ func (l *Log) openSegment(first uint64) error {
 	}
 	l.seg, l.segSize = f, 0
 	return syncDir(l.dir)
-}
-
-// writeHead records the head atomically (temp file, fsync, rename, dir fsync).
-func (l *Log) writeHead() error {
-	b, _ := json.Marshal(l.head)
-	tmp := filepath.Join(l.dir, headFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("decision log: write head: %w", err)
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("decision log: write head: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("decision log: sync head: %w", err)
-	}
-	f.Close()
-	if err := os.Rename(tmp, filepath.Join(l.dir, headFile)); err != nil {
-		return fmt.Errorf("decision log: write head: %w", err)
-	}
-	// No directory fsync: if the rename is lost in a crash the older HEAD
-	// is behind the fsync'd segment, and Open adopts the extra records.
-	return nil
 }
 
 func syncDir(dir string) error {
@@ -280,8 +369,8 @@ type Appended struct {
 	Accepted, Duplicates int
 }
 
-// Append chains and durably stores a batch: all records are written, the
-// segment fsync'd, then HEAD advanced. Records whose (received_by,
+// Append stores a batch durably: all records are written and the segment
+// fsync'd, then their tree hashes are written. Records whose (received_by,
 // decision_id) was already stored are dropped, not stored twice.
 // Concurrent appends are group-committed: whoever gets the commit lock
 // writes every queued batch with one fsync.
@@ -315,6 +404,17 @@ type pending struct {
 	done chan struct{}
 }
 
+// seal is the stored line of r at seq: its canonical form with seq.
+func seal(r Record, seq uint64) ([]byte, error) {
+	r[FieldSeq] = strconv.AppendUint(nil, seq, 10)
+	line, err := r.Canonical()
+	delete(r, FieldSeq)
+	if err != nil {
+		return nil, err
+	}
+	return append(line, '\n'), nil
+}
+
 // commit writes a group of batches; l.mu is held.
 func (l *Log) commit(group []*pending) {
 	defer func() {
@@ -328,39 +428,41 @@ func (l *Log) commit(group []*pending) {
 		}
 		return
 	}
-	head := l.head
+	seq := l.head.Seq
 	buf := make([]byte, 0, 64<<10)
 	var ok []*pending
 	var keys []dedupeKey // of the records written
+	var leaves []tlog.Hash
 	for _, p := range group {
-		h, n, nk := head, len(buf), len(keys)
+		s, n, nk, nl := seq, len(buf), len(keys), len(leaves)
 		for _, r := range p.recs {
 			k, has := keyOf(r)
 			if has && (l.seen.has(k) || slices.Contains(keys[nk:], k)) {
 				p.res.Duplicates++
 				continue
 			}
-			line, hash, err := seal(r, h.Seq+1, h.Hash)
+			line, err := seal(r, s+1)
 			if err != nil {
 				p.err = fmt.Errorf("decision log: encode record: %w", err)
 				break
 			}
 			buf = append(buf, line...)
-			h = Head{Seq: h.Seq + 1, Hash: hash}
+			leaves = append(leaves, LeafHash(line[:len(line)-1]))
+			s++
 			if has {
 				keys = append(keys, k)
 			}
 		}
 		if p.err != nil {
-			buf, keys = buf[:n], keys[:nk]
+			buf, keys, leaves = buf[:n], keys[:nk], leaves[:nl]
 			p.res = Appended{}
 			continue
 		}
-		p.res.Accepted = int(h.Seq - head.Seq)
+		p.res.Accepted = int(s - seq)
 		if p.res.Accepted > 0 {
-			p.res.First, p.res.Last = head.Seq+1, h.Seq
+			p.res.First, p.res.Last = seq+1, s
 		}
-		head = h
+		seq = s
 		ok = append(ok, p)
 	}
 	if len(buf) == 0 {
@@ -371,8 +473,22 @@ func (l *Log) commit(group []*pending) {
 			p.res, p.err = Appended{}, err
 		}
 	}
+	for i, h := range leaves {
+		if err := l.tree.add(int64(l.head.Seq)+int64(i), h); err != nil {
+			l.tree.pend = l.tree.pend[:0]
+			fail(fmt.Errorf("decision log: tree: %w", err))
+			return
+		}
+	}
+	root, err := tlog.TreeHash(int64(seq), l.tree)
+	if err != nil {
+		l.tree.pend = l.tree.pend[:0]
+		fail(fmt.Errorf("decision log: tree: %w", err))
+		return
+	}
 	if l.segSize > 0 && l.segSize+int64(len(buf)) > l.opts.SegmentBytes {
 		if err := l.openSegment(l.head.Seq + 1); err != nil {
+			l.tree.pend = l.tree.pend[:0]
 			fail(err)
 			return
 		}
@@ -385,17 +501,22 @@ func (l *Log) commit(group []*pending) {
 	if werr != nil {
 		// Undo a partial write so the file ends on the old head.
 		_ = l.seg.Truncate(l.segSize)
+		l.tree.pend = l.tree.pend[:0]
 		fail(fmt.Errorf("decision log: write: %w", werr))
 		return
 	}
 	l.segSize += int64(n)
-	l.head = head
+	// The records are durable; their tree hashes follow them (a crash
+	// before these reach the disk is repaired from the segments on open).
+	if err := l.tree.flush(); err != nil {
+		l.opts.Logger.Error("decision log: tree hashes not written; the log stops taking records until restarted", "err", err)
+		l.closed = true
+		fail(err)
+		return
+	}
+	l.head = Head{Seq: seq, Hash: root.String()}
 	for _, k := range keys {
 		l.seen.add(k)
-	}
-	if err := l.writeHead(); err != nil {
-		// The records are durable; a stale HEAD is repaired on open.
-		l.opts.Logger.Error("decision log: HEAD update failed", "err", err)
 	}
 }
 
@@ -421,15 +542,35 @@ func (l *Log) Writable() error {
 	return os.Remove(f.Name())
 }
 
-// Close closes the current segment.
+// Close stops signing and closes the files.
 func (l *Log) Close() error {
+	if l.stopCP != nil {
+		l.mu.Lock()
+		stop := l.stopCP
+		l.stopCP = nil
+		l.mu.Unlock()
+		if stop != nil {
+			close(stop)
+			<-l.cpDone
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
+	if l.seg == nil {
 		return nil
 	}
+	var err error
+	if l.opts.Key != nil && !l.closed && l.cp.Size != l.head.Seq {
+		// A clean shutdown leaves a checkpoint of everything stored.
+		_, err = l.signLocked()
+	}
 	l.closed = true
-	return l.seg.Close()
+	err = errors.Join(err, l.seg.Close())
+	l.seg = nil
+	if l.tree != nil {
+		err = errors.Join(err, l.tree.f.Close())
+	}
+	return err
 }
 
 // scan calls fn for each stored line with seq in [from, head.Seq], where the
@@ -443,7 +584,7 @@ func (l *Log) scan(from uint64, fn func(seq uint64, line []byte) (bool, error)) 
 	if err != nil {
 		return err
 	}
-	segs = retainedSegments(segs, l.Anchor())
+	segs = retainedSegments(segs, l.Anchor().Seq)
 	for i, s := range segs {
 		if i+1 < len(segs) && segs[i+1].first <= from {
 			continue // wholly before from
@@ -509,13 +650,17 @@ func (l *Log) WriteLog(w io.Writer, head Head) error {
 	})
 }
 
-// Query selects stored records. Zero fields do not filter.
+// Query selects stored records in seq order. Zero fields do not filter.
 type Query struct {
 	Since, Until time.Time // inclusive bounds on the record's time
 	Subject      string
 	Decision     string
-	AfterSeq     uint64 // only records with seq > AfterSeq (paging)
-	Limit        int    // default 100, at most 10000
+	// Filter selects as the console's search does (rule, path, device,
+	// proxy, uploader, revision; '*' suffix for a prefix); it is applied
+	// with the fields above.
+	Filter   Filter
+	AfterSeq uint64 // only records with seq > AfterSeq (paging)
+	Limit    int    // default 100, at most 10000
 }
 
 // QueryResult is the answer to a Query: stored records in seq order.
@@ -547,6 +692,10 @@ func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 	if q.Limit > 10000 {
 		q.Limit = 10000
 	}
+	if err := q.Filter.Validate(); err != nil {
+		return 0, err
+	}
+	filtered := q.Filter != Filter{}
 	var lastSeq, next uint64
 	n := 0
 	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
@@ -563,6 +712,9 @@ func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 			if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
 				return true, nil
 			}
+		}
+		if filtered && !q.Filter.matches(line) {
+			return true, nil
 		}
 		if n == q.Limit {
 			next = lastSeq

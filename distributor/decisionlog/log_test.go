@@ -28,8 +28,28 @@ func rec(t testing.TB, i int, decision, subject string) Record {
 	return r
 }
 
+// testKey signs the test logs' checkpoints.
+var testKey = func() *Key {
+	k, _, err := NewKey("meshguard.test/decisions")
+	if err != nil {
+		panic(err)
+	}
+	return &k
+}()
+
+// keyed is opts with the test key.
+func keyed(opts Options) Options {
+	opts.Key = testKey
+	return opts
+}
+
+// verifyDir verifies dir offline against the test key.
+func verifyDir(dir string, earlier ...[]byte) (Report, error) {
+	return VerifyDir(dir, VerifyOptions{Key: testKey.Verifier, Earlier: earlier})
+}
+
 func fill(t *testing.T, dir string, n, batch int, opts Options) *Log {
-	l, err := Open(dir, opts)
+	l, err := Open(dir, keyed(opts))
 	require.NoError(t, err)
 	for i := 0; i < n; i += batch {
 		var b []Record
@@ -118,7 +138,7 @@ func TestDecodeKeepsPairedSurrogatesAndLookalikesOfUnknownFields(t *testing.T) {
 // real seq and answers queries by the real fields only.
 func TestStoredLookalikesReadByExactName(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{})
+	l, err := Open(dir, keyed(Options{}))
 	require.NoError(t, err)
 	old := func(body string) Record {
 		var r Record
@@ -133,10 +153,10 @@ func TestStoredLookalikesReadByExactName(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
 
-	rep, err := VerifyDir(dir)
+	rep, err := verifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(3), rep.Head.Seq)
-	l, err = Open(dir, Options{})
+	l, err = Open(dir, keyed(Options{}))
 	require.NoError(t, err, "a look-alike hash in the last record must not stop a restart")
 	defer l.Close()
 	assert.Equal(t, uint64(3), l.Head().Seq, "ſeq must not be adopted as the sequence number")
@@ -161,7 +181,7 @@ func TestVerifyRefusesNonCanonicalLines(t *testing.T) {
 			ls := append([]string(nil), lines[names0()]...)
 			ls[1] = edit(ls[1])
 			writeLines(t, dir, names0(), ls)
-			_, err := VerifyDir(dir)
+			_, err := verifyDir(dir)
 			var ce *ChainError
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, 2, ce.Line)
@@ -176,20 +196,20 @@ func TestAppendVerifyReopen(t *testing.T) {
 	assert.Equal(t, uint64(250), head.Seq)
 	require.NoError(t, l.Close())
 
-	rep, err := VerifyDir(dir)
+	rep, err := verifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(250), rep.Records)
 	assert.Greater(t, rep.Segments, 2, "segments roll at 16 KiB")
 	assert.Equal(t, head, rep.Head)
 
-	l, err = Open(dir, Options{SegmentBytes: 16 << 10})
+	l, err = Open(dir, keyed(Options{SegmentBytes: 16 << 10}))
 	require.NoError(t, err)
 	res, err := l.Append([]Record{rec(t, 999, "allow", "s")})
 	require.NoError(t, err)
 	assert.Equal(t, uint64(251), res.First)
 	assert.Equal(t, uint64(251), res.Last)
 	require.NoError(t, l.Close())
-	_, err = VerifyDir(dir)
+	_, err = verifyDir(dir)
 	require.NoError(t, err)
 }
 
@@ -214,6 +234,19 @@ func writeLines(t *testing.T, dir, name string, lines []string) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(strings.Join(lines, "")), 0o640))
 }
 
+// resign is what someone with the files (and the key next to them) does
+// after editing records: drop the tree and checkpoint and let the
+// distributor rebuild and sign them.
+func resign(t *testing.T, dir string) {
+	require.NoError(t, os.Remove(filepath.Join(dir, hashFile)))
+	require.NoError(t, os.Remove(filepath.Join(dir, checkpointFile)))
+	l, err := Open(dir, keyed(Options{SegmentBytes: 4 << 10}))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	_, err = verifyDir(dir)
+	require.NoError(t, err, "the rewritten files agree with each other")
+}
+
 func TestVerifyDetectsTampering(t *testing.T) {
 	cases := map[string]struct {
 		tamper func(t *testing.T, dir string)
@@ -225,21 +258,21 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			l[4] = strings.Replace(l[4], `"reason":"<x> & y"`, `"reason":"nothing"`, 1)
 			require.Contains(t, l[4], `"seq":5`)
 			writeLines(t, dir, names[0], l)
-		}, []string{names0(), ":5:", "at seq 5", "hash mismatch"}},
-		"edited and rehashed": {func(t *testing.T, dir string) {
+		}, []string{names0(), ":5:", "at seq 5", "tree.hash does not hold the tree hashes of this record"}},
+		"edited, tree rebuilt and re-signed": {func(t *testing.T, dir string) {
 			names, lines := segLines(t, dir)
 			l := lines[names[0]]
-			var r Record
-			require.NoError(t, json.Unmarshal([]byte(l[2]), &r))
-			r["reason"] = json.RawMessage(`"forged"`)
-			h, _, err := hashRecord(r)
-			require.NoError(t, err)
-			r[FieldHash] = json.RawMessage(`"` + h + `"`)
-			c, err := r.Canonical()
-			require.NoError(t, err)
-			l[2] = string(c) + "\n"
+			l[3] = strings.Replace(l[3], `"reason":"<x> & y"`, `"reason":"forged"`, 1)
 			writeLines(t, dir, names[0], l)
-		}, []string{":4:", "at seq 4", "prev_hash"}},
+			resign(t, dir)
+		}, []string{"earlier checkpoint 1", "the tree of the first 60 records hashes to", "rewritten, or the log forked"}},
+		"last record deleted and re-signed": {func(t *testing.T, dir string) {
+			names, lines := segLines(t, dir)
+			last := names[len(names)-1]
+			l := lines[last]
+			writeLines(t, dir, last, l[:len(l)-1])
+			resign(t, dir)
+		}, []string{"earlier checkpoint 1", "the log ends at seq 59", "records 60..60 were removed", "truncated"}},
 		"reordered": {func(t *testing.T, dir string) {
 			names, lines := segLines(t, dir)
 			l := lines[names[0]]
@@ -256,7 +289,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			last := names[len(names)-1]
 			l := lines[last]
 			writeLines(t, dir, last, l[:len(l)-3])
-		}, []string{"HEAD", "records 58..60 were removed", "truncated"}},
+		}, []string{"checkpoint", "records 58..60 were removed", "truncated"}},
 		"torn last line": {func(t *testing.T, dir string) {
 			names, lines := segLines(t, dir)
 			last := names[len(names)-1]
@@ -272,20 +305,30 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		"first segment deleted": {func(t *testing.T, dir string) {
 			names, _ := segLines(t, dir)
 			require.NoError(t, os.Remove(filepath.Join(dir, names[0])))
-		}, []string{"seq 1 was expected", "records 1..14 are missing"}},
-		"head deleted": {func(t *testing.T, dir string) {
-			require.NoError(t, os.Remove(filepath.Join(dir, headFile)))
-		}, []string{"HEAD", "read head"}},
+		}, []string{"seq 1 was expected", "records 1..", "are missing (a segment was deleted)"}},
+		"checkpoint deleted": {func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, checkpointFile)))
+		}, []string{"checkpoint", "no signed checkpoint"}},
+		"checkpoint signed by another key": {func(t *testing.T, dir string) {
+			other, _, err := NewKey("meshguard.test/decisions")
+			require.NoError(t, err)
+			require.NoError(t, os.Remove(filepath.Join(dir, checkpointFile)))
+			l, err := Open(dir, Options{Key: &other, SegmentBytes: 4 << 10})
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+		}, []string{"checkpoint", "signature"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			l := fill(t, dir, 60, 7, Options{SegmentBytes: 8 << 10})
+			l := fill(t, dir, 60, 7, Options{SegmentBytes: 4 << 10})
 			require.NoError(t, l.Close())
-			_, err := VerifyDir(dir)
+			earlier, err := os.ReadFile(filepath.Join(dir, checkpointFile))
+			require.NoError(t, err)
+			_, err = verifyDir(dir, earlier)
 			require.NoError(t, err)
 			tc.tamper(t, dir)
-			_, err = VerifyDir(dir)
+			_, err = verifyDir(dir, earlier)
 			require.Error(t, err)
 			var ce *ChainError
 			require.True(t, errors.As(err, &ce), "%T %v", err, err)
@@ -311,18 +354,18 @@ func TestOpenRefusesTruncatedLogAndRecoversTornWrite(t *testing.T) {
 	_, err = f.WriteString(`{"decision":"allow","hash":"ab`)
 	require.NoError(t, err)
 	f.Close()
-	l, err = Open(dir, Options{})
+	l, err = Open(dir, keyed(Options{}))
 	require.NoError(t, err)
 	assert.Equal(t, uint64(30), l.Head().Seq)
 	_, err = l.Append([]Record{rec(t, 31, "deny", "s")})
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
-	_, err = VerifyDir(dir)
+	_, err = verifyDir(dir)
 	require.NoError(t, err)
 
 	// Records removed below HEAD: refused.
 	writeLines(t, dir, names[0], lines[names[0]][:20])
-	_, err = Open(dir, Options{})
+	_, err = Open(dir, keyed(Options{}))
 	require.ErrorIs(t, err, ErrTruncated)
 }
 
@@ -337,9 +380,9 @@ func TestQuery(t *testing.T) {
 	seqs := func(rs []json.RawMessage) []uint64 {
 		var out []uint64
 		for _, r := range rs {
-			_, s, err := parseStored(r)
+			seq, err := parseStored(r)
 			require.NoError(t, err)
-			out = append(out, s.Seq)
+			out = append(out, seq)
 		}
 		return out
 	}
@@ -359,16 +402,17 @@ func TestQuery(t *testing.T) {
 	head := l.Head()
 	err = l.WriteLog(&buf, head)
 	require.NoError(t, err)
-	var v ChainVerifier
+	v, err := NewTreeVerifier(Anchor{})
+	require.NoError(t, err)
 	require.NoError(t, v.VerifyReader("stream", &buf))
-	require.NoError(t, v.CheckHead("server head", head))
+	assert.Equal(t, head, v.Head())
 	assert.Equal(t, uint64(100), v.Count)
 }
 
 func BenchmarkAppend(b *testing.B) {
 	for _, batch := range []int{1, 100} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			l, err := Open(b.TempDir(), Options{})
+			l, err := Open(b.TempDir(), Options{Key: testKey, CheckpointEvery: time.Second})
 			require.NoError(b, err)
 			defer l.Close()
 			recs := make([]Record, batch)
@@ -389,7 +433,7 @@ func BenchmarkAppend(b *testing.B) {
 
 func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{SegmentBytes: 32 << 10})
+	l, err := Open(dir, keyed(Options{SegmentBytes: 32 << 10}))
 	require.NoError(t, err)
 	const writers, batches, size = 16, 10, 5
 	var mu sync.Mutex
@@ -420,7 +464,7 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, l.Close())
 	assert.Len(t, seen, writers*batches*size)
-	rep, err := VerifyDir(dir)
+	rep, err := verifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(writers*batches*size), rep.Records)
 }
@@ -430,7 +474,7 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 // twice; the same decision_id from another uploader is another record.
 func TestAppendDropsRetriedRecords(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{})
+	l, err := Open(dir, keyed(Options{}))
 	require.NoError(t, err)
 	batch := func(by string, ids ...int) []Record {
 		var out []Record
@@ -452,7 +496,7 @@ func TestAppendDropsRetriedRecords(t *testing.T) {
 	assert.Equal(t, 1, res.Accepted, "ids are per uploader")
 	require.NoError(t, l.Close())
 
-	l, err = Open(dir, Options{})
+	l, err = Open(dir, keyed(Options{}))
 	require.NoError(t, err)
 	defer l.Close()
 	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 1, 4, 5))
@@ -461,7 +505,7 @@ func TestAppendDropsRetriedRecords(t *testing.T) {
 	res, err = l.Append(batch("spiffe://grid.example/proxy-a", 5))
 	require.NoError(t, err)
 	assert.Equal(t, Appended{Duplicates: 1}, res)
-	rep, err := VerifyDir(dir)
+	rep, err := verifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(6), rep.Records)
 
@@ -481,7 +525,7 @@ func TestRetentionKeepsAVerifiableChain(t *testing.T) {
 	now := t0
 	dir := t.TempDir()
 	opts := Options{SegmentBytes: 4 << 10, RetainBytes: 12 << 10, Now: func() time.Time { return now }}
-	l, err := Open(dir, opts)
+	l, err := Open(dir, keyed(opts))
 	require.NoError(t, err)
 	for i := range 120 {
 		r := rec(t, i, "deny", "s")
@@ -503,16 +547,18 @@ func TestRetentionKeepsAVerifiableChain(t *testing.T) {
 
 	var buf bytes.Buffer
 	require.NoError(t, l.WriteLog(&buf, l.Head()))
-	v := VerifierFrom(anchor)
+	v, err := NewTreeVerifier(anchor, l.Latest().Size)
+	require.NoError(t, err)
 	require.NoError(t, v.VerifyReader("export", &buf))
-	require.NoError(t, v.CheckHead("head", l.Head()))
+	assert.Equal(t, l.Head(), v.Head())
+	require.NoError(t, v.Check("latest", l.Latest()))
 	res, err := l.Query(Query{Limit: 1})
 	require.NoError(t, err)
 	require.Len(t, res.Records, 1)
 	assert.Contains(t, string(res.Records[0]), fmt.Sprintf(`"seq":%d`, anchor.Seq+1))
 	require.NoError(t, l.Close())
 
-	rep, err := VerifyDir(dir)
+	rep, err := verifyDir(dir)
 	require.NoError(t, err)
 	assert.Equal(t, anchor.Seq, rep.Pruned)
 	assert.Equal(t, uint64(120), rep.Head.Seq)
@@ -520,17 +566,17 @@ func TestRetentionKeepsAVerifiableChain(t *testing.T) {
 
 	// By age: everything but the current segment is older than a day.
 	now = now.Add(48 * time.Hour)
-	l, err = Open(dir, Options{SegmentBytes: 4 << 10, Retention: 24 * time.Hour, Now: func() time.Time { return now }})
+	l, err = Open(dir, keyed(Options{SegmentBytes: 4 << 10, Retention: 24 * time.Hour, Now: func() time.Time { return now }}))
 	require.NoError(t, err)
 	defer l.Close()
 	names, _ = segLines(t, dir)
 	assert.Len(t, names, 1)
-	_, err = VerifyDir(dir)
+	_, err = verifyDir(dir)
 	require.NoError(t, err)
 
 	// Removing the anchor is noticed: the kept segments do not start at 1.
 	require.NoError(t, os.Remove(filepath.Join(dir, anchorFile)))
-	_, err = VerifyDir(dir)
+	_, err = verifyDir(dir)
 	var ce *ChainError
 	require.ErrorAs(t, err, &ce)
 	assert.Contains(t, err.Error(), "missing")

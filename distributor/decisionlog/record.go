@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -240,6 +239,9 @@ func (r Record) validate() error {
 			return fmt.Errorf("field %q must be a non-negative integer", contract.FieldBundleRevision)
 		}
 	}
+	if _, err := r.Canonical(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -256,124 +258,4 @@ func (r Record) str(name string) (string, bool) {
 		return "", false
 	}
 	return s, true
-}
-
-// Canonical is the record's canonical encoding: a compact JSON object with
-// keys sorted bytewise, every nested object sorted the same way, numbers kept
-// as written, strings re-escaped minimally (only quote, backslash and control
-// characters). Canonical(parse(Canonical(r))) equals Canonical(r), which is
-// what lets a verifier recompute hashes from the stored file.
-func (r Record) Canonical() ([]byte, error) {
-	return r.appendCanonical(nil, "")
-}
-
-// appendCanonical appends the canonical object, leaving out the field skip
-// (when skip is not empty).
-func (r Record) appendCanonical(buf []byte, skip string) ([]byte, error) {
-	return appendObject(buf, r, skip, 0)
-}
-
-// appendObject appends m with sorted keys, leaving out the key skip (when
-// not empty); depth is m's nesting level.
-func appendObject(buf []byte, m map[string]json.RawMessage, skip string, depth int) ([]byte, error) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		if skip == "" || k != skip {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	buf = append(buf, '{')
-	for i, k := range keys {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = appendString(buf, k)
-		buf = append(buf, ':')
-		var err error
-		if buf, err = appendValue(buf, m[k], depth); err != nil {
-			return nil, fmt.Errorf("field %q: %w", k, err)
-		}
-	}
-	return append(buf, '}'), nil
-}
-
-// maxDepth bounds nesting of unknown fields.
-const maxDepth = 64
-
-// appendValue appends a raw JSON value canonically.
-func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return nil, errors.New("empty value")
-	}
-	if depth > maxDepth {
-		return nil, errors.New("nested too deeply")
-	}
-	switch raw[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, err
-		}
-		return appendString(buf, s), nil
-	case '{':
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, err
-		}
-		return appendObject(buf, m, "", depth+1)
-	case '[':
-		var a []json.RawMessage
-		if err := json.Unmarshal(raw, &a); err != nil {
-			return nil, err
-		}
-		buf = append(buf, '[')
-		for i, v := range a {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			var err error
-			if buf, err = appendValue(buf, v, depth+1); err != nil {
-				return nil, err
-			}
-		}
-		return append(buf, ']'), nil
-	}
-	// A number or literal: kept as written, after checking it is one.
-	if !json.Valid(raw) {
-		return nil, fmt.Errorf("invalid JSON value %q", raw)
-	}
-	return append(buf, raw...), nil
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaping only what JSON requires.
-// s comes from encoding/json, so invalid UTF-8 is already U+FFFD.
-func appendString(buf []byte, s string) []byte {
-	buf = append(buf, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		buf = append(buf, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			buf = append(buf, '\\', c)
-		case '\n':
-			buf = append(buf, '\\', 'n')
-		case '\r':
-			buf = append(buf, '\\', 'r')
-		case '\t':
-			buf = append(buf, '\\', 't')
-		default:
-			buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	buf = append(buf, s[start:]...)
-	return append(buf, '"')
 }

@@ -6,43 +6,65 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
-// anchorFile records where a log pruned by retention starts: the seq and
-// hash of the last record removed, so the chain of what is kept still
-// verifies from there. Like HEAD it is unsigned; a signed checkpoint of a
-// verifiable log (issue 16) takes its place.
+// anchorFile records where a log pruned by retention starts: the seq of
+// the last record removed and the tree hashes a tree of that many records
+// grows from (its complete subtrees), so the tree of what is kept can
+// still be rebuilt from the kept segments and held to the signed
+// checkpoints. It need not be trusted: a wrong anchor gives roots no
+// checkpoint signed.
 const anchorFile = "ANCHOR"
 
-// Anchor returns the end of the pruned part (seq 0 and the genesis hash
-// for a log never pruned).
-func readAnchor(dir string) (Head, error) {
+// Anchor is the end of the part of the log retention removed.
+type Anchor struct {
+	Seq      uint64     `json:"seq"`
+	Frontier []NodeHash `json:"frontier,omitempty"`
+}
+
+// NodeHash is one stored tree hash with its tlog storage index.
+type NodeHash struct {
+	Index int64     `json:"index"`
+	Hash  tlog.Hash `json:"hash"`
+}
+
+func readAnchor(dir string) (Anchor, error) {
 	b, err := os.ReadFile(filepath.Join(dir, anchorFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return Head{Hash: GenesisHash}, nil
+		return Anchor{}, nil
 	}
 	if err != nil {
-		return Head{}, fmt.Errorf("read anchor: %w", err)
+		return Anchor{}, fmt.Errorf("read anchor: %w", err)
 	}
-	var h Head
-	if err := json.Unmarshal(b, &h); err != nil || h.Seq == 0 || len(h.Hash) != len(GenesisHash) {
-		return Head{}, errors.New("anchor file is corrupt")
+	var a Anchor
+	if err := json.Unmarshal(b, &a); err != nil || a.Seq == 0 {
+		return Anchor{}, errors.New("anchor file is corrupt")
 	}
-	return h, nil
+	f := newFrontier()
+	for _, h := range a.Frontier {
+		f.hashes[h.Index] = h.Hash
+	}
+	if _, err := tlog.TreeHash(int64(a.Seq), f); err != nil {
+		return Anchor{}, fmt.Errorf("anchor file is corrupt: %v", err)
+	}
+	return a, nil
 }
 
 // retainedSegments drops from segs those wholly at or before the anchor
 // (left by a crash between writing the anchor and removing them).
-func retainedSegments(segs []segment, anchor Head) []segment {
-	for len(segs) > 1 && segs[1].first <= anchor.Seq+1 {
+func retainedSegments(segs []segment, anchor uint64) []segment {
+	for len(segs) > 1 && segs[1].first <= anchor+1 {
 		segs = segs[1:]
 	}
 	return segs
 }
 
 // Anchor is where the kept part of the log starts (after retention).
-func (l *Log) Anchor() Head {
+func (l *Log) Anchor() Anchor {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.anchor
@@ -61,7 +83,7 @@ func (l *Log) prune() {
 		l.opts.Logger.Error("decision log: retention", "err", err)
 		return
 	}
-	segs = retainedSegments(segs, l.anchor)
+	segs = retainedSegments(segs, l.anchor.Seq)
 	var total int64
 	sizes := make([]int64, len(segs))
 	for i, s := range segs {
@@ -86,7 +108,24 @@ func (l *Log) prune() {
 		if !old && !(l.opts.RetainBytes > 0 && total > l.opts.RetainBytes) {
 			return
 		}
-		b, _ := json.Marshal(last)
+		if l.opts.Key != nil && l.cp.Size < last {
+			// Retention never removes records no checkpoint covers.
+			if _, err := l.signLocked(); err != nil {
+				l.opts.Logger.Error("decision log: retention: checkpoint", "err", err)
+				return
+			}
+		}
+		fr, err := frontierOf(int64(last), l.tree)
+		if err != nil {
+			l.opts.Logger.Error("decision log: retention: anchor", "err", err)
+			return
+		}
+		a := Anchor{Seq: last}
+		for i, h := range fr {
+			a.Frontier = append(a.Frontier, NodeHash{Index: i, Hash: h})
+		}
+		sort.Slice(a.Frontier, func(i, j int) bool { return a.Frontier[i].Index < a.Frontier[j].Index })
+		b, _ := json.Marshal(a)
 		if err := writeAtomic(l.dir, anchorFile, append(b, '\n')); err != nil {
 			l.opts.Logger.Error("decision log: retention: anchor", "err", err)
 			return
@@ -95,17 +134,17 @@ func (l *Log) prune() {
 			l.opts.Logger.Error("decision log: retention", "segment", s.name, "err", err)
 			return
 		}
-		l.anchor = last
+		l.anchor = a
 		total -= sizes[i]
-		l.opts.Logger.Info("decision log: retention removed a segment", "segment", s.name, "through_seq", last.Seq)
+		l.opts.Logger.Info("decision log: retention removed a segment", "segment", s.name, "through_seq", last)
 	}
 }
 
-// lastRecord returns the chain head and line of a segment's last record.
-func lastRecord(path string) (Head, []byte, error) {
+// lastRecord returns the seq and line of a segment's last record.
+func lastRecord(path string) (uint64, []byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Head{}, nil, err
+		return 0, nil, err
 	}
 	end := len(data)
 	for end > 0 && data[end-1] == '\n' {
@@ -115,11 +154,11 @@ func lastRecord(path string) (Head, []byte, error) {
 	for start > 0 && data[start-1] != '\n' {
 		start--
 	}
-	_, st, err := parseStored(data[start:end])
+	seq, err := parseStored(data[start:end])
 	if err != nil {
-		return Head{}, nil, err
+		return 0, nil, err
 	}
-	return Head{Seq: st.Seq, Hash: st.Hash}, data[start:end], nil
+	return seq, data[start:end], nil
 }
 
 // writeAtomic writes name in dir through a synced temporary file.

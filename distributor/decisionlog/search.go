@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshguard/meshguard/internal/contract"
 )
 
 // Searcher answers the console's paged, filtered queries over a decision
@@ -73,10 +76,8 @@ type Filter struct {
 
 // Validate refuses a filter no record could be meant by.
 func (f Filter) Validate() error {
-	switch f.Decision {
-	case "", DecisionAllow, DecisionDeny, DecisionDryRun, DecisionError, DecisionUnavailable, DecisionGap:
-	default:
-		return fmt.Errorf("decision %q is not one of allow, deny, dry-run-deny, error, unavailable, gap", f.Decision)
+	if f.Decision != "" && !slices.Contains(contract.RecordDecisions, f.Decision) {
+		return fmt.Errorf("decision %q is not one of %s", f.Decision, strings.Join(contract.RecordDecisions, ", "))
 	}
 	for name, v := range map[string]string{"rule": f.Rule, "subject": f.Subject, "device": f.Device,
 		"path": f.Path, "proxy": f.Proxy, "uploader": f.Uploader} {
@@ -91,6 +92,49 @@ func (f Filter) Validate() error {
 		return fmt.Errorf("until %s is before since %s", f.Until.Format(time.RFC3339), f.Since.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// matches reports whether a stored line matches f, reading its fields by
+// exact name as the index does.
+func (f Filter) matches(line []byte) bool {
+	e, ok := scanEntry(line)
+	if !ok {
+		e = parseEntry(line)
+	}
+	if f.Decision != "" && decisionNames[e.dec] != f.Decision {
+		return false
+	}
+	if !f.Since.IsZero() || !f.Until.IsZero() {
+		if e.time == noTime || !f.Since.IsZero() && e.time < clampNano(f.Since) || !f.Until.IsZero() && e.time > clampNano(f.Until) {
+			return false
+		}
+	}
+	if f.Revision != nil && e.rev != *f.Revision {
+		return false
+	}
+	if f.Rule != "" {
+		rules := e.rules
+		if len(rules) == 0 {
+			rules = []string{NoRule}
+		}
+		if !slices.ContainsFunc(rules, func(r string) bool { return valueMatches(f.Rule, r) }) {
+			return false
+		}
+	}
+	for c, v := range [numStrCols]string{f.Subject, f.Device, f.Path, f.Proxy, f.Uploader} {
+		if v != "" && !valueMatches(v, e.str[c]) {
+			return false
+		}
+	}
+	return true
+}
+
+// valueMatches is the whole value, or a prefix when pattern ends in '*'.
+func valueMatches(pattern, v string) bool {
+	if pre, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(v, pre)
+	}
+	return v == pattern
 }
 
 // bounded is v, or def when v is not positive, and at most hi.
@@ -225,15 +269,19 @@ type ValueCount struct {
 }
 
 // Integrity is what a searcher verified of the log: the records from seq 1
-// through Verified passed the log's integrity check (today the hash chain;
-// later inclusion in a signed checkpoint). Problem is set, with the seq it
-// concerns, when a record failed; records past it are still indexed and
-// shown but are not Verified.
+// through Verified are canonical, in seq order, and their tree hashes
+// recomputed from them are the stored Merkle tree's (so the inclusion
+// proofs the distributor serves for them are right); Head is the tree's
+// size and root there. Checkpoint is the latest signed checkpoint once the
+// verified tree reaches it and gives its root. Problem is set, with the
+// seq it concerns, when a record failed; records past it are still
+// indexed and shown but are not Verified.
 type Integrity struct {
-	Method   string    `json:"method"`
-	Verified uint64    `json:"verified"`
-	Head     Head      `json:"head"`
-	Checked  time.Time `json:"checked,omitzero"`
-	BadSeq   uint64    `json:"bad_seq,omitempty"`
-	Problem  string    `json:"problem,omitempty"`
+	Method     string            `json:"method"`
+	Verified   uint64            `json:"verified"`
+	Head       Head              `json:"head"`
+	Checkpoint *CheckpointReport `json:"checkpoint,omitempty"`
+	Checked    time.Time         `json:"checked,omitzero"`
+	BadSeq     uint64            `json:"bad_seq,omitempty"`
+	Problem    string            `json:"problem,omitempty"`
 }

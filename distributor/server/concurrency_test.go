@@ -13,8 +13,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/meshguard/meshguard/distributor/decisionlog"
 )
 
 func TestGracefulShutdown(t *testing.T) {
@@ -36,7 +34,7 @@ func TestGracefulShutdown(t *testing.T) {
 	_, err := http.Get(ts.URL + "/healthz")
 	require.Error(t, err, "the listener is closed")
 	// The decision log was closed cleanly and verifies.
-	_, err = decisionlog.VerifyDir(ts.cfg.Data + "/decisions")
+	_, err = verifyData(t, ts.cfg.Data)
 	require.NoError(t, err)
 }
 
@@ -119,7 +117,7 @@ func TestConcurrentPollsIngestsAndPublishes(t *testing.T) {
 	assert.Equal(t, int64(ingesters*100), ingested.Load())
 	assert.GreaterOrEqual(t, polls.Load(), int64(pollers))
 	ts.stop()
-	rep, err := decisionlog.VerifyDir(ts.cfg.Data + "/decisions")
+	rep, err := verifyData(t, ts.cfg.Data)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(ingesters*100), rep.Records)
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -119,6 +120,15 @@ type DecisionsConfig struct {
 	// that total size (0: no size bound). The current segment always stays.
 	Retention   time.Duration `yaml:"retention"`
 	RetainBytes ByteSize      `yaml:"retain_bytes"`
+	// LogName is the checkpoint origin and the signing key's name.
+	LogName string `yaml:"log_name"`
+	// CheckpointKey is the file holding the log's own Ed25519 signed-note
+	// key (never a bundle key); "" is <data>/checkpoint.key. A missing file
+	// is generated at start, with the verifier key in <file>.pub.
+	CheckpointKey string `yaml:"checkpoint_key"`
+	// CheckpointInterval is how often a checkpoint is signed when the log
+	// grew (also on POST /v1/decisions/checkpoint and at shutdown).
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // TokensConfig names where bearer tokens come from.
@@ -372,6 +382,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.IngestRate > 0 && c.Limits.IngestBurst < 1 {
 		return errors.New("config: limits.ingest_burst must be at least 1 with an ingest_rate")
+	}
+	if n := c.Decisions.LogName; n == "" || strings.ContainsAny(n, "+ \t\r\n") || !utf8.ValidString(n) {
+		return fmt.Errorf("config: decisions.log_name %q: want a non-empty name without '+' or spaces (it is the checkpoint origin and key name)", n)
+	}
+	if c.Decisions.CheckpointInterval < 0 {
+		return fmt.Errorf("config: decisions.checkpoint_interval %s is negative", c.Decisions.CheckpointInterval)
 	}
 	if c.Limits.IngestBytesRate > 0 && c.Limits.IngestBytesBurst < c.Limits.DecisionsBytes {
 		return fmt.Errorf("config: limits.ingest_bytes_burst (%d) must be at least limits.decisions_bytes (%d), or no full upload could pass", c.Limits.IngestBytesBurst, c.Limits.DecisionsBytes)

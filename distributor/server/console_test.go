@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -79,6 +80,8 @@ func TestStatusShowsChannelsPollersAndLog(t *testing.T) {
 
 	r = do(t, nil, http.MethodPost, ts.URL+"/v1/decisions", decisiongen.Batch(0, 300, consoleBase, time.Second), bearer(guardToken)...)
 	require.Equal(t, http.StatusOK, r.Code, string(r.Body))
+	r = do(t, nil, http.MethodPost, ts.URL+"/v1/decisions/checkpoint", nil, bearer(auditorToken)...)
+	require.Equal(t, http.StatusOK, r.Code, string(r.Body))
 
 	var st Status
 	getJSON(t, ts.URL+"/v1/status", &st)
@@ -120,7 +123,13 @@ func TestStatusShowsChannelsPollersAndLog(t *testing.T) {
 	assert.Equal(t, st.DecisionLog.Head, ts.DecisionLog().Head())
 	assert.Equal(t, 1, st.DecisionLog.Segments)
 	assert.Greater(t, st.DecisionLog.Bytes, int64(300*300))
-	assert.Equal(t, Checkpoint{Kind: "hash chain head (unsigned)", Seq: 300, Hash: st.DecisionLog.Head.Hash}, st.DecisionLog.Checkpoint)
+	cp := st.DecisionLog.Checkpoint
+	assert.Equal(t, "signed checkpoint (C2SP tlog-checkpoint)", cp.Kind)
+	assert.True(t, cp.Signed)
+	assert.Equal(t, uint64(300), cp.Seq, "signed on request")
+	assert.Equal(t, st.DecisionLog.Head.Hash, cp.Hash)
+	assert.True(t, strings.HasPrefix(cp.Note, fmt.Sprintf("meshguard/decisions\n300\n%s\n\n\u2014 meshguard/decisions ", cp.Hash)), cp.Note)
+	assert.Equal(t, ts.DecisionLog().Key().Public, cp.Key)
 	// The index catches up within its poll interval.
 	require.Eventually(t, func() bool {
 		getJSON(t, ts.URL+"/v1/status", &st)
@@ -261,17 +270,20 @@ func TestDecisionSearchStatsAndRecords(t *testing.T) {
 	require.NoError(t, json.Unmarshal(rec.Record, &fields))
 	assert.Equal(t, "dg-16", fields["decision_id"])
 	assert.Equal(t, "token:guard", fields["received_by"])
-	require.Len(t, rec.Checks, 1)
-	assert.Equal(t, "sha256 hash chain", rec.Checks[0].Name)
-	if rec.Checks[0].Status != "verified" {
-		// The index verifies behind indexing; a moment later it has.
-		require.Eventually(t, func() bool {
-			getJSON(t, ts.URL+"/v1/decisions/records/17", &rec)
-			return rec.Checks[0].Status == "verified"
-		}, 10*time.Second, 50*time.Millisecond)
-	}
+	require.Len(t, rec.Checks, 2)
+	assert.Equal(t, "inclusion proof against the latest signed checkpoint", rec.Checks[0].Name)
+	assert.Equal(t, "tree hashes recomputed from the records (RFC 6962 Merkle tree)", rec.Checks[1].Name)
+	// Signed on demand: the record's inclusion proof then verifies.
+	r := do(t, nil, http.MethodPost, ts.URL+"/v1/decisions/checkpoint", nil, bearer(auditorToken)...)
+	require.Equal(t, http.StatusOK, r.Code, string(r.Body))
+	require.Eventually(t, func() bool {
+		getJSON(t, ts.URL+"/v1/decisions/records/17", &rec)
+		return rec.Checks[0].Status == "verified" && rec.Checks[1].Status == "verified"
+	}, 10*time.Second, 50*time.Millisecond)
 	assert.True(t, rec.Verified)
-	assert.Contains(t, rec.Checks[0].Detail, "intact from seq 1")
+	assert.Contains(t, rec.Checks[0].Detail, fmt.Sprintf("of the checkpoint of %d records", n))
+	assert.Contains(t, rec.Checks[0].Detail, "tlog.CheckRecord")
+	assert.Contains(t, rec.Checks[1].Detail, "records 1..")
 
 	var st decisionlog.Stats
 	getJSON(t, ts.URL+"/ui/api/decisions/stats?buckets=20&top=3", &st)

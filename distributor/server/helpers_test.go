@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/distributor/decisionlog"
 )
 
 // testServer is a distributor serving on a loopback port.
@@ -126,4 +129,13 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// verifyData verifies the decision log under data offline against the
+// checkpoint key the distributor generated there.
+func verifyData(t *testing.T, data string) (decisionlog.Report, error) {
+	t.Helper()
+	v, err := decisionlog.ParseVerifier(filepath.Join(data, "checkpoint.key.pub"))
+	require.NoError(t, err)
+	return decisionlog.VerifyDir(filepath.Join(data, "decisions"), decisionlog.VerifyOptions{Key: v})
 }

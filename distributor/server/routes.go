@@ -11,7 +11,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,12 +29,13 @@ import (
 // Response headers of the bundle API.
 const (
 	HeaderRevision = "X-Meshguard-Revision"
+	// HeaderHeadSeq and HeaderHeadHash are the size and Merkle tree root
+	// (base64) of the exported log.
 	HeaderHeadSeq  = "X-Meshguard-Head-Seq"
 	HeaderHeadHash = "X-Meshguard-Head-Hash"
-	// HeaderAnchorSeq and HeaderAnchorHash name the last record retention
-	// removed; the exported log chains on from it.
-	HeaderAnchorSeq  = "X-Meshguard-Anchor-Seq"
-	HeaderAnchorHash = "X-Meshguard-Anchor-Hash"
+	// HeaderAnchor is the retention anchor (JSON, decisionlog.Anchor): the
+	// exported log's tree grows from it.
+	HeaderAnchor = "X-Meshguard-Anchor"
 )
 
 type identityKey struct{}
@@ -329,6 +332,14 @@ func (s *Server) routes(opts Options) error {
 		writeJSON(w, http.StatusOK, s.dlog.Head())
 	})
 	s.handle("GET "+contract.DecisionsLogPath, "decisions_log", fixed(auth.ActionAudit), 0, s.exportDecisions)
+	s.handle("GET "+contract.DecisionsCheckpointPath, "decisions_checkpoint", fixed(auth.ActionAudit), 0, s.getCheckpoint)
+	s.handle("POST "+contract.DecisionsCheckpointPath, "decisions_checkpoint_sign", fixed(auth.ActionAudit), 1<<10, s.signCheckpoint)
+	s.handle("GET "+contract.DecisionsKeyPath, "decisions_key", fixed(auth.ActionAudit), 0, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, s.dlog.Key().Public+"\n")
+	})
+	s.handle("GET "+contract.DecisionsProofPath+"/{seq}", "decisions_proof", fixed(auth.ActionAudit), 0, s.proveInclusion)
+	s.handle("GET "+contract.DecisionsConsistencyPath, "decisions_consistency", fixed(auth.ActionAudit), 0, s.proveConsistency)
 	s.consoleRoutes()
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
@@ -693,19 +704,7 @@ func (s *Server) queryDecisions(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var query decisionlog.Query
 	var err error
-	parseTime := func(name string) time.Time {
-		v := q.Get(name)
-		if v == "" || err != nil {
-			return time.Time{}
-		}
-		t, perr := time.Parse(time.RFC3339Nano, v)
-		if perr != nil {
-			err = fmt.Errorf("%s=%q: want RFC 3339", name, v)
-		}
-		return t
-	}
-	query.Since, query.Until = parseTime("since"), parseTime("until")
-	query.Subject, query.Decision = q.Get("subject"), q.Get("decision")
+	query.Filter, err = parseQuery(q, queryParams)
 	if v := q.Get("limit"); v != "" && err == nil {
 		if query.Limit, err = strconv.Atoi(v); err != nil || query.Limit < 1 {
 			err = fmt.Errorf("limit=%q: want a positive integer", v)
@@ -790,10 +789,131 @@ func (s *Server) exportDecisions(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderHeadSeq, strconv.FormatUint(head.Seq, 10))
 	w.Header().Set(HeaderHeadHash, head.Hash)
 	if a := s.dlog.Anchor(); a.Seq > 0 {
-		w.Header().Set(HeaderAnchorSeq, strconv.FormatUint(a.Seq, 10))
-		w.Header().Set(HeaderAnchorHash, a.Hash)
+		b, _ := json.Marshal(a)
+		w.Header().Set(HeaderAnchor, string(b))
 	}
 	if err := s.dlog.WriteLog(w, head); err != nil {
 		s.log.Warn("decision log export interrupted", "err", err)
 	}
+}
+
+// getCheckpoint answers the latest signed checkpoint as the note text.
+func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
+	writeCheckpoint(w, s.dlog.Latest())
+}
+
+// signCheckpoint signs a checkpoint of the log as it is now (no body).
+func (s *Server) signCheckpoint(w http.ResponseWriter, r *http.Request) {
+	if n, _ := io.Copy(io.Discard, r.Body); n > 0 {
+		writeError(w, http.StatusBadRequest, "a checkpoint request has no body")
+		return
+	}
+	c, err := s.dlog.Checkpoint()
+	if err != nil {
+		s.internalError(w, "decisions_checkpoint_sign", "checkpoint signing failed", err)
+		return
+	}
+	s.log.Info("decision log checkpoint signed on request", "size", c.Size, "by", identityOf(r).String())
+	writeCheckpoint(w, c)
+}
+
+func writeCheckpoint(w http.ResponseWriter, c decisionlog.Checkpoint) {
+	if c.Signed == nil {
+		writeError(w, http.StatusServiceUnavailable, "no checkpoint signed yet")
+		return
+	}
+	noStore(w)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(c.Signed)
+}
+
+// proveInclusion answers the inclusion proof of record {seq} in the tree
+// of size records (default: the latest checkpoint's).
+func (s *Server) proveInclusion(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("seq %q: want a record sequence number", r.PathValue("seq")))
+		return
+	}
+	size, err := sizeParam(q, "size", s.dlog.Latest().Size)
+	if err == nil {
+		err = onlyParams(q, "size")
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	line, err := s.index.Line(r.Context(), seq)
+	if err == nil {
+		var p decisionlog.InclusionProof
+		if p, err = s.dlog.ProveInclusion(seq, size, line); err == nil {
+			noStore(w)
+			writeJSON(w, http.StatusOK, p)
+			return
+		}
+	}
+	if errors.Is(err, decisionlog.ErrNoRecord) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	s.internalError(w, "decisions_proof", "inclusion proof failed", err)
+}
+
+// proveConsistency answers the consistency proof of the tree of from
+// records with the tree of size records (default: the latest checkpoint's).
+func (s *Server) proveConsistency(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	err := onlyParams(q, "from", "size")
+	var from, size uint64
+	if err == nil {
+		from, err = sizeParam(q, "from", 0)
+	}
+	if err == nil && !q.Has("from") {
+		err = errors.New("from: want the tree size of the earlier checkpoint")
+	}
+	if err == nil {
+		size, err = sizeParam(q, "size", s.dlog.Latest().Size)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	p, err := s.dlog.ProveConsistency(from, size)
+	if errors.Is(err, decisionlog.ErrNoRecord) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if err != nil {
+		s.internalError(w, "decisions_consistency", "consistency proof failed", err)
+		return
+	}
+	noStore(w)
+	writeJSON(w, http.StatusOK, p)
+}
+
+// sizeParam reads an optional tree size (def when absent).
+func sizeParam(q url.Values, name string, def uint64) (uint64, error) {
+	vs, ok := q[name]
+	if !ok {
+		return def, nil
+	}
+	if len(vs) != 1 {
+		return 0, fmt.Errorf("parameter %q given %d times", name, len(vs))
+	}
+	n, err := strconv.ParseUint(vs[0], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a tree size", name, vs[0])
+	}
+	return n, nil
+}
+
+// onlyParams refuses parameters other than names.
+func onlyParams(q url.Values, names ...string) error {
+	for k := range q {
+		if !slices.Contains(names, k) {
+			return fmt.Errorf("unknown parameter %q (want %v)", k, names)
+		}
+	}
+	return nil
 }

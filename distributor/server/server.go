@@ -143,9 +143,19 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		s.m.revision.WithLabelValues(ch).Set(float64(ri.Revision))
 		s.setExpiry(ch, ri)
 	}
+	keyPath := cfg.Decisions.CheckpointKey
+	if keyPath == "" {
+		keyPath = filepath.Join(cfg.Data, "checkpoint.key")
+	}
+	ckey, err := decisionlog.LoadOrCreateKey(keyPath, cfg.Decisions.LogName)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("decision log checkpoints are signed by", "verifier_key", ckey.Public, "key_file", keyPath)
 	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
 		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
 		Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
+		Key: &ckey, CheckpointEvery: cfg.Decisions.CheckpointInterval,
 	}); err != nil {
 		return nil, err
 	}

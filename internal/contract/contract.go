@@ -17,10 +17,22 @@ const (
 	BundlesPath = "/v1/bundles"
 	// DecisionsPath: POST a JSON array of Records (or ndjson), GET a query.
 	DecisionsPath = "/v1/decisions"
-	// DecisionsHeadPath is the decision log's head (sequence and hash).
+	// DecisionsHeadPath is the decision log's head (size and tree root).
 	DecisionsHeadPath = DecisionsPath + "/head"
-	// DecisionsLogPath is the decision log export (ndjson, hash-chained).
+	// DecisionsLogPath is the decision log export (ndjson, the stored
+	// lines that are the Merkle tree's leaves).
 	DecisionsLogPath = DecisionsPath + "/log"
+	// DecisionsCheckpointPath: GET the latest signed checkpoint (a C2SP
+	// tlog-checkpoint note), POST to sign one now.
+	DecisionsCheckpointPath = DecisionsPath + "/checkpoint"
+	// DecisionsKeyPath is the checkpoint verifier key (pin it out of band).
+	DecisionsKeyPath = DecisionsCheckpointPath + "/key"
+	// DecisionsProofPath: GET DecisionsProofPath/{seq}?size=N, the
+	// inclusion proof of a record in the tree of N records.
+	DecisionsProofPath = DecisionsPath + "/proof"
+	// DecisionsConsistencyPath: GET ?from=M&size=N, the consistency proof
+	// of the tree of M records with the tree of N.
+	DecisionsConsistencyPath = DecisionsPath + "/consistency"
 )
 
 // ChannelPath is the path of a bundle channel (channel names never need

@@ -108,11 +108,15 @@ func startDistributor(t *testing.T) distributor {
 	hostile := fmt.Appendf(nil, `[{"time":%q,"decision":"deny","rule_ids":["<b>rule</b>"],"subject":%q,"path":%q,"reason":"<svg onload=alert(1)>"}]`,
 		time.Now().UTC().Format(time.RFC3339Nano), hostileSub, hostilePath)
 	d.call(t, http.MethodPost, "/v1/decisions", guardToken, hostile, http.StatusOK)
+	// A checkpoint of every record, signed on request (an auditor's POST).
+	d.call(t, http.MethodPost, "/v1/decisions/checkpoint", auditorToken, nil, http.StatusOK)
 	// The console's index follows the log in the background; wait until it
-	// has verified every record so the pages show a settled state.
+	// has verified every record against the checkpoint so the pages show a
+	// settled state.
 	require.Eventually(t, func() bool {
 		st, err := (&server.Client{Base: d.url, Token: auditorToken}).Status(context.Background())
-		return err == nil && st.DecisionLog.Integrity.Verified == records+1
+		in := st.DecisionLog.Integrity
+		return err == nil && in.Verified == records+1 && in.Checkpoint != nil && in.Checkpoint.Size == records+1
 	}, 30*time.Second, 50*time.Millisecond)
 	return d
 }
@@ -282,7 +286,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		assert.Equal(t, 1, eval[int](t, ctx, `document.querySelectorAll('table.pollers tr.behind').length`))
 		assert.Contains(t, text(t, ctx, sec+" table.revisions"), d.kid)
 		assert.Contains(t, text(t, ctx, ".cards"), fmtNum(records+1))
-		waitFor(t, ctx, `document.querySelector('#log-state').textContent.includes('hash chain verified through seq 3,001')`)
+		waitFor(t, ctx, `document.querySelector('#log-state').textContent.includes('Merkle tree verified through seq 3,001, matching the signed checkpoint of 3,001 records')`)
 	})
 
 	var firstSeq string
@@ -290,7 +294,8 @@ func TestConsoleInABrowser(t *testing.T) {
 		open(t, ctx, d.url+"/ui/#/decisions", "decisions")
 		assert.True(t, strings.HasPrefix(text(t, ctx, "#summary"), "3,001 matching records"), text(t, ctx, "#summary"))
 		assert.Equal(t, 50, eval[int](t, ctx, `document.querySelectorAll('#records tr.record').length`))
-		assert.Contains(t, text(t, ctx, "#integrity"), "hash chain verified through seq 3,001")
+		assert.Contains(t, text(t, ctx, "#integrity"), "Merkle tree verified through seq 3,001")
+		assert.Contains(t, text(t, ctx, "#integrity"), "against the latest signed checkpoint (3,001 records)")
 
 		// Deny by one rule, for inverter paths only.
 		want := count(d, func(f decisiongen.Fields) bool {
@@ -331,10 +336,13 @@ func TestConsoleInABrowser(t *testing.T) {
 		waitFor(t, ctx, `document.querySelector('#view-record[data-ready="true"]') !== null`)
 		assert.Contains(t, text(t, ctx, "h1"), "Record seq "+firstSeq)
 		assert.Contains(t, text(t, ctx, "h1"), "deny")
-		checks := text(t, ctx, "#checks")
-		assert.Contains(t, checks, "sha256 hash chain")
-		assert.Contains(t, checks, "verified")
-		assert.Contains(t, checks, "intact from seq 1 through seq 3001")
+		inclusion := text(t, ctx, `#checks tr[data-check="inclusion proof against the latest signed checkpoint"]`)
+		assert.Contains(t, inclusion, "verified")
+		assert.Contains(t, inclusion, "of the checkpoint of 3001 records")
+		assert.Contains(t, inclusion, "tlog.CheckRecord")
+		tree := text(t, ctx, `#checks tr[data-check="tree hashes recomputed from the records (RFC 6962 Merkle tree)"]`)
+		assert.Contains(t, tree, "verified")
+		assert.Contains(t, tree, "records 1..3001")
 		i := atoi(t, firstSeq) - 1
 		f := decisiongen.Of(i, d.base, d.step)
 		assert.Equal(t, fmt.Sprintf("dg-%d", i), text(t, ctx, `#fields tr[data-field="decision_id"] td`))
@@ -342,8 +350,9 @@ func TestConsoleInABrowser(t *testing.T) {
 		assert.Equal(t, f.Proxy, text(t, ctx, `#fields tr[data-field="proxy"] td`))
 		assert.Equal(t, "token:guard", text(t, ctx, `#fields tr[data-field="received_by"] td`))
 		assert.Equal(t, firstSeq, text(t, ctx, `#fields tr[data-field="seq"] td`))
-		assert.Regexp(t, `^[0-9a-f]{64}$`, text(t, ctx, `#fields tr[data-field="hash"] td`))
-		assert.Contains(t, text(t, ctx, "#raw"), `"prev_hash":`)
+		assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#fields tr[data-field="hash"], #fields tr[data-field="prev_hash"]').length`),
+			"no hash chain fields: the record is a Merkle tree leaf")
+		assert.Contains(t, text(t, ctx, "#raw"), `"seq": `+firstSeq)
 	})
 
 	t.Run("hostile record content stays text", func(t *testing.T) {

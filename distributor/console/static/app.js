@@ -188,9 +188,10 @@
 
   function integrityText(log) {
     const i = log.integrity;
-    if (i.problem) return { cls: 'bad', text: `chain broken at seq ${num(i.bad_seq)}: verified through seq ${num(i.verified)}` };
+    if (i.problem) return { cls: 'bad', text: `Merkle tree check fails at seq ${num(i.bad_seq)}: verified through seq ${num(i.verified)}` };
     if (i.verified < log.records) return { cls: 'pending', text: `verifying: ${num(i.verified)} of ${num(log.records)} records checked` };
-    return { cls: 'ok', text: `hash chain verified through seq ${num(i.verified)}` };
+    const cp = i.checkpoint ? `, matching the signed checkpoint of ${num(i.checkpoint.size)} records` : '';
+    return { cls: 'ok', text: `Merkle tree verified through seq ${num(i.verified)}${cp}` };
   }
 
   function showLogState(st) {
@@ -212,7 +213,8 @@
         card('Channels', num(st.channels.length)),
         card('Pollers tracked', num(st.pollers.tracked), st.pollers.evicted ? `${num(st.pollers.evicted)} dropped (table full)` : 'since the distributor started'),
         card('Decision records', num(log.records), `${bytes(log.bytes)} in ${num(log.segments)} segment${log.segments === 1 ? '' : 's'}`),
-        card('Last checkpoint', 'seq ' + num(log.checkpoint.seq), `${log.checkpoint.kind}: ${short(log.checkpoint.hash)}`, 'checkpoint'),
+        card('Last checkpoint', log.checkpoint.signed ? num(log.checkpoint.seq) + ' records' : 'none yet',
+          log.checkpoint.signed ? `${log.checkpoint.kind} by ${log.checkpoint.origin}: root ${short(log.checkpoint.hash)}` : 'the first is signed when the log grows', 'checkpoint'),
         card('Integrity', it.cls === 'ok' ? 'intact' : it.cls === 'bad' ? 'BROKEN' : 'checking', it.text, 'integrity ' + it.cls)));
     if (log.integrity.problem) view.append(el('p', { class: 'error', id: 'integrity-problem' }, `seq ${log.integrity.bad_seq}: ${log.integrity.problem}`));
     if (!st.channels.length) {
@@ -332,7 +334,7 @@
     const it = integrityText(st.decision_log);
     view.append(el('p', { class: 'integrity-banner ' + it.cls, id: 'integrity' }, it.text,
       st.decision_log.integrity.problem ? ` — ${st.decision_log.integrity.problem}` : '',
-      '. Inclusion proofs against a signed checkpoint come with the verifiable log.'));
+      `. Each record's page checks its inclusion proof against the latest signed checkpoint (${num(st.decision_log.checkpoint.seq)} records).`));
     const indexing = page.indexed < page.head ? ` (index covers ${num(page.indexed)} of ${num(page.head)} records; still indexing)` : '';
     view.append(el('p', { class: 'summary', id: 'summary' }, `${num(page.total)} matching record${page.total === 1 ? '' : 's'}${indexing}`,
       page.records.length ? `, showing seq ${page.records[0].seq} to ${page.records[page.records.length - 1].seq}` : ''));
@@ -393,7 +395,8 @@
     const r = parseRecord(ans);
     view.append(el('h1', null, `Record seq ${ans.seq} `, decisionBadge(str(r.decision))));
     view.append(el('h2', null, 'Integrity'));
-    // One row per check: the verifiable log adds its inclusion proof here.
+    // One row per check: the inclusion proof against the latest signed
+    // checkpoint, then the tree verification of the records.
     view.append(table(['Check', 'Status', 'Detail'], ans.checks.map((c) =>
       el('tr', { 'data-check': c.name }, el('td', null, c.name),
         el('td', null, el('span', { class: 'badge ' + (c.status === 'verified' ? 'ok' : c.status === 'failed' ? 'bad' : 'warn') }, c.status)),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -285,7 +286,12 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 		}
 		o.Revision = fmt.Sprint(r.BundleRevision)
 	}
-	out, err := e.mg(ctx, "audit", "verify", "--server", e.distURL)
+	// The demo's auditor holds the distributor to its own checkpoint key
+	// (in production it is pinned out of band, not read from the data).
+	if _, err := e.mg(ctx, "audit", "checkpoint", "--server", e.distURL, "--log-key", e.logKey(), "--sign"); err != nil {
+		return rep, fmt.Errorf("audit checkpoint: %w", err)
+	}
+	out, err := e.mg(ctx, "audit", "verify", "--server", e.distURL, "--log-key", e.logKey())
 	rep.AuditOutput = out
 	rep.AuditOK = err == nil
 	if err != nil {
@@ -363,3 +369,6 @@ func normalize(o Outcome) string {
 	}
 	return o.Decision
 }
+
+// logKey is the distributor's checkpoint verifier key file.
+func (e *env) logKey() string { return filepath.Join(e.work, "distributor", "checkpoint.key.pub") }
