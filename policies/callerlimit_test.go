@@ -59,3 +59,17 @@ func TestCallerLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestCallerLimitWarnings(t *testing.T) {
+	s, err := Load(map[string][]byte{"w.yaml": []byte(docHdr + `kind: WorkloadPolicy
+metadata: {name: w}
+spec:
+  rules:
+    - {name: a, effect: allow, paths: [/a], rateLimit: {per: device, requests: 1, period: 1s}}
+    - {name: b, effect: allow, paths: [/b], rateLimit: {per: workload, requests: 1, period: 1s}}
+`)})
+	require.NoError(t, err)
+	w := Warnings(s)
+	require.Len(t, w, 1)
+	assert.Equal(t, `w.yaml:6:56: warning: workload rule "w/a" limits per device: every request it allows without a device token (or whose token has no id) shares one bucket`, w[0].Error())
+}

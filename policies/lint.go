@@ -15,7 +15,9 @@ import (
 //     which would allow writes there: device writes are allowed only by
 //     DevicePolicy write rules, so the workload rule grants none of them;
 //   - a DevicePolicy with write rules or controlPaths but no target: its
-//     device tokens are not bound to the device a request names.
+//     device tokens are not bound to the device a request names;
+//   - a WorkloadPolicy rule whose rateLimit is per device: requests without
+//     a device id share one bucket.
 func Warnings(s *Set) ErrorList {
 	var out ErrorList
 	warn := func(p Pos, format string, args ...any) {
@@ -50,6 +52,9 @@ func Warnings(s *Set) ErrorList {
 	}
 	for _, w := range s.Workloads {
 		for _, r := range w.Rules {
+			if l := r.RateLimit; l != nil && l.Per == PerDevice {
+				warn(l.Pos, "workload rule %q limits per device: every request it allows without a device token (or whose token has no id) shares one bucket", r.ID)
+			}
 			if r.Effect != Allow || r.DryRun {
 				continue
 			}
