@@ -163,7 +163,7 @@ func (s *sink) flush(now time.Time) {
 		s.answered(numHeaders)
 	})
 	if err != nil {
-		s.failed(now, 0, "to cluster "+strconv.Quote(c.Cluster)+": "+err.Error())
+		s.failed(now, -1, "to cluster "+strconv.Quote(c.Cluster)+": "+err.Error())
 		return
 	}
 	s.flushing = true
@@ -173,7 +173,7 @@ func (s *sink) flush(now time.Time) {
 func (s *sink) answered(numHeaders int) {
 	now := s.now()
 	if numHeaders == 0 {
-		s.failed(now, 0, "failed (no answer)")
+		s.failed(now, -1, "failed (no answer)")
 		return
 	}
 	status, retryAfter := 0, time.Duration(-1)
