@@ -394,3 +394,18 @@ func BenchmarkBufferAdd(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAggregatorFlood is one 503 of a flood: folded into its
+// interval's record, nothing buffered.
+func BenchmarkAggregatorFlood(b *testing.B) {
+	var a Aggregator
+	id := func() string { return "a-1" }
+	r := &Record{Time: t0, Decision: contract.DecisionUnavailable, Reason: "policy unavailable: no verified policy bundle: bundle expired"}
+	b.ReportAllocs()
+	for i := range b.N {
+		a.Add(r, id)
+		if i%100000 == 0 {
+			a.Flush(func(*Record) {})
+		}
+	}
+}
