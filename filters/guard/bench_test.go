@@ -39,14 +39,21 @@ func BenchmarkDecision(b *testing.B) {
 		tokens    int
 		mtls      bool
 		polling   bool
-		keep      bool
+		keep      bool   // the verified credential header stays (no removal hostcall)
+		audit     string // "": allows not recorded; "log": the proxy log only; "outage": a sink that never answers
 	}{
-		{"jwt-cache-hit-keep", 4096, 1, false, false, true},
-		{"jwt-cache-hit", 4096, 1, false, false, false},
-		{"jwt-cache-miss", 1, 2, false, false, false},
-		{"mtls-peer", 4096, 0, true, false, false},
+		{"jwt-cache-hit", 4096, 1, false, false, false, ""},
+		{"jwt-cache-hit-keep", 4096, 1, false, false, true, ""},
+		{"jwt-cache-miss", 1, 2, false, false, false, ""},
+		{"mtls-peer", 4096, 0, true, false, false, ""},
 		// Distributor mode adds the per-request revision check.
-		{"jwt-cache-hit-polling", 4096, 1, false, true, false},
+		{"jwt-cache-hit-polling", 4096, 1, false, true, false, ""},
+		// Every allow recorded: in the proxy log only, and also into a sink
+		// whose distributor never answers, so the buffer fills and drops
+		// its oldest (an outage).
+		{"jwt-cache-hit-recorded-log", 4096, 1, false, false, false, "log"},
+		{"jwt-cache-hit-recorded-outage", 4096, 1, false, false, false, "outage"},
+		{"jwt-cache-hit-recorded-sink", 4096, 1, false, false, false, "sink"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cfg := f.Config(b, func(m map[string]any) {
@@ -54,6 +61,14 @@ func BenchmarkDecision(b *testing.B) {
 				m["identity"].(map[string]any)["jwtSvid"].(map[string]any)["cacheSize"] = tc.cacheSize
 				if tc.keep {
 					m["identity"].(map[string]any)["keepCredentialHeaders"] = []string{"authorization"}
+				}
+				switch tc.audit {
+				case "log":
+					m["audit"] = map[string]any{"logAllows": true}
+				case "sink":
+					m["audit"] = map[string]any{"logAllows": true, "sink": map[string]any{"cluster": "distributor", "bufferBytes": 1 << 30, "bufferSize": 1 << 30}}
+				case "outage":
+					m["audit"] = map[string]any{"logAllows": true, "sink": map[string]any{"cluster": "distributor", "bufferBytes": 64 << 10}}
 				}
 				if tc.polling {
 					m["policy"].(map[string]any)["distributor"] = map[string]any{"cluster": "distributor", "channel": "grid", "pollInterval": "1h"}

@@ -451,6 +451,53 @@ spec:
 	})
 }
 
+// TestRecordedVersionIsTheRulesSource: a version denial records the
+// version the rule read, from a header or a JWT-SVID claim, not the
+// Istio peer label.
+func TestRecordedVersionIsTheRulesSource(t *testing.T) {
+	wasm := guardWasm(t)
+	f := newFixture(t)
+	caller := "spiffe://grid.example/ns/billing/sa/invoicer"
+	for _, tc := range []struct {
+		name, source string
+		request      func(h *hosttest.Harness) *hosttest.Stream
+	}{
+		{"header", "header: x-client-version", func(h *hosttest.Harness) *hosttest.Stream {
+			s := h.NewStream(peer(caller).SetPeer("downstream_peer", map[string]string{"version": "9.9.9"}, nil))
+			s.Request("GET", "/v1/billing/2026-11", [2]string{"x-client-version", "1.3.9"})
+			return s
+		}},
+		{"jwt claim", "jwtClaim: sw", func(h *hosttest.Harness) *hosttest.Stream {
+			s := h.NewStream(host.NewProps())
+			s.Request("GET", "/v1/billing/2026-11", [2]string{"authorization", "Bearer " + f.SVID(t, caller, func(c map[string]any) { c["sw"] = "1.3.9" })})
+			return s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := maps.Clone(f.Files)
+			files["policies/versions.yaml"] = []byte(`apiVersion: meshguard.io/v1
+kind: VersionPolicy
+metadata:
+  name: billing-versions
+spec:
+  rules:
+    - name: invoicer-releases
+      subjects: [` + caller + `]
+      source:
+        ` + tc.source + `
+      allowed: ">=1.4.0"
+`)
+			cfg := f.Config(t, func(m map[string]any) {
+				m["policy"].(map[string]any)["inline"] = base64.StdEncoding.EncodeToString(f.Bundle(t, 1, files))
+			})
+			h := hosttest.New(t, wasm, hosttest.PluginConfig(cfg))
+			lr := tc.request(h).ExpectLocalReply(403)
+			assert.Equal(t, "billing-versions/invoicer-releases", decisionBody(t, lr)["rule"])
+			h.ExpectLog(`"version":"1.3.9"`)
+		})
+	}
+}
+
 // TestExpiryGrace: at expiry the guard fails closed, unless
 // policy.expiryGrace keeps the last good bundle for a bounded time.
 func TestExpiryGrace(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
@@ -44,6 +45,7 @@ type sink struct {
 	proxyID                  string // the proxy's SPIFFE ID as last recorded
 	idPrefix                 string
 	idSeq                    uint64
+	line                     []byte // the log line being written, reused
 	rnd                      *rand.Rand
 	now                      func() time.Time
 }
@@ -81,17 +83,25 @@ func (s *sink) Record(r *audit.Record) {
 	s.emit(r)
 }
 
-// emit logs r and buffers it for upload.
+// logPrefix starts the proxy log line of a decision record.
+const logPrefix = "meshguard decision "
+
+// emit logs r and buffers it for upload, encoding it once for both.
 func (s *sink) emit(r *audit.Record) {
-	line := audit.AppendJSON(append(make([]byte, 0, 512), "meshguard decision "...), r)
-	if r.Decision == contract.DecisionAllow {
-		proxywasm.LogInfo(string(line))
+	s.line = audit.AppendJSON(append(s.line[:0], logPrefix...), r)
+	// The host copies the message: a view of the reused line suffices.
+	if line := unsafe.String(unsafe.SliceData(s.line), len(s.line)); r.Decision == contract.DecisionAllow {
+		proxywasm.LogInfo(line)
 	} else {
-		proxywasm.LogWarn(string(line))
+		proxywasm.LogWarn(line)
 	}
 	if s.buf != nil {
-		if n := s.buf.Add(r); n > 0 {
+		if n := s.buf.AddEncoded(s.line[len(logPrefix):], r.Time); n > 0 {
 			s.m.auditDropped.Increment(uint64(n))
+			if g := s.buf.Pending(); g.Dropped == uint64(n) {
+				proxywasm.LogWarnf("meshguard: audit buffer full (%d records, %d bytes): dropping the oldest decision records; a gap record will account for them",
+					s.buf.Len(), s.buf.Bytes())
+			}
 		}
 	}
 }
@@ -153,7 +163,7 @@ func (s *sink) flush(now time.Time) {
 		s.answered(numHeaders)
 	})
 	if err != nil {
-		s.failed(now, 0, "to cluster "+strconv.Quote(c.Cluster)+": "+err.Error())
+		s.failed(now, -1, "to cluster "+strconv.Quote(c.Cluster)+": "+err.Error())
 		return
 	}
 	s.flushing = true
@@ -163,7 +173,7 @@ func (s *sink) flush(now time.Time) {
 func (s *sink) answered(numHeaders int) {
 	now := s.now()
 	if numHeaders == 0 {
-		s.failed(now, 0, "failed (no answer)")
+		s.failed(now, -1, "failed (no answer)")
 		return
 	}
 	status, retryAfter := 0, time.Duration(-1)
@@ -185,6 +195,8 @@ func (s *sink) answered(numHeaders int) {
 		s.m.auditSent.Increment(uint64(n))
 		if gap.Dropped != 0 {
 			s.m.auditGaps.Increment(1)
+			proxywasm.LogWarnf("meshguard: the decision trail has a gap: %d records dropped, decided between %s and %s (%s)",
+				gap.Dropped, gap.First.UTC().Format(time.RFC3339Nano), gap.Last.UTC().Format(time.RFC3339Nano), gap.Reason())
 		}
 		if s.failures > 0 {
 			proxywasm.LogInfof("meshguard: decision upload succeeded after %d failed attempts; %d records still buffered", s.failures, s.buf.Len())

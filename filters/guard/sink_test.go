@@ -94,6 +94,20 @@ func TestSinkRetriesKeepTheBatch(t *testing.T) {
 	assert.Equal(t, int64(3), h.Counter("wasmcustom.meshguard_audit_buffered_records"))
 	assert.Positive(t, h.Counter("wasmcustom.meshguard_audit_buffered_bytes"))
 
+	// The backoff doubles: a second failure waits 1-2 s, a third 2-4 s.
+	up[0].Fail()
+	h.Advance(2 * time.Second)
+	up = uploads(h)
+	require.Len(t, up, 1)
+	up[0].Fail()
+	h.Advance(time.Second)
+	assert.Empty(t, uploads(h), "the third retry waits at least 2 s")
+	h.Advance(3 * time.Second)
+	up = uploads(h)
+	require.Len(t, up, 1)
+	assert.Equal(t, string(first), string(up[0].Request.Body))
+	assert.Equal(t, int64(3), h.Counter("wasmcustom.meshguard_audit_upload_retries_total"))
+
 	// 503 with Retry-After: 5 is honoured.
 	up[0].Respond("503", host.Headers{{"retry-after", "5"}}, nil)
 	for range 4 {
@@ -105,7 +119,7 @@ func TestSinkRetriesKeepTheBatch(t *testing.T) {
 	require.Len(t, up, 1)
 	assert.Equal(t, string(first), string(up[0].Request.Body))
 	up[0].Respond("202", nil, nil)
-	h.ExpectLog("decision upload succeeded after 2 failed attempts")
+	h.ExpectLog("decision upload succeeded after 4 failed attempts")
 
 	h.Advance(time.Second)
 	up = uploads(h)
@@ -114,7 +128,8 @@ func TestSinkRetriesKeepTheBatch(t *testing.T) {
 	up[0].Respond("202", nil, nil)
 	assert.Equal(t, int64(3), h.Counter("wasmcustom.meshguard_audit_sent_total"))
 	assert.Zero(t, h.Counter("wasmcustom.meshguard_audit_dropped_total"))
-	assert.Equal(t, int64(2), h.Counter("wasmcustom.meshguard_audit_upload_failures_total"))
+	assert.Equal(t, int64(4), h.Counter("wasmcustom.meshguard_audit_upload_failures_total"))
+	assert.Equal(t, int64(4), h.Counter("wasmcustom.meshguard_audit_upload_retries_total"))
 	h.Advance(time.Second)
 	assert.Zero(t, h.Counter("wasmcustom.meshguard_audit_buffered_records"))
 	assert.Zero(t, h.Counter("wasmcustom.meshguard_audit_buffered_bytes"))

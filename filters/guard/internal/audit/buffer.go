@@ -117,21 +117,37 @@ func (q *Buffer) InFlight() bool { return q.body != nil }
 // itself when only the batch in flight is older, or r alone exceeds
 // MaxBytes).
 func (q *Buffer) Add(r *Record) (dropped int) {
-	var b []byte
+	return q.add(AppendJSON(q.alloc(), r), r.Time)
+}
+
+// AddEncoded is Add for a record already encoded by AppendJSON (enc is
+// copied), decided at t.
+func (q *Buffer) AddEncoded(enc []byte, t time.Time) (dropped int) {
+	return q.add(append(q.alloc(), enc...), t)
+}
+
+// alloc returns an empty byte slice for an encoded record, reusing the
+// storage of records gone.
+func (q *Buffer) alloc() []byte {
 	if n := len(q.free); n > 0 {
-		b, q.free = q.free[n-1][:0], q.free[:n-1]
+		b := q.free[n-1][:0]
+		q.free = q.free[:n-1]
+		return b
 	}
-	b = AppendJSON(b, r)
+	return nil
+}
+
+func (q *Buffer) add(b []byte, t time.Time) (dropped int) {
 	for len(q.q) > q.inflight && (q.bytes+len(b) > q.maxBytes || len(q.q) >= q.maxRecords) {
 		q.drop(q.inflight, CauseFull)
 		dropped++
 	}
 	if q.bytes+len(b) > q.maxBytes || len(q.q) >= q.maxRecords {
-		q.gap.add(r.Time, CauseFull)
+		q.gap.add(t, CauseFull)
 		q.free = append(q.free, b)
 		return dropped + 1
 	}
-	q.q = append(q.q, entry{b, r.Time})
+	q.q = append(q.q, entry{b, t})
 	q.bytes += len(b)
 	return dropped
 }

@@ -272,3 +272,140 @@ func TestAggregator(t *testing.T) {
 	a.Flush(func(r *Record) { total += r.Count })
 	assert.Equal(t, uint64(3*MaxAggregates), total)
 }
+
+// FuzzBufferAccounts drives the buffer with any sequence of adds and
+// upload outcomes (stored, failed, refused) and checks the invariant the
+// trail rests on: every record added is stored exactly once or counted in
+// exactly one stored gap record, with its time inside that gap's range.
+func FuzzBufferAccounts(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1, 2, 0, 3, 1, 4}, uint16(2048))
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 1, 3, 3, 3, 2, 2}, uint16(600))
+	f.Fuzz(func(t *testing.T, ops []byte, maxBytes uint16) {
+		q := NewBuffer(int(maxBytes)+200, 8)
+		bad := map[string]bool{}
+		stored := map[string]int{}
+		times := map[string]time.Time{}
+		var gaps []Record
+		added := 0
+		// The distributor stores a batch unless it holds a record it
+		// refuses (then it stores none of it, 400).
+		deliver := func() {
+			b := q.Next(4, 1<<20, gapRec)
+			if b == nil {
+				return
+			}
+			ws := decodeBatch(t, b)
+			refuse := false
+			for _, w := range ws {
+				refuse = refuse || bad[w.DecisionID]
+			}
+			if refuse {
+				q.Refused()
+				return
+			}
+			for _, w := range ws {
+				if w.Decision == contract.DecisionGap {
+					gaps = append(gaps, w)
+				} else {
+					stored[w.DecisionID]++
+				}
+			}
+			q.Done()
+		}
+		for i, op := range ops {
+			switch op % 5 {
+			case 0, 1:
+				r := rec(added)
+				if op%5 == 1 && i%3 == 0 {
+					bad[r.DecisionID] = true // the distributor refuses this one
+				}
+				times[r.DecisionID] = r.Time
+				added++
+				q.Add(r)
+			case 2, 4:
+				// Sent, no answer: the retry is the same bytes.
+				b := q.Next(4, 1<<20, gapRec)
+				require.Equal(t, string(b), string(q.Next(4, 1<<20, gapRec)))
+			case 3:
+				deliver()
+			}
+		}
+		for range 10 * (added + 1) {
+			if q.Len() == 0 && q.Pending().Dropped == 0 && !q.InFlight() {
+				break
+			}
+			deliver()
+		}
+		var inGaps uint64
+		for _, g := range gaps {
+			inGaps += g.Dropped
+		}
+		for id, n := range stored {
+			require.Equal(t, 1, n, "%s stored twice", id)
+		}
+		require.Equal(t, uint64(added-len(stored)), inGaps, "records neither stored nor in a gap")
+		for id, at := range times {
+			if stored[id] == 1 {
+				continue
+			}
+			in := false
+			for _, g := range gaps {
+				in = in || !at.Before(g.FirstTime) && !at.After(g.LastTime)
+			}
+			require.True(t, in, "%s dropped outside every gap's range", id)
+		}
+	})
+}
+
+func BenchmarkBufferAddFull(b *testing.B) {
+	q := NewBuffer(64<<10, 1<<20)
+	r := rec(1)
+	r.Subject, r.Path, r.Proxy = "spiffe://grid.example/ns/metering/sa/meter-reader", "/v1/meters/42/readings", "sidecar~10.0.0.7~meter-0"
+	for range 1000 {
+		q.Add(r)
+	}
+	q.Next(100, 1<<20, gapRec) // a batch in flight, as during an outage
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		q.Add(r)
+	}
+}
+
+func BenchmarkBufferAdd(b *testing.B) {
+	r := rec(1)
+	r.Subject, r.Path, r.Proxy = "spiffe://grid.example/ns/metering/sa/meter-reader", "/v1/meters/42/readings", "sidecar~10.0.0.7~meter-0"
+	b.Run("room", func(b *testing.B) {
+		q := NewBuffer(1<<30, 1<<30)
+		b.ReportAllocs()
+		for range b.N {
+			q.Add(r)
+			if q.Len() > 10000 {
+				q.Next(10000, 1<<30, gapRec)
+				q.Done()
+			}
+		}
+	})
+	b.Run("full", func(b *testing.B) {
+		q := NewBuffer(64<<10, 1<<20)
+		b.ReportAllocs()
+		for range b.N {
+			q.Add(r)
+		}
+	})
+}
+
+// BenchmarkAggregatorFlood is one 503 of a flood: folded into its
+// interval's record, nothing buffered.
+func BenchmarkAggregatorFlood(b *testing.B) {
+	var a Aggregator
+	id := func() string { return "a-1" }
+	r := &Record{Time: t0, Decision: contract.DecisionUnavailable, Reason: "policy unavailable: no verified policy bundle: bundle expired"}
+	b.ReportAllocs()
+	for i := range b.N {
+		a.Add(r, id)
+		if i%100000 == 0 {
+			a.Flush(func(*Record) {})
+		}
+	}
+}
