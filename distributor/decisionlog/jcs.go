@@ -92,6 +92,10 @@ func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
 	}
 	switch raw[0] {
 	case '"':
+		if plainString(raw) {
+			// Already what RFC 8785 writes: no escape, no control character.
+			return append(buf, raw...), nil
+		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, err
@@ -135,6 +139,9 @@ func appendValue(buf []byte, raw json.RawMessage, depth int) ([]byte, error) {
 // refused rather than silently changed: I-JSON (RFC 7493 section 2.2)
 // asks senders not to use them, and the log must store what was sent.
 func appendNumber(buf []byte, raw []byte) ([]byte, error) {
+	if plainInt(raw) {
+		return append(buf, raw...), nil
+	}
 	if !json.Valid(raw) || raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
 		return nil, fmt.Errorf("invalid JSON value %q", raw)
 	}
@@ -199,4 +206,38 @@ func appendString(buf []byte, s string) []byte {
 	}
 	buf = append(buf, s[start:]...)
 	return append(buf, '"')
+}
+
+// plainString reports whether raw is a JSON string token without escapes
+// or control characters in valid UTF-8: its canonical form is itself.
+func plainString(raw []byte) bool {
+	if len(raw) < 2 || raw[len(raw)-1] != '"' {
+		return false
+	}
+	body := raw[1 : len(raw)-1]
+	for _, c := range body {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(body)
+}
+
+// plainInt reports whether raw is an integer of at most 15 digits without
+// a leading zero (or 0): a double holds it exactly and ECMAScript prints
+// it as written.
+func plainInt(raw []byte) bool {
+	d := raw
+	if len(d) > 0 && d[0] == '-' {
+		d = d[1:]
+	}
+	if len(d) == 0 || len(d) > 15 || d[0] == '0' && (len(d) > 1 || len(raw) > 1) {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
