@@ -127,7 +127,7 @@ func TestImageRejectsDamage(t *testing.T) {
 }
 
 func FuzzUnmarshalEngine(f *testing.F) {
-	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits"} {
+	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits", "testdata/upstream"} {
 		files, err := ReadPaths(dir)
 		require.NoError(f, err)
 		s, err := Load(files)
@@ -152,6 +152,10 @@ func FuzzUnmarshalEngine(f *testing.F) {
 		for _, r := range reqs {
 			var d Decision
 			e.Decide(r, &d)
+		}
+		for _, r := range upstreamReqs {
+			var d UpstreamDecision
+			e.DecideUpstream(&r, &d)
 		}
 		img, err := e.MarshalBinary()
 		require.NoError(t, err)

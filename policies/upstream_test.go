@@ -215,3 +215,47 @@ func BenchmarkDecideUpstream(b *testing.B) {
 		e.DecideUpstream(&r, &d)
 	}
 }
+
+// upstreamReqs are decided by every fuzzed engine image.
+var upstreamReqs = []UpstreamRequest{
+	{Path: "/v1/inverters/inv-0042/setpoint", Headers: Map{"x-device-id": "inv-0042"}},
+	{Path: "/v1/status", UpstreamKnown: true, Upstream: "spiffe://grid.example/ns/der/sa/inverter-gw", PeerVersion: "1.4.0",
+		HostMetadata: hostMeta("envoy.lb", "version", "5.0.0")},
+	{Path: "/", TargetDeviceID: "INV-0043", UpstreamKnown: true, Upstream: "spiffe://kuma.example"},
+}
+
+// FuzzDecideUpstream: any upstream request gets a deterministic answer; a
+// refusal is never pending, a pending answer becomes final once the
+// upstream is known, and knowing the upstream never turns a refusal into
+// an approval (the reason may change: an upstream revocation comes first).
+func FuzzDecideUpstream(f *testing.F) {
+	e := upstreamEngine(f)
+	f.Add("/v1/inverters/inv-0042/setpoint", "", "spiffe://grid.example/ns/der/sa/inverter-gw", "1.4.0", "5.0.0", before)
+	f.Add("/v1/inverters/INV-0043/setpoint", "inv-0043", "spiffe://kuma.example/x", "", "4.0.0", after)
+	f.Add("/v1/status", "", "spiffe://grid.example/ns/scada/hmi", "9.0.0", "", int64(0))
+	f.Add("/v1/inverters/inv-0044/../x", "", "", "", "", before)
+	f.Fuzz(func(t *testing.T, path, header, upstream, peerVersion, metaVersion string, now int64) {
+		r := UpstreamRequest{Method: "PUT", Path: path, Now: now}
+		if header != "" {
+			r.Headers = Map{"x-device-id": header}
+		}
+		var first, again, known UpstreamDecision
+		e.DecideUpstream(&r, &first)
+		e.DecideUpstream(&r, &again)
+		if first != again {
+			t.Fatalf("nondeterministic: %s vs %s", first.String(), again.String())
+		}
+		if !first.Allow && first.Pending {
+			t.Fatal("a refusal is pending")
+		}
+		r.UpstreamKnown, r.Upstream, r.PeerVersion = true, upstream, peerVersion
+		r.HostMetadata = hostMeta("envoy.lb", "version", metaVersion)
+		e.DecideUpstream(&r, &known)
+		if known.Pending {
+			t.Fatalf("pending with the upstream known: %s", known.String())
+		}
+		if !first.Allow && known.Allow {
+			t.Fatalf("a request-time refusal changed once the upstream was known: %s vs %s", first.String(), known.String())
+		}
+	})
+}
