@@ -95,12 +95,12 @@ func TestImageRejectsDamage(t *testing.T) {
 		require.ErrorIs(t, err, ErrImage, "truncated at %d", i)
 	}
 	cases := map[string][]byte{
-		"no magic":        []byte("MGENGINX" + string(img[8:])),
-		"future version":  append([]byte(ImageMagic+"\x05"), img[9:]...),
+		"no magic":                []byte("MGENGINX" + string(img[8:])),
+		"future version":          append([]byte(ImageMagic+"\x05"), img[9:]...),
 		"v3 (no upstream tables)": append([]byte(ImageMagic+"\x03"), img[9:]...),
-		"old version":     append([]byte(ImageMagic+"\x01"), img[9:]...),
-		"v2 (no sunsets)": append([]byte(ImageMagic+"\x02"), img[9:]...),
-		"trailing byte":   append(append([]byte(nil), img...), 0),
+		"old version":             append([]byte(ImageMagic+"\x01"), img[9:]...),
+		"v2 (no sunsets)":         append([]byte(ImageMagic+"\x02"), img[9:]...),
+		"trailing byte":           append(append([]byte(nil), img...), 0),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -50,7 +50,7 @@ spec:
 
 const (
 	inverterGW = "spiffe://grid.example/ns/der/sa/inverter-gw"
-	kumaID  = "spiffe://kuma.example/controller_der_svc_8080"
+	kumaID     = "spiffe://kuma.example/controller_der_svc_8080"
 )
 
 // outboundHarness runs guard.wasm as a caller-side guard (direction

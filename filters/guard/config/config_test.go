@@ -34,7 +34,10 @@ func TestParse(t *testing.T) {
 				assert.Equal(t, []string{"x-a"}, c.Identity.StripHeaders)
 			}},
 		{name: "inbound by default", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`,
-			check: func(t *testing.T, c *Config) { assert.Equal(t, DirectionInbound, c.Direction); assert.False(t, c.Outbound()) }},
+			check: func(t *testing.T, c *Config) {
+				assert.Equal(t, DirectionInbound, c.Direction)
+				assert.False(t, c.Outbound())
+			}},
 		{name: "bad mode", in: `{"mode":"audit","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "mode"},
 		{name: "jwt without audience", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"trustDomains":{"grid.example":null}}}}`, wantErr: "audience is required"},
 		{name: "jwt empty audience", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"audiences":[""],"trustDomains":{"grid.example":null}}}}`, wantErr: "empty audience"},
