@@ -65,7 +65,8 @@ type Config struct {
 	// (a sidecar's outbound listener or an egress gateway: it decides on
 	// the upstream's and the target device's versions,
 	// policies/README.md "Upstream versions"). An outbound guard has no
-	// callers to identify, so identity must be empty.
+	// callers to identify, so identity must be empty. Empty means inbound
+	// (and keeps inbound configurations as they were).
 	Direction string `json:"direction,omitempty"`
 }
 
@@ -268,9 +269,6 @@ func (c *Config) setDefaults() {
 	if c.Paths == "" {
 		c.Paths = PathsRefuse
 	}
-	if c.Direction == "" {
-		c.Direction = DirectionInbound
-	}
 	if d := c.Policy.Distributor; d != nil {
 		if d.Authority == "" {
 			d.Authority = d.Cluster
@@ -414,7 +412,7 @@ func (c *Config) Validate() error {
 	}
 	id := c.Identity
 	switch {
-	case c.Direction != DirectionInbound && c.Direction != DirectionOutbound:
+	case c.Direction != "" && c.Direction != DirectionInbound && c.Direction != DirectionOutbound:
 		add("direction: %q is not %q or %q", c.Direction, DirectionInbound, DirectionOutbound)
 	case c.Outbound():
 		// The downstream of an outbound listener is the local application:

@@ -35,7 +35,7 @@ func TestParse(t *testing.T) {
 			}},
 		{name: "inbound by default", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`,
 			check: func(t *testing.T, c *Config) {
-				assert.Equal(t, DirectionInbound, c.Direction)
+				assert.Empty(t, c.Direction, "empty is inbound")
 				assert.False(t, c.Outbound())
 			}},
 		{name: "bad mode", in: `{"mode":"audit","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "mode"},
