@@ -217,18 +217,23 @@ func (e *Engine) DecideUpstream(req *UpstreamRequest, d *UpstreamDecision) {
 		d.Allow, d.Rule, d.Reason, d.Audit, d.Pending = false, rule, reason, true, false
 	}
 	end, pathErr := scanPath(req.Path)
+	req.rq = Request{Method: req.Method, Path: req.Path, Headers: req.Headers, TargetDeviceID: req.TargetDeviceID, Now: req.Now}
+	st := state{e: e, req: &req.rq}
+	if pathErr != nil {
+		st.path = trimPath(req.Path)
+	} else {
+		st.path = req.Path[1:end]
+	}
+	// The target is reported on every decision, as Decide does.
+	if e.target != none || req.TargetDeviceID != "" || req.Headers != nil && len(e.targetHeaders) > 0 {
+		st.targets()
+	}
+	d.TargetDevice = st.target
 	// 1. The path must be canonical (it names the target device).
 	if pathErr != nil {
 		deny("", pathErr.Error())
 		return
 	}
-	req.rq = Request{Method: req.Method, Path: req.Path, Headers: req.Headers, TargetDeviceID: req.TargetDeviceID, Now: req.Now}
-	st := state{e: e, req: &req.rq}
-	st.path = req.Path[1:end]
-	if e.target != none || req.TargetDeviceID != "" || req.Headers != nil && len(e.targetHeaders) > 0 {
-		st.targets()
-	}
-	d.TargetDevice = st.target
 	// 2. Target naming.
 	switch {
 	case st.targetConflict:
