@@ -270,7 +270,7 @@ func (e evalOutput) Rows() ([]string, [][]string) {
 
 func newPolicyEvalCmd() *cobra.Command {
 	var input, bundlePath, keysPath, scope, paths string
-	var fail, explain bool
+	var fail, explain, upstream bool
 	var now nowFlag
 	var out *outputFormat
 	eval := &cobra.Command{
@@ -282,7 +282,8 @@ exact member names, each once, nothing after it; header names that differ only
 in case are refused. --explain adds the rules the request reached and why each
 matched or not, why each device policy did or did not select the device, and
 each version rule checked with the version it saw. --fail exits 1 when the
-decision is deny.`,
+decision is deny. --upstream decides an upstream request instead, as a guard on
+the caller's side does (policies/README.md, "Upstream versions").`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (bundlePath == "") == (len(args) == 0) {
 				return usagef("policy eval needs either --bundle or policy files/directories")
@@ -295,7 +296,16 @@ decision is deny.`,
 			if err != nil {
 				return err
 			}
-			req, err := policies.ParseInput(raw)
+			var req *policies.Input
+			var upReq *policies.UpstreamInput
+			if upstream {
+				if explain {
+					return usagef("--explain does not apply to --upstream")
+				}
+				upReq, err = policies.ParseUpstreamInput(raw)
+			} else {
+				req, err = policies.ParseInput(raw)
+			}
 			if err != nil {
 				return usagef("%s: invalid request: %w", input, err)
 			}
@@ -303,8 +313,11 @@ decision is deny.`,
 			if err != nil {
 				return err
 			}
-			if req.Now == "" && !at.IsZero() {
+			if req != nil && req.Now == "" && !at.IsZero() {
 				req.Now = policies.FormatInstant(at)
+			}
+			if upReq != nil && upReq.Now == "" && !at.IsZero() {
+				upReq.Now = policies.FormatInstant(at)
 			}
 			var eng *policies.Engine
 			if bundlePath != "" {
@@ -317,6 +330,17 @@ decision is deny.`,
 			}
 			if err != nil {
 				return err
+			}
+			if upReq != nil {
+				var ud policies.UpstreamDecision
+				policies.DecideUpstreamInput(eng, upReq, pathModes[paths], &ud)
+				if err := out.print(cmd, ud.JSON()); err != nil {
+					return err
+				}
+				if fail && !ud.Allow {
+					return failedf("decision: deny (--fail)")
+				}
+				return nil
 			}
 			var d policies.Decision
 			res := evalOutput{}
@@ -342,6 +366,7 @@ decision is deny.`,
 	aliasFlag(f, "verify-keys", "keys")
 	f.StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
 	f.BoolVar(&fail, "fail", false, "exit 1 when the decision is deny")
+	f.BoolVar(&upstream, "upstream", false, "the input is an upstream request (method, path, headers, targetDevice, upstreamKnown, upstream, peerVersion, hostMetadata, now): decide as a guard on the caller's side")
 	f.BoolVar(&explain, "explain", false, "say how the decision was reached (rules considered, device policy selection, version checks)")
 	addPathsFlag(eval, &paths)
 	addNowFlag(eval, &now, "decide (version sunsets) unless the request has its own now,")
