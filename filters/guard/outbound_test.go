@@ -217,3 +217,27 @@ func findRecord(t *testing.T, h *hosttest.Harness, id string) map[string]any {
 	t.Fatalf("no audit record %s in the log", id)
 	return nil
 }
+
+// TestOutboundRecordsOnce: with every allow logged, a request decided at
+// response headers has one record, and the response names it.
+func TestOutboundRecordsOnce(t *testing.T) {
+	h := outboundHarness(t, func(m map[string]any) { m["audit"] = map[string]any{"logAllows": true} })
+	s := h.NewStream(nil)
+	s.Request("POST", "/v1/dispatch")
+	s.ExpectNoLocalReply()
+	s.SelectUpstream(istioUpstream(inverterGW, "1.4.0"))
+	s.ResponseHeaders(host.Headers{{":status", "200"}}, true)
+	id, ok := s.ResponseHeader("x-meshguard-decision")
+	require.True(t, ok)
+	rec := findRecord(t, h, id)
+	assert.Equal(t, "allow", rec["decision"])
+	assert.Equal(t, inverterGW, rec["peer"])
+	n := 0
+	for _, m := range h.LogMessages(host.LogInfo) {
+		if strings.Contains(m, `"decision_id":`) {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "one record per request")
+	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_decisions_total.result=allow"))
+}

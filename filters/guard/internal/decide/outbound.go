@@ -92,7 +92,11 @@ func (g *Guard) DecideOutbound(x *Exchange, r Request, u Upstream) (out Outcome)
 	if !x.out.dec.Allow {
 		return g.enforceOutbound(x, r, now, 403)
 	}
-	x.out.pending = x.out.dec.Pending
+	if x.out.dec.Pending {
+		// Decided (counted, recorded) once, when the upstream is known.
+		x.out.pending = true
+		return Outcome{}
+	}
 	return g.enforceOutbound(x, r, now, 0)
 }
 
