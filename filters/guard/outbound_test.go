@@ -7,6 +7,7 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -240,4 +241,46 @@ func TestOutboundRecordsOnce(t *testing.T) {
 	}
 	assert.Equal(t, 1, n, "one record per request")
 	assert.Equal(t, int64(1), h.Counter("wasmcustom.meshguard_decisions_total.result=allow"))
+}
+
+// BenchmarkOutbound measures a caller-side request through guard.wasm:
+// the request-headers decision (the target's registry firmware) and, for a
+// pending one, the response-headers decision with the Istio upstream:
+// go test ./filters/guard -run '^$' -bench Outbound -benchtime 2000x
+func BenchmarkOutbound(b *testing.B) {
+	f := newFixture(b)
+	files := maps.Clone(f.Files)
+	files["policies/upstream.yaml"] = []byte(upstreamPolicy)
+	cfg := f.Config(b, func(m map[string]any) {
+		guardtest.Inline(f.Bundle(b, 1, files))(m)
+		m["direction"] = "outbound"
+		m["identity"] = map[string]any{}
+	})
+	h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogWarn))
+	up := istioUpstream(inverterGW, "1.4.2")
+	for _, tc := range []struct {
+		name, path string
+		response   bool
+	}{{"request-device-firmware", "/v1/inverters/inv-0042/setpoint", false}, {"response-upstream-peer", "/v1/dispatch", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			hdrs := host.Headers{{":method", "POST"}, {":path", tc.path}, {":authority", "der"}, {":scheme", "http"}}
+			resp := host.Headers{{":status", "200"}}
+			d := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				s := h.Plugin.NewStream(nil)
+				t0 := time.Now()
+				v := s.RequestHeaders(hdrs, true)
+				if tc.response {
+					s.SelectUpstream(up)
+					v = s.ResponseHeaders(resp, true)
+				}
+				d = append(d, time.Since(t0))
+				if v.Reply != nil {
+					b.Fatalf("refused: %s", v.Reply.Body)
+				}
+				s.Complete()
+			}
+			percentiles(b, d)
+		})
+	}
 }
