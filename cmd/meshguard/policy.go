@@ -91,6 +91,7 @@ elsewhere every few seconds once slow).`,
 				c := eng.Counts()
 				rep.Counts = &checkCounts{WorkloadRules: c.WorkloadRules, DeviceRules: c.DeviceRules, DevicePolicies: len(set.Devices),
 					VersionRules: c.VersionRules, Revocations: c.Revocations, TrustDomains: c.TrustDomains, TestFiles: len(set.Tests)}
+				rep.Counts.UpstreamRules, rep.Counts.RegisteredDevices = upstreamCounts(set)
 			}
 			rep.Warnings = problems(warnings)
 			if out.format() == output.Table {
@@ -137,6 +138,20 @@ type checkCounts struct {
 	Revocations    int `json:"revocations"`
 	TrustDomains   int `json:"trustDomains"`
 	TestFiles      int `json:"testFiles"`
+	// The caller's side (policies/README.md, Upstream versions).
+	UpstreamRules     int `json:"upstreamRules"`
+	RegisteredDevices int `json:"registeredDevices"`
+}
+
+// upstreamCounts counts the caller's-side rules and registered devices.
+func upstreamCounts(s *policies.Set) (rules, devices int) {
+	for _, u := range s.Upstreams {
+		rules += len(u.Rules)
+	}
+	for _, g := range s.Registries {
+		devices += len(g.Devices)
+	}
+	return rules, devices
 }
 
 // problem is one error or warning at its position.
@@ -158,8 +173,12 @@ func problems(list policies.ErrorList) []problem {
 // Text is the summary line (the problems went to stderr).
 func (r checkReport) Text(w io.Writer) error {
 	c := r.Counts
-	_, err := fmt.Fprintf(w, "ok: %d workload rules, %d device rules (%d device policies), %d version rules, %d revocations, %d trust domains, %d test files, %d warnings\n",
-		c.WorkloadRules, c.DeviceRules, c.DevicePolicies, c.VersionRules, c.Revocations, c.TrustDomains, c.TestFiles, len(r.Warnings))
+	up := ""
+	if c.UpstreamRules > 0 || c.RegisteredDevices > 0 {
+		up = fmt.Sprintf(", %d upstream version rules, %d registered devices", c.UpstreamRules, c.RegisteredDevices)
+	}
+	_, err := fmt.Fprintf(w, "ok: %d workload rules, %d device rules (%d device policies), %d version rules%s, %d revocations, %d trust domains, %d test files, %d warnings\n",
+		c.WorkloadRules, c.DeviceRules, c.DevicePolicies, c.VersionRules, up, c.Revocations, c.TrustDomains, c.TestFiles, len(r.Warnings))
 	return err
 }
 
