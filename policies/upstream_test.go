@@ -226,12 +226,17 @@ var upstreamReqs = []UpstreamRequest{
 	{Path: "/", TargetDeviceID: "INV-0043", UpstreamKnown: true, Upstream: "spiffe://kuma.example"},
 }
 
-// FuzzDecideUpstream: any upstream request gets a deterministic answer; a
+// FuzzDecideUpstream: any upstream request gets a deterministic answer,
+// the reference's (refDecideUpstream); a
 // refusal is never pending, a pending answer becomes final once the
 // upstream is known, and knowing the upstream never turns a refusal into
 // an approval (the reason may change: an upstream revocation comes first).
 func FuzzDecideUpstream(f *testing.F) {
 	e := upstreamEngine(f)
+	b, err := os.ReadFile("testdata/upstream/upstream.yaml")
+	require.NoError(f, err)
+	set, err := Load(map[string][]byte{"upstream.yaml": b})
+	require.NoError(f, err)
 	f.Add("/v1/inverters/inv-0042/setpoint", "", "spiffe://grid.example/ns/der/sa/inverter-gw", "1.4.0", "5.0.0", before)
 	f.Add("/v1/inverters/INV-0043/setpoint", "inv-0043", "spiffe://kuma.example/x", "", "4.0.0", after)
 	f.Add("/v1/status", "", "spiffe://grid.example/ns/scada/hmi", "9.0.0", "", int64(0))
@@ -247,12 +252,18 @@ func FuzzDecideUpstream(f *testing.F) {
 		if first != again {
 			t.Fatalf("nondeterministic: %s vs %s", first.String(), again.String())
 		}
+		if want := refDecideUpstream(set, &r); first != want {
+			t.Fatalf("engine %s, reference %s", first.String(), want.String())
+		}
 		if !first.Allow && first.Pending {
 			t.Fatal("a refusal is pending")
 		}
 		r.UpstreamKnown, r.Upstream, r.PeerVersion = true, upstream, peerVersion
 		r.HostMetadata = hostMeta("envoy.lb", "version", metaVersion)
 		e.DecideUpstream(&r, &known)
+		if want := refDecideUpstream(set, &r); known != want {
+			t.Fatalf("engine %s, reference %s (upstream known)", known.String(), want.String())
+		}
 		if known.Pending {
 			t.Fatalf("pending with the upstream known: %s", known.String())
 		}
