@@ -99,6 +99,10 @@ type Filter struct {
 	HostEnv []string
 	// FailOpen lets traffic through when the VM is broken (default fail closed).
 	FailOpen bool
+	// Outbound places the guard on the caller's side (an outbound
+	// listener): there is no downstream peer certificate to check, so
+	// GuardFilters omits the one-URI-SAN filter.
+	Outbound bool
 }
 
 // HTTPFilter builds the envoy.filters.http.wasm HttpFilter and validates it.

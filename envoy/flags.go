@@ -21,7 +21,7 @@ type ReadFunc func(what, path string) ([]byte, error)
 // (meshguard render istio|kuma|envoy); Input turns them into a GuardInput.
 type GuardFlags struct {
 	configFile, verifyKeys, inlineBundle, tokenFile string
-	channel, mode, scope, paths                     string
+	channel, mode, scope, paths, direction          string
 	pollInterval, expiryGrace                       time.Duration
 	peerCert, istioPeer, audit, logAllows           bool
 	jwtAudiences, jwtTrustDomains                   []string
@@ -45,6 +45,8 @@ func (g *GuardFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&g.jwtTrustDomains, "jwt-trust-domain", nil, "accept JWT-SVIDs from trust domain NAME=JWKS_FILE (its JWT bundle) (repeatable)")
 	fs.StringSliceVar(&g.forwarders, "trusted-forwarder", nil, "SPIFFE ID of a peer (e.g. the ingress gateway) that may relay a caller's JWT-SVID (repeatable)")
 	fs.StringSliceVar(&g.keepCredentials, "keep-credential-header", nil, "verified credential header to forward upstream (repeatable); by default the guard removes them")
+	enumflag.Var(fs, &g.direction, "direction", "", "", []string{config.DirectionInbound, config.DirectionOutbound},
+		"where the guard runs: inbound (default, decides on callers) or outbound (the caller's side: decides on the upstream's and target device's versions; no caller identity)")
 	enumflag.Var(fs, &g.paths, "paths", "", "", []string{config.PathsRefuse, config.PathsNormalize, config.PathsMergeSlashes}, "non-canonical request paths: refuse (default, 400), normalize (RFC 3986) or merge-slashes (normalize and merge //)")
 	fs.BoolVar(&g.audit, "audit", false, "post decision records to the distributor")
 	fs.BoolVar(&g.logAllows, "log-allows", false, "record allows too, not only denies")
@@ -80,7 +82,9 @@ func (g *GuardFlags) Input(read ReadFunc) (GuardInput, error) {
 			in.JWTTrustDomains[name] = file("--jwt-trust-domain "+name, path)
 		}
 	}
-	in.PeerCertificate = g.peerCert && g.configFile == ""
+	in.Direction = g.direction
+	// An outbound guard has no caller to identify (config refuses one).
+	in.PeerCertificate = g.peerCert && g.configFile == "" && g.direction != config.DirectionOutbound
 	return in, err
 }
 

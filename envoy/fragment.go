@@ -21,11 +21,14 @@ type Standalone struct {
 // GuardFilters are the HTTP filters that go before envoy.filters.http.router,
 // in order: the one-URI-SAN RBAC filter, then the guard.
 func GuardFilters(f Filter) ([]*hcmv3.HttpFilter, error) {
-	rbac, err := OneURISANFilter()
+	guard, err := HTTPFilter(f)
 	if err != nil {
 		return nil, err
 	}
-	guard, err := HTTPFilter(f)
+	if f.Outbound {
+		return []*hcmv3.HttpFilter{guard}, nil
+	}
+	rbac, err := OneURISANFilter()
 	if err != nil {
 		return nil, err
 	}

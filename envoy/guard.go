@@ -58,6 +58,8 @@ type GuardInput struct {
 	AuditSink bool
 	// LogAllows records allows too.
 	LogAllows bool
+	// Direction is inbound (default) or outbound (config.Direction).
+	Direction string
 }
 
 // Callouts is where the filter's http callouts go on the target platform.
@@ -72,7 +74,7 @@ func (in GuardInput) flagsSet() bool {
 	return len(in.VerifyKeys) > 0 || len(in.InlineBundle) > 0 || in.Channel != "" || in.PollInterval != 0 ||
 		in.Token != "" || in.Mode != "" || in.Scope != "" || in.ExpiryGrace != 0 || in.IstioPeerMetadata ||
 		len(in.JWTAudiences) > 0 || len(in.JWTTrustDomains) > 0 || in.AuditSink || in.LogAllows ||
-		len(in.TrustedForwarders) > 0 || len(in.KeepCredentialHeaders) > 0 || in.Paths != ""
+		len(in.TrustedForwarders) > 0 || len(in.KeepCredentialHeaders) > 0 || in.Paths != "" || in.Direction != ""
 }
 
 // GuardConfig builds the guard configuration, points its distributor and
@@ -149,7 +151,7 @@ func pointAt(cluster, authority *string, c Callouts, field string) error {
 }
 
 func fromFlags(in GuardInput) config.Config {
-	cfg := config.Config{Mode: in.Mode}
+	cfg := config.Config{Mode: in.Mode, Direction: in.Direction}
 	cfg.Policy.VerifyKeys = json.RawMessage(bytes.TrimSpace(in.VerifyKeys))
 	cfg.Policy.Scope = in.Scope
 	cfg.Policy.ExpiryGrace.Duration = in.ExpiryGrace

@@ -76,6 +76,9 @@ func (vm *VM) property(key string) ([]byte, bool) {
 		if v, ok := st.props.get(key); ok {
 			return v, true
 		}
+		if v, ok := st.upstream.get(key); ok {
+			return v, true
+		}
 		if v, ok := st.requestAttribute(key); ok {
 			return v, true
 		}

@@ -201,3 +201,7 @@ func (s *Stream) requestAttribute(key string) ([]byte, bool) {
 	}
 	return nil, false
 }
+
+// Lookup returns the value set at a dotted attribute path (segments joined
+// by "."), as the host hands it to a module.
+func (p *Props) Lookup(path string) ([]byte, bool) { return p.get(propKey(path)) }

@@ -74,6 +74,7 @@ type Stream struct {
 	vm          *VM
 	id          uint32
 	props       *Props
+	upstream    *Props // set by SelectUpstream: readable once the host is picked
 	filterState map[string][]byte
 
 	reqHeaders, reqTrailers, respHeaders, respTrailers Headers

@@ -241,19 +241,6 @@ func Render(o Options) (*Rendered, error) {
 		}
 		spec.TargetRefs = append(spec.TargetRefs, &typeapi.PolicyTargetReference{Group: t.Group, Kind: t.Kind, Name: t.Name})
 	}
-	mode := orDefault(o.MatchMode, "SERVER")
-	m, ok := modes[mode]
-	if !ok {
-		add("match mode %q: want CLIENT, SERVER or CLIENT_AND_SERVER", mode)
-	}
-	sel := &extensionsapi.WasmPlugin_TrafficSelector{Mode: m}
-	for _, p := range o.Ports {
-		if p == 0 || p > 65535 {
-			add("port %d out of range", p)
-		}
-		sel.Ports = append(sel.Ports, &typeapi.PortSelector{Number: p})
-	}
-	spec.Match = []*extensionsapi.WasmPlugin_TrafficSelector{sel}
 	if len(o.Env) > 0 {
 		vm := &extensionsapi.VmConfig{}
 		for _, e := range o.Env {
@@ -278,7 +265,30 @@ func Render(o Options) (*Rendered, error) {
 		}
 		r.ServiceEntry, r.DestinationRule, callouts = se, dr, c
 	}
-	cfgJSON, _, err := envoy.GuardConfig(o.Guard, callouts)
+	cfgJSON, parsed, err := envoy.GuardConfig(o.Guard, callouts)
+	// The caller's side (direction outbound) runs in the client proxy:
+	// match mode CLIENT (outbound listeners and gateways' upstream side).
+	outbound := parsed != nil && parsed.Outbound()
+	defMode := "SERVER"
+	if outbound {
+		defMode = "CLIENT"
+		if o.MatchMode != "" && o.MatchMode != "CLIENT" {
+			add("match mode %s with direction outbound: the caller's side is CLIENT", o.MatchMode)
+		}
+	}
+	mode := orDefault(o.MatchMode, defMode)
+	m, ok := modes[mode]
+	if !ok {
+		add("match mode %q: want CLIENT, SERVER or CLIENT_AND_SERVER", mode)
+	}
+	sel := &extensionsapi.WasmPlugin_TrafficSelector{Mode: m}
+	for _, p := range o.Ports {
+		if p == 0 || p > 65535 {
+			add("port %d out of range", p)
+		}
+		sel.Ports = append(sel.Ports, &typeapi.PortSelector{Number: p})
+	}
+	spec.Match = []*extensionsapi.WasmPlugin_TrafficSelector{sel}
 	if err != nil {
 		errs = append(errs, err)
 	} else {

@@ -365,3 +365,29 @@ func setPath(m map[string]any, path []string, v any) {
 	}
 	m[path[len(path)-1]] = v
 }
+
+// TestOutboundPlacement: a caller-side guard (direction outbound) renders
+// with match mode CLIENT and a pluginConfig without caller identity; a
+// SERVER match for it is refused.
+func TestOutboundPlacement(t *testing.T) {
+	o := exampleOptions(t)
+	o.Guard.Direction = "outbound"
+	o.Guard.PeerCertificate = false
+	o.Guard.JWTAudiences, o.Guard.JWTTrustDomains = nil, nil
+	r, err := Render(o)
+	require.NoError(t, err)
+	require.NoError(t, istioCRDs(t).Validate(r.WasmPlugin))
+	spec := r.WasmPlugin["spec"].(map[string]any)
+	assert.Equal(t, []any{map[string]any{"mode": "CLIENT"}}, spec["match"])
+	cfg, err := config.Parse(r.GuardConfig)
+	require.NoError(t, err)
+	assert.True(t, cfg.Outbound())
+
+	o.MatchMode = "SERVER"
+	_, err = Render(o)
+	require.ErrorContains(t, err, "match mode SERVER with direction outbound")
+	o.MatchMode = ""
+	o.Guard.PeerCertificate = true
+	_, err = Render(o)
+	require.ErrorContains(t, err, "leave identity empty")
+}

@@ -130,9 +130,16 @@ func Render(o Options) (*Rendered, error) {
 	if o.ModuleURL != "" && callouts.Cluster == "" {
 		errs = append(errs, errors.New("a remote module is fetched through the distributor cluster: set the distributor"))
 	}
-	cfg, _, err := envoy.GuardConfig(o.Guard, callouts)
+	cfg, parsed, err := envoy.GuardConfig(o.Guard, callouts)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	// The caller's side: the guard goes before the router of the outbound
+	// listeners (direction outbound), where the app's requests leave.
+	origin := "inbound"
+	outbound := parsed != nil && parsed.Outbound()
+	if outbound {
+		origin = "outbound"
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("kuma: %w", errors.Join(errs...))
@@ -142,6 +149,7 @@ func Render(o Options) (*Rendered, error) {
 		Config:   cfg,
 		Env:      o.Env,
 		FailOpen: o.FailOpen,
+		Outbound: outbound,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kuma: %w", err)
@@ -155,7 +163,7 @@ func Render(o Options) (*Rendered, error) {
 		}
 		mods = append(mods, map[string]any{"httpFilter": map[string]any{
 			"operation": "AddBefore",
-			"match":     map[string]any{"name": envoy.RouterFilterName, "origin": "inbound"},
+			"match":     map[string]any{"name": envoy.RouterFilterName, "origin": origin},
 			"value":     string(fy),
 		}})
 	}

@@ -274,6 +274,7 @@ func TestExamplesGolden(t *testing.T) {
 	examples := map[string]Options{
 		"examples/remote-module.yaml": remoteOptions(t),
 		"examples/local-module.yaml":  localOptions(t),
+		"examples/outbound.yaml":      outboundOptions(t),
 	}
 	for p, o := range examples {
 		r, err := Render(o)
@@ -294,4 +295,31 @@ func TestExamplesGolden(t *testing.T) {
 			require.NoError(t, set.Validate(obj), p)
 		}
 	}
+}
+
+func outboundOptions(t testing.TB) Options {
+	o := remoteOptions(t)
+	o.Labels = map[string]string{"app": "der-controller"}
+	o.Guard.Direction, o.Guard.PeerCertificate = "outbound", false
+	return o
+}
+
+// TestOutboundPatch: a caller-side guard goes before the router of the
+// outbound listeners, without the one-URI-SAN filter (the outbound
+// listener's downstream is the local application).
+func TestOutboundPatch(t *testing.T) {
+	r, err := Render(outboundOptions(t))
+	require.NoError(t, err)
+	var filters []map[string]any
+	for _, m := range modifications(t, r) {
+		if hf, ok := m.(map[string]any)["httpFilter"].(map[string]any); ok {
+			filters = append(filters, hf)
+		}
+	}
+	require.Len(t, filters, 1, "only the guard")
+	assert.Equal(t, map[string]any{"name": envoy.RouterFilterName, "origin": "outbound"}, filters[0]["match"])
+	_, w, err := envoy.DecodeHTTPFilter([]byte(filters[0]["value"].(string)))
+	require.NoError(t, err)
+	assert.Contains(t, w.GetConfig().GetConfiguration().String(), `direction`)
+	assert.Contains(t, string(r.GuardConfig), `"direction":"outbound"`)
 }

@@ -92,6 +92,7 @@ func CheckProgress(s *Set, progress Progress) ErrorList {
 	for _, t := range s.Tests {
 		c.name(KindPolicyTest, t.Meta)
 	}
+	c.checkUpstream(s)
 	if progress != nil {
 		progress("check", c.done, c.total)
 	}

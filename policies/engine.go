@@ -175,6 +175,8 @@ type Engine struct {
 
 	trustDomains map[string][]byte
 	counts       Counts
+
+	up upstreamTables // the caller's side (upstream.go)
 }
 
 // Counts summarises a compiled engine.
@@ -399,6 +401,9 @@ func Compile(s *Set) (*Engine, error) {
 			}
 		}
 	}
+	if err := e.compileUpstream(s); err != nil {
+		return nil, err
+	}
 	for _, r := range s.Revocations {
 		rv := &e.revoked
 		if r.DryRun {
@@ -591,32 +596,9 @@ func appendOnce(l []int32, i int32) []int32 {
 }
 
 func (e *Engine) addVersion(r *VersionRule) error {
-	c := cversion{id: r.ID, dryRun: r.DryRun, source: r.Source}
-	for _, a := range r.Allowed {
-		vr, err := parseRange(a.Range)
-		if err != nil {
-			return fmt.Errorf("%s: allowed: %w", a.Pos, err)
-		}
-		en := allowEntry{text: a.Range, r: vr}
-		if a.Sunset() {
-			if !a.Until.After(minInstant) || !a.Until.Before(maxInstant) {
-				return fmt.Errorf("%s: until: %s is out of range", a.UntilPos, a.Until)
-			}
-			en.until = a.Until.UnixNano()
-			en.reason = sunsetReason(a.Range, en.until)
-		}
-		c.allowed = append(c.allowed, en)
-	}
-	for _, d := range r.Denied {
-		v, ok := parseVersion(d.Text)
-		if !ok {
-			return fmt.Errorf("%s: denied: invalid version %q", d.Pos, d.Text)
-		}
-		if v.build != "" {
-			c.deniedExt = append(c.deniedExt, v)
-		} else {
-			c.deniedAll = append(c.deniedAll, v)
-		}
+	c, err := e.versionCore(r)
+	if err != nil {
+		return err
 	}
 	idx := int32(len(e.versions))
 	e.versions = append(e.versions, c)

@@ -27,7 +27,9 @@ const ImageMagic = "MGENGINE"
 // imageVersion is bumped on any change of the layout.
 // v3: version rules' allowed is a list of entries with optional sunsets;
 // access rules carry caller rate limits.
-const imageVersion = 3
+// v4: the caller's side (UpstreamVersionPolicy rules, DeviceRegistry
+// entries) after the forest.
+const imageVersion = 4
 
 // ErrImage is wrapped by every UnmarshalEngine error.
 var ErrImage = errors.New("invalid engine image")
@@ -154,6 +156,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	if err := w.forest(&e.f); err != nil {
 		return nil, err
 	}
+	w.upstream(&e.up)
 	return w.b, nil
 }
 
@@ -449,6 +452,7 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
 	e.subj, e.ctrl, e.target = r.ref(), r.ref(), r.ref()
 	r.forest(e, nv)
+	r.upstream(&e.up)
 	if r.err == nil && r.off != len(r.s) {
 		r.fail("%d trailing bytes", len(r.s)-r.off)
 	}

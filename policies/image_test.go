@@ -95,11 +95,12 @@ func TestImageRejectsDamage(t *testing.T) {
 		require.ErrorIs(t, err, ErrImage, "truncated at %d", i)
 	}
 	cases := map[string][]byte{
-		"no magic":        []byte("MGENGINX" + string(img[8:])),
-		"future version":  append([]byte(ImageMagic+"\x04"), img[9:]...),
-		"old version":     append([]byte(ImageMagic+"\x01"), img[9:]...),
-		"v2 (no sunsets)": append([]byte(ImageMagic+"\x02"), img[9:]...),
-		"trailing byte":   append(append([]byte(nil), img...), 0),
+		"no magic":                []byte("MGENGINX" + string(img[8:])),
+		"future version":          append([]byte(ImageMagic+"\x05"), img[9:]...),
+		"v3 (no upstream tables)": append([]byte(ImageMagic+"\x03"), img[9:]...),
+		"old version":             append([]byte(ImageMagic+"\x01"), img[9:]...),
+		"v2 (no sunsets)":         append([]byte(ImageMagic+"\x02"), img[9:]...),
+		"trailing byte":           append(append([]byte(nil), img...), 0),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -107,7 +108,7 @@ func TestImageRejectsDamage(t *testing.T) {
 			require.ErrorIs(t, err, ErrImage)
 			if b[8] != img[8] {
 				// Another format version says so and how to get a loadable one.
-				require.ErrorContains(t, err, fmt.Sprintf("format version %d, this engine reads version 3 only: rebuild the bundle", b[8]))
+				require.ErrorContains(t, err, fmt.Sprintf("format version %d, this engine reads version 4 only: rebuild the bundle", b[8]))
 			}
 		})
 	}
@@ -126,7 +127,7 @@ func TestImageRejectsDamage(t *testing.T) {
 }
 
 func FuzzUnmarshalEngine(f *testing.F) {
-	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits"} {
+	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits", "testdata/upstream"} {
 		files, err := ReadPaths(dir)
 		require.NoError(f, err)
 		s, err := Load(files)
@@ -151,6 +152,10 @@ func FuzzUnmarshalEngine(f *testing.F) {
 		for _, r := range reqs {
 			var d Decision
 			e.Decide(r, &d)
+		}
+		for _, r := range upstreamReqs {
+			var d UpstreamDecision
+			e.DecideUpstream(&r, &d)
 		}
 		img, err := e.MarshalBinary()
 		require.NoError(t, err)

@@ -65,6 +65,8 @@ type Set struct {
 	Revocations  []*Revocations
 	TrustDomains []*TrustDomain
 	Tests        []*PolicyTest
+	Upstreams    []*UpstreamVersionPolicy // the caller's side (upstream.go)
+	Registries   []*DeviceRegistry
 }
 
 // Meta is the metadata shared by every document.

@@ -354,10 +354,15 @@ func (p *parser) document(n *yaml.Node) {
 		p.set.TrustDomains = append(p.set.TrustDomains, td)
 	case KindPolicyTest:
 		p.policyTest(spec, meta)
+	case KindUpstreamVersionPolicy:
+		p.upstreamPolicy(spec, meta)
+	case KindDeviceRegistry:
+		p.deviceRegistry(spec, meta)
 	case "":
 	default:
-		p.errorf(f["kind"], "unknown kind %q (want one of %s, %s, %s, %s, %s, %s)", kind,
-			KindWorkloadPolicy, KindVersionPolicy, KindDevicePolicy, KindRevocations, KindTrustDomain, KindPolicyTest)
+		p.errorf(f["kind"], "unknown kind %q (want one of %s, %s, %s, %s, %s, %s, %s, %s)", kind,
+			KindWorkloadPolicy, KindVersionPolicy, KindDevicePolicy, KindRevocations, KindTrustDomain, KindPolicyTest,
+			KindUpstreamVersionPolicy, KindDeviceRegistry)
 	}
 }
 

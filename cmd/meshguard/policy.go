@@ -91,6 +91,7 @@ elsewhere every few seconds once slow).`,
 				c := eng.Counts()
 				rep.Counts = &checkCounts{WorkloadRules: c.WorkloadRules, DeviceRules: c.DeviceRules, DevicePolicies: len(set.Devices),
 					VersionRules: c.VersionRules, Revocations: c.Revocations, TrustDomains: c.TrustDomains, TestFiles: len(set.Tests)}
+				rep.Counts.UpstreamRules, rep.Counts.RegisteredDevices = upstreamCounts(set)
 			}
 			rep.Warnings = problems(warnings)
 			if out.format() == output.Table {
@@ -137,6 +138,20 @@ type checkCounts struct {
 	Revocations    int `json:"revocations"`
 	TrustDomains   int `json:"trustDomains"`
 	TestFiles      int `json:"testFiles"`
+	// The caller's side (policies/README.md, Upstream versions).
+	UpstreamRules     int `json:"upstreamRules"`
+	RegisteredDevices int `json:"registeredDevices"`
+}
+
+// upstreamCounts counts the caller's-side rules and registered devices.
+func upstreamCounts(s *policies.Set) (rules, devices int) {
+	for _, u := range s.Upstreams {
+		rules += len(u.Rules)
+	}
+	for _, g := range s.Registries {
+		devices += len(g.Devices)
+	}
+	return rules, devices
 }
 
 // problem is one error or warning at its position.
@@ -158,8 +173,12 @@ func problems(list policies.ErrorList) []problem {
 // Text is the summary line (the problems went to stderr).
 func (r checkReport) Text(w io.Writer) error {
 	c := r.Counts
-	_, err := fmt.Fprintf(w, "ok: %d workload rules, %d device rules (%d device policies), %d version rules, %d revocations, %d trust domains, %d test files, %d warnings\n",
-		c.WorkloadRules, c.DeviceRules, c.DevicePolicies, c.VersionRules, c.Revocations, c.TrustDomains, c.TestFiles, len(r.Warnings))
+	up := ""
+	if c.UpstreamRules > 0 || c.RegisteredDevices > 0 {
+		up = fmt.Sprintf(", %d upstream version rules, %d registered devices", c.UpstreamRules, c.RegisteredDevices)
+	}
+	_, err := fmt.Fprintf(w, "ok: %d workload rules, %d device rules (%d device policies), %d version rules%s, %d revocations, %d trust domains, %d test files, %d warnings\n",
+		c.WorkloadRules, c.DeviceRules, c.DevicePolicies, c.VersionRules, up, c.Revocations, c.TrustDomains, c.TestFiles, len(r.Warnings))
 	return err
 }
 
@@ -270,7 +289,7 @@ func (e evalOutput) Rows() ([]string, [][]string) {
 
 func newPolicyEvalCmd() *cobra.Command {
 	var input, bundlePath, keysPath, scope, paths string
-	var fail, explain bool
+	var fail, explain, upstream bool
 	var now nowFlag
 	var out *outputFormat
 	eval := &cobra.Command{
@@ -282,7 +301,8 @@ exact member names, each once, nothing after it; header names that differ only
 in case are refused. --explain adds the rules the request reached and why each
 matched or not, why each device policy did or did not select the device, and
 each version rule checked with the version it saw. --fail exits 1 when the
-decision is deny.`,
+decision is deny. --upstream decides an upstream request instead, as a guard on
+the caller's side does (policies/README.md, "Upstream versions").`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (bundlePath == "") == (len(args) == 0) {
 				return usagef("policy eval needs either --bundle or policy files/directories")
@@ -295,7 +315,16 @@ decision is deny.`,
 			if err != nil {
 				return err
 			}
-			req, err := policies.ParseInput(raw)
+			var req *policies.Input
+			var upReq *policies.UpstreamInput
+			if upstream {
+				if explain {
+					return usagef("--explain does not apply to --upstream")
+				}
+				upReq, err = policies.ParseUpstreamInput(raw)
+			} else {
+				req, err = policies.ParseInput(raw)
+			}
 			if err != nil {
 				return usagef("%s: invalid request: %w", input, err)
 			}
@@ -303,8 +332,11 @@ decision is deny.`,
 			if err != nil {
 				return err
 			}
-			if req.Now == "" && !at.IsZero() {
+			if req != nil && req.Now == "" && !at.IsZero() {
 				req.Now = policies.FormatInstant(at)
+			}
+			if upReq != nil && upReq.Now == "" && !at.IsZero() {
+				upReq.Now = policies.FormatInstant(at)
 			}
 			var eng *policies.Engine
 			if bundlePath != "" {
@@ -317,6 +349,17 @@ decision is deny.`,
 			}
 			if err != nil {
 				return err
+			}
+			if upReq != nil {
+				var ud policies.UpstreamDecision
+				policies.DecideUpstreamInput(eng, upReq, pathModes[paths], &ud)
+				if err := out.print(cmd, ud.JSON()); err != nil {
+					return err
+				}
+				if fail && !ud.Allow {
+					return failedf("decision: deny (--fail)")
+				}
+				return nil
 			}
 			var d policies.Decision
 			res := evalOutput{}
@@ -342,6 +385,7 @@ decision is deny.`,
 	aliasFlag(f, "verify-keys", "keys")
 	f.StringVar(&scope, "scope", "", "scope the --bundle must be issued for")
 	f.BoolVar(&fail, "fail", false, "exit 1 when the decision is deny")
+	f.BoolVar(&upstream, "upstream", false, "the input is an upstream request (method, path, headers, targetDevice, upstreamKnown, upstream, peerVersion, hostMetadata, now): decide as a guard on the caller's side")
 	f.BoolVar(&explain, "explain", false, "say how the decision was reached (rules considered, device policy selection, version checks)")
 	addPathsFlag(eval, &paths)
 	addNowFlag(eval, &now, "decide (version sunsets) unless the request has its own now,")

@@ -445,3 +445,34 @@ func TestPolicyEvalBundleUsesTheImage(t *testing.T) {
 	assert.Equal(t, exitFailed, r.code)
 	assert.Contains(t, r.stderr, bundle.ErrImageMismatch.Error())
 }
+
+// TestPolicyEvalUpstream: --upstream decides an upstream request as a
+// caller-side guard does, with --fail, --now and strict input.
+func TestPolicyEvalUpstream(t *testing.T) {
+	dir := "../../policies/testdata/upstream"
+	in := writeInput(t, `{"method":"PUT","path":"/v1/inverters/inv-0043/setpoint","now":"2027-01-15T00:00:00Z"}`)
+	r := runCLI(t, "policy", "eval", "--upstream", "--input", in, "--fail", dir)
+	assert.Equal(t, exitFailed, r.code)
+	var got policies.UpstreamDecisionJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	assert.Equal(t, policies.UpstreamDecisionJSON{Rule: "der-upstreams/inverter-firmware", Reason: policies.ReasonVersionRange,
+		Version: "2.9.1", TargetDevice: "inv-0043", Audit: true}, got)
+
+	in = writeInput(t, `{"method":"POST","path":"/v1/status","upstreamKnown":true,"upstream":"spiffe://kuma.example/c",
+"hostMetadata":{"envoy.lb":{"version":"5.0.1"}}}`)
+	r = runCLI(t, "policy", "eval", "--upstream", "--input", in, dir).ok(t)
+	got = policies.UpstreamDecisionJSON{}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	assert.True(t, got.Allow)
+	assert.False(t, got.Pending)
+
+	in = writeInput(t, `{"method":"POST","path":"/v1/status"}`)
+	r = runCLI(t, "policy", "eval", "--upstream", "--input", in, dir).ok(t)
+	assert.Contains(t, r.stdout, `"pending": true`)
+
+	for _, bad := range []string{`{"method":"GET","path":"/","upstreamKnown":"yes"}`, `{"method":"GET","path":"/","spiffeID":"x"}`,
+		`{"method":"GET","path":"/","hostMetadata":{"f":{"k":1}}}`, `{"method":"GET"}`} {
+		r = runCLI(t, "policy", "eval", "--upstream", "--input", writeInput(t, bad), dir)
+		assert.Equal(t, exitUsage, r.code, bad)
+	}
+}

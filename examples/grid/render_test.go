@@ -35,6 +35,19 @@ var renders = map[string][]string{
 		"--channel", "grid", "--scope", "grid", "--verify-keys", "deploy/verify-keys.json",
 		"--jwt-trust-domain", "grid.example=deploy/grid-jwt-bundle.json",
 		"--audit"},
+	// The controller's outbound guard (the caller's side): the same bundle
+	// channel, direction outbound, no caller identity.
+	"deploy/istio-outbound.yaml": {"render", "istio", "--namespace", "grid", "--name", "meshguard-outbound", "--selector", "app=der-controller",
+		"--url", "oci://registry.grid.example/meshguard/guard:v1", "--sha256", exampleDigest,
+		"--distributor", "https://meshguard-distributor.meshguard-system.svc.cluster.local:8443", "--distributor-tls", "ISTIO_MUTUAL",
+		"--channel", "grid", "--scope", "grid", "--poll-interval", "10s", "--verify-keys", "deploy/verify-keys.json",
+		"--direction", "outbound", "--no-peer-authentication", "--audit", "--log-allows"},
+	"deploy/kuma-outbound.yaml": {"render", "kuma", "--mesh", "grid", "--name", "meshguard-outbound", "--label", "app=der-controller",
+		"--module-url", "https://meshguard-distributor.meshguard-system.svc:8443/modules/meshguard/guard/v1.wasm",
+		"--sha256", "6b5f8b197898701b2fc84759750421a065303eae96c633225b55c299abdb44de",
+		"--distributor", "https://meshguard-distributor.meshguard-system.svc:8443",
+		"--channel", "grid", "--scope", "grid", "--verify-keys", "deploy/verify-keys.json",
+		"--direction", "outbound", "--audit"},
 }
 
 // TestRenderedResources keeps deploy/*.yaml equal to what `meshguard render`

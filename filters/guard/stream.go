@@ -17,6 +17,10 @@ var (
 	propLocalURISAN = []string{"connection", "uri_san_local_certificate"}
 	propPeerVersion = []string{"filter_state", "downstream_peer", "version"}
 	propSource      = []string{"source", "address"}
+	// The upstream, on the caller's side (direction outbound).
+	propUpstreamAddress = []string{"upstream", "address"}
+	propUpstreamURISAN  = []string{"upstream", "uri_san_peer_certificate"}
+	propUpstreamVersion = []string{"filter_state", "upstream_peer", "version"}
 )
 
 // stream is the SDK's HTTP context; it is the core's decide.Request over
@@ -37,7 +41,12 @@ func (s *stream) OnHttpRequestHeaders(int, bool) (action types.Action) {
 }
 
 func (s *stream) decide() types.Action {
-	out := s.p.g.Decide(&s.x, s)
+	var out decide.Outcome
+	if s.p.g.Outbound() {
+		out = s.p.g.DecideOutbound(&s.x, s, s)
+	} else {
+		out = s.p.g.Decide(&s.x, s)
+	}
 	if out.Forward() {
 		return types.ActionContinue
 	}
@@ -51,6 +60,18 @@ func (s *stream) decide() types.Action {
 // dry-run) in the response, as denies do, so callers and operators can
 // find the decision in the audit trail.
 func (s *stream) OnHttpResponseHeaders(int, bool) types.Action {
+	if s.x.OutboundPending() {
+		// The upstream is known now: an unapproved version is refused
+		// before its response reaches the caller.
+		var out decide.Outcome
+		abi.Scratch(func() { out = s.p.g.DecideResponse(&s.x, s, s) })
+		if !out.Forward() {
+			if err := proxywasm.SendHttpResponse(out.Status, out.Headers, out.Body, -1); err != nil {
+				proxywasm.LogErrorf("meshguard: sending %d: %v", out.Status, err)
+			}
+			return types.ActionPause
+		}
+	}
 	if id := s.x.DecisionID(); id != "" {
 		if err := proxywasm.ReplaceHttpResponseHeader(s.p.g.DecisionHeader(), id); err != nil {
 			proxywasm.LogWarnf("meshguard: decision header: %v", err)
@@ -110,4 +131,26 @@ func property(path []string) string {
 		return ""
 	}
 	return unsafe.String(&b[0], len(b))
+}
+
+// UpstreamAddress implements decide.Upstream.
+func (s *stream) UpstreamAddress() string { return property(propUpstreamAddress) }
+
+// UpstreamURISAN implements decide.Upstream.
+func (s *stream) UpstreamURISAN() string { return property(propUpstreamURISAN) }
+
+// UpstreamPeerVersion implements decide.Upstream.
+func (s *stream) UpstreamPeerVersion() string { return property(propUpstreamVersion) }
+
+// HostMetadata implements decide.Upstream: one Struct field of the picked
+// endpoint's metadata (the filter name is one path segment).
+func (s *stream) HostMetadata(filter, key string) (string, bool) {
+	b, err := proxywasm.GetProperty([]string{"xds", "upstream_host_metadata", "filter_metadata", filter, key})
+	if err != nil {
+		return "", false
+	}
+	if len(b) == 0 {
+		return "", true
+	}
+	return unsafe.String(&b[0], len(b)), true
 }

@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"sort"
 	"strconv"
@@ -367,6 +368,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, s *host.Stream, 
 	}
 	out.URL = target
 	out.Host = authority
+	// The upstream the connection reached, for the upstream.* attributes
+	// the plugin reads from response headers on (Envoy's router picks the
+	// host after the filters' request headers).
+	var upstreamAddr string
+	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+		GotConn: func(ci httptrace.GotConnInfo) { upstreamAddr = ci.Conn.RemoteAddr().String() },
+	}))
 	for _, kv := range reqHdrs {
 		if !strings.HasPrefix(kv[0], ":") && !hopByHop[kv[0]] && kv[0] != "content-length" {
 			out.Header.Add(kv[0], kv[1])
@@ -394,6 +402,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, s *host.Stream, 
 			rh = append(rh, [2]string{lk, v})
 		}
 	}
+	s.SelectUpstream(upstreamProps(upstreamAddr, resp))
 	if v := p.settle(r.Context(), s, s.ResponseHeaders(rh, len(respBody) == 0)); v.Action != host.Continue {
 		return p.finish(w, v)
 	}
@@ -521,4 +530,18 @@ func (c *HTTPCluster) do(req *host.CalloutRequest) *host.CalloutResponse {
 		}
 	}
 	return out
+}
+
+// upstreamProps are the upstream attributes Envoy presents once the router
+// connected: upstream.address (IP:port), and over TLS the first URI SAN of
+// the upstream's certificate (upstream.uri_san_peer_certificate).
+func upstreamProps(addr string, resp *http.Response) *host.Props {
+	p := host.NewProps()
+	if addr != "" {
+		p.SetString("upstream.address", addr)
+	}
+	if t := resp.TLS; t != nil && len(t.PeerCertificates) > 0 && len(t.PeerCertificates[0].URIs) > 0 {
+		p.SetString("upstream.uri_san_peer_certificate", t.PeerCertificates[0].URIs[0].String())
+	}
+	return p
 }

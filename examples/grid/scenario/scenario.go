@@ -87,7 +87,9 @@ type env struct {
 	procs    *procs
 	distURL  string
 	proxyURL string
-	clients  map[string]*http.Client
+	// outboundURL is the controller's outbound proxy (plain HTTP).
+	outboundURL string
+	clients     map[string]*http.Client
 }
 
 func (e *env) logf(format string, a ...any) {
@@ -230,7 +232,56 @@ func (e *env) setup(ctx context.Context) error {
 		return err
 	}
 	e.logf("proxy: %s running guard.wasm on 2 worker VMs", e.proxyURL)
+
+	// The controller's outbound proxy: the guard on the caller's side, in
+	// front of the inverter control API, as a sidecar's outbound listener.
+	outCfg, err := e.outboundConfig(keys)
+	if err != nil {
+		return err
+	}
+	outPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	outAddr := fmt.Sprintf("127.0.0.1:%d", outPort)
+	e.outboundURL = "http://" + outAddr
+	outbound, err := e.procs.start(ctx, "outbound-proxy", e.opts.Bin, "run", "--listen", outAddr, "--insecure-http",
+		"--module", "oci://"+distAddr+"/meshguard/guard@"+digest, "--sha256", digest,
+		"--plugin-config", outCfg, "--node-id", "controller-outbound~"+outAddr,
+		"--route", "/v1/inverters="+"http://"+derAddr, "--cluster", "distributor="+e.distURL, "--workers", "1")
+	if err != nil {
+		return err
+	}
+	if err := waitPolicy(ctx, &http.Client{Timeout: 5 * time.Second}, e.outboundURL+"/v1/inverters/inv-0042/status", outbound); err != nil {
+		return err
+	}
+	e.logf("outbound proxy: %s running guard.wasm with direction outbound (the controller's side)", e.outboundURL)
 	return nil
+}
+
+// outboundConfig is the controller's outbound guard: the same bundle
+// channel, direction outbound, no caller identity, every decision logged.
+func (e *env) outboundConfig(keys string) (string, error) {
+	verify, err := os.ReadFile(filepath.Join(keys, "verify.jwk"))
+	if err != nil {
+		return "", err
+	}
+	cfg := config.Config{
+		Direction: config.DirectionOutbound,
+		Policy: config.PolicySource{
+			VerifyKeys: verify,
+			Scope:      "grid",
+			Distributor: &config.Distributor{Cluster: "distributor", Channel: "grid",
+				PollInterval: config.Duration{Duration: time.Second}, Timeout: config.Duration{Duration: 2 * time.Second}},
+		},
+		Audit: config.Audit{LogAllows: true, Sink: &config.AuditSink{Cluster: "distributor", FlushInterval: config.Duration{Duration: time.Second}}},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(e.work, "guard-outbound.json")
+	return p, os.WriteFile(p, b, 0o600)
 }
 
 func lastLine(s string) string {
@@ -376,7 +427,11 @@ func (r *Report) Table(w io.Writer) {
 		if d := o.Step.Device; d != nil {
 			device = d.ID + " fw " + d.Firmware
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", i+1, strings.TrimPrefix(o.Step.Caller, "/ns/"), dash(device), dash(o.Step.Version), o.Step.Method, o.Step.Path, o.Status, normalize(*o), dash(o.Rule), dash(o.Revision))
+		caller := strings.TrimPrefix(o.Step.Caller, "/ns/")
+		if o.Step.Outbound {
+			caller += " (outbound guard)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%d\t%s\t%s\t%s\n", i+1, caller, dash(device), dash(o.Step.Version), o.Step.Method, o.Step.Path, o.Status, normalize(*o), dash(o.Rule), dash(o.Revision))
 	}
 	_ = tw.Flush()
 }

@@ -42,7 +42,7 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 	t.Log("\n" + table.String())
 	require.NoError(t, rep.Check())
 
-	all := append(append([]Step{}, Steps...), StepsAfterChange...)
+	all := AllSteps()
 	require.Len(t, rep.Outcomes, len(all))
 	wantRules := map[int]string{
 		0: "meter-api/readers-read", 1: "meter-api/billing-raw-readings", 3: "inverters/controller-write",
@@ -59,7 +59,7 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 			continue
 		}
 		wantRev := "1"
-		if i >= len(Steps) {
+		if i >= len(Steps) { // StepsAfterChange and StepsOutbound
 			wantRev = "2"
 		}
 		assert.Equal(t, wantRev, o.Revision, "step %d (%s) decided by the bundle revision", i+1, o.Step.Note)
@@ -68,12 +68,15 @@ func TestGridScenarioEndToEnd(t *testing.T) {
 		}
 	}
 	assert.Equal(t, policies.ReasonTargetMismatch, rep.Outcomes[11].Reason, "a device token is bound to the device the path names")
-	attack := rep.Outcomes[len(all)-5:]
+	attack := rep.Outcomes[len(Steps)+len(StepsAfterChange)-5:]
 	assert.Contains(t, attack[0].Reason, "two callers: the mTLS peer spiffe://grid.example/ns/billing/sa/billing presents a JWT-SVID of spiffe://grid.example/ns/der/sa/controller")
 	assert.Contains(t, attack[1].Reason, "two callers")
 	assert.Contains(t, attack[2].Reason, "audience mismatch")
 	assert.Contains(t, attack[3].Reason, "ambiguous credentials")
 	assert.Equal(t, policies.ErrPathEncodedSlash.Error(), attack[4].Reason)
+	outs := rep.Outcomes[len(Steps)+len(StepsAfterChange):]
+	assert.Equal(t, "der-upstreams/inverter-firmware", outs[1].Rule, "the caller's side refused by the upstream rule")
+	assert.Equal(t, policies.ReasonVersionRange, outs[1].Reason)
 	assert.True(t, rep.AuditOK, rep.AuditOutput)
 	assert.Empty(t, rep.StatusProblem, "meshguard status shows the dev proxy polling the latest revision")
 	assert.GreaterOrEqual(t, rep.Records, len(all), "every decision reached the audit trail (allows are logged too)")

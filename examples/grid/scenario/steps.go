@@ -42,6 +42,10 @@ type Step struct {
 	// BeforeGuard marks a request the proxy refuses before the guard runs
 	// (no decision record).
 	BeforeGuard bool
+	// Outbound sends the request through the caller's own outbound proxy
+	// (a guard with direction outbound in front of the inverter control
+	// API), as the caller's application would: plain HTTP, no credentials.
+	Outbound bool
 	// Device, when set, is the target device's attestation token (signed by
 	// the device issuer) sent in x-device-token.
 	Device *Device
@@ -102,6 +106,16 @@ var StepsAfterChange = []Step{
 		Want: "deny", WantStatus: 400, Note: "..%2F path: not canonical, refused"},
 }
 
+// StepsOutbound run last, through the controller's outbound guard: the
+// caller's side refuses to send a control signal to an inverter whose
+// registered firmware is not approved, before the request leaves.
+var StepsOutbound = []Step{
+	{Caller: ctl, Outbound: true, Method: "POST", Path: "/v1/inverters/inv-0042/setpoint", Body: `{"watts": 4100}`, Want: "allow", WantStatus: 200,
+		Note: "controller's outbound guard: inv-0042 runs approved firmware 3.2.0 (device registry)"},
+	{Caller: ctl, Outbound: true, Method: "POST", Path: "/v1/inverters/inv-0007/control", Body: `{"command": "curtail"}`, Want: "deny", WantStatus: 403,
+		Note: "controller's outbound guard refuses a control signal to inv-0007 (registered firmware 2.9.9): it never leaves"},
+}
+
 // do runs one step and records what the caller saw.
 func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 	o := Outcome{Step: s}
@@ -109,7 +123,11 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 	if s.Body != "" {
 		body = strings.NewReader(s.Body)
 	}
-	req, err := http.NewRequestWithContext(ctx, s.Method, e.proxyURL+s.Path, body)
+	base := e.proxyURL
+	if s.Outbound {
+		base = e.outboundURL
+	}
+	req, err := http.NewRequestWithContext(ctx, s.Method, base+s.Path, body)
 	if err != nil {
 		return o, err
 	}
@@ -151,7 +169,9 @@ func (e *env) do(ctx context.Context, s Step) (Outcome, error) {
 		req.Header.Set("x-device-token", tok)
 	}
 	var c *http.Client
-	if len(s.URISANs) > 0 {
+	if s.Outbound {
+		c = &http.Client{Timeout: 15 * time.Second}
+	} else if len(s.URISANs) > 0 {
 		if c, err = e.certClient(s.URISANs); err != nil {
 			return o, err
 		}
@@ -248,6 +268,14 @@ func (e *env) play(ctx context.Context) (*Report, error) {
 	if err := run(StepsAfterChange); err != nil {
 		return rep, err
 	}
+	// The outbound proxy polls on its own: wait until the distributor saw
+	// it take revision 2, so its steps are decided by that revision too.
+	if err := e.waitServed(ctx, "controller-outbound~"+strings.TrimPrefix(e.outboundURL, "http://"), 2); err != nil {
+		return rep, err
+	}
+	if err := run(StepsOutbound); err != nil {
+		return rep, err
+	}
 
 	// Decision records reach the distributor in batches; then fill rules and
 	// revisions from the audit trail and verify its hash chain.
@@ -328,10 +356,40 @@ func (e *env) status(ctx context.Context) (string, string) {
 	return table, fmt.Sprintf("status does not show %s polling channel grid's latest revision:\n%s", node, table)
 }
 
+// waitServed waits until meshguard status shows node polling channel grid
+// with revision rev served (a poll after the switch).
+func (e *env) waitServed(ctx context.Context, node string, rev uint64) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		js, err := e.mg(ctx, "status", "--server", e.distURL, "-o", "json")
+		if err != nil {
+			return err
+		}
+		var st server.Status
+		if err := json.Unmarshal([]byte(js), &st); err != nil {
+			return fmt.Errorf("status -o json: %w", err)
+		}
+		for _, ch := range st.Channels {
+			for _, p := range ch.Pollers {
+				if ch.Name == "grid" && p.Proxy == node && p.Served >= rev {
+					// Served is what the distributor sent; give the proxy's
+					// poll callback a moment to install it.
+					time.Sleep(1500 * time.Millisecond)
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s never polled revision %d:\n%s", node, rev, js)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
 // Check compares the outcomes with the expected decisions.
 func (r *Report) Check() error {
 	var bad []string
-	all := append(append([]Step{}, Steps...), StepsAfterChange...)
+	all := AllSteps()
 	for i, o := range r.Outcomes {
 		if i >= len(all) {
 			break
@@ -355,6 +413,11 @@ func (r *Report) Check() error {
 		return fmt.Errorf("%w:\n  %s", errMismatch, strings.Join(bad, "\n  "))
 	}
 	return nil
+}
+
+// AllSteps are the scenario's steps in the order they run.
+func AllSteps() []Step {
+	return append(append(append([]Step{}, Steps...), StepsAfterChange...), StepsOutbound...)
 }
 
 func normalize(o Outcome) string {

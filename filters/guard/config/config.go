@@ -64,7 +64,24 @@ type Config struct {
 	// before deciding and forwards the rewritten path, PathsMergeSlashes
 	// also merges runs of "/".
 	Paths string `json:"paths,omitempty"`
+	// Direction is where the guard runs: DirectionInbound (the default,
+	// the receiving side: it decides on its callers) or DirectionOutbound
+	// (a sidecar's outbound listener or an egress gateway: it decides on
+	// the upstream's and the target device's versions,
+	// policies/README.md "Upstream versions"). An outbound guard has no
+	// callers to identify, so identity must be empty. Empty means inbound
+	// (and keeps inbound configurations as they were).
+	Direction string `json:"direction,omitempty"`
 }
+
+// Values of Config.Direction.
+const (
+	DirectionInbound  = "inbound"
+	DirectionOutbound = "outbound"
+)
+
+// Outbound reports whether the guard runs on the caller's side.
+func (c *Config) Outbound() bool { return c.Direction == DirectionOutbound }
 
 // Values of Config.Paths (the CLI's --paths values).
 const (
@@ -411,7 +428,18 @@ func (c *Config) Validate() error {
 		}
 	}
 	id := c.Identity
-	if !id.PeerCertificate && id.JWTSVID == nil && id.Device == nil && !id.IstioPeerMetadata {
+	switch {
+	case c.Direction != "" && c.Direction != DirectionInbound && c.Direction != DirectionOutbound:
+		add("direction: %q is not %q or %q", c.Direction, DirectionInbound, DirectionOutbound)
+	case c.Outbound():
+		// The downstream of an outbound listener is the local application:
+		// there is no caller credential to verify, and a configured one would
+		// read as protection that is not there.
+		if id.PeerCertificate || id.JWTSVID != nil || id.Device != nil || id.IstioPeerMetadata || len(id.TrustedForwarders) > 0 ||
+			len(id.KeepCredentialHeaders) > 0 {
+			add("identity: direction outbound decides on the upstream, not on callers: leave identity empty (stripHeaders only)")
+		}
+	case !id.PeerCertificate && id.JWTSVID == nil && id.Device == nil && !id.IstioPeerMetadata:
 		add("identity: enable at least one of peerCertificate, jwtSvid, device, istioPeerMetadata")
 	}
 	for i, f := range id.TrustedForwarders {

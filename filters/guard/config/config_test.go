@@ -26,6 +26,18 @@ func TestParse(t *testing.T) {
 		{name: "no verify keys", in: `{"policy":{"inline":"AA=="},"identity":{"peerCertificate":true}}`, wantErr: "verifyKeys"},
 		{name: "bad base64", in: `{"policy":{"inline":"!!","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "base64"},
 		{name: "no identity", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{}}`, wantErr: "enable at least one"},
+		{name: "bad direction", in: `{"direction":"egress","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: `direction: "egress"`},
+		{name: "outbound with a caller identity", in: `{"direction":"outbound","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "leave identity empty"},
+		{name: "outbound", in: `{"direction":"outbound","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"stripHeaders":["X-A"]}}`,
+			check: func(t *testing.T, c *Config) {
+				assert.True(t, c.Outbound())
+				assert.Equal(t, []string{"x-a"}, c.Identity.StripHeaders)
+			}},
+		{name: "inbound by default", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`,
+			check: func(t *testing.T, c *Config) {
+				assert.Empty(t, c.Direction, "empty is inbound")
+				assert.False(t, c.Outbound())
+			}},
 		{name: "bad mode", in: `{"mode":"audit","policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"peerCertificate":true}}`, wantErr: "mode"},
 		{name: "jwt without audience", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"trustDomains":{"grid.example":null}}}}`, wantErr: "audience is required"},
 		{name: "jwt empty audience", in: `{"policy":{"inline":"AA==","verifyKeys":` + keys + `},"identity":{"jwtSvid":{"audiences":[""],"trustDomains":{"grid.example":null}}}}`, wantErr: "empty audience"},

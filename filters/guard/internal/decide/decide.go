@@ -30,6 +30,8 @@ type Exchange struct {
 	decisionID string
 	// retryAfter is the Retry-After of a 429 (rate limited).
 	retryAfter string
+	// out is the caller's side (direction outbound, outbound.go).
+	out outbound
 }
 
 // DecisionID returns the id of the request's audit record when it was
@@ -50,6 +52,7 @@ func (x *Exchange) release() {
 	x.hdrs, x.hdrsRead, x.peerRead = nil, false, false
 	x.caller, x.creds, x.challenge, x.retryAfter = Caller{}, presented{}, "", ""
 	x.req, x.dec = policies.Request{}, policies.Decision{}
+	x.out.dec, x.out.upstream = policies.UpstreamDecision{}, "" // views of host data; pending stays
 }
 
 // Outcome is what the adapter does with a request: forward it (Status 0)
