@@ -22,6 +22,7 @@ type curve struct {
 	gx, gy    *big.Int
 	bytes     int // size of a coordinate and of r and s
 	orderBits int
+	f         *field
 }
 
 func hexInt(s string) *big.Int {
@@ -35,6 +36,7 @@ func hexInt(s string) *big.Int {
 func newCurve(name string, bytes int, p, n, b, gx, gy string) *curve {
 	c := &curve{name: name, p: hexInt(p), n: hexInt(n), b: hexInt(b), gx: hexInt(gx), gy: hexInt(gy), bytes: bytes}
 	c.orderBits = c.n.BitLen()
+	c.f = newField(c.p)
 	return c
 }
 
@@ -131,96 +133,141 @@ func hashToInt(digest []byte, c *curve) *big.Int {
 	return e
 }
 
-// jacobian is a point (X/Z², Y/Z³); Z = 0 is the point at infinity.
-type jacobian struct{ x, y, z *big.Int }
+// The point arithmetic runs on a Montgomery representation in fixed
+// 64-bit limbs (field.go): math/big's allocating modular reductions made a
+// P-256 verification 40 times slower than crypto/ecdsa.
 
-func (c *curve) infinity() *jacobian {
-	return &jacobian{new(big.Int), new(big.Int), new(big.Int)}
+// jacobian is a point (X/Z², Y/Z³) with coordinates in Montgomery form;
+// Z = 0 is the point at infinity.
+type jacobian struct{ x, y, z fe }
+
+// double sets p to 2p (dbl-2001-b, for a = -3).
+func (f *field) double(p *jacobian) {
+	if f.isZero(&p.z) || f.isZero(&p.y) {
+		p.z = fe{}
+		return
+	}
+	var delta, gamma, beta, alpha, t, u fe
+	f.mul(&delta, &p.z, &p.z)
+	f.mul(&gamma, &p.y, &p.y)
+	f.mul(&beta, &p.x, &gamma)
+	f.sub(&t, &p.x, &delta)
+	f.add(&u, &p.x, &delta)
+	f.mul(&alpha, &t, &u)
+	f.add(&t, &alpha, &alpha)
+	f.add(&alpha, &t, &alpha) // 3(X-δ)(X+δ)
+	// Z3 = (Y+Z)² - γ - δ
+	f.add(&t, &p.y, &p.z)
+	f.mul(&u, &t, &t)
+	f.sub(&u, &u, &gamma)
+	f.sub(&p.z, &u, &delta)
+	// X3 = α² - 8β
+	var beta4, beta8 fe
+	f.add(&beta4, &beta, &beta)
+	f.add(&beta4, &beta4, &beta4)
+	f.add(&beta8, &beta4, &beta4)
+	f.mul(&t, &alpha, &alpha)
+	f.sub(&p.x, &t, &beta8)
+	// Y3 = α(4β - X3) - 8γ²
+	f.sub(&t, &beta4, &p.x)
+	f.mul(&u, &alpha, &t)
+	f.mul(&t, &gamma, &gamma)
+	f.add(&t, &t, &t)
+	f.add(&t, &t, &t)
+	f.add(&t, &t, &t)
+	f.sub(&p.y, &u, &t)
 }
 
-func (c *curve) mod(v *big.Int) *big.Int { return v.Mod(v, c.p) }
-
-func (c *curve) mul(a, b *big.Int) *big.Int { return c.mod(new(big.Int).Mul(a, b)) }
-
-func (c *curve) sub(a, b *big.Int) *big.Int { return c.mod(new(big.Int).Sub(a, b)) }
-
-// double returns 2P (dbl-2001-b, for a = -3).
-func (c *curve) double(p *jacobian) *jacobian {
-	if p.z.Sign() == 0 || p.y.Sign() == 0 {
-		return c.infinity()
+// addAffine sets p to p + (x2, y2) for an affine point (mixed addition,
+// madd-2004-hmv).
+func (f *field) addAffine(p *jacobian, x2, y2 *fe) {
+	if f.isZero(&p.z) {
+		p.x, p.y, p.z = *x2, *y2, f.one
+		return
 	}
-	delta := c.mul(p.z, p.z)
-	gamma := c.mul(p.y, p.y)
-	beta := c.mul(p.x, gamma)
-	alpha := c.mul(c.sub(p.x, delta), c.mod(new(big.Int).Add(p.x, delta)))
-	alpha = c.mod(alpha.Mul(alpha, big.NewInt(3)))
-	beta8 := new(big.Int).Lsh(beta, 3)
-	x3 := c.sub(c.mul(alpha, alpha), beta8)
-	z3 := c.mod(new(big.Int).Add(p.y, p.z))
-	z3 = c.sub(c.sub(c.mul(z3, z3), gamma), delta)
-	beta4 := new(big.Int).Lsh(beta, 2)
-	g2 := c.mul(gamma, gamma)
-	y3 := c.sub(c.mul(alpha, c.sub(beta4, x3)), g2.Lsh(g2, 3))
-	return &jacobian{x3, y3, z3}
-}
-
-// addAffine returns P + (x2, y2) for an affine point (mixed addition).
-func (c *curve) addAffine(p *jacobian, x2, y2 *big.Int) *jacobian {
-	if p.z.Sign() == 0 {
-		return &jacobian{new(big.Int).Set(x2), new(big.Int).Set(y2), big.NewInt(1)}
-	}
-	z1z1 := c.mul(p.z, p.z)
-	u2 := c.mul(x2, z1z1)
-	s2 := c.mul(y2, c.mul(p.z, z1z1))
-	h := c.sub(u2, p.x)
-	r := c.sub(s2, p.y)
-	if h.Sign() == 0 {
-		if r.Sign() == 0 {
-			return c.double(p)
+	var z1z1, u2, s2, h, r, t fe
+	f.mul(&z1z1, &p.z, &p.z)
+	f.mul(&u2, x2, &z1z1)
+	f.mul(&t, &p.z, &z1z1)
+	f.mul(&s2, y2, &t)
+	f.sub(&h, &u2, &p.x)
+	f.sub(&r, &s2, &p.y)
+	if f.isZero(&h) {
+		if f.isZero(&r) {
+			f.double(p)
+		} else {
+			p.z = fe{}
 		}
-		return c.infinity()
+		return
 	}
-	hh := c.mul(h, h)
-	hhh := c.mul(hh, h)
-	v := c.mul(p.x, hh)
-	x3 := c.sub(c.sub(c.mul(r, r), hhh), new(big.Int).Lsh(v, 1))
-	y3 := c.sub(c.mul(r, c.sub(v, x3)), c.mul(p.y, hhh))
-	z3 := c.mul(p.z, h)
-	return &jacobian{x3, y3, z3}
+	var hh, hhh, v, x3 fe
+	f.mul(&hh, &h, &h)
+	f.mul(&hhh, &hh, &h)
+	f.mul(&v, &p.x, &hh)
+	f.mul(&x3, &r, &r)
+	f.sub(&x3, &x3, &hhh)
+	f.sub(&x3, &x3, &v)
+	f.sub(&x3, &x3, &v)
+	f.sub(&t, &v, &x3)
+	f.mul(&t, &r, &t)
+	f.mul(&u2, &p.y, &hhh)
+	f.sub(&p.y, &t, &u2)
+	f.mul(&p.z, &p.z, &h)
+	p.x = x3
 }
 
-// affine converts p; ok is false for the point at infinity.
-func (c *curve) affine(p *jacobian) (x, y *big.Int, ok bool) {
-	if p.z.Sign() == 0 {
+// affine converts p to affine big integers; ok is false for infinity.
+func (f *field) affine(p *jacobian) (x, y *big.Int, ok bool) {
+	if f.isZero(&p.z) {
 		return nil, nil, false
 	}
-	zinv := new(big.Int).ModInverse(p.z, c.p)
-	zinv2 := c.mul(zinv, zinv)
-	return c.mul(p.x, zinv2), c.mul(p.y, c.mul(zinv2, zinv)), true
+	z := f.toBig(&p.z)
+	zinv := z.ModInverse(z, f.pBig)
+	zinv2 := new(big.Int).Mul(zinv, zinv)
+	zinv2.Mod(zinv2, f.pBig)
+	x = f.toBig(&p.x)
+	x.Mul(x, zinv2)
+	x.Mod(x, f.pBig)
+	y = f.toBig(&p.y)
+	y.Mul(y, zinv2)
+	y.Mul(y, zinv)
+	y.Mod(y, f.pBig)
+	return x, y, true
 }
 
 // combined returns the x coordinate of u1·G + u2·Q by Shamir's trick (one
 // pass over the bits of both scalars); ok is false when the sum is the
 // point at infinity.
 func (c *curve) combined(u1, u2, qx, qy *big.Int) (*big.Int, bool) {
+	f := c.f
+	var g, q, gq [2]fe
+	f.fromBig(&g[0], c.gx)
+	f.fromBig(&g[1], c.gy)
+	f.fromBig(&q[0], qx)
+	f.fromBig(&q[1], qy)
 	// G+Q in affine form; when it is infinity (Q = -G) the bit pair 1,1
 	// adds nothing.
-	gq := c.addAffine(&jacobian{c.gx, c.gy, big.NewInt(1)}, qx, qy)
-	gqx, gqy, gqFinite := c.affine(gq)
-	acc := c.infinity()
+	sum := jacobian{g[0], g[1], f.one}
+	f.addAffine(&sum, &q[0], &q[1])
+	gqx, gqy, gqFinite := f.affine(&sum)
+	if gqFinite {
+		f.fromBig(&gq[0], gqx)
+		f.fromBig(&gq[1], gqy)
+	}
+	var acc jacobian
 	for i := max(u1.BitLen(), u2.BitLen()) - 1; i >= 0; i-- {
-		acc = c.double(acc)
+		f.double(&acc)
 		switch u1.Bit(i)<<1 | u2.Bit(i) {
 		case 0b10:
-			acc = c.addAffine(acc, c.gx, c.gy)
+			f.addAffine(&acc, &g[0], &g[1])
 		case 0b01:
-			acc = c.addAffine(acc, qx, qy)
+			f.addAffine(&acc, &q[0], &q[1])
 		case 0b11:
 			if gqFinite {
-				acc = c.addAffine(acc, gqx, gqy)
+				f.addAffine(&acc, &gq[0], &gq[1])
 			}
 		}
 	}
-	x, _, ok := c.affine(acc)
+	x, _, ok := f.affine(&acc)
 	return x, ok
 }
