@@ -1,8 +1,10 @@
 package jose
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -190,4 +192,90 @@ func FuzzRSA(f *testing.F) {
 			require.NoError(t, got)
 		}
 	})
+}
+
+// FuzzEd25519 signs msg, then flips one bit of the signature, the message
+// or the public key, or substitutes raw bytes for the key or signature, and
+// compares verifyEd25519 with ed25519.Verify (non-canonical key encodings,
+// S ≥ L, small-order points all included).
+func FuzzEd25519(f *testing.F) {
+	f.Add([]byte("payload"), uint16(0xffff), uint8(0), []byte{}, []byte{})
+	f.Add([]byte("payload"), uint16(300), uint8(0), []byte{}, []byte{})
+	f.Add([]byte("payload"), uint16(0), uint8(1), bytes32(0xff), []byte{})
+	f.Add([]byte("payload"), uint16(0), uint8(2), []byte{}, append(bytes32(0), bytes32(0xff)...))
+	f.Fuzz(func(t *testing.T, msg []byte, flip uint16, mode uint8, rawPub, rawSig []byte) {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		sig := ed25519.Sign(priv, msg)
+		switch mode % 4 {
+		case 1:
+			pub = ed25519.PublicKey(fit32(rawPub))
+		case 2:
+			sig = rawSig
+		case 3:
+			pub = ed25519.PublicKey(fit32(rawPub))
+			sig = rawSig
+		}
+		switch bit := flip & 0x3fff; flip >> 14 {
+		case 0:
+			flipBit(sig, bit)
+		case 1:
+			flipBit(msg, bit)
+		case 2:
+			flipBit(pub, bit%256)
+		}
+		want := ed25519.Verify(pub, msg, sig)
+		require.Equal(t, want, verifyEd25519(edKey(pub), msg, sig), "pub=%x sig=%x", pub, sig)
+		if mode%4 == 0 && flip == 0xffff {
+			require.True(t, want)
+		}
+	})
+}
+
+func bytes32(b byte) []byte {
+	out := make([]byte, 32)
+	for i := range out {
+		out[i] = b
+	}
+	return out
+}
+
+// fit32 pads or cuts b to a public key's 32 bytes.
+func fit32(b []byte) []byte {
+	out := make([]byte, 32)
+	copy(out, b)
+	return out
+}
+
+// TestEd25519Edges covers the encodings RFC 8032 leaves open, next to
+// crypto/ed25519: the identity as key (small order) with R = identity and
+// S = 0, y ≥ p, x = 0 with the sign bit, S = L, and a y off the curve.
+func TestEd25519Edges(t *testing.T) {
+	identity := append([]byte{1}, make([]byte, 31)...)
+	negZero := bytes.Clone(identity)
+	negZero[31] |= 0x80
+	// y = p + 1 ≡ 1: the identity, not reduced.
+	pPlus1 := bytes32(0xff)
+	pPlus1[0], pPlus1[31] = 0xee, 0x7f
+	lBytes := ed.l.FillBytes(make([]byte, 32))
+	reverse(lBytes)
+	offCurve := append([]byte{2}, make([]byte, 31)...)
+	zeroS := make([]byte, 32)
+	for _, tc := range []struct {
+		name     string
+		pub, sig []byte
+	}{
+		{"identity key, identity R, S = 0", identity, append(bytes.Clone(identity), zeroS...)},
+		{"identity key as -0", negZero, append(bytes.Clone(identity), zeroS...)},
+		{"identity key as y = p + 1", pPlus1, append(bytes.Clone(identity), zeroS...)},
+		{"S = L", identity, append(bytes.Clone(identity), lBytes...)},
+		{"R as -0", identity, append(bytes.Clone(negZero), zeroS...)},
+		{"key off the curve", offCurve, append(bytes.Clone(identity), zeroS...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, msg := range [][]byte{nil, []byte("payload")} {
+				assert.Equal(t, ed25519.Verify(tc.pub, msg, tc.sig), verifyEd25519(edKey(tc.pub), msg, tc.sig))
+			}
+		})
+	}
 }

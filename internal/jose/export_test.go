@@ -15,8 +15,8 @@ func (k *Key) Public() crypto.PublicKey {
 	case *ecKey:
 		c := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384(), "P-521": elliptic.P521()}[p.c.name]
 		return &ecdsa.PublicKey{Curve: c, X: p.x, Y: p.y}
-	case ed25519.PublicKey:
-		return p
+	case edKey:
+		return ed25519.PublicKey(p)
 	case *rsaKey:
 		return &rsa.PublicKey{N: p.n, E: p.e}
 	}

@@ -2,7 +2,6 @@ package jose
 
 import (
 	"crypto"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
@@ -153,8 +152,8 @@ func contains(l []string, s string) bool {
 // verify checks sig over input; the caller has matched alg and key type.
 func verify(pub any, alg, input string, sig []byte) error {
 	if alg == EdDSA {
-		k, ok := pub.(ed25519.PublicKey)
-		if !ok || !ed25519.Verify(k, []byte(input), sig) {
+		k, ok := pub.(edKey)
+		if !ok || !verifyEd25519(k, []byte(input), sig) {
 			return errors.New("Ed25519 verification failed")
 		}
 		return nil

@@ -64,6 +64,7 @@ var forbidden = map[string]string{
 	"crypto/ecdsa":                        "FIPS ECDSA with every NIST curve (1.9 MB); internal/jose verifies on math/big",
 	"crypto/elliptic":                     "generic curve code (with crypto/ecdsa)",
 	"crypto/rsa":                          "FIPS RSA (0.7 MB); internal/jose verifies on math/big",
+	"crypto/ed25519":                      "FIPS Ed25519 with DRBG, AES and self-tests (0.3 MB); internal/jose verifies",
 	"mime":                                "MIME tables, read from files",
 	"os/exec":                             "processes",
 	"os/user":                             "user database files",
