@@ -5,14 +5,15 @@ import (
 	"math/big"
 )
 
-// ECDSA verification (FIPS 186-5 §6.4.2, SEC 1 §4.1.4) on math/big.
+// ECDSA verification (FIPS 186-5 §6.4.2, SEC 1 §4.1.4): scalars modulo n
+// on math/big, point arithmetic on field.go's Montgomery field.
 //
 // The standard library's crypto/ecdsa links every NIST curve's field code,
 // its FIPS self-tests (signing, DRBG, AES) and crypto/elliptic even for one
 // P-256 verification: about 1.9 MB of a Proxy-Wasm module. Verification
 // handles only public data (key, message, signature), so it needs no
-// constant-time arithmetic and is written here on math/big in a few short
-// functions; a differential fuzz test holds it to crypto/ecdsa.
+// constant-time arithmetic and is written here in a few short functions;
+// differential fuzz tests (FuzzECDSA, FuzzECPoint) hold it to crypto/ecdsa.
 
 // curve holds the parameters of a NIST prime curve y² = x³ - 3x + b (mod p)
 // with base point (gx, gy) of prime order n.
@@ -134,7 +135,7 @@ func hashToInt(digest []byte, c *curve) *big.Int {
 }
 
 // The point arithmetic runs on a Montgomery representation in fixed
-// 64-bit limbs (field.go): math/big's allocating modular reductions made a
+// 32-bit limbs (field.go): math/big's allocating modular reductions made a
 // P-256 verification 40 times slower than crypto/ecdsa.
 
 // jacobian is a point (X/Z², Y/Z³) with coordinates in Montgomery form;
