@@ -1,10 +1,9 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
@@ -44,9 +43,9 @@ func (p *plugin) OnPluginStart(int) (status types.OnPluginStartStatus) {
 	}()
 	p.m.define()
 	p.sink.m = &p.m
-	var seed [8]byte
-	_, _ = rand.Read(seed[:])
-	opts := decide.Options{Seed: binary.LittleEndian.Uint64(seed[:])}
+	// The seed needs uniqueness, not secrecy: the runtime's generator is
+	// seeded from WASI random_get, and crypto/rand would link the FIPS DRBG.
+	opts := decide.Options{Seed: rand.Uint64()}
 	if b, err := proxywasm.GetProperty(propNodeID); err == nil {
 		opts.Proxy = string(b)
 	}

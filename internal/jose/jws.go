@@ -2,9 +2,6 @@ package jose
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
@@ -153,10 +150,10 @@ func contains(l []string, s string) bool {
 }
 
 // verify checks sig over input; the caller has matched alg and key type.
-func verify(pub crypto.PublicKey, alg, input string, sig []byte) error {
+func verify(pub any, alg, input string, sig []byte) error {
 	if alg == EdDSA {
-		k, ok := pub.(ed25519.PublicKey)
-		if !ok || !ed25519.Verify(k, []byte(input), sig) {
+		k, ok := pub.(edKey)
+		if !ok || !verifyEd25519(k, []byte(input), sig) {
 			return errors.New("Ed25519 verification failed")
 		}
 		return nil
@@ -174,22 +171,22 @@ func verify(pub crypto.PublicKey, alg, input string, sig []byte) error {
 	}
 	digest := sum(h, input)
 	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
+	case *ecKey:
 		// RFC 7518 §3.4: R and S as fixed-size big-endian integers.
-		size := (k.Curve.Params().BitSize + 7) / 8
+		size := k.c.bytes
 		if len(sig) != 2*size {
 			return fmt.Errorf("ECDSA signature of %d bytes, want %d", len(sig), 2*size)
 		}
 		r, s := new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])
-		if !ecdsa.Verify(k, digest, r, s) {
+		if !verifyECDSA(k, digest, r, s) {
 			return errors.New("ECDSA verification failed")
 		}
-	case *rsa.PublicKey:
+	case *rsaKey:
 		var err error
 		if alg[0] == 'P' {
-			err = rsa.VerifyPSS(k, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h})
+			err = verifyPSS(k, h, hashFunc(h), digest, sig)
 		} else {
-			err = rsa.VerifyPKCS1v15(k, h, digest, sig)
+			err = verifyPKCS1v15(k, h, digest, sig)
 		}
 		if err != nil {
 			return err
@@ -201,15 +198,20 @@ func verify(pub crypto.PublicKey, alg, input string, sig []byte) error {
 }
 
 func sum(h crypto.Hash, input string) []byte {
-	var d hash.Hash
-	switch h {
-	case crypto.SHA256:
-		d = sha256.New()
-	case crypto.SHA384:
-		d = sha512.New384()
-	default:
-		d = sha512.New()
-	}
+	d := hashFunc(h)()
 	d.Write([]byte(input))
 	return d.Sum(nil)
+}
+
+// hashFunc returns the constructor of SHA-256, SHA-384 or SHA-512 (the
+// caller has checked h is one of them).
+func hashFunc(h crypto.Hash) func() hash.Hash {
+	switch h {
+	case crypto.SHA256:
+		return sha256.New
+	case crypto.SHA384:
+		return sha512.New384
+	default:
+		return sha512.New
+	}
 }
