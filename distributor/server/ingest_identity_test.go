@@ -68,8 +68,8 @@ func TestIngestIdentityBindsRecordsToTheirProxy(t *testing.T) {
 	}{
 		"a record for another namespace's proxy, among good ones": {batch(gridProxy, billingProxy, gridProxy), xfcc(guardID.String()),
 			`record 1: record claims a proxy its uploader may not post for: proxy "` + billingProxy + `" is not one spiffe://grid.example/ns/grid/sa/guard may post for`},
-		"a record naming no proxy": {batch(gridProxy, ""), xfcc(guardID.String()), "record 1: record claims a proxy its uploader may not post for: the record names no proxy"},
-		"a token claiming a sidecar": {batch(gridProxy), bearer("gw-secret-7"), `proxy "` + gridProxy + `" is not one token:gw-7 may post for`},
+		"a record naming no proxy":                         {batch(gridProxy, ""), xfcc(guardID.String()), "record 1: record claims a proxy its uploader may not post for: the record names no proxy"},
+		"a token claiming a sidecar":                       {batch(gridProxy), bearer("gw-secret-7"), `proxy "` + gridProxy + `" is not one token:gw-7 may post for`},
 		"anonymous, though the ingest allowlist admits it": {batch(gridProxy), nil, "matches no decisions.proxy_bindings identity"},
 	} {
 		t.Run(name, func(t *testing.T) {
