@@ -60,6 +60,27 @@ func TestProxyBindings(t *testing.T) {
 	assert.Error(t, b2.Check(Identity{SPIFFEID: "spiffe://td/ns/a/sa/b"}, "b"))
 }
 
+// TestProxyBindingsOfTheGuides: the bindings istio/README.md and
+// kuma/README.md document do what they say.
+func TestProxyBindingsOfTheGuides(t *testing.T) {
+	kuma, err := CompileProxyBindings([]ProxyBinding{
+		{Identity: "spiffe://default/{app}_{ns}_svc_*", Proxy: "default.{app}-*.{ns}"},
+		{Identity: "token:{name}", Proxy: "default.{name}"},
+	})
+	require.NoError(t, err)
+	meter := Identity{SPIFFEID: "spiffe://default/meter_grid_svc_8080"}
+	assert.NoError(t, kuma.Check(meter, "default.meter-7d9c-x2.grid"))
+	assert.Error(t, kuma.Check(meter, "default.billing-7d9c-x2.grid"))
+	assert.Error(t, kuma.Check(meter, "default.meter-7d9c-x2.billing"))
+	assert.NoError(t, kuma.Check(Identity{Token: "dp-3"}, "default.dp-3"))
+	assert.Error(t, kuma.Check(Identity{Token: "dp-3"}, "default.dp-4"))
+
+	tokens, err := CompileProxyBindings([]ProxyBinding{{Identity: "token:{name}", Proxy: "*~{name}.*"}})
+	require.NoError(t, err)
+	assert.NoError(t, tokens.Check(Identity{Token: "meter-0"}, "sidecar~10.0.0.7~meter-0.grid~grid.svc.cluster.local"))
+	assert.Error(t, tokens.Check(Identity{Token: "meter-0"}, "sidecar~10.0.0.7~meter-1.grid~grid.svc.cluster.local"))
+}
+
 func TestProxyBindingsRefuseBadTemplates(t *testing.T) {
 	for _, b := range []ProxyBinding{
 		{Identity: "", Proxy: "x"},
