@@ -223,7 +223,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	if opts.Key != nil && opts.CheckpointEvery > 0 {
 		l.stopCP, l.cpDone = make(chan struct{}), make(chan struct{})
-		go l.signEvery(opts.CheckpointEvery)
+		go l.signEvery(opts.CheckpointEvery, l.stopCP, l.cpDone)
 	}
 	return l, nil
 }
@@ -544,15 +544,13 @@ func (l *Log) Writable() error {
 
 // Close stops signing and closes the files.
 func (l *Log) Close() error {
-	if l.stopCP != nil {
-		l.mu.Lock()
-		stop := l.stopCP
-		l.stopCP = nil
-		l.mu.Unlock()
-		if stop != nil {
-			close(stop)
-			<-l.cpDone
-		}
+	l.mu.Lock()
+	stop := l.stopCP
+	l.stopCP = nil
+	l.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-l.cpDone
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -581,3 +581,21 @@ func TestRetentionKeepsAVerifiableChain(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	assert.Contains(t, err.Error(), "missing")
 }
+
+// TestCloseRightAfterOpenStopsTheSigner: Close never waits for a signer
+// that has not started yet (it once read its stop channel too late).
+func TestCloseRightAfterOpenStopsTheSigner(t *testing.T) {
+	for range 50 {
+		l, err := Open(t.TempDir(), keyed(Options{CheckpointEvery: time.Millisecond, Logger: quiet()}))
+		require.NoError(t, err)
+		require.NoError(t, l.Close())
+	}
+	// And the signer signs while the log grows.
+	dir := t.TempDir()
+	l, err := Open(dir, keyed(Options{CheckpointEvery: 5 * time.Millisecond, Logger: quiet()}))
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = l.Append([]Record{rec(t, 1, "deny", "s")})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return l.Latest().Size == 1 }, 5*time.Second, 5*time.Millisecond)
+}

@@ -49,13 +49,10 @@ func (l *Log) signLocked() (Checkpoint, error) {
 }
 
 // signEvery signs a checkpoint at each tick when the log grew.
-func (l *Log) signEvery(every time.Duration) {
-	defer close(l.cpDone)
+func (l *Log) signEvery(every time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	l.mu.Lock()
-	stop := l.stopCP
-	l.mu.Unlock()
 	for {
 		select {
 		case <-stop:

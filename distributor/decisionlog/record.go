@@ -247,6 +247,10 @@ func (r Record) validate() error {
 
 func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }
 
+// StringField returns a string field's value (false when the field is
+// absent or not a string).
+func (r Record) StringField(name string) (string, bool) { return r.str(name) }
+
 // str returns a string field's value.
 func (r Record) str(name string) (string, bool) {
 	v, ok := r[name]

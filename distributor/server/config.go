@@ -129,6 +129,12 @@ type DecisionsConfig struct {
 	// CheckpointInterval is how often a checkpoint is signed when the log
 	// grew (also on POST /v1/decisions/checkpoint and at shutdown).
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// ProxyBindings, when set, bind uploaders to the proxies they post
+	// for: every record of an upload must name (in its proxy field) a
+	// proxy its authenticated uploader may claim, or the upload is
+	// refused (403); anonymous uploads are refused. Empty: any uploader
+	// the ingest allowlist admits may post for any proxy.
+	ProxyBindings []auth.ProxyBinding `yaml:"proxy_bindings"`
 }
 
 // TokensConfig names where bearer tokens come from.

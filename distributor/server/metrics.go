@@ -40,7 +40,7 @@ func newMetrics() *metrics {
 		}, []string{"route"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshguard_distributor_rejected_requests_total",
-			Help: "Requests rejected before doing work, by route and reason (unauthenticated, forbidden, too_large, too_slow, rate_limited, invalid, conflict, busy, disk_full).",
+			Help: "Requests rejected before doing work, by route and reason (unauthenticated, forbidden, too_large, too_slow, rate_limited, invalid, wrong_proxy, conflict, busy, disk_full).",
 		}, []string{"route", "reason"}),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshguard_distributor_bundle_publishes_total",

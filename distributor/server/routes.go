@@ -684,6 +684,14 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("ingest rate limit for %s exceeded; retry in %s", id, wait.Round(time.Millisecond)))
 		return
 	}
+	if s.bindings != nil {
+		if err := s.checkProxies(id, recs); err != nil {
+			s.m.rejected.WithLabelValues(route, "wrong_proxy").Inc()
+			s.log.Warn("decision upload refused: records for another proxy", "identity", id.String(), "err", err)
+			writeError(w, http.StatusForbidden, err.Error())
+			return
+		}
+	}
 	decisionlog.Stamp(recs, id.Principal(), time.Now())
 	res, err := s.dlog.Append(recs)
 	if err != nil {
@@ -913,6 +921,21 @@ func onlyParams(q url.Values, names ...string) error {
 	for k := range q {
 		if !slices.Contains(names, k) {
 			return fmt.Errorf("unknown parameter %q (want %v)", k, names)
+		}
+	}
+	return nil
+}
+
+// checkProxies refuses an upload with a record whose proxy field its
+// authenticated uploader may not claim (decisions.proxy_bindings).
+func (s *Server) checkProxies(id auth.Identity, recs []decisionlog.Record) error {
+	m := s.bindings.Matcher(id)
+	for i, r := range recs {
+		p, _ := r.StringField(contract.FieldProxy)
+		if m == nil || p == "" || !m(p) {
+			if err := s.bindings.Check(id, p); err != nil {
+				return fmt.Errorf("record %d: %w; nothing of this upload was stored", i, err)
+			}
 		}
 	}
 	return nil

@@ -35,15 +35,17 @@ type Options struct {
 
 // Server is a configured distributor.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	reg     *bundles.Registry
-	dlog    *decisionlog.Log
-	search  decisionlog.Searcher
-	index   *decisionlog.Index
-	pollers *pollers.Table
-	policy  *auth.Policy
-	limiter *auth.Limiter
+	cfg  Config
+	log  *slog.Logger
+	reg  *bundles.Registry
+	dlog *decisionlog.Log
+	// bindings bind uploaders to the proxies they post for (nil: off).
+	bindings *auth.ProxyBindings
+	search   decisionlog.Searcher
+	index    *decisionlog.Index
+	pollers  *pollers.Table
+	policy   *auth.Policy
+	limiter  *auth.Limiter
 	// byteLimiter bounds ingest bytes per identity.
 	byteLimiter *auth.Limiter
 	disk        *diskWatch
@@ -158,6 +160,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		Key: &ckey, CheckpointEvery: cfg.Decisions.CheckpointInterval,
 	}); err != nil {
 		return nil, err
+	}
+	if len(cfg.Decisions.ProxyBindings) > 0 {
+		if s.bindings, err = auth.CompileProxyBindings(cfg.Decisions.ProxyBindings); err != nil {
+			s.dlog.Close()
+			return nil, fmt.Errorf("config: decisions.proxy_bindings: %w", err)
+		}
 	}
 	s.m.decisionSeq.Set(float64(s.dlog.Head().Seq))
 	s.index = decisionlog.OpenIndex(s.dlog, decisionlog.IndexOptions{Logger: s.log})

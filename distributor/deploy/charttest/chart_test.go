@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/deploy/image"
 	"github.com/meshguard/meshguard/distributor/server"
 )
@@ -139,6 +140,12 @@ func TestChart(t *testing.T) {
 			"spiffe": map[string]any{"secretName": "meshguard-svid"},
 			"tokens": map[string]any{"secretName": "meshguard-tokens"},
 		}, kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"}},
+		{name: "decision log: proxy bindings, checkpoint key from a secret", mode: "sidecar", overrides: map[string]any{
+			"decisions": map[string]any{
+				"checkpointKeySecret": map[string]any{"name": "meshguard-checkpoint", "key": "checkpoint.key"},
+				"proxyBindings":       []any{map[string]any{"identity": "spiffe://cluster.local/ns/{ns}/sa/*", "proxy": "sidecar~*~*.{ns}~{ns}.svc.cluster.local"}},
+			},
+		}, kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -206,6 +213,16 @@ func TestChart(t *testing.T) {
 				assert.True(t, cfg.TLS.Enabled())
 				assert.NoError(t, server.CheckListen(cfg))
 				assert.Equal(t, "8443", d.Spec.Template.Annotations["traffic.sidecar.istio.io/excludeInboundPorts"])
+			}
+			if tc.overrides["decisions"] != nil {
+				assert.Equal(t, "/etc/meshguard/checkpoint/checkpoint.key", cfg.Decisions.CheckpointKey)
+				require.Len(t, cfg.Decisions.ProxyBindings, 1)
+				assert.Equal(t, "sidecar~*~*.{ns}~{ns}.svc.cluster.local", cfg.Decisions.ProxyBindings[0].Proxy)
+				_, err := auth.CompileProxyBindings(cfg.Decisions.ProxyBindings)
+				assert.NoError(t, err)
+			} else {
+				assert.Empty(t, cfg.Decisions.CheckpointKey, "generated on the data volume")
+				assert.Empty(t, cfg.Decisions.ProxyBindings)
 			}
 			for _, a := range cfg.Allow["publish"] {
 				assert.NotEqual(t, "anonymous", a)

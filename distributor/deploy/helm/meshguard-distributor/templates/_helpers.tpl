@@ -120,6 +120,12 @@ limits:
   module_bytes: {{ .Values.limits.moduleBytes | quote }}
   ingest_rate: {{ .Values.limits.ingestRate }}
   ingest_burst: {{ int .Values.limits.ingestBurst }}
+decisions:
+  checkpoint_interval: {{ .Values.decisions.checkpointInterval | quote }}
+  {{- if .Values.decisions.checkpointKeySecret.name }}
+  checkpoint_key: {{ printf "/etc/meshguard/checkpoint/%s" .Values.decisions.checkpointKeySecret.key | quote }}
+  {{- end }}
+  proxy_bindings: {{ .Values.decisions.proxyBindings | default list | toJson }}
 storage:
   backend: {{ .Values.storage.backend }}
   allow_delete: {{ .Values.storage.allowDelete }}
