@@ -78,7 +78,7 @@ type Options struct {
 	// Dir is the filesystem store's directory (used when Store is nil).
 	Dir string
 	// Store is where channels live (default: the filesystem under Dir).
-	Store state.Channels
+	Store    state.Channels
 	Verifier Verifier
 	// Retain is how many revisions to keep per channel (default 10, min 1).
 	Retain int
