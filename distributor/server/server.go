@@ -20,6 +20,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/state/postgres"
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
@@ -53,7 +54,9 @@ type Server struct {
 	keysErr     error
 	tlsSrc      *auth.Source
 	store       store.Store
-	mux         *http.ServeMux
+	// db is the state database (state.backend postgres), nil otherwise.
+	db  *postgres.DB
+	mux *http.ServeMux
 
 	readyMu   sync.Mutex
 	readyLast map[string]string // check -> last error text, to log changes
@@ -132,12 +135,18 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	for n, c := range cfg.Bundles.Channels {
 		chans[n] = bundles.ChannelOptions{Scope: c.Scope, Retain: c.Retain}
 	}
+	chanStore, err := s.openState(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if s.reg, err = bundles.Open(bundles.Options{
-		Dir: filepath.Join(cfg.Data, "bundles"), Verifier: verifier, Retain: cfg.Bundles.Retain,
+		Store: chanStore, Verifier: verifier, Retain: cfg.Bundles.Retain,
 		Channels: chans, AutoChannels: cfg.Bundles.AutoChannels, Logger: s.log,
 	}); err != nil {
 		return nil, err
 	}
+	// Follow other replicas' publishes (shared state) until Close.
+	go s.reg.Run(s.base)
 	s.expiryWarned = map[string]expiryWarning{}
 	for ch, ri := range s.reg.LatestInfos() {
 		s.m.revision.WithLabelValues(ch).Set(float64(ri.Revision))
@@ -307,6 +316,9 @@ func (s *Server) Close() error {
 		}
 		if c, ok := s.store.(io.Closer); ok {
 			_ = c.Close()
+		}
+		if s.db != nil {
+			s.db.Close()
 		}
 	})
 	return err

@@ -25,6 +25,10 @@ var ErrConflict = errors.New("revision conflict")
 // ErrNotFound: no such channel or revision is stored.
 var ErrNotFound = errors.New("not found")
 
+// ErrUnavailable: the store cannot be reached now (a database restart);
+// the request may be retried (503).
+var ErrUnavailable = errors.New("state store unavailable")
+
 // Revision describes one stored bundle revision.
 type Revision struct {
 	Revision  uint64    `json:"revision"`

@@ -232,4 +232,3 @@ func Main(m *testing.M) int {
 
 // Exists reports whether a PostgreSQL server is installed (for messages).
 func Exists() bool { _, err := findBin(); return err == nil }
-

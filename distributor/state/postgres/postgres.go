@@ -12,7 +12,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -175,7 +177,7 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 // Ping reports whether the database answers (for /readyz).
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("state.postgres: %w", err)
+		return dbErr("%w", err)
 	}
 	return nil
 }
@@ -192,11 +194,11 @@ var _ state.Channels = (*Channels)(nil)
 func (c *Channels) List(ctx context.Context) ([]string, error) {
 	rows, err := c.db.pool.Query(ctx, `SELECT name FROM bundle_channels ORDER BY name`)
 	if err != nil {
-		return nil, fmt.Errorf("state.postgres: list channels: %w", err)
+		return nil, dbErr("list channels: %w", err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("state.postgres: list channels: %w", err)
+		return nil, dbErr("list channels: %w", err)
 	}
 	return names, nil
 }
@@ -224,16 +226,16 @@ func scanRev(row pgx.Row) (state.Revision, error) {
 func (c *Channels) Load(ctx context.Context, channel string) ([]state.Revision, []byte, error) {
 	tx, err := c.db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, nil, fmt.Errorf("state.postgres: %w", err)
+		return nil, nil, dbErr("%w", err)
 	}
 	defer tx.Rollback(ctx)
 	rows, err := tx.Query(ctx, `SELECT `+revCols+` FROM bundle_revisions WHERE channel = $1 ORDER BY revision`, channel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("state.postgres: load %s: %w", channel, err)
+		return nil, nil, dbErr("load %s: %w", channel, err)
 	}
 	revs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (state.Revision, error) { return scanRev(r) })
 	if err != nil {
-		return nil, nil, fmt.Errorf("state.postgres: load %s: %w", channel, err)
+		return nil, nil, dbErr("load %s: %w", channel, err)
 	}
 	if len(revs) == 0 {
 		return nil, nil, nil
@@ -241,7 +243,7 @@ func (c *Channels) Load(ctx context.Context, channel string) ([]state.Revision, 
 	var data []byte
 	last := revs[len(revs)-1]
 	if err := tx.QueryRow(ctx, `SELECT data FROM bundle_revisions WHERE channel = $1 AND revision = $2`, channel, int64(last.Revision)).Scan(&data); err != nil {
-		return nil, nil, fmt.Errorf("state.postgres: load %s: %w", channel, err)
+		return nil, nil, dbErr("load %s: %w", channel, err)
 	}
 	return revs, data, nil
 }
@@ -253,7 +255,7 @@ func (c *Channels) Latest(ctx context.Context, channel string) (state.Revision, 
 		return state.Revision{}, false, nil
 	}
 	if err != nil {
-		return state.Revision{}, false, fmt.Errorf("state.postgres: latest %s: %w", channel, err)
+		return state.Revision{}, false, dbErr("latest %s: %w", channel, err)
 	}
 	return r, true, nil
 }
@@ -270,15 +272,15 @@ func (c *Channels) Commit(ctx context.Context, channel string, ri state.Revision
 	}
 	tx, err := c.db.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("state.postgres: %w", err)
+		return dbErr("%w", err)
 	}
 	defer tx.Rollback(ctx)
 	if _, err := tx.Exec(ctx, `INSERT INTO bundle_channels (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, channel); err != nil {
-		return fmt.Errorf("state.postgres: commit %s: %w", channel, err)
+		return dbErr("commit %s: %w", channel, err)
 	}
 	var latest int64
 	if err := tx.QueryRow(ctx, `SELECT latest FROM bundle_channels WHERE name = $1 FOR UPDATE`, channel).Scan(&latest); err != nil {
-		return fmt.Errorf("state.postgres: commit %s: %w", channel, err)
+		return dbErr("commit %s: %w", channel, err)
 	}
 	if int64(ri.Revision) <= latest {
 		return fmt.Errorf("%w: revision %d is not above the stored revision %d", state.ErrConflict, ri.Revision, latest)
@@ -289,20 +291,20 @@ func (c *Channels) Commit(ctx context.Context, channel string, ri state.Revision
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO bundle_revisions (channel, `+revCols+`, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		channel, int64(ri.Revision), ri.Digest, ri.Created, expires, ri.Published, ri.Size, ri.KeyID, data); err != nil {
-		return fmt.Errorf("state.postgres: commit %s: %w", channel, err)
+		return dbErr("commit %s: %w", channel, err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE bundle_channels SET latest = $2 WHERE name = $1`, channel, int64(ri.Revision)); err != nil {
-		return fmt.Errorf("state.postgres: commit %s: %w", channel, err)
+		return dbErr("commit %s: %w", channel, err)
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM bundle_revisions WHERE channel = $1 AND revision NOT IN
 		(SELECT revision FROM bundle_revisions WHERE channel = $1 ORDER BY revision DESC LIMIT $2)`, channel, retain); err != nil {
-		return fmt.Errorf("state.postgres: prune %s: %w", channel, err)
+		return dbErr("prune %s: %w", channel, err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, channel); err != nil {
-		return fmt.Errorf("state.postgres: notify %s: %w", channel, err)
+		return dbErr("notify %s: %w", channel, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("state.postgres: commit %s: %w", channel, err)
+		return dbErr("commit %s: %w", channel, err)
 	}
 	return nil
 }
@@ -315,7 +317,7 @@ func (c *Channels) Bundle(ctx context.Context, channel string, rev uint64) ([]by
 		return nil, fmt.Errorf("channel %q revision %d: %w", channel, rev, state.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("state.postgres: bundle %s/%d: %w", channel, rev, err)
+		return nil, dbErr("bundle %s/%d: %w", channel, rev, err)
 	}
 	return data, nil
 }
@@ -396,4 +398,37 @@ func (c *Channels) listenOnce(ctx context.Context, notes chan<- string, resync f
 			return ctx.Err()
 		}
 	}
+}
+
+// dbErr formats a database error; one that is not the server answering a
+// statement (no connection, a connection lost, a server shutting down)
+// also wraps state.ErrUnavailable, which the HTTP layer answers with 503.
+func dbErr(format string, args ...any) error {
+	err := fmt.Errorf("state.postgres: "+format, args...)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 57 is operator intervention (admin shutdown, crash shutdown,
+		// cannot connect now), 08 is connection exceptions.
+		if strings.HasPrefix(pe.Code, "57") || strings.HasPrefix(pe.Code, "08") {
+			return fmt.Errorf("%w: %w", state.ErrUnavailable, err)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return fmt.Errorf("%w: %w", state.ErrUnavailable, err)
+	}
+	if errors.Is(err, pgx.ErrNoRows) || errors.Is(err, state.ErrConflict) {
+		return err
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || pgconn.SafeToRetry(err) || isNetErr(err) {
+		return fmt.Errorf("%w: %w", state.ErrUnavailable, err)
+	}
+	return err
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "connection reset")
 }

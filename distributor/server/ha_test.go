@@ -1,0 +1,254 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshguard/meshguard/distributor/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// haConfig is a replica's configuration on the shared database url (each
+// replica has its own data directory: nothing of the state is in it).
+func haConfig(t testing.TB, url string) Config {
+	cfg := testConfig(t)
+	cfg.State.Backend = "postgres"
+	cfg.State.Postgres.URL = url
+	return cfg
+}
+
+// replicas starts n distributors on one fresh database.
+func replicas(t testing.TB, k *signer, n int) (*pgtest.Cluster, []*testServer) {
+	c, url := pgtest.Database(t)
+	var out []*testServer
+	for range n {
+		out = append(out, startServer(t, haConfig(t, url), k.options()))
+	}
+	return c, out
+}
+
+func TestHAPublishOnALongPollOnB(t *testing.T) {
+	k := newSigner(t)
+	_, rs := replicas(t, k, 2)
+	a, b := rs[0], rs[1]
+	r0 := publish(t, a.URL, "prod", k.bundle(t, 1, "prod"))
+	require.Equal(t, http.StatusCreated, r0.Code, string(r0.Body))
+	// B serves what A published (its copy is refreshed by the notification).
+	var r resp
+	require.Eventually(t, func() bool {
+		r = do(t, nil, http.MethodGet, b.URL+"/v1/bundles/prod", nil)
+		return r.Code == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "1", r.Header.Get(HeaderRevision))
+	etag := r.Header.Get("ETag")
+
+	got := make(chan resp, 1)
+	go func() {
+		got <- do(t, nil, http.MethodGet, b.URL+"/v1/bundles/prod?wait=30s", nil, "If-None-Match", etag)
+	}()
+	time.Sleep(200 * time.Millisecond) // B's poll is waiting
+	b2 := k.bundle(t, 2, "prod")
+	require.Equal(t, http.StatusCreated, publish(t, a.URL, "prod", b2).Code)
+	r = <-got
+	require.Equal(t, http.StatusOK, r.Code, "the long poll on B wakes with A's publish, before its 30s wait ends")
+	assert.Equal(t, "2", r.Header.Get(HeaderRevision))
+	assert.Equal(t, b2, r.Body)
+
+	// Revisions and their bytes are the same on both.
+	for _, ts := range rs {
+		r := do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod/revisions/1", nil)
+		require.Equal(t, http.StatusOK, r.Code)
+		assert.Equal(t, k.bundle(t, 1, "prod"), r.Body)
+	}
+}
+
+func TestHAConcurrentPublishesAntiRollback(t *testing.T) {
+	k := newSigner(t)
+	_, rs := replicas(t, k, 2)
+	a, b := rs[0], rs[1]
+	for round := uint64(0); round < 5; round++ {
+		lo, hi := 7+2*round, 8+2*round
+		var wg sync.WaitGroup
+		codes := map[uint64]int{}
+		var mu sync.Mutex
+		for _, p := range []struct {
+			ts  *testServer
+			rev uint64
+		}{{a, lo}, {b, hi}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := publish(t, p.ts.URL, "prod", k.bundle(t, p.rev, "prod")).Code
+				mu.Lock()
+				codes[p.rev] = c
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		assert.Equal(t, http.StatusCreated, codes[hi], "the higher revision is always accepted")
+		assert.Contains(t, []int{http.StatusCreated, http.StatusConflict}, codes[lo])
+		for _, ts := range rs {
+			require.Eventually(t, func() bool {
+				return do(t, nil, http.MethodGet, ts.URL+"/v1/bundles/prod", nil).Header.Get(HeaderRevision) == strconv.FormatUint(hi, 10)
+			}, 10*time.Second, 10*time.Millisecond, "every replica serves revision %d", hi)
+		}
+	}
+	// A rollback is 409 on whichever replica gets it, including the one
+	// that has not published itself since.
+	for _, ts := range rs {
+		r := publish(t, ts.URL, "prod", k.bundle(t, 6, "prod"))
+		assert.Equal(t, http.StatusConflict, r.Code, string(r.Body))
+	}
+}
+
+func TestHADatabaseRestart(t *testing.T) {
+	k := newSigner(t)
+	c, rs := replicas(t, k, 1)
+	a := rs[0]
+	r0 := publish(t, a.URL, "prod", k.bundle(t, 1, "prod"))
+	require.Equal(t, http.StatusCreated, r0.Code, string(r0.Body))
+	require.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, a.URL+"/readyz", nil).Code)
+
+	require.NoError(t, c.StopServer())
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = c.StartServer()
+		}
+	}()
+	r := do(t, nil, http.MethodGet, a.URL+"/readyz", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, r.Code)
+	assert.Contains(t, string(r.Body), "state database unreachable")
+	r = publish(t, a.URL, "prod", k.bundle(t, 2, "prod"))
+	assert.Equal(t, http.StatusServiceUnavailable, r.Code, string(r.Body))
+	assert.NotEmpty(t, r.Header.Get("Retry-After"))
+	// Polls keep being answered from the replica's copy.
+	assert.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, a.URL+"/v1/bundles/prod", nil).Code)
+
+	require.NoError(t, c.StartServer())
+	restarted = true
+	require.Eventually(t, func() bool {
+		return do(t, nil, http.MethodGet, a.URL+"/readyz", nil).Code == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "ready again without a restart")
+	r = publish(t, a.URL, "prod", k.bundle(t, 2, "prod"))
+	assert.Equal(t, http.StatusCreated, r.Code, string(r.Body))
+}
+
+func TestHAStartupFailsClearly(t *testing.T) {
+	c, url := pgtest.Database(t)
+	for _, tc := range []struct {
+		name, url, want string
+	}{
+		{"unreachable", "postgres://meshguard:x@127.0.0.1:1/db?sslmode=disable", "unreachable"},
+		{"credentials", strings.Replace(url, c.Password, "wrong", 1), "refused the credentials"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(context.Background(), haConfig(t, tc.url), Options{Logger: quietLogger()})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), c.Password)
+		})
+	}
+	cfg := haConfig(t, url)
+	cfg.State.Postgres.SSLMode = "sometimes"
+	assert.ErrorContains(t, cfg.Validate(), "state.postgres.sslmode")
+	cfg = testConfig(t)
+	cfg.State.Backend = "etcd"
+	assert.ErrorContains(t, cfg.Validate(), "want filesystem or postgres")
+}
+
+// BenchmarkHAPoll304 is BenchmarkBundlePoll304 on a replica whose state
+// is in PostgreSQL: polls are answered from the replica's copy.
+func BenchmarkHAPoll304(b *testing.B) {
+	k := newSigner(b)
+	_, rs := replicas(b, k, 1)
+	ts := rs[0]
+	require.Equal(b, 201, publish(b, ts.URL, "prod", k.bundle(b, 1, "prod")).Code)
+	etag := do(b, nil, "GET", ts.URL+"/v1/bundles/prod", nil).Header.Get("ETag")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, DialContext: (&net.Dialer{}).DialContext}}
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest("GET", ts.URL+"/v1/bundles/prod", nil)
+		req.Header.Set("If-None-Match", etag)
+		for pb.Next() {
+			res, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 304 {
+				b.Errorf("status %d", res.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "polls/s")
+}
+
+// BenchmarkHALongPollWake publishes on replica A while 50 long polls wait
+// on replica B and reports the wake-up latency percentiles (publish sent
+// to poll answered).
+func BenchmarkHALongPollWake(b *testing.B) {
+	k := newSigner(b)
+	_, rs := replicas(b, k, 2)
+	a, rb := rs[0], rs[1]
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	var lat []time.Duration
+	rev := uint64(1)
+	require.Equal(b, 201, publish(b, a.URL, "prod", k.bundle(b, rev, "prod")).Code)
+	bundlesByRev := map[uint64][]byte{}
+	for i := range b.N {
+		bundlesByRev[uint64(i)+2] = k.bundle(b, uint64(i)+2, "prod")
+	}
+	b.ResetTimer()
+	for range b.N {
+		var etag string
+		require.Eventually(b, func() bool {
+			r := do(b, nil, "GET", rb.URL+"/v1/bundles/prod", nil)
+			etag = r.Header.Get("ETag")
+			return r.Header.Get(HeaderRevision) == strconv.FormatUint(rev, 10)
+		}, 10*time.Second, 5*time.Millisecond)
+		const waiters = 50
+		done := make(chan time.Time, waiters)
+		for range waiters {
+			go func() {
+				req, _ := http.NewRequest("GET", rb.URL+"/v1/bundles/prod?wait=30s", nil)
+				req.Header.Set("If-None-Match", etag)
+				res, err := client.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+				done <- time.Now()
+			}()
+		}
+		time.Sleep(100 * time.Millisecond)
+		rev++
+		start := time.Now()
+		require.Equal(b, 201, publish(b, a.URL, "prod", bundlesByRev[rev]).Code)
+		for range waiters {
+			lat = append(lat, (<-done).Sub(start))
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(p(0.5), "p50-ms")
+	b.ReportMetric(p(0.99), "p99-ms")
+	b.ReportMetric(p(1), "max-ms")
+}
