@@ -26,6 +26,31 @@ var migrations = []string{
 		data      bytea NOT NULL,
 		PRIMARY KEY (channel, revision)
 	);`,
+	// 2: the decision log: records by seq, the tlog stored hashes of the
+	// RFC 6962 tree (index as tlog.StoredHashIndex numbers them), the
+	// head row the sequencer locks, and signed checkpoints.
+	`CREATE TABLE decision_records (
+		seq        bigint PRIMARY KEY,
+		dedupe_key bytea,
+		line       bytea NOT NULL,
+		stored     timestamptz NOT NULL DEFAULT now()
+	);
+	CREATE UNIQUE INDEX decision_records_dedupe ON decision_records (dedupe_key) WHERE dedupe_key IS NOT NULL;
+	CREATE TABLE decision_hashes (
+		idx  bigint PRIMARY KEY,
+		hash bytea NOT NULL
+	);
+	CREATE TABLE decision_head (
+		id   int PRIMARY KEY CHECK (id = 1),
+		size bigint NOT NULL,
+		root bytea NOT NULL
+	);
+	INSERT INTO decision_head (id, size, root) VALUES (1, 0, decode('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'hex'));
+	CREATE TABLE decision_checkpoints (
+		size   bigint PRIMARY KEY,
+		signed bytea NOT NULL,
+		made   timestamptz NOT NULL DEFAULT now()
+	);`,
 }
 
 // SchemaVersion is the schema version this binary writes.
