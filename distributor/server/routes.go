@@ -860,7 +860,7 @@ func (s *Server) proveInclusion(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	line, err := s.index.Line(r.Context(), seq)
+	line, err := s.recordLine(r.Context(), seq)
 	if err == nil {
 		var p decisionlog.InclusionProof
 		if p, err = s.dlog.ProveInclusion(seq, size, line); err == nil {

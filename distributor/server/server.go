@@ -39,7 +39,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	reg     *bundles.Registry
-	dlog    *decisionlog.Log
+	dlog    decisionLog
 	search  decisionlog.Searcher
 	index   *decisionlog.Index
 	pollers *pollers.Table
@@ -161,16 +161,25 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.log.Info("decision log checkpoints are signed by", "verifier_key", ckey.Public, "key_file", keyPath)
-	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
-		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
-		Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
-		Key: &ckey, CheckpointEvery: cfg.Decisions.CheckpointInterval,
-	}); err != nil {
-		return nil, err
+	if s.db != nil {
+		// One log for the deployment, in the database; the key file must be
+		// the same on every replica (a mounted Secret).
+		s.dlog = newPGDecisions(s.db, &ckey, cfg.Decisions.CheckpointInterval, s.log)
+		s.search = pgSearch{}
+	} else {
+		flog, err := decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
+			SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
+			Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
+			Key: &ckey, CheckpointEvery: cfg.Decisions.CheckpointInterval,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.dlog = flog
+		s.index = decisionlog.OpenIndex(flog, decisionlog.IndexOptions{Logger: s.log})
+		s.search = s.index
 	}
 	s.m.decisionSeq.Set(float64(s.dlog.Head().Seq))
-	s.index = decisionlog.OpenIndex(s.dlog, decisionlog.IndexOptions{Logger: s.log})
-	s.search = s.index
 	s.pollers = pollers.New(cfg.Bundles.Pollers, 0)
 
 	if cfg.TLS.Enabled() {
@@ -213,8 +222,12 @@ func (s *Server) TLSConfig() *tls.Config {
 // Registry is the bundle registry.
 func (s *Server) Registry() *bundles.Registry { return s.reg }
 
-// DecisionLog is the decision log.
-func (s *Server) DecisionLog() *decisionlog.Log { return s.dlog }
+// DecisionLog is the file decision log (nil with state.backend postgres,
+// whose log is in the database).
+func (s *Server) DecisionLog() *decisionlog.Log {
+	l, _ := s.dlog.(*decisionlog.Log)
+	return l
+}
 
 // Search answers the console's queries over the decision log.
 func (s *Server) Search() decisionlog.Searcher { return s.search }
