@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -437,4 +438,42 @@ func BenchmarkHALongPollWake(b *testing.B) {
 	b.ReportMetric(p(0.5), "p50-ms")
 	b.ReportMetric(p(0.99), "p99-ms")
 	b.ReportMetric(p(1), "max-ms")
+}
+
+// BenchmarkHAIngestTwoReplicas posts 100-record batches (each new, none a
+// duplicate) to two replicas sharing one database and reports records/s
+// committed across both.
+func BenchmarkHAIngestTwoReplicas(b *testing.B) {
+	k := newSigner(b)
+	c, url := pgtest.Database(b)
+	_ = c
+	var rs []*testServer
+	for range 2 {
+		cfg := haConfig(b, url)
+		cfg.Limits.IngestRate = 0
+		rs = append(rs, startServer(b, cfg, k.options()))
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := int(next.Add(1))
+			req, _ := http.NewRequest("POST", rs[n%2].URL+"/v1/decisions", bytesReader(decisionBatch(n*100, 100)))
+			req.Header.Set("Content-Type", "application/json")
+			res, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				b.Errorf("status %d", res.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "records/s")
 }

@@ -25,7 +25,10 @@ type DecisionLog struct {
 	db  *DB
 	key *decisionlog.Key
 
-	mu    sync.Mutex // one sequencer transaction per replica at a time
+	mu sync.Mutex // one sequencer transaction per replica at a time
+	// cache holds committed tree hashes (immutable once committed) so the
+	// next commit reads few from the database; guarded by mu.
+	cache map[int64]tlog.Hash
 	qmu   sync.Mutex
 	queue []*pendingBatch
 }
@@ -83,15 +86,21 @@ func (l *DecisionLog) Append(ctx context.Context, recs []decisionlog.Record) (de
 type hashReader struct {
 	ctx   context.Context
 	tx    pgx.Tx
-	known map[int64]tlog.Hash
+	cache map[int64]tlog.Hash // committed before this transaction (read only)
+	known map[int64]tlog.Hash // this transaction's, and those it read
 }
 
 func (h *hashReader) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 	var missing []int64
 	for _, i := range idx {
-		if _, ok := h.known[i]; !ok {
-			missing = append(missing, i)
+		if _, ok := h.known[i]; ok {
+			continue
 		}
+		if v, ok := h.cache[i]; ok {
+			h.known[i] = v
+			continue
+		}
+		missing = append(missing, i)
 	}
 	if len(missing) > 0 {
 		rows, err := h.tx.Query(h.ctx, `SELECT idx, hash FROM decision_hashes WHERE idx = ANY($1)`, missing)
@@ -161,7 +170,10 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 			seen[string(k)] = true
 		}
 	}
-	hr := &hashReader{ctx: ctx, tx: tx, known: map[int64]tlog.Hash{}}
+	if l.cache == nil || len(l.cache) > 1<<16 {
+		l.cache = map[int64]tlog.Hash{}
+	}
+	hr := &hashReader{ctx: ctx, tx: tx, cache: l.cache, known: map[int64]tlog.Hash{}}
 	var recRows, hashRows [][]any
 	seq := size
 	for _, p := range group {
@@ -234,6 +246,9 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return dbErr("decision log: commit: %w", err)
+	}
+	for i, h := range hr.known {
+		l.cache[i] = h
 	}
 	return nil
 }
