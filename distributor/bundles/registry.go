@@ -207,7 +207,9 @@ func (r *Registry) Run(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if err := r.load(ctx, ch); err != nil && ctx.Err() == nil {
+		// refresh reads only the latest revision's metadata unless it moved,
+		// so the periodic re-read of every channel stays cheap.
+		if err := r.refresh(ctx, ch); err != nil && ctx.Err() == nil {
 			r.opts.Logger.Warn("bundles: reloading a channel another replica changed", "channel", name, "err", err)
 		}
 	})
