@@ -16,6 +16,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/internal/pgtest"
 	"github.com/meshguard/meshguard/distributor/state"
 	"github.com/meshguard/meshguard/distributor/state/postgres"
+	"github.com/meshguard/meshguard/distributor/state/statetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -173,4 +174,11 @@ func TestStartupErrorsAreClear(t *testing.T) {
 	_, err = postgres.Open(ctx, postgres.Options{URL: "postgres://a:secret@[::1"})
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "secret")
+}
+
+func TestConformance(t *testing.T) {
+	statetest.Channels(t, func(t *testing.T) (state.Channels, func() state.Channels) {
+		_, url := pgtest.Database(t)
+		return open(t, url).Channels(), func() state.Channels { return open(t, url).Channels() }
+	})
 }
