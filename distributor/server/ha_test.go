@@ -20,11 +20,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/internal/pgtest"
+	"github.com/meshguard/meshguard/distributor/state/postgres"
 )
 
 func TestMain(m *testing.M) {
@@ -349,6 +351,18 @@ func TestHAStartupFailsClearly(t *testing.T) {
 			assert.NotContains(t, err.Error(), c.Password)
 		})
 	}
+	// A schema a newer distributor migrated is refused, not used.
+	s, err := New(context.Background(), haConfig(t, url), Options{Logger: quietLogger()})
+	require.NoError(t, err)
+	s.Close()
+	conn, err := pgx.Connect(context.Background(), url)
+	require.NoError(t, err)
+	_, err = conn.Exec(context.Background(), `INSERT INTO meshguard_schema (version) VALUES ($1)`, postgres.SchemaVersion+1)
+	require.NoError(t, err)
+	conn.Close(context.Background())
+	_, err = New(context.Background(), haConfig(t, url), Options{Logger: quietLogger()})
+	require.ErrorContains(t, err, "newer than this distributor's")
+
 	cfg := haConfig(t, url)
 	cfg.State.Postgres.SSLMode = "sometimes"
 	assert.ErrorContains(t, cfg.Validate(), "state.postgres.sslmode")
@@ -451,11 +465,15 @@ func BenchmarkHAIngestTwoReplicas(b *testing.B) {
 	for range 2 {
 		cfg := haConfig(b, url)
 		cfg.Limits.IngestRate = 0
+		cfg.Limits.IngestBytesRate = 0
+		// Uploads in progress per replica: each sequencer transaction
+		// carries every one waiting, so more at once is larger commits.
+		cfg.Limits.Concurrency.Ingest = 32
 		rs = append(rs, startServer(b, cfg, k.options()))
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var next atomic.Int64
-	b.SetParallelism(8)
+	b.SetParallelism(32) // many proxies uploading at once, as in a mesh
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
