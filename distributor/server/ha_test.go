@@ -456,21 +456,32 @@ func BenchmarkHALongPollWake(b *testing.B) {
 
 // BenchmarkHAIngestTwoReplicas posts 100-record batches (each new, none a
 // duplicate) to two replicas sharing one database and reports records/s
-// committed across both.
+// committed across both; BenchmarkIngestFilesystem is the same load on one
+// distributor with the file log, for comparison on the same machine.
 func BenchmarkHAIngestTwoReplicas(b *testing.B) {
 	k := newSigner(b)
-	c, url := pgtest.Database(b)
-	_ = c
-	var rs []*testServer
+	_, url := pgtest.Database(b)
+	var urls []string
 	for range 2 {
-		cfg := haConfig(b, url)
-		cfg.Limits.IngestRate = 0
-		cfg.Limits.IngestBytesRate = 0
-		// Uploads in progress per replica: each sequencer transaction
-		// carries every one waiting, so more at once is larger commits.
-		cfg.Limits.Concurrency.Ingest = 32
-		rs = append(rs, startServer(b, cfg, k.options()))
+		urls = append(urls, startServer(b, ingestBenchConfig(haConfig(b, url)), k.options()).URL)
 	}
+	ingestBench(b, urls)
+}
+
+func BenchmarkIngestFilesystem(b *testing.B) {
+	ingestBench(b, []string{startServer(b, ingestBenchConfig(testConfig(b)), Options{}).URL})
+}
+
+func ingestBenchConfig(cfg Config) Config {
+	cfg.Limits.IngestRate = 0
+	cfg.Limits.IngestBytesRate = 0
+	// Uploads in progress per replica: each commit carries every one
+	// waiting, so more at once is larger commits.
+	cfg.Limits.Concurrency.Ingest = 32
+	return cfg
+}
+
+func ingestBench(b *testing.B, urls []string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var next atomic.Int64
 	b.SetParallelism(32) // many proxies uploading at once, as in a mesh
@@ -478,7 +489,7 @@ func BenchmarkHAIngestTwoReplicas(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			n := int(next.Add(1))
-			req, _ := http.NewRequest("POST", rs[n%2].URL+"/v1/decisions", bytesReader(decisionBatch(n*100, 100)))
+			req, _ := http.NewRequest("POST", urls[n%len(urls)]+"/v1/decisions", bytesReader(decisionBatch(n*100, 100)))
 			req.Header.Set("Content-Type", "application/json")
 			res, err := client.Do(req)
 			if err != nil {
