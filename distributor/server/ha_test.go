@@ -305,8 +305,8 @@ func TestHAKill9DuringIngest(t *testing.T) {
 
 func TestHADatabaseRestart(t *testing.T) {
 	k := newSigner(t)
-	c, rs := replicas(t, k, 1)
-	a := rs[0]
+	c, rs := replicas(t, k, 2)
+	a, rb := rs[0], rs[1]
 	r0 := publish(t, a.URL, "prod", k.bundle(t, 1, "prod"))
 	require.Equal(t, http.StatusCreated, r0.Code, string(r0.Body))
 	require.Equal(t, http.StatusOK, do(t, nil, http.MethodGet, a.URL+"/readyz", nil).Code)
@@ -334,6 +334,21 @@ func TestHADatabaseRestart(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "ready again without a restart")
 	r = publish(t, a.URL, "prod", k.bundle(t, 2, "prod"))
 	assert.Equal(t, http.StatusCreated, r.Code, string(r.Body))
+
+	// B's listener reconnected: a long poll on B wakes with A's next publish.
+	require.Eventually(t, func() bool {
+		return do(t, nil, http.MethodGet, rb.URL+"/v1/bundles/prod", nil).Header.Get(HeaderRevision) == "2"
+	}, 30*time.Second, 50*time.Millisecond)
+	etag := do(t, nil, http.MethodGet, rb.URL+"/v1/bundles/prod", nil).Header.Get("ETag")
+	got := make(chan resp, 1)
+	go func() {
+		got <- do(t, nil, http.MethodGet, rb.URL+"/v1/bundles/prod?wait=30s", nil, "If-None-Match", etag)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	require.Equal(t, http.StatusCreated, publish(t, a.URL, "prod", k.bundle(t, 3, "prod")).Code)
+	r = <-got
+	require.Equal(t, http.StatusOK, r.Code)
+	assert.Equal(t, "3", r.Header.Get(HeaderRevision))
 }
 
 func TestHAStartupFailsClearly(t *testing.T) {
