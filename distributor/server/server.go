@@ -20,6 +20,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/state"
 	"github.com/meshguard/meshguard/distributor/state/postgres"
 	"github.com/meshguard/meshguard/distributor/store"
 )
@@ -39,7 +40,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	reg     *bundles.Registry
-	dlog    decisionLog
+	dlog    state.DecisionLog
 	search  decisionlog.Searcher
 	index   *decisionlog.Index
 	pollers *pollers.Table
@@ -164,7 +165,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if s.db != nil {
 		// One log for the deployment, in the database; the key file must be
 		// the same on every replica (a mounted Secret).
-		s.dlog = newPGDecisions(s.db, &ckey, cfg.Decisions.CheckpointInterval, s.log)
+		s.dlog = s.db.Decisions(&ckey, cfg.Decisions.CheckpointInterval, s.log)
 		s.search = pgSearch{}
 	} else {
 		flog, err := decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{

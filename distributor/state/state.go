@@ -1,10 +1,11 @@
 // Package state is the distributor's shared-state seam: where bundle
-// channels (revisions, anti-rollback, retention) live. Two backends
-// implement it: state/fs, the embedded default for one machine (files under
-// the data directory), and state/postgres, which lets several stateless
-// replicas share one PostgreSQL database. The bundle registry keeps its hot
-// copy (latest snapshot, revision list) in memory and asks the backend only
-// to load, commit and tell it about other writers' commits.
+// channels (revisions, anti-rollback, retention) and the decision log live.
+// Two backends implement it: the embedded default for one machine (state/fs
+// for channels, decisionlog.Log's segment files for decisions, both under the
+// data directory), and state/postgres, which lets several stateless replicas
+// share one PostgreSQL database. The bundle registry keeps its hot copy
+// (latest snapshot, revision list) in memory and asks the backend only to
+// load, commit and tell it about other writers' commits.
 //
 // The workload/device registry (issue 18) is meant to become a third
 // interface here next to Channels, implemented by the same two backends
@@ -14,8 +15,11 @@ package state
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"time"
+
+	"github.com/meshguard/meshguard/distributor/decisionlog"
 )
 
 // ErrConflict: the revision is not above the channel's stored latest; the
@@ -74,3 +78,34 @@ type Channels interface {
 	// Check reports whether the store accepts writes (for /readyz).
 	Check(ctx context.Context) error
 }
+
+// DecisionLog is the decision log the HTTP handlers use: one sequenced,
+// verifiable log (RFC 6962 tree, signed checkpoints). *decisionlog.Log is
+// the filesystem implementation (one per distributor); postgres.Decisions
+// is the deployment's one log shared by every replica. Methods that cannot
+// fail in the file log (Head, Latest) answer the last known value when a
+// shared store is unreachable; the others return errors wrapping
+// ErrUnavailable then.
+type DecisionLog interface {
+	// Append stores a batch durably; it returns once the records are
+	// committed, dropping retried duplicates.
+	Append(recs []decisionlog.Record) (decisionlog.Appended, error)
+	Head() decisionlog.Head
+	// Latest is the latest signed checkpoint; Checkpoint signs one now.
+	Latest() decisionlog.Checkpoint
+	Checkpoint() (decisionlog.Checkpoint, error)
+	Key() *decisionlog.Key
+	// ProveInclusion proves record seq (stored as line, which a store
+	// holding its records may ignore) in the tree of size records.
+	ProveInclusion(seq, size uint64, line []byte) (decisionlog.InclusionProof, error)
+	ProveConsistency(from, size uint64) (decisionlog.ConsistencyProof, error)
+	QueryEach(q decisionlog.Query, emit func(line []byte) error) (uint64, error)
+	// WriteLog streams records 1..head.Seq, one stored line each.
+	WriteLog(w io.Writer, head decisionlog.Head) error
+	Anchor() decisionlog.Anchor
+	Size() (segs int, bytes int64, err error)
+	Writable() error
+	Close() error
+}
+
+var _ DecisionLog = (*decisionlog.Log)(nil)
