@@ -11,19 +11,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/meshguard/meshguard/distributor/state"
+	"github.com/meshguard/meshguard/distributor/state/fs"
 	"github.com/meshguard/meshguard/policies/bundle/verify"
 )
 
@@ -77,7 +75,10 @@ type ChannelOptions struct {
 
 // Options configure a Registry.
 type Options struct {
-	Dir      string
+	// Dir is the filesystem store's directory (used when Store is nil).
+	Dir string
+	// Store is where channels live (default: the filesystem under Dir).
+	Store    state.Channels
 	Verifier Verifier
 	// Retain is how many revisions to keep per channel (default 10, min 1).
 	Retain int
@@ -89,20 +90,7 @@ type Options struct {
 }
 
 // RevisionInfo describes one stored revision.
-type RevisionInfo struct {
-	Revision  uint64    `json:"revision"`
-	Digest    string    `json:"digest"` // "sha256:<hex>" of the bundle bytes
-	Created   time.Time `json:"created"`
-	Expires   time.Time `json:"expires,omitzero"`
-	Published time.Time `json:"published"`
-	Size      int64     `json:"size"`
-	// KeyID is the kid of the signing key (empty for revisions stored
-	// before it was recorded).
-	KeyID string `json:"key_id,omitempty"`
-}
-
-// ETag is the entity tag (quoted hex digest) of the revision.
-func (ri RevisionInfo) ETag() string { return `"` + strings.TrimPrefix(ri.Digest, "sha256:") + `"` }
+type RevisionInfo = state.Revision
 
 // Snapshot is a channel's latest revision with its bytes.
 type Snapshot struct {
@@ -114,8 +102,8 @@ type Snapshot struct {
 type channel struct {
 	name    string
 	opts    ChannelOptions
-	keeper  *verify.Keeper // serialises publishes, refuses rollbacks
-	latest  *Snapshot      // guarded by Registry.mu
+	pubMu   sync.Mutex // serialises this process's publishes to the channel
+	latest  *Snapshot  // guarded by Registry.mu
 	revs    []RevisionInfo
 	changed chan struct{} // closed and replaced on every publish
 }
@@ -127,7 +115,7 @@ type Registry struct {
 	channels map[string]*channel
 }
 
-// Open loads the registry stored under opts.Dir.
+// Open loads the registry from its store.
 func Open(opts Options) (*Registry, error) {
 	if opts.Verifier == nil {
 		return nil, errors.New("bundles: a verifier is required")
@@ -138,8 +126,12 @@ func Open(opts Options) (*Registry, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
-		return nil, fmt.Errorf("bundles: %w", err)
+	if opts.Store == nil {
+		st, err := fs.Open(opts.Dir, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		opts.Store = st
 	}
 	r := &Registry{opts: opts, channels: map[string]*channel{}}
 	for name, co := range opts.Channels {
@@ -148,24 +140,28 @@ func Open(opts Options) (*Registry, error) {
 		}
 		r.channels[name] = newChannel(name, co)
 	}
-	ents, err := os.ReadDir(opts.Dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	names, err := opts.Store.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bundles: %w", err)
 	}
-	for _, e := range ents {
-		if !e.IsDir() || !ValidChannel(e.Name()) {
+	for _, name := range names {
+		if !ValidChannel(name) {
 			continue
 		}
-		ch := r.channels[e.Name()]
+		ch := r.channels[name]
 		if ch == nil {
 			if !opts.AutoChannels {
-				opts.Logger.Warn("bundles: stored channel is not configured; not served", "channel", e.Name())
+				opts.Logger.Warn("bundles: stored channel is not configured; not served", "channel", name)
 				continue
 			}
-			ch = newChannel(e.Name(), ChannelOptions{})
-			r.channels[e.Name()] = ch
+			ch = newChannel(name, ChannelOptions{})
+			r.channels[name] = ch
 		}
-		if err := r.load(ch); err != nil {
+	}
+	for _, ch := range r.channels {
+		if err := r.load(ctx, ch); err != nil {
 			return nil, err
 		}
 	}
@@ -176,54 +172,66 @@ func newChannel(name string, co ChannelOptions) *channel {
 	if co.Scope == "" {
 		co.Scope = name
 	}
-	return &channel{name: name, opts: co, keeper: verify.NewKeeper(0), changed: make(chan struct{})}
+	return &channel{name: name, opts: co, changed: make(chan struct{})}
 }
 
-func (r *Registry) chanDir(name string) string { return filepath.Join(r.opts.Dir, name) }
-
-func revFile(rev uint64, ext string) string { return fmt.Sprintf("%020d%s", rev, ext) }
-
-// load reads a channel's revision metadata and its latest bundle.
-func (r *Registry) load(ch *channel) error {
-	dir := r.chanDir(ch.name)
-	ents, err := os.ReadDir(dir)
+// load reads a channel's revisions and latest bundle from the store and,
+// when they differ from the cached ones, swaps them in and wakes waiters.
+func (r *Registry) load(ctx context.Context, ch *channel) error {
+	revs, data, err := r.opts.Store.Load(ctx, ch.name)
 	if err != nil {
-		return fmt.Errorf("bundles: %w", err)
+		return fmt.Errorf("bundles: channel %s: %w", ch.name, err)
 	}
-	for _, e := range ents {
-		n := e.Name()
-		if !strings.HasSuffix(n, ".json") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, n))
-		if err != nil {
-			return fmt.Errorf("bundles: %w", err)
-		}
-		var ri RevisionInfo
-		if err := json.Unmarshal(b, &ri); err != nil {
-			return fmt.Errorf("bundles: %s/%s: %w", ch.name, n, err)
-		}
-		if _, err := os.Stat(filepath.Join(dir, revFile(ri.Revision, ".bundle"))); err != nil {
-			r.opts.Logger.Warn("bundles: revision metadata without bundle; ignored", "channel", ch.name, "revision", ri.Revision)
-			continue
-		}
-		ch.revs = append(ch.revs, ri)
-	}
-	sort.Slice(ch.revs, func(i, j int) bool { return ch.revs[i].Revision < ch.revs[j].Revision })
-	if len(ch.revs) == 0 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(revs) == 0 {
 		return nil
 	}
-	latest := ch.revs[len(ch.revs)-1]
-	data, err := os.ReadFile(filepath.Join(dir, revFile(latest.Revision, ".bundle")))
-	if err != nil {
-		return fmt.Errorf("bundles: %w", err)
+	latest := revs[len(revs)-1]
+	if ch.latest != nil && ch.latest.Info.Revision >= latest.Revision {
+		return nil
 	}
-	if d := digest(data); d != latest.Digest {
-		return fmt.Errorf("bundles: %s revision %d: stored bytes have digest %s, metadata says %s", ch.name, latest.Revision, d, latest.Digest)
-	}
+	ch.revs = revs
 	ch.latest = &Snapshot{Info: latest, ETag: latest.ETag(), Data: data}
-	ch.keeper = verify.NewKeeper(latest.Revision)
+	close(ch.changed)
+	ch.changed = make(chan struct{})
 	return nil
+}
+
+// Run follows other writers' commits (other replicas of a shared store)
+// until ctx ends, so Latest and Wait answer with what any replica
+// published. With the filesystem store it returns at once.
+func (r *Registry) Run(ctx context.Context) {
+	r.opts.Store.Watch(ctx, func(name string) {
+		ch, err := r.channel(name, true)
+		if err != nil {
+			return
+		}
+		// refresh reads only the latest revision's metadata unless it moved,
+		// so the periodic re-read of every channel stays cheap.
+		if err := r.refresh(ctx, ch); err != nil && ctx.Err() == nil {
+			r.opts.Logger.Warn("bundles: reloading a channel another replica changed", "channel", name, "err", err)
+		}
+	})
+}
+
+// refresh brings the cached channel up to the store's latest revision
+// (a shared store's other writers), reloading only when it moved.
+func (r *Registry) refresh(ctx context.Context, ch *channel) error {
+	if !r.opts.Store.Shared() {
+		return nil
+	}
+	latest, ok, err := r.opts.Store.Latest(ctx, ch.name)
+	if err != nil || !ok {
+		return err
+	}
+	r.mu.RLock()
+	cur := ch.latest
+	r.mu.RUnlock()
+	if cur != nil && cur.Info.Revision >= latest.Revision {
+		return nil
+	}
+	return r.load(ctx, ch)
 }
 
 func digest(data []byte) string {
@@ -255,13 +263,33 @@ func (r *Registry) channel(name string, create bool) (*channel, error) {
 }
 
 // Publish verifies data and stores it as the channel's new latest revision.
+// The store's commit repeats the anti-rollback check in one transaction, so
+// with a shared store two replicas publishing at once end with the higher
+// revision latest and the lower one refused (ErrConflict).
 func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 	ch, err := r.channel(name, true)
 	if err != nil {
 		return RevisionInfo{}, err
 	}
+	ch.pubMu.Lock()
+	defer ch.pubMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.refresh(ctx, ch); err != nil {
+		return RevisionInfo{}, fmt.Errorf("%w: %w", errStore, err)
+	}
+	r.mu.RLock()
+	cur := ch.latest
+	r.mu.RUnlock()
+	var floor uint64
+	if cur != nil {
+		floor = cur.Info.Revision
+		if digest(data) == cur.Info.Digest {
+			return RevisionInfo{}, fmt.Errorf("%w: these bytes are already the latest revision %d", ErrConflict, floor)
+		}
+	}
 	var ri RevisionInfo
-	changed, err := ch.keeper.Offer(data, func(last uint64) (uint64, error) {
+	_, err = verify.NewKeeper(floor).Offer(data, func(last uint64) (uint64, error) {
 		v, err := r.opts.Verifier.Verify(data, ch.opts.Scope, last)
 		if err != nil {
 			return 0, err
@@ -269,7 +297,7 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 		ri = RevisionInfo{Revision: v.Revision, Digest: digest(data), Created: v.Created.UTC(),
 			Expires: v.Expires.UTC(), Published: time.Now().UTC(), Size: int64(len(data)), KeyID: v.KeyID}
 		return v.Revision, nil
-	}, func() error { return r.commit(ch, ri, data) })
+	}, func() error { return r.commit(ctx, ch, ri, data) })
 	switch {
 	case errors.Is(err, ErrConflict):
 		return RevisionInfo{}, err
@@ -279,8 +307,6 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 		return RevisionInfo{}, err
 	case err != nil:
 		return RevisionInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
-	case !changed:
-		return RevisionInfo{}, fmt.Errorf("%w: these bytes are already the latest revision %d", ErrConflict, ch.keeper.Revision())
 	}
 	return ri, nil
 }
@@ -289,67 +315,29 @@ func (r *Registry) Publish(name string, data []byte) (RevisionInfo, error) {
 var errStore = errors.New("bundle storage")
 
 // commit stores an accepted revision and makes it the latest.
-func (r *Registry) commit(ch *channel, ri RevisionInfo, data []byte) error {
-	dir := r.chanDir(ch.name)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("%w: %w", errStore, err)
+func (r *Registry) commit(ctx context.Context, ch *channel, ri RevisionInfo, data []byte) error {
+	retain := r.opts.Retain
+	if ch.opts.Retain > 0 {
+		retain = ch.opts.Retain
 	}
-	meta, _ := json.Marshal(ri)
-	// The bundle first, then its metadata: metadata marks the revision committed.
-	if err := writeFileSync(dir, revFile(ri.Revision, ".bundle"), data); err != nil {
-		return fmt.Errorf("%w: %w", errStore, err)
-	}
-	if err := writeFileSync(dir, revFile(ri.Revision, ".json"), meta); err != nil {
+	if err := r.opts.Store.Commit(ctx, ch.name, ri, data, retain); err != nil {
+		if errors.Is(err, state.ErrConflict) {
+			// Another replica got there first: serve what it stored.
+			_ = r.load(ctx, ch)
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		}
 		return fmt.Errorf("%w: %w", errStore, err)
 	}
 	r.mu.Lock()
 	ch.latest = &Snapshot{Info: ri, ETag: ri.ETag(), Data: data}
 	ch.revs = append(ch.revs, ri)
-	retain := r.opts.Retain
-	if ch.opts.Retain > 0 {
-		retain = ch.opts.Retain
-	}
-	var drop []RevisionInfo
 	if len(ch.revs) > retain {
-		drop = append(drop, ch.revs[:len(ch.revs)-retain]...)
 		ch.revs = append([]RevisionInfo(nil), ch.revs[len(ch.revs)-retain:]...)
 	}
 	close(ch.changed)
 	ch.changed = make(chan struct{})
 	r.mu.Unlock()
-	for _, old := range drop {
-		os.Remove(filepath.Join(dir, revFile(old.Revision, ".json")))
-		os.Remove(filepath.Join(dir, revFile(old.Revision, ".bundle")))
-	}
 	return nil
-}
-
-// writeFileSync writes name in dir atomically and durably.
-func writeFileSync(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("bundles: %w", err)
-	}
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if werr != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("bundles: store %s: %w", name, werr)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("bundles: %w", err)
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Latest returns the channel's latest revision.
@@ -412,9 +400,11 @@ func (r *Registry) Revision(name string, rev uint64) (RevisionInfo, []byte, erro
 	if i == len(revs) || revs[i].Revision != rev {
 		return RevisionInfo{}, nil, fmt.Errorf("channel %q revision %d: %w", name, rev, ErrNotFound)
 	}
-	data, err := os.ReadFile(filepath.Join(r.chanDir(name), revFile(rev, ".bundle")))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, err := r.opts.Store.Bundle(ctx, name, rev)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, state.ErrNotFound) {
 			return RevisionInfo{}, nil, fmt.Errorf("channel %q revision %d: %w", name, rev, ErrNotFound)
 		}
 		return RevisionInfo{}, nil, fmt.Errorf("bundles: %w", err)
@@ -449,14 +439,11 @@ func (r *Registry) LatestInfos() map[string]RevisionInfo {
 	return out
 }
 
-// Writable probes the storage directory (for /readyz).
+// Writable probes the store (for /readyz).
 func (r *Registry) Writable() error {
-	f, err := os.CreateTemp(r.opts.Dir, ".probe-*")
-	if err != nil {
-		return fmt.Errorf("bundle storage not writable: %w", err)
-	}
-	f.Close()
-	return os.Remove(f.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return r.opts.Store.Check(ctx)
 }
 
 // ParseRevision parses a revision path element.

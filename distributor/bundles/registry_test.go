@@ -109,7 +109,7 @@ func TestReloadRetentionAndCorruption(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNotFound)
 
 	// A latest bundle whose bytes changed on disk is refused at load.
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "prod", revFile(10, ".bundle")), []byte("rev=10 evil"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "prod", fmt.Sprintf("%020d.bundle", 10)), []byte("rev=10 evil"), 0o644))
 	_, err = Open(Options{Dir: dir, Verifier: revVerifier{}, AutoChannels: true})
 	require.ErrorContains(t, err, "digest")
 }

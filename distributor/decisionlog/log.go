@@ -679,6 +679,23 @@ func (l *Log) Query(q Query) (QueryResult, error) {
 	return res, err
 }
 
+// Matches reports whether a stored line is selected by q's filters (not
+// its paging), for QueryEach and for other log backends.
+func (q Query) Matches(line []byte) bool {
+	// Exact names only: a client field that merely folds to "decision"
+	// must never stand in for it.
+	if q.Subject != "" && !storedIs(line, "subject", q.Subject) || q.Decision != "" && !storedIs(line, "decision", q.Decision) {
+		return false
+	}
+	if !q.Since.IsZero() || !q.Until.IsZero() {
+		t, err := time.Parse(time.RFC3339Nano, storedString(line, "time"))
+		if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
+			return false
+		}
+	}
+	return q.Filter == (Filter{}) || q.Filter.matches(line)
+}
+
 // QueryEach scans the log for matching records and hands each stored line
 // to emit as it is found (the line is only valid during the call), so an
 // answer can be streamed without holding it. It returns the AfterSeq of
@@ -693,25 +710,13 @@ func (l *Log) QueryEach(q Query, emit func(line []byte) error) (uint64, error) {
 	if err := q.Filter.Validate(); err != nil {
 		return 0, err
 	}
-	filtered := q.Filter != Filter{}
 	var lastSeq, next uint64
 	n := 0
 	err := l.scan(q.AfterSeq+1, func(seq uint64, line []byte) (bool, error) {
 		if !json.Valid(line) {
 			return false, fmt.Errorf("decision log: seq %d unreadable", seq)
 		}
-		// Exact names only: a client field that merely folds to "decision"
-		// must never stand in for it.
-		if q.Subject != "" && !storedIs(line, "subject", q.Subject) || q.Decision != "" && !storedIs(line, "decision", q.Decision) {
-			return true, nil
-		}
-		if !q.Since.IsZero() || !q.Until.IsZero() {
-			t, err := time.Parse(time.RFC3339Nano, storedString(line, "time"))
-			if err != nil || (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && t.After(q.Until)) {
-				return true, nil
-			}
-		}
-		if filtered && !q.Filter.matches(line) {
+		if !q.Matches(line) {
 			return true, nil
 		}
 		if n == q.Limit {

@@ -127,7 +127,7 @@ func TestConcurrentPollsIngestsAndPublishes(t *testing.T) {
 func BenchmarkBundlePoll304(b *testing.B) {
 	k := newSigner(b)
 	ts := startServer(b, testConfig(b), k.options())
-	require.Equal(b, 201, publish(b, ts.URL, "prod", k.bundle(b, 1, "")).Code)
+	require.Equal(b, 201, publish(b, ts.URL, "prod", k.bundle(b, 1, "prod")).Code)
 	etag := do(b, nil, "GET", ts.URL+"/v1/bundles/prod", nil).Header.Get("ETag")
 	tr := &http.Transport{MaxIdleConnsPerHost: 1024, DialContext: (&net.Dialer{}).DialContext}
 	client := &http.Client{Transport: tr}

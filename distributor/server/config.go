@@ -61,8 +61,62 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Storage selects the module/OCI storage backend.
 	Storage StorageConfig `yaml:"storage"`
+	// State selects where bundle channels live (filesystem under Data, or
+	// PostgreSQL shared by replicas).
+	State StateConfig `yaml:"state"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// StateConfig is the state backend: "filesystem" (default, DATA/bundles)
+// or "postgres" (one database every replica shares).
+type StateConfig struct {
+	Backend  string         `yaml:"backend"`
+	Postgres PostgresConfig `yaml:"postgres"`
+}
+
+// PostgresConfig is the database of state backend postgres.
+type PostgresConfig struct {
+	// URL is a libpq URL or key=value string; keep the password out of it
+	// with PasswordFile.
+	URL string `yaml:"url"`
+	// PasswordFile holds the password (a mounted Secret).
+	PasswordFile string `yaml:"password_file"`
+	// SSLMode is disable, allow, prefer, require, verify-ca or verify-full
+	// (overrides the URL's).
+	SSLMode string `yaml:"sslmode"`
+	// CAFile verifies the server's certificate (verify-ca, verify-full).
+	CAFile string `yaml:"ca_file"`
+	// MaxConns bounds the connection pool (0: 10).
+	MaxConns int `yaml:"max_conns"`
+}
+
+func (c StateConfig) validate() error {
+	switch c.Backend {
+	case "", "filesystem":
+		if c.Postgres != (PostgresConfig{}) {
+			return errors.New("config: state.postgres is set but state.backend is not postgres")
+		}
+	case "postgres":
+		p := c.Postgres
+		if strings.TrimSpace(p.URL) == "" {
+			return errors.New("config: state.postgres.url is required with state.backend postgres (postgres://user@host:5432/db)")
+		}
+		switch p.SSLMode {
+		case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+		default:
+			return fmt.Errorf("config: state.postgres.sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full", p.SSLMode)
+		}
+		if p.CAFile != "" && p.SSLMode == "disable" {
+			return errors.New("config: state.postgres.ca_file is for TLS, but state.postgres.sslmode is disable")
+		}
+		if p.MaxConns < 0 || p.MaxConns > 1000 {
+			return fmt.Errorf("config: state.postgres.max_conns %d: want 0 (default 10) to 1000", p.MaxConns)
+		}
+	default:
+		return fmt.Errorf("config: state.backend %q: want filesystem or postgres", c.Backend)
+	}
+	return nil
 }
 
 // TLSConfig is the server TLS configuration.
@@ -382,6 +436,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("config: storage.backend %q: want filesystem or oci", c.Storage.Backend)
+	}
+	if err := c.State.validate(); err != nil {
+		return err
 	}
 	if c.Bundles.Pollers < 0 || c.Bundles.Pollers > 1<<20 {
 		return fmt.Errorf("config: bundles.pollers %d: want 0 (default 4096) to %d", c.Bundles.Pollers, 1<<20)

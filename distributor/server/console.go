@@ -362,6 +362,10 @@ func (s *Server) queryError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return
 	}
+	if errors.Is(err, errNoSearch) {
+		writeError(w, http.StatusNotImplemented, err.Error())
+		return
+	}
 	s.log.Error("decision query failed", "err", err)
 	writeError(w, http.StatusInternalServerError, err.Error())
 }
@@ -377,7 +381,7 @@ func (s *Server) inclusionCheck(r *http.Request, seq uint64) RecordCheck {
 			cp.Size, s.cfg.Decisions.CheckpointInterval)
 		return c
 	}
-	line, err := s.index.Line(r.Context(), seq)
+	line, err := s.recordLine(r.Context(), seq)
 	var p decisionlog.InclusionProof
 	if err == nil {
 		p, err = s.dlog.ProveInclusion(seq, cp.Size, line)

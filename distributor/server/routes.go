@@ -23,6 +23,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/modules"
 	"github.com/meshguard/meshguard/distributor/oci"
+	"github.com/meshguard/meshguard/distributor/state"
 	"github.com/meshguard/meshguard/internal/contract"
 )
 
@@ -211,6 +212,14 @@ func (s *Server) internalError(w http.ResponseWriter, route, what string, err er
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	ref := hex.EncodeToString(b[:])
+	if errors.Is(err, state.ErrUnavailable) {
+		// The state database is down or restarting: say so and let
+		// clients retry rather than report a bug.
+		s.log.Warn(what, append([]any{"route", route, "ref", ref, "err", err}, attrs...)...)
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, nil, route, http.StatusServiceUnavailable, "state database unavailable; retry (reference "+ref+" in the distributor log)")
+		return
+	}
 	s.log.Error(what, append([]any{"route", route, "ref", ref, "err", err}, attrs...)...)
 	s.refuse(w, nil, route, http.StatusInternalServerError, "internal error (reference "+ref+" in the distributor log)")
 }
@@ -368,6 +377,7 @@ func (s *Server) routes(opts Options) error {
 // readyFailure is what /readyz says about each failing check.
 var readyFailure = map[string]string{
 	"bundle_storage": "bundle storage not writable",
+	"database":       "state database unreachable",
 	"decision_log":   "decision log not writable",
 	"bundle_keys":    "bundle verification keys unavailable",
 	"tls_svid":       "no TLS SVID",
@@ -398,7 +408,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	check("bundle_storage", s.reg.Writable())
+	if s.db != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		check("database", s.db.Ping(ctx))
+		cancel()
+	} else {
+		check("bundle_storage", s.reg.Writable())
+	}
 	check("decision_log", s.dlog.Writable())
 	keysErr := s.keysErr
 	if kv, ok := s.verifier.(interface{ Err() error }); ok && keysErr == nil {
@@ -852,7 +868,7 @@ func (s *Server) proveInclusion(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	line, err := s.index.Line(r.Context(), seq)
+	line, err := s.recordLine(r.Context(), seq)
 	if err == nil {
 		var p decisionlog.InclusionProof
 		if p, err = s.dlog.ProveInclusion(seq, size, line); err == nil {

@@ -20,6 +20,8 @@ import (
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/state"
+	"github.com/meshguard/meshguard/distributor/state/postgres"
 	"github.com/meshguard/meshguard/distributor/store"
 )
 
@@ -38,7 +40,7 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	reg  *bundles.Registry
-	dlog *decisionlog.Log
+	dlog state.DecisionLog
 	// bindings bind uploaders to the proxies they post for (nil: off).
 	bindings *auth.ProxyBindings
 	search   decisionlog.Searcher
@@ -55,7 +57,9 @@ type Server struct {
 	keysErr     error
 	tlsSrc      *auth.Source
 	store       store.Store
-	mux         *http.ServeMux
+	// db is the state database (state.backend postgres), nil otherwise.
+	db  *postgres.DB
+	mux *http.ServeMux
 
 	readyMu   sync.Mutex
 	readyLast map[string]string // check -> last error text, to log changes
@@ -134,12 +138,18 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	for n, c := range cfg.Bundles.Channels {
 		chans[n] = bundles.ChannelOptions{Scope: c.Scope, Retain: c.Retain}
 	}
+	chanStore, err := s.openState(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if s.reg, err = bundles.Open(bundles.Options{
-		Dir: filepath.Join(cfg.Data, "bundles"), Verifier: verifier, Retain: cfg.Bundles.Retain,
+		Store: chanStore, Verifier: verifier, Retain: cfg.Bundles.Retain,
 		Channels: chans, AutoChannels: cfg.Bundles.AutoChannels, Logger: s.log,
 	}); err != nil {
 		return nil, err
 	}
+	// Follow other replicas' publishes (shared state) until Close.
+	go s.reg.Run(s.base)
 	s.expiryWarned = map[string]expiryWarning{}
 	for ch, ri := range s.reg.LatestInfos() {
 		s.m.revision.WithLabelValues(ch).Set(float64(ri.Revision))
@@ -154,12 +164,23 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.log.Info("decision log checkpoints are signed by", "verifier_key", ckey.Public, "key_file", keyPath)
-	if s.dlog, err = decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
-		SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
-		Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
-		Key: &ckey, CheckpointEvery: cfg.Decisions.CheckpointInterval,
-	}); err != nil {
-		return nil, err
+	if s.db != nil {
+		// One log for the deployment, in the database; the key file must be
+		// the same on every replica (a mounted Secret).
+		s.dlog = s.db.Decisions(&ckey, cfg.Decisions.CheckpointInterval, s.log)
+		s.search = pgSearch{}
+	} else {
+		flog, err := decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
+			SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
+			Retention: cfg.Decisions.Retention, RetainBytes: int64(cfg.Decisions.RetainBytes),
+			Key: &ckey, CheckpointEvery: cfg.Decisions.CheckpointInterval,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.dlog = flog
+		s.index = decisionlog.OpenIndex(flog, decisionlog.IndexOptions{Logger: s.log})
+		s.search = s.index
 	}
 	if len(cfg.Decisions.ProxyBindings) > 0 {
 		if s.bindings, err = auth.CompileProxyBindings(cfg.Decisions.ProxyBindings); err != nil {
@@ -168,8 +189,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		}
 	}
 	s.m.decisionSeq.Set(float64(s.dlog.Head().Seq))
-	s.index = decisionlog.OpenIndex(s.dlog, decisionlog.IndexOptions{Logger: s.log})
-	s.search = s.index
 	s.pollers = pollers.New(cfg.Bundles.Pollers, 0)
 
 	if cfg.TLS.Enabled() {
@@ -212,8 +231,12 @@ func (s *Server) TLSConfig() *tls.Config {
 // Registry is the bundle registry.
 func (s *Server) Registry() *bundles.Registry { return s.reg }
 
-// DecisionLog is the decision log.
-func (s *Server) DecisionLog() *decisionlog.Log { return s.dlog }
+// DecisionLog is the file decision log (nil with state.backend postgres,
+// whose log is in the database).
+func (s *Server) DecisionLog() *decisionlog.Log {
+	l, _ := s.dlog.(*decisionlog.Log)
+	return l
+}
 
 // Search answers the console's queries over the decision log.
 func (s *Server) Search() decisionlog.Searcher { return s.search }
@@ -315,6 +338,9 @@ func (s *Server) Close() error {
 		}
 		if c, ok := s.store.(io.Closer); ok {
 			_ = c.Close()
+		}
+		if s.db != nil {
+			s.db.Close()
 		}
 	})
 	return err

@@ -244,6 +244,38 @@ func TestHAValues(t *testing.T) {
 		csi = csi || (v.CSI != nil && v.CSI.Driver == "csi.spiffe.io")
 	}
 	assert.True(t, csi, "SPIFFE Workload API through the CSI driver")
+
+	// Shared state: bundles and the decision log in PostgreSQL, the password,
+	// CA and checkpoint key from Secrets mounted where the config points.
+	cm := typed[corev1.ConfigMap](t, objs["ConfigMap"][0])
+	path := filepath.Join(t.TempDir(), "distributor.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cm.Data["distributor.yaml"]), 0o644))
+	cfg, err := server.LoadConfig(path)
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	assert.Equal(t, "postgres", cfg.State.Backend)
+	assert.Equal(t, "verify-full", cfg.State.Postgres.SSLMode)
+	userinfo, _, _ := strings.Cut(strings.TrimPrefix(cfg.State.Postgres.URL, "postgres://"), "@")
+	assert.NotContains(t, userinfo, ":", "no password in the URL")
+	mounts := map[string]string{}
+	for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	secrets := map[string]string{}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			secrets[v.Name] = v.Secret.SecretName
+		}
+	}
+	for file, secret := range map[string]string{
+		cfg.State.Postgres.PasswordFile: "meshguard-postgres",
+		cfg.State.Postgres.CAFile:       "meshguard-postgres-ca",
+		cfg.Decisions.CheckpointKey:     "meshguard-checkpoint-key",
+	} {
+		vol := mounts[filepath.Dir(file)]
+		require.NotEmpty(t, vol, "%s is mounted", file)
+		assert.Equal(t, secret, secrets[vol], file)
+	}
 	rule := typed[monitoringv1.PrometheusRule](t, objs["PrometheusRule"][0])
 	var alerts []string
 	for _, g := range rule.Spec.Groups {
@@ -258,20 +290,28 @@ func TestHAValues(t *testing.T) {
 
 func TestChartRefusesBrokenValues(t *testing.T) {
 	for name, tc := range map[string]struct {
-		over map[string]any
-		msg  string
+		over  map[string]any
+		msg   string
+		files []string
 	}{
-		"mode":              {map[string]any{"mesh": map[string]any{"mode": "plain"}}, "/mesh/mode"},
-		"spiffe without id": {map[string]any{"mesh": map[string]any{"mode": "spiffe"}}, "X509-SVID"},
-		"replicas on rwo":   {map[string]any{"replicaCount": 3}, "ReadWriteOnce"},
-		"replicas, fs":      {map[string]any{"replicaCount": 3, "persistence": map[string]any{"enabled": false}}, "storage.backend oci"},
-		"no keys":           {map[string]any{"keys": map[string]any{"secretName": ""}}, "keys.secretName"},
-		"typo in values":    {map[string]any{"mesh": map[string]any{"mod": "spiffe"}}, "mod"},
-		"bad digest":        {map[string]any{"image": map[string]any{"digest": "latest"}}, "digest"},
-		"bad channel name":  {map[string]any{"bundles": map[string]any{"channels": map[string]any{"Prod": map[string]any{"scope": "x"}}}}, "Prod"},
+		"mode":              {over: map[string]any{"mesh": map[string]any{"mode": "plain"}}, msg: "/mesh/mode"},
+		"spiffe without id": {over: map[string]any{"mesh": map[string]any{"mode": "spiffe"}}, msg: "X509-SVID"},
+		"replicas on rwo":   {over: map[string]any{"replicaCount": 3}, msg: "ReadWriteOnce"},
+		"replicas, fs":      {over: map[string]any{"replicaCount": 3, "persistence": map[string]any{"enabled": false}}, msg: "storage.backend oci"},
+		"replicas, fs state": {map[string]any{"replicaCount": 3, "persistence": map[string]any{"enabled": false},
+			"storage": map[string]any{"backend": "oci", "oci": map[string]any{"registry": "harbor.example.com/m"}}}, "state.backend postgres", nil},
+		"postgres, no url": {over: map[string]any{"state": map[string]any{"backend": "postgres"}}, msg: "state.postgres.url"},
+		"password in url": {map[string]any{"state": map[string]any{"backend": "postgres",
+			"postgres": map[string]any{"url": "postgres://meshguard:hunter2@pg:5432/m"}}}, "passwordSecret", nil},
+		"replicas, no checkpoint key": {map[string]any{"decisions": map[string]any{"checkpointKeySecret": map[string]any{"name": ""}}}, "checkpointKeySecret", []string{"values-ha.yaml"}},
+		"bad sslmode":                 {over: map[string]any{"state": map[string]any{"postgres": map[string]any{"sslmode": "sometimes"}}}, msg: "sslmode"},
+		"no keys":                     {over: map[string]any{"keys": map[string]any{"secretName": ""}}, msg: "keys.secretName"},
+		"typo in values":              {over: map[string]any{"mesh": map[string]any{"mod": "spiffe"}}, msg: "mod"},
+		"bad digest":                  {over: map[string]any{"image": map[string]any{"digest": "latest"}}, msg: "digest"},
+		"bad channel name":            {over: map[string]any{"bundles": map[string]any{"channels": map[string]any{"Prod": map[string]any{"scope": "x"}}}}, msg: "Prod"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := render(t, tc.over)
+			_, err := render(t, tc.over, tc.files...)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.msg)
 		})

@@ -67,6 +67,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (gt (int .Values.replicaCount) 1) (eq .Values.storage.backend "filesystem") -}}
 {{- fail "replicaCount > 1 needs storage.backend oci so every replica serves the same modules" -}}
 {{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (eq .Values.state.backend "filesystem") -}}
+{{- fail "replicaCount > 1 needs state.backend postgres so every replica serves the same bundles and writes one decision log" -}}
+{{- end -}}
+{{- if and (eq .Values.state.backend "postgres") (not .Values.state.postgres.url) -}}
+{{- fail "state.backend postgres needs state.postgres.url" -}}
+{{- end -}}
+{{- if and (eq .Values.state.backend "postgres") (regexMatch "://[^/@]*:[^/@]*@" .Values.state.postgres.url) -}}
+{{- fail "state.postgres.url must not hold a password: use state.postgres.passwordSecret" -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.decisions.checkpointKeySecret.name) -}}
+{{- fail "replicaCount > 1 needs decisions.checkpointKeySecret: every replica signs the one decision log's checkpoints with the same key" -}}
+{{- end -}}
 {{- if and (eq .Values.storage.backend "oci") (not .Values.storage.oci.registry) -}}
 {{- fail "storage.backend oci needs storage.oci.registry" -}}
 {{- end -}}
@@ -147,5 +159,23 @@ storage:
     {{- end }}
     timeout: {{ .Values.storage.oci.timeout | quote }}
   {{- end }}
+state:
+  backend: {{ .Values.state.backend }}
+  {{- if eq .Values.state.backend "postgres" }}
+  postgres:
+    url: {{ .Values.state.postgres.url | quote }}
+    {{- if .Values.state.postgres.passwordSecret.name }}
+    password_file: {{ printf "/etc/meshguard/postgres/%s" .Values.state.postgres.passwordSecret.key | quote }}
+    {{- end }}
+    sslmode: {{ .Values.state.postgres.sslmode | quote }}
+    {{- if .Values.state.postgres.caSecret.name }}
+    ca_file: {{ printf "/etc/meshguard/postgres-ca/%s" .Values.state.postgres.caSecret.key | quote }}
+    {{- end }}
+    max_conns: {{ int .Values.state.postgres.maxConns }}
+  {{- end }}
+{{- if .Values.decisions.checkpointKeySecret.name }}
+decisions:
+  checkpoint_key: {{ printf "/etc/meshguard/checkpoint/%s" .Values.decisions.checkpointKeySecret.key | quote }}
+{{- end }}
 shutdown_timeout: 20s
 {{- end -}}
