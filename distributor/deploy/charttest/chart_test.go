@@ -3,6 +3,7 @@ package charttest
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -220,6 +221,8 @@ func TestChart(t *testing.T) {
 				assert.Equal(t, "sidecar~*~*.{ns}~{ns}.svc.cluster.local", cfg.Decisions.ProxyBindings[0].Proxy)
 				_, err := auth.CompileProxyBindings(cfg.Decisions.ProxyBindings)
 				assert.NoError(t, err)
+			} else if slices.Contains(tc.files, "values-ha.yaml") {
+				assert.Equal(t, "/etc/meshguard/checkpoint/checkpoint.key", cfg.Decisions.CheckpointKey, "replicas share one key")
 			} else {
 				assert.Empty(t, cfg.Decisions.CheckpointKey, "generated on the data volume")
 				assert.Empty(t, cfg.Decisions.ProxyBindings)

@@ -173,9 +173,5 @@ state:
     {{- end }}
     max_conns: {{ int .Values.state.postgres.maxConns }}
   {{- end }}
-{{- if .Values.decisions.checkpointKeySecret.name }}
-decisions:
-  checkpoint_key: {{ printf "/etc/meshguard/checkpoint/%s" .Values.decisions.checkpointKeySecret.key | quote }}
-{{- end }}
 shutdown_timeout: 20s
 {{- end -}}
