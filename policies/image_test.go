@@ -96,7 +96,8 @@ func TestImageRejectsDamage(t *testing.T) {
 	}
 	cases := map[string][]byte{
 		"no magic":        []byte("MGENGINX" + string(img[8:])),
-		"future version":  append([]byte(ImageMagic+"\x04"), img[9:]...),
+		"future version":  append([]byte(ImageMagic+"\x05"), img[9:]...),
+		"v3 (no users)":   append([]byte(ImageMagic+"\x03"), img[9:]...),
 		"old version":     append([]byte(ImageMagic+"\x01"), img[9:]...),
 		"v2 (no sunsets)": append([]byte(ImageMagic+"\x02"), img[9:]...),
 		"trailing byte":   append(append([]byte(nil), img...), 0),
@@ -107,7 +108,7 @@ func TestImageRejectsDamage(t *testing.T) {
 			require.ErrorIs(t, err, ErrImage)
 			if b[8] != img[8] {
 				// Another format version says so and how to get a loadable one.
-				require.ErrorContains(t, err, fmt.Sprintf("format version %d, this engine reads version 3 only: rebuild the bundle", b[8]))
+				require.ErrorContains(t, err, fmt.Sprintf("format version %d, this engine reads version 4 only: rebuild the bundle", b[8]))
 			}
 		})
 	}

@@ -28,6 +28,8 @@ const (
 	KindPolicyTest     = "PolicyTest"
 )
 
+// (KindIssuer is declared with the end-user types in user.go.)
+
 // Pos is a position in a policy file (1-based line and column).
 type Pos struct {
 	File string
@@ -64,6 +66,7 @@ type Set struct {
 	Devices      []*DevicePolicy
 	Revocations  []*Revocations
 	TrustDomains []*TrustDomain
+	Issuers      []*Issuer
 	Tests        []*PolicyTest
 }
 
@@ -101,6 +104,13 @@ type AccessRule struct {
 	Paths        []Pattern // empty = any path
 	Methods      []string  // upper-case; empty = any method
 	Headers      []HeaderMatch
+	// End-user conditions (see policies/README.md): with any of them the
+	// rule matches only a request with a verified end-user token whose
+	// iss is one of Issuers (when given), whose claims satisfy every
+	// condition of Claims and that grants every scope of Scopes.
+	Issuers      []Pattern
+	Scopes       []string
+	Claims       []ClaimCondition
 	Access       Access           // device rules only
 	RateLimit    *CallerRateLimit // allow rules only; nil: none
 	Pos          Pos

@@ -45,6 +45,10 @@ type Request struct {
 
 	PeerVersion string // Istio peer metadata `version` label
 
+	// User is the verified end-user access token (nil: none), which
+	// rules' issuers, scopes and claims conditions read.
+	User *User
+
 	Method  string
 	Path    string // canonical path (see CanonicalPath); a query string is ignored
 	Headers Getter // may be nil
@@ -93,6 +97,13 @@ type Decision struct {
 	// denied ("" when no version rule applied); a view of the request's
 	// strings.
 	Version string
+	// UserRequired is set on a default deny when an enforced allow rule
+	// would have matched but for the missing end-user token (the guard
+	// answers 401); Scope, when an enforced allow rule matched in all but
+	// its scopes, holds the earliest such rule's scopes space-separated
+	// (the guard answers 403 insufficient_scope).
+	UserRequired bool
+	Scope        string
 }
 
 // CallerLimit is a per-caller token bucket a decision asks the guard to
@@ -140,6 +151,9 @@ type Input struct {
 	Method      string            `json:"method"`
 	Path        string            `json:"path"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	// User is the verified end-user access token's claims (its JSON
+	// payload: iss, sub, scope or scp, any other claim); nil: no token.
+	User map[string]any `json:"user,omitempty"`
 	// Now is the decision's instant (RFC 3339 with an explicit offset, see
 	// ParseInstant); "" is the current time.
 	Now string `json:"now,omitempty"`
@@ -174,6 +188,9 @@ func (in *Input) Request() *Request {
 		if t, err := ParseInstant(in.Now); err == nil {
 			r.Now = t.UnixNano()
 		}
+	}
+	if in.User != nil {
+		r.User = NewUser(in.User)
 	}
 	if d := in.Device; d != nil {
 		r.DeviceID, r.DeviceClass, r.DeviceVendor, r.DeviceModel, r.DeviceFirmware = d.ID, d.Class, d.Vendor, d.Model, d.Firmware
