@@ -108,12 +108,12 @@ type AccessRule struct {
 	// rule matches only a request with a verified end-user token whose
 	// iss is one of Issuers (when given), whose claims satisfy every
 	// condition of Claims and that grants every scope of Scopes.
-	Issuers      []Pattern
-	Scopes       []string
-	Claims       []ClaimCondition
-	Access       Access           // device rules only
-	RateLimit    *CallerRateLimit // allow rules only; nil: none
-	Pos          Pos
+	Issuers   []Pattern
+	Scopes    []string
+	Claims    []ClaimCondition
+	Access    Access           // device rules only
+	RateLimit *CallerRateLimit // allow rules only; nil: none
+	Pos       Pos
 }
 
 // Caller rate limit keys (CallerRateLimit.Per).

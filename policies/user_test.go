@@ -155,7 +155,7 @@ func TestIssuerParseErrors(t *testing.T) {
 			`f.yaml:8:9: jwks:`},
 		"leeway": {doc("  issuer: https://idp\n  audiences: [a]\n  algorithms: [ES256]\n  jwks: " + jwks + "\n  leeway: 1h\n"),
 			`f.yaml:9:11: leeway 1h0m0s exceeds 5m0s`},
-		"duplicate iss": {doc("  issuer: https://idp\n  audiences: [a]\n  algorithms: [ES256]\n  jwks: " + jwks + "\n") + "---\n" +
+		"duplicate iss": {doc("  issuer: https://idp\n  audiences: [a]\n  algorithms: [ES256]\n  jwks: "+jwks+"\n") + "---\n" +
 			strings.Replace(doc("  issuer: https://idp\n  audiences: [a]\n  algorithms: [ES256]\n  jwks: "+jwks+"\n"), "name: i", "name: j", 1),
 			`f.yaml:12:11: issuer "j": another Issuer ("i", f.yaml:3:11) declares "https://idp"`},
 	}
@@ -187,11 +187,11 @@ func TestInputUser(t *testing.T) {
 	assert.Equal(t, []string{"a"}, r.User.Scopes)
 	assert.Equal(t, Claim{Kind: ClaimNumber, Str: "1.5", Num: 1.5}, r.User.Claims["n"])
 	for js, want := range map[string]string{
-		`{"method":"GET","path":"/","user":[]}`:                    "user must be an object",
-		`{"method":"GET","path":"/","user":{"a":1,"a":2}}`:         `member "a" given twice`,
-		`{"method":"GET","path":"/","user":{"x":{"a":1,"a":2}}}`:   `member "a" given twice`,
-		`{"method":"GET","path":"/","user":{"iss":1}}`:             `claim "iss" must be a string`,
-		`{"method":"GET","path":"/","user":{"scp":[1]}}`:           `claim "scp" must be a string or an array of strings`,
+		`{"method":"GET","path":"/","user":[]}`:                     "user must be an object",
+		`{"method":"GET","path":"/","user":{"a":1,"a":2}}`:          `member "a" given twice`,
+		`{"method":"GET","path":"/","user":{"x":{"a":1,"a":2}}}`:    `member "a" given twice`,
+		`{"method":"GET","path":"/","user":{"iss":1}}`:              `claim "iss" must be a string`,
+		`{"method":"GET","path":"/","user":{"scp":[1]}}`:            `claim "scp" must be a string or an array of strings`,
 		`{"method":"GET","path":"/","user":{"x":` + deep(40) + `}}`: "nested too deeply",
 	} {
 		_, err := ParseInput([]byte(js))
