@@ -34,7 +34,6 @@ func accessClaims() map[string]any {
 		"scope": "meter:read meter:write", "groups": []string{"operators"}}
 }
 
-
 func TestUserVerify(t *testing.T) {
 	ec := newEC(t, "ec1")
 	v, err := NewUserVerifier([]policies.IssuerConfig{userIssuerCfg(t, ec)}, 16)
@@ -134,7 +133,7 @@ func TestUserVerifyRejects(t *testing.T) {
 		"scp numbers":      {ec.sign(t, with("scp", []int{1}), typ), ErrMalformed},
 		"jku header":       {ec.sign(t, accessClaims(), map[string]any{"typ": "at+jwt", "jku": "https://x"}), ErrHeader},
 		"not a JWS":        {"abc.def", ErrMalformed},
-		"duplicate claims": {signRaw(t, ec, `{"iss":"` + idpURL + `","sub":"a","sub":"b"}`), ErrMalformed},
+		"duplicate claims": {signRaw(t, ec, `{"iss":"`+idpURL+`","sub":"a","sub":"b"}`), ErrMalformed},
 	}
 	for name, c := range cases {
 		_, err := v.Verify(c.tok, "authorization", now)
