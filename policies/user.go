@@ -446,3 +446,18 @@ func (e *Engine) addIssuers(l []*Issuer) error {
 	e.counts.Issuers = len(e.issuers)
 	return nil
 }
+
+// UserClaimNames returns the claim names the rules' claim conditions read.
+func (e *Engine) UserClaimNames() []string {
+	var out []string
+	for i := range e.rules {
+		if u := e.rules[i].user; u != nil {
+			for _, c := range u.claims {
+				if !in(out, c.name) {
+					out = append(out, c.name)
+				}
+			}
+		}
+	}
+	return out
+}

@@ -28,6 +28,8 @@ type presented struct {
 	jwt     string
 	jwtFrom uint16 // bit k: jwtSvid.headers[k] (config.MaxJWTHeaders)
 	device  string
+	// user is the end-user access token and userFrom its header.
+	user, userFrom string
 }
 
 // tokenChars marks the bytes of an RFC 6750 b64token before its padding:
@@ -177,7 +179,7 @@ func (g *Guard) credentials(x *Exchange) error {
 			x.creds.device = tok
 		}
 	}
-	return nil
+	return g.userCredentials(x)
 }
 
 // dropCredentials removes the verified credential headers before the
@@ -192,6 +194,10 @@ func (g *Guard) dropCredentials(x *Exchange, r Request) {
 				r.RemoveHeader(name)
 			}
 		}
+	}
+	if x.caller.User != nil && x.creds.userFrom != "" && !idc.KeepsCredential(x.creds.userFrom) {
+		x.hdrs.remove(x.creds.userFrom)
+		r.RemoveHeader(x.creds.userFrom)
 	}
 	if x.caller.Device != nil && !idc.KeepsCredential(idc.Device.Header) {
 		x.hdrs.remove(idc.Device.Header)

@@ -21,8 +21,9 @@ type Exchange struct {
 	peerRead bool
 	caller   Caller
 	creds    presented
-	// challenge is the error_description of a 401's WWW-Authenticate.
-	challenge string
+	// challenge is the error_description of a 401's WWW-Authenticate,
+	// authError its error code ("" for a bare Bearer challenge).
+	challenge, authError string
 	req       policies.Request
 	dec       policies.Decision
 	// decisionID names the record of a recorded allow (or dry-run), for the
@@ -48,7 +49,7 @@ func (x *Exchange) headers(r Request) {
 // callback, and what would pin an old engine.
 func (x *Exchange) release() {
 	x.hdrs, x.hdrsRead, x.peerRead = nil, false, false
-	x.caller, x.creds, x.challenge, x.retryAfter = Caller{}, presented{}, "", ""
+	x.caller, x.creds, x.challenge, x.authError, x.retryAfter = Caller{}, presented{}, "", "", ""
 	x.req, x.dec = policies.Request{}, policies.Decision{}
 }
 
@@ -109,13 +110,20 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 			x.caller.Peer = identity.PeerSPIFFEID(r.PeerURISAN())
 		}
 		x.dec = policies.Decision{Reason: "ambiguous credentials: " + err.Error()}
-		x.challenge = err.Error()
+		x.challenge, x.authError = err.Error(), "invalid_request"
 		return g.enforce(x, r, now, "credentials", 401)
 	}
 	// 3. Who is calling: every credential verifies, one caller.
 	if err := g.resolve(x, r, now); err != nil {
 		x.dec = policies.Decision{Reason: err.Error()}
 		return g.enforce(x, r, now, "identity", 403)
+	}
+	// The end-user token, verified after the workload identity: an
+	// invalid one is a 401 whatever else the request carries.
+	if err := g.resolveUser(x, r, now); err != nil {
+		x.dec = policies.Decision{Reason: "end-user token rejected: " + err.Error()}
+		x.challenge, x.authError = challengeText(err.Error()), "invalid_token"
+		return g.enforce(x, r, now, "identity", 401)
 	}
 	x.req = policies.Request{}
 	x.caller.fill(&x.req)
@@ -126,6 +134,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		}
 	}
 	g.dropCredentials(x, r)
+	g.forwardClaims(x, r)
 	method, _ := x.hdrs.Get(":method")
 	path := canon
 	if i := strings.IndexByte(path, '?'); i >= 0 {
@@ -187,7 +196,15 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 			x.dec.Audit = true
 		}
 	}
-	return g.enforce(x, r, now, "", 403)
+	status := uint32(403)
+	switch {
+	case x.dec.Allow:
+	case x.dec.UserRequired:
+		status = 401 // RFC 6750 §3.1: no token, a bare challenge
+	case x.dec.Scope != "":
+		x.authError = "insufficient_scope"
+	}
+	return g.enforce(x, r, now, "", status)
 }
 
 // chargeCaller takes a token from the bucket of a caller limit: one per
@@ -250,10 +267,15 @@ func (g *Guard) enforce(x *Exchange, r Request, now time.Time, stage string, sta
 	if status == 429 && x.retryAfter != "" {
 		hdrs = append(hdrs, [2]string{"retry-after", x.retryAfter})
 	}
-	if status == 401 {
+	switch {
+	case status == 401 && x.authError == "":
+		hdrs = append(hdrs, [2]string{"www-authenticate", "Bearer"})
+	case status == 401:
 		// RFC 6750 §3: the error_description holds no quote or backslash
-		// (credError texts never do).
-		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="invalid_request", error_description="` + x.challenge + `"`})
+		// (credError texts never do; token errors pass challengeText).
+		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="` + x.authError + `", error_description="` + x.challenge + `"`})
+	case x.authError == "insufficient_scope":
+		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="insufficient_scope", scope="` + challengeText(d.Scope) + `"`})
 	}
 	return Outcome{Status: status, Headers: hdrs, Body: body}
 }
@@ -276,6 +298,7 @@ func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string,
 	if t := c.Token; t != nil {
 		rec.TokenSubject, rec.JTI = t.ID, t.JTI
 	}
+	rec.User, rec.UserIssuer = g.users.userRecord(c.User)
 	if dev := x.caller.Device; dev != nil {
 		rec.DeviceID, rec.DeviceClass, rec.Firmware = dev.ID, dev.Class, dev.Firmware
 	}

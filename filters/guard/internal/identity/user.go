@@ -301,3 +301,23 @@ func claimTime(u *policies.User, name string) time.Time {
 	sec, frac := math.Modf(c.Num)
 	return time.Unix(int64(sec), int64(frac*1e9))
 }
+
+// Owns reports whether an Issuer declares the token's (unverified) iss,
+// so a header shared with JWT-SVIDs can be read as an end-user token.
+func (v *UserVerifier) Owns(token string) bool {
+	if _, ok := v.cache.Get(token); ok {
+		return true
+	}
+	j, err := jose.Parse(token)
+	if err != nil {
+		return false
+	}
+	var p struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(j.Payload, &p) != nil {
+		return false
+	}
+	_, ok := v.byURL[p.Iss]
+	return ok
+}
