@@ -128,7 +128,7 @@ func (r *records) Record(rec *audit.Record) {
 	c := *rec
 	c.RuleIDs = slices.Clone(rec.RuleIDs)
 	for _, s := range []*string{&c.DecisionID, &c.Reason, &c.Subject, &c.DeviceID, &c.DeviceClass, &c.Version,
-		&c.Method, &c.Path, &c.Authority, &c.Proxy, &c.Source, &c.Peer, &c.TokenSubject, &c.Forwarder, &c.JTI, &c.TargetDevice} {
+		&c.Method, &c.Path, &c.Authority, &c.Proxy, &c.Source, &c.Peer, &c.TokenSubject, &c.Forwarder, &c.JTI, &c.TargetDevice, &c.User, &c.UserIssuer} {
 		*s = strings.Clone(*s)
 	}
 	r.list = append(r.list, c)
