@@ -24,8 +24,8 @@ type Exchange struct {
 	// challenge is the error_description of a 401's WWW-Authenticate,
 	// authError its error code ("" for a bare Bearer challenge).
 	challenge, authError string
-	req       policies.Request
-	dec       policies.Decision
+	req                  policies.Request
+	dec                  policies.Decision
 	// decisionID names the record of a recorded allow (or dry-run), for the
 	// response.
 	decisionID string

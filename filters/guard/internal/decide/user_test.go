@@ -68,8 +68,8 @@ func TestUserTokens(t *testing.T) {
 
 	// Invalid tokens: 401 invalid_token whose description is quote-free.
 	for name, bad := range map[string]string{
-		"expired":      idp.Token(t, "alice", "meter:read", func(c map[string]any) { c["exp"] = epoch.Add(-time.Hour).Unix() }),
-		"audience":     idp.Token(t, "alice", "meter:read", func(c map[string]any) { c["aud"] = `evil"\` }),
+		"expired":  idp.Token(t, "alice", "meter:read", func(c map[string]any) { c["exp"] = epoch.Add(-time.Hour).Unix() }),
+		"audience": idp.Token(t, "alice", "meter:read", func(c map[string]any) { c["aud"] = `evil"\` }),
 		"workload JWT": guardtest.Sign(t, idp.Key, "idp-1", "ES256", map[string]any{"iss": guardtest.IdPIssuer, "sub": "a",
 			"aud": guardtest.APIAudience, "exp": epoch.Add(time.Hour).Unix(), "iat": epoch.Unix()}),
 		"tampered": tok[:len(tok)-4] + "AAAA",
