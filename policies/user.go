@@ -2,6 +2,7 @@ package policies
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -460,4 +461,29 @@ func (e *Engine) UserClaimNames() []string {
 		}
 	}
 	return out
+}
+
+// CheckUserClaims checks the registered claims of an input's end-user
+// token: iss, sub and scope are strings when present, scp a string or an
+// array of strings.
+func CheckUserClaims(m map[string]any) error {
+	for _, k := range []string{"iss", "sub", "scope"} {
+		if v, ok := m[k]; ok {
+			if _, ok := v.(string); !ok {
+				return fmt.Errorf("claim %q must be a string", k)
+			}
+		}
+	}
+	switch v := m["scp"].(type) {
+	case nil, string:
+	case []any:
+		for _, e := range v {
+			if _, ok := e.(string); !ok {
+				return errors.New("claim \"scp\" must be a string or an array of strings")
+			}
+		}
+	default:
+		return errors.New("claim \"scp\" must be a string or an array of strings")
+	}
+	return nil
 }
