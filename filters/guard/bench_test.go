@@ -330,3 +330,46 @@ spec:
 		})
 	}
 }
+
+// BenchmarkEndUserDecision compares a decision on a cached end-user access
+// token at a gateway (mTLS peer, Bearer access token, scope condition,
+// forwarded claim) with one on a cached workload JWT-SVID, in one run and
+// with one 10k-rule bundle holding both policies:
+// go test ./filters/guard -run '^$' -bench EndUserDecision
+func BenchmarkEndUserDecision(b *testing.B) {
+	f := newFixture(b)
+	idp := guardtest.NewIdP(b, epoch)
+	files := f.Big(10000)
+	files[bundle.SourcesDir+"edge.yaml"] = idp.Policy()
+	big := f.Bundle(b, 1, files)
+	cfg := f.Config(b, func(m map[string]any) {
+		guardtest.Inline(big)(m)
+		guardtest.EndUser("")(m)
+	})
+	for _, tc := range []struct {
+		name  string
+		props *host.Props
+		hdrs  host.Headers
+	}{
+		{"workload-token-cache-hit", host.NewProps(), host.Headers{{":method", "GET"}, {":path", "/v1/bulk/9999/x"}, {":authority", "bulk"},
+			{":scheme", "https"}, {"authorization", "Bearer " + f.SVID(b, "spiffe://grid.example/ns/bulk/sa/w9999", nil)}}},
+		{"end-user-token-cache-hit", peer(guardtest.Gateway), host.Headers{{":method", "GET"}, {":path", "/api/v1/meters/m1"},
+			{":authority", "api"}, {":scheme", "https"}, {"authorization", "Bearer " + idp.Token(b, "alice", "meter:read", nil)}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := hosttest.New(b, guardWasm(b), hosttest.PluginConfig(cfg), hosttest.LogLevel(host.LogWarn))
+			d := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				s := h.Plugin.NewStream(tc.props)
+				t0 := time.Now()
+				v := s.RequestHeaders(tc.hdrs, true)
+				d = append(d, time.Since(t0))
+				if v.Reply != nil {
+					b.Fatalf("denied: %s", v.Reply.Body)
+				}
+				s.Complete()
+			}
+			percentiles(b, d)
+		})
+	}
+}

@@ -1,6 +1,8 @@
 package decide
 
 import (
+	"time"
+
 	"strings"
 
 	"github.com/meshguard/meshguard/filters/guard/config"
@@ -121,7 +123,7 @@ func (h *Headers) one(name string) (string, bool, error) {
 
 // credentials reads the JWT-SVID and device token the request presents,
 // refusing ambiguous ones. Nothing is verified yet.
-func (g *Guard) credentials(x *Exchange) error {
+func (g *Guard) credentials(x *Exchange, now time.Time) error {
 	idc := &g.cfg.Identity
 	x.creds = presented{}
 	if j := idc.JWTSVID; j != nil {
@@ -179,7 +181,7 @@ func (g *Guard) credentials(x *Exchange) error {
 			x.creds.device = tok
 		}
 	}
-	return g.userCredentials(x)
+	return g.userCredentials(x, now)
 }
 
 // dropCredentials removes the verified credential headers before the

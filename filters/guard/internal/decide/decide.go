@@ -105,7 +105,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		x.hdrs.set(":path", canon)
 	}
 	// 2. Credentials that could be read two ways are refused (401).
-	if err := g.credentials(x); err != nil {
+	if err := g.credentials(x, now); err != nil {
 		if g.cfg.Identity.PeerCertificate {
 			x.caller.Peer = identity.PeerSPIFFEID(r.PeerURISAN())
 		}

@@ -195,6 +195,7 @@ func (g *Guard) Sweep(now time.Time) {
 	}
 	if g.users != nil && g.users.verify != nil {
 		g.users.verify.Cache().Sweep(now)
+		g.users.verify.NotOwned().Sweep(now)
 	}
 }
 

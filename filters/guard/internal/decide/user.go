@@ -78,7 +78,7 @@ func contains(l []string, s string) bool {
 // userCredentials reads the end-user token from the Issuers' headers. A
 // token in a header the JWT-SVID configuration also reads is an end-user
 // token when an Issuer owns its iss, else it stays a JWT-SVID.
-func (g *Guard) userCredentials(x *Exchange) error {
+func (g *Guard) userCredentials(x *Exchange, now time.Time) error {
 	if g.users == nil || g.users.verify == nil {
 		return nil
 	}
@@ -105,7 +105,7 @@ func (g *Guard) userCredentials(x *Exchange) error {
 			return ambiguous("the ", name, " header does not hold exactly one token")
 		}
 		if k := g.jwtHeader(name); k >= 0 && x.creds.jwtFrom&(1<<k) != 0 {
-			if !g.users.verify.Owns(tok) {
+			if !g.users.verify.Owns(tok, now) {
 				continue // a JWT-SVID
 			}
 			x.creds.jwtFrom &^= 1 << k

@@ -62,13 +62,16 @@ type UserVerifier struct {
 	byURL   map[string]*userIssuer
 	headers []string // distinct token headers, in Issuer order
 	cache   *Cache[*UserToken]
+	// notOwned remembers tokens whose iss no Issuer declares (see Owns).
+	notOwned *Cache[struct{}]
 	// Signatures counts signature verifications.
 	Signatures uint64
 }
 
 // NewUserVerifier compiles the Issuers (their JWKS parsed once).
 func NewUserVerifier(issuers []policies.IssuerConfig, cacheSize int) (*UserVerifier, error) {
-	v := &UserVerifier{byURL: map[string]*userIssuer{}, cache: NewCache[*UserToken](cacheSize)}
+	v := &UserVerifier{byURL: map[string]*userIssuer{}, cache: NewCache[*UserToken](cacheSize),
+		notOwned: NewCache[struct{}](cacheSize)}
 	for _, is := range issuers {
 		set, err := jose.ParseKeySet(is.JWKS)
 		if err != nil {
@@ -93,6 +96,9 @@ func contains(l []string, s string) bool {
 	}
 	return false
 }
+
+// NotOwned exposes the cache of tokens no Issuer owns (for sweeping).
+func (v *UserVerifier) NotOwned() *Cache[struct{}] { return v.notOwned }
 
 // Headers returns the request headers that carry end-user tokens.
 func (v *UserVerifier) Headers() []string { return v.headers }
@@ -304,20 +310,39 @@ func claimTime(u *policies.User, name string) time.Time {
 
 // Owns reports whether an Issuer declares the token's (unverified) iss,
 // so a header shared with JWT-SVIDs can be read as an end-user token.
-func (v *UserVerifier) Owns(token string) bool {
+// Tokens found not to be owned are remembered (bounded, until their exp
+// or notOwnedFor at most), so a cached JWT-SVID in the shared header is
+// not decoded again on every request.
+func (v *UserVerifier) Owns(token string, now time.Time) bool {
 	if _, ok := v.cache.Get(token); ok {
 		return true
+	}
+	if _, ok := v.notOwned.Get(token); ok {
+		return false
 	}
 	j, err := jose.Parse(token)
 	if err != nil {
 		return false
 	}
 	var p struct {
-		Iss string `json:"iss"`
+		Iss string  `json:"iss"`
+		Exp float64 `json:"exp"`
 	}
 	if json.Unmarshal(j.Payload, &p) != nil {
 		return false
 	}
-	_, ok := v.byURL[p.Iss]
-	return ok
+	if _, ok := v.byURL[p.Iss]; ok {
+		return true
+	}
+	until := now.Add(notOwnedFor)
+	if e := time.Unix(int64(p.Exp), 0); p.Exp > 0 && e.Before(until) {
+		until = e
+	}
+	v.notOwned.Put(token, struct{}{}, until)
+	return false
 }
+
+// notOwnedFor bounds how long a token is remembered as not an end-user
+// token (the Issuers change only with the policy, which rebuilds the
+// verifier).
+const notOwnedFor = 5 * time.Minute

@@ -157,3 +157,16 @@ func signRaw(t *testing.T, s *signer, payload string) string {
 	// The signature no longer matches, but the payload is refused first.
 	return parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + parts[2]
 }
+
+func TestUserOwns(t *testing.T) {
+	ec := newEC(t, "ec1")
+	v, err := NewUserVerifier([]policies.IssuerConfig{userIssuerCfg(t, ec)}, 16)
+	require.NoError(t, err)
+	assert.True(t, v.Owns(ec.sign(t, accessClaims(), nil), now))
+	foreign := ec.sign(t, map[string]any{"sub": "spiffe://grid.example/x", "exp": now.Add(time.Hour).Unix()}, nil)
+	assert.False(t, v.Owns(foreign, now))
+	assert.Equal(t, 1, v.NotOwned().Len(), "a foreign token is remembered")
+	assert.False(t, v.Owns(foreign, now))
+	assert.Equal(t, uint64(1), v.NotOwned().Hits)
+	assert.False(t, v.Owns("not-a-token", now))
+}
