@@ -212,6 +212,10 @@ type DecisionJSON struct {
 	// CallerLimit and DryRunCallerLimit are the caller limits to charge.
 	CallerLimit       *CallerLimitJSON `json:"callerLimit,omitempty"`
 	DryRunCallerLimit *CallerLimitJSON `json:"dryRunCallerLimit,omitempty"`
+	// Scope and UserRequired are the end-user refinements of a default
+	// deny (see Decision).
+	Scope        string `json:"scope,omitempty"`
+	UserRequired bool   `json:"userRequired,omitempty"`
 }
 
 // CallerLimitJSON is the JSON form of a decision's caller limit.
@@ -233,7 +237,8 @@ type RateLimitJSON struct {
 // JSON converts d to its JSON form.
 func (d *Decision) JSON() DecisionJSON {
 	j := DecisionJSON{Allow: d.Allow, Rules: append([]string{}, d.Rules()...), Reason: d.Reason,
-		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice}
+		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice,
+		Scope: d.Scope, UserRequired: d.UserRequired}
 	if d.HasRateLimit {
 		j.RateLimit = &RateLimitJSON{Key: d.RateLimitKey, PerSecond: d.RateLimit.PerSecond, Burst: d.RateLimit.Burst}
 	}
