@@ -127,7 +127,7 @@ func TestImageRejectsDamage(t *testing.T) {
 }
 
 func FuzzUnmarshalEngine(f *testing.F) {
-	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits"} {
+	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits", "testdata/users"} {
 		files, err := ReadPaths(dir)
 		require.NoError(f, err)
 		s, err := Load(files)
@@ -142,6 +142,8 @@ func FuzzUnmarshalEngine(f *testing.F) {
 		{SPIFFEID: "spiffe://grid.example/ns/a/sa/b", Method: "GET", Path: "/v1/x/y", Headers: Map{}, Claims: Map{}},
 		{DeviceID: "inv-1", DeviceClass: "inverter", DeviceFirmware: "1.2.3", Method: "POST", Path: "/", JTI: "j"},
 		{TrustDomain: "grid.example", Method: "PUT", Path: "/v1/inverters/inv-7/setpoint"},
+		{SPIFFEID: "spiffe://grid.example/ns/istio-system/sa/ingress-gateway", Method: "POST", Path: "/api/v1/meters/m1",
+			User: NewUser(map[string]any{"iss": "https://idp.utility.example", "scope": "meter:write", "groups": []any{"operators"}, "tenant": "north"})},
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := UnmarshalEngine(data)

@@ -448,7 +448,7 @@ func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 	r.Issuers = p.patterns(f["issuers"], "issuers")
 	for _, is := range r.Issuers {
 		if !issuerURL(is.Text) {
-			p.errorf(f["issuers"], "issuers: %q is not an https URL without query or fragment", is.Text)
+			p.errs = append(p.errs, &Error{Pos: is.Pos, Msg: fmt.Sprintf("issuers: %q is not an https URL without query or fragment", is.Text)})
 		}
 	}
 	for _, sc := range p.seq(f["scopes"], "scopes") {
