@@ -170,3 +170,24 @@ func TestUserOwns(t *testing.T) {
 	assert.Equal(t, uint64(1), v.NotOwned().Hits)
 	assert.False(t, v.Owns("not-a-token", now))
 }
+
+// FuzzUserVerify: no token makes the end-user verifier panic, and every
+// accepted token names a subject, its Issuer and an expiry ahead of now.
+func FuzzUserVerify(f *testing.F) {
+	ec := newEC(f, "ec1")
+	v, err := NewUserVerifier([]policies.IssuerConfig{userIssuerCfg(f, ec)}, 4)
+	require.NoError(f, err)
+	f.Add(ec.sign(f, accessClaims(), map[string]any{"typ": "at+jwt"}))
+	f.Add(b64(map[string]string{"alg": "ES256", "kid": "ec1", "typ": "at+jwt"}) + "." +
+		b64(map[string]any{"iss": idpURL, "sub": "a", "aud": []any{1}, "exp": 1e300, "scp": []any{"a", 2}}) + ".AA")
+	f.Add(b64(map[string]string{"alg": "none", "typ": "at+jwt"}) + "." + b64(accessClaims()) + ".")
+	f.Fuzz(func(t *testing.T, tok string) {
+		u, err := v.Verify(tok, "authorization", now)
+		if err == nil {
+			require.NotEmpty(t, u.User.Subject)
+			require.Equal(t, "utility-idp", u.Issuer)
+			require.True(t, now.Before(u.Expiry.Add(time.Minute)))
+		}
+		v.Owns(tok, now)
+	})
+}
