@@ -5,10 +5,10 @@ package policies
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
-	"strconv"
 	"math/rand/v2"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
