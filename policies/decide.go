@@ -668,6 +668,10 @@ func (st *state) callerLimit(l *CallerLimit, r *crule, caller string) {
 	switch r.limit.per {
 	case PerDevice:
 		l.Key = st.req.DeviceID
+	case PerUser:
+		if u := st.req.User; u != nil {
+			l.Key, l.Issuer = u.Subject, u.Issuer
+		}
 	default:
 		if rest, ok := strings.CutPrefix(caller, "spiffe://"); ok && rest != "" {
 			l.Key = caller

@@ -543,7 +543,7 @@ func (e *Engine) addRule(root *snode, r *AccessRule, dev *cdevice) error {
 		}
 	}
 	if l := r.RateLimit; l != nil {
-		if r.Effect != Allow || (l.Per != PerWorkload && l.Per != PerDevice) || l.Requests == 0 || l.Burst == 0 ||
+		if r.Effect != Allow || (l.Per != PerWorkload && l.Per != PerDevice && l.Per != PerUser) || l.Requests == 0 || l.Burst == 0 ||
 			l.Period < minLimitPeriod || l.Period > maxLimitPeriod {
 			return fmt.Errorf("%s: invalid rateLimit", l.Pos)
 		}

@@ -69,8 +69,10 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			w.b = append(w.b, 0)
 		case r.limit.per == PerWorkload:
 			w.b = append(w.b, 1)
-		default:
+		case r.limit.per == PerDevice:
 			w.b = append(w.b, 2)
+		default:
+			w.b = append(w.b, 3)
 		}
 		if l := r.limit; l != nil {
 			w.uint(uint64(l.requests))
@@ -376,12 +378,15 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		}
 		if per := r.byte(); per != 0 {
 			req, period, burst := r.int(maxLimitRequests), r.int(uint64(maxLimitPeriod)), r.int(maxLimitRequests)
-			if r.err == nil && (per > 2 || c.effect != Allow || req == 0 || burst == 0 || period < int(minLimitPeriod)) {
+			if r.err == nil && (per > 3 || c.effect != Allow || req == 0 || burst == 0 || period < int(minLimitPeriod)) {
 				r.fail("rule %d: bad rate limit", i)
 			}
 			kind := PerWorkload
-			if per == 2 {
+			switch per {
+			case 2:
 				kind = PerDevice
+			case 3:
+				kind = PerUser
 			}
 			if r.err == nil {
 				c.limit = newCLimit(kind, uint32(req), int64(period), uint32(burst))

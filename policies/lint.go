@@ -55,6 +55,9 @@ func Warnings(s *Set) ErrorList {
 			if l := r.RateLimit; l != nil && l.Per == PerDevice {
 				warn(l.Pos, "workload rule %q limits per device: every request it allows without a device token (or whose token has no id) shares one bucket", r.ID)
 			}
+			if l := r.RateLimit; l != nil && l.Per == PerUser && len(r.Issuers)+len(r.Scopes)+len(r.Claims) == 0 {
+				warn(l.Pos, "rule %q limits per end user but has no end-user condition: every request it allows without an end-user token shares one bucket", r.ID)
+			}
 			if r.Effect != Allow || r.DryRun {
 				continue
 			}

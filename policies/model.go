@@ -120,12 +120,13 @@ type AccessRule struct {
 const (
 	PerWorkload = "workload" // the caller's SPIFFE ID
 	PerDevice   = "device"   // the device token's id
+	PerUser     = "user"     // the end-user token's issuer and subject
 )
 
 // CallerRateLimit is an allow rule's per-caller token bucket: Requests per
 // Period, at most Burst at once, one bucket per rule and caller identity.
 type CallerRateLimit struct {
-	Per      string // PerWorkload or PerDevice
+	Per      string // PerWorkload, PerDevice or PerUser
 	Requests uint32
 	Period   time.Duration
 	Burst    uint32 // Requests unless given

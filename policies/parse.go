@@ -591,9 +591,9 @@ func (p *parser) callerLimit(n *yaml.Node) *CallerRateLimit {
 	l := &CallerRateLimit{Pos: p.pos(n)}
 	if v := f["per"]; v != nil {
 		switch l.Per = p.str(v, "per"); l.Per {
-		case PerWorkload, PerDevice:
+		case PerWorkload, PerDevice, PerUser:
 		default:
-			p.errorf(v, "per must be workload or device, not %q", l.Per)
+			p.errorf(v, "per must be workload, device or user, not %q", l.Per)
 		}
 	}
 	count := func(k string) uint32 {

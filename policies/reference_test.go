@@ -284,6 +284,11 @@ func refDecide(s *Set, req *Request) Decision {
 			l := CallerLimit{Rule: r.ID, Per: r.RateLimit.Per, PerSecond: float64(r.RateLimit.Requests) / r.RateLimit.Period.Seconds(), Burst: r.RateLimit.Burst}
 			if l.Per == PerDevice {
 				l.Key = req.DeviceID
+			} else if l.Per == PerUser {
+				if req.User != nil {
+					l.Key, _ = refRaw[req.User]["sub"].(string)
+					l.Issuer, _ = refRaw[req.User]["iss"].(string)
+				}
 			} else if strings.HasPrefix(caller, "spiffe://") && len(caller) > len("spiffe://") {
 				l.Key = caller
 			}
@@ -646,7 +651,7 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 		}
 		if eff == "allow" && rnd.IntN(3) == 0 {
 			r += ", rateLimit: " + []string{"{per: workload, requests: 10, period: 1m}", "{per: device, requests: 3, period: 500ms, burst: 7}",
-				"{per: workload, requests: 1, period: 24h, burst: 1}"}[rnd.IntN(3)]
+				"{per: workload, requests: 1, period: 24h, burst: 1}", "{per: user, requests: 5, period: 1s}"}[rnd.IntN(4)]
 		}
 		return r + "}\n"
 	}

@@ -110,11 +110,15 @@ type Decision struct {
 // charge: one bucket per (Rule, Per, Key).
 type CallerLimit struct {
 	Rule string // the id of the rule whose rateLimit it is
-	Per  string // PerWorkload or PerDevice
-	// Key is the caller's identity for Per: its SPIFFE ID, or the device
+	Per  string // PerWorkload, PerDevice or PerUser
+	// Key is the caller's identity for Per: its SPIFFE ID, the device
 	// token's id as the token spells it (compared by the device-id case
-	// rule); "" when the request has none (they share one bucket).
-	Key       string
+	// rule), or the end-user token's subject; "" when the request has none
+	// (they share one bucket).
+	Key string
+	// Issuer is the end-user token's iss (PerUser only): one bucket per
+	// issuer and subject.
+	Issuer    string
 	PerSecond float64
 	Burst     uint32
 }
@@ -223,6 +227,7 @@ type CallerLimitJSON struct {
 	Rule      string  `json:"rule"`
 	Per       string  `json:"per"`
 	Key       string  `json:"key"`
+	Issuer    string  `json:"issuer,omitempty"`
 	PerSecond float64 `json:"perSecond"`
 	Burst     uint32  `json:"burst"`
 }
@@ -244,11 +249,11 @@ func (d *Decision) JSON() DecisionJSON {
 	}
 	if d.HasCallerLimit {
 		l := d.CallerLimit
-		j.CallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
+		j.CallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, Issuer: l.Issuer, PerSecond: l.PerSecond, Burst: l.Burst}
 	}
 	if d.HasDryRunCallerLimit {
 		l := d.DryRunCallerLimit
-		j.DryRunCallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
+		j.DryRunCallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, Issuer: l.Issuer, PerSecond: l.PerSecond, Burst: l.Burst}
 	}
 	return j
 }

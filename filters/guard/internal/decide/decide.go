@@ -158,7 +158,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		if !ok {
 			g.ports.Telemetry.CallerLimited(false)
 			x.dec.Allow, x.retryAfter = false, ratelimit.RetryAfter(wait)
-			x.dec.Reason = callerLimitReason(&x.dec.CallerLimit, "")
+			x.dec.Reason = g.callerLimitReason(&x.dec.CallerLimit, "")
 			return g.enforce(x, r, now, "", 429)
 		}
 	}
@@ -191,7 +191,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 			l := &x.dec.DryRunCallerLimit
 			if !x.dec.DryRun {
 				x.dec.DryRun, x.dec.DryRunRule = true, l.Rule
-				x.dec.Reason = callerLimitReason(l, " (dry run)")
+				x.dec.Reason = g.callerLimitReason(l, " (dry run)")
 			}
 			x.dec.Audit = true
 		}
@@ -211,14 +211,20 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 // rule, key kind and identity; device ids fold (the device-id case rule),
 // SPIFFE IDs do not.
 func (g *Guard) chargeCaller(l *policies.CallerLimit, now time.Time) (bool, time.Duration, error) {
-	parts, fold := [3]string{l.Rule, l.Per, l.Key}, [3]bool{false, false, l.Per == policies.PerDevice}
+	parts, fold := [4]string{l.Rule, l.Per, l.Issuer, l.Key}, [4]bool{false, false, false, l.Per == policies.PerDevice}
 	return g.callers.Take(parts[:], fold[:], l.PerSecond, l.Burst, now)
 }
 
 // callerLimitReason says which caller's budget of which rule ran out.
-func callerLimitReason(l *policies.CallerLimit, suffix string) string {
+func (g *Guard) callerLimitReason(l *policies.CallerLimit, suffix string) string {
 	who := "workload " + l.Key
 	switch {
+	case l.Per == policies.PerUser && l.Key == "":
+		who = "requests without an end-user token"
+	case l.Per == policies.PerUser:
+		// The record names the user as configured (maybe a pseudonym).
+		u, iss := g.users.userRecord(&policies.User{Issuer: l.Issuer, Subject: l.Key})
+		who = "end user " + u + " of " + iss
 	case l.Per == policies.PerDevice && l.Key == "":
 		who = "requests without a device id"
 	case l.Per == policies.PerDevice:

@@ -133,3 +133,25 @@ func TestUserConfig(t *testing.T) {
 		assert.Contains(t, g.Err().Error(), want)
 	}
 }
+
+// TestUserCallerLimit: a rule limited per end user keeps one bucket per
+// issuer and subject; the refusal names the user as the record does.
+func TestUserCallerLimit(t *testing.T) {
+	f := guardtest.New(t, epoch)
+	idp := guardtest.NewIdP(t, epoch)
+	pol := strings.Replace(string(idp.Policy()), "      scopes: [meter:read]\n",
+		"      scopes: [meter:read]\n      rateLimit: {per: user, requests: 1, period: 1m}\n", 1)
+	b := f.Bundle(t, 2, f.WithPolicy("edge.yaml", []byte(pol)))
+	cfg := f.Config(t, func(m map[string]any) { guardtest.Inline(b)(m); guardtest.EndUser(pseudoKey)(m) })
+	w := newProxy().worker(t, cfg)
+	require.NoError(t, w.Err())
+	var x Exchange
+	alice, bob := idp.Token(t, "alice", "meter:read", nil), idp.Token(t, "bob", "meter:read", nil)
+	require.True(t, w.Decide(&x, get("/api/v1/meters/m1", bearer(alice)).from(guardtest.Gateway)).Forward())
+	require.True(t, w.Decide(&x, get("/api/v1/meters/m1", bearer(bob)).from(guardtest.Gateway)).Forward(), "bob has his own bucket")
+	out := w.Decide(&x, get("/api/v1/meters/m1", bearer(alice)).from(guardtest.Gateway))
+	require.Equal(t, uint32(429), out.Status)
+	reason := reply(t, out).Reason
+	assert.Contains(t, reason, "caller rate limit of rule edge/meter-reads exceeded for end user hmac-sha256:")
+	assert.NotContains(t, reason, "alice", "the pseudonym hides the subject in the reason too")
+}
