@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meshguard/meshguard/filters/guard/config"
+	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 )
 
 // Credentials are read before anything is verified, and every way of
@@ -30,8 +31,10 @@ type presented struct {
 	jwt     string
 	jwtFrom uint16 // bit k: jwtSvid.headers[k] (config.MaxJWTHeaders)
 	device  string
-	// user is the end-user access token and userFrom its header.
+	// user is the end-user access token and userFrom its header;
+	// userHit its cached verification, when the lookup found one.
 	user, userFrom string
+	userHit        *identity.UserToken
 }
 
 // tokenChars marks the bytes of an RFC 6750 b64token before its padding:

@@ -104,8 +104,9 @@ func (g *Guard) userCredentials(x *Exchange, now time.Time) error {
 		} else if !b64token(v) {
 			return ambiguous("the ", name, " header does not hold exactly one token")
 		}
+		hit, cached := g.users.verify.Lookup(tok)
 		if k := g.jwtHeader(name); k >= 0 && x.creds.jwtFrom&(1<<k) != 0 {
-			if !g.users.verify.Owns(tok, now) {
+			if !cached && !g.users.verify.OwnsUncached(tok, now) {
 				continue // a JWT-SVID
 			}
 			x.creds.jwtFrom &^= 1 << k
@@ -116,7 +117,7 @@ func (g *Guard) userCredentials(x *Exchange, now time.Time) error {
 		if x.creds.user != "" {
 			return ambiguous("the request presents end-user tokens in two headers (", x.creds.userFrom, " and ", name, ")")
 		}
-		x.creds.user, x.creds.userFrom = tok, name
+		x.creds.user, x.creds.userFrom, x.creds.userHit = tok, name, hit
 	}
 	return nil
 }
@@ -146,10 +147,17 @@ func (g *Guard) resolveUser(x *Exchange, r Request, now time.Time) error {
 	if x.creds.user == "" {
 		return nil
 	}
-	c := u.verify.Cache()
-	h0, m0 := c.Hits, c.Misses
-	t, err := u.verify.Verify(x.creds.user, x.creds.userFrom, now)
-	g.countTokens(c.Hits-h0, c.Misses-m0)
+	var t *identity.UserToken
+	var err error
+	if hit := x.creds.userHit; hit != nil {
+		t, err = u.verify.Accept(x.creds.user, hit, x.creds.userFrom, now)
+		g.countTokens(1, 0)
+	} else {
+		c := u.verify.Cache()
+		h0, m0 := c.Hits, c.Misses
+		t, err = u.verify.Verify(x.creds.user, x.creds.userFrom, now)
+		g.countTokens(c.Hits-h0, c.Misses-m0)
+	}
 	if err != nil {
 		return err
 	}

@@ -112,14 +112,7 @@ func (v *UserVerifier) Cache() *Cache[*UserToken] { return v.cache }
 // cached token costs a hash, a lookup and the time checks.
 func (v *UserVerifier) Verify(token, header string, now time.Time) (*UserToken, error) {
 	if t, ok := v.cache.Get(token); ok {
-		if err := t.check(now); err != nil {
-			v.cache.Remove(token)
-			return nil, err
-		}
-		if t.header != header {
-			return nil, fmt.Errorf("%w: a token of %q arrived in header %s", ErrIssuer, t.User.Issuer, header)
-		}
-		return t, nil
+		return v.Accept(token, t, header, now)
 	}
 	if len(token) == 0 || len(token) > MaxTokenBytes {
 		return nil, fmt.Errorf("%w: size %d", ErrMalformed, len(token))
@@ -171,6 +164,28 @@ func (v *UserVerifier) Verify(token, header string, now time.Time) (*UserToken, 
 		}
 	}
 	v.cache.Put(token, t, t.Expiry.Add(c.Leeway))
+	return t, nil
+}
+
+// OwnsUncached is Owns for a token Lookup did not find.
+func (v *UserVerifier) OwnsUncached(token string, now time.Time) bool { return v.owns(token, now) }
+
+// Lookup returns the cached verification of token, which Accept must
+// still check for this request (a cache hit of Verify in two steps, so a
+// caller that looked the token up already does not hash it twice).
+func (v *UserVerifier) Lookup(token string) (*UserToken, bool) { return v.cache.Get(token) }
+
+// Accept checks a cached token t (from Lookup) for a request at now that
+// presented it in header: its times with the Issuer's leeway (an expired
+// token leaves the cache) and its Issuer's header.
+func (v *UserVerifier) Accept(token string, t *UserToken, header string, now time.Time) (*UserToken, error) {
+	if err := t.check(now); err != nil {
+		v.cache.Remove(token)
+		return nil, err
+	}
+	if t.header != header {
+		return nil, fmt.Errorf("%w: a token of %q arrived in header %s", ErrIssuer, t.User.Issuer, header)
+	}
 	return t, nil
 }
 
@@ -317,6 +332,11 @@ func (v *UserVerifier) Owns(token string, now time.Time) bool {
 	if _, ok := v.cache.Get(token); ok {
 		return true
 	}
+	return v.owns(token, now)
+}
+
+// owns is Owns after a cache miss.
+func (v *UserVerifier) owns(token string, now time.Time) bool {
 	if _, ok := v.notOwned.Get(token); ok {
 		return false
 	}
