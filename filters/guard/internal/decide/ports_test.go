@@ -155,6 +155,13 @@ type request struct {
 	replaced [][2]string
 	// panics makes PeerURISAN panic (an internal error mid-decision).
 	panics bool
+	// meta is dynamic metadata by "filter/key/claim".
+	meta map[string]string
+}
+
+func (r *request) Metadata(filter, key, claim string) (string, bool) {
+	v, ok := r.meta[filter+"/"+key+"/"+claim]
+	return v, ok
 }
 
 func get(path string, hdrs ...[2]string) *request { return req("GET", path, hdrs...) }

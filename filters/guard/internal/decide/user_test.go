@@ -155,3 +155,47 @@ func TestUserCallerLimit(t *testing.T) {
 	assert.Contains(t, reason, "caller rate limit of rule edge/meter-reads exceeded for end user hmac-sha256:")
 	assert.NotContains(t, reason, "alice", "the pseudonym hides the subject in the reason too")
 }
+
+// TestJWTAuthnUser: claims jwt_authn verified, one payload per request;
+// the claims rules name are read, a token header is not.
+func TestJWTAuthnUser(t *testing.T) {
+	f := guardtest.New(t, epoch)
+	idp := guardtest.NewIdP(t, epoch)
+	b := f.Bundle(t, 2, f.WithPolicy("edge.yaml", idp.Policy()))
+	cfg := f.Config(t, func(m map[string]any) {
+		guardtest.Inline(b)(m)
+		m["identity"].(map[string]any)["endUser"] = map[string]any{"jwtAuthn": []string{"k1", "k2"}}
+	})
+	w := newProxy().worker(t, cfg)
+	require.NoError(t, w.Err())
+	assert.Equal(t, []string{"groups"}, w.users.claims)
+	var x Exchange
+	payload := func(key string, kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[JWTAuthnFilter+"/"+key+"/"+kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	r := req("POST", "/api/v1/meters/m1").from(guardtest.Gateway)
+	r.meta = payload("k2", "iss", guardtest.IdPIssuer, "sub", "alice", "scope", "meter:write", "groups", "operators")
+	require.True(t, w.Decide(&x, r).Forward())
+	// Without the scope: 403 insufficient_scope, the record names the user.
+	r = req("POST", "/api/v1/meters/m1").from(guardtest.Gateway)
+	r.meta = payload("k2", "iss", guardtest.IdPIssuer, "sub", "carol", "scope", "meter:read", "groups", "operators")
+	require.Equal(t, uint32(403), w.Decide(&x, r).Status)
+	assert.Equal(t, "carol", w.recs.last(t).User)
+
+	r = req("POST", "/api/v1/meters/m1").from(guardtest.Gateway)
+	r.meta = payload("k1", "iss", guardtest.IdPIssuer, "sub", "bob", "scope", "meter:write")
+	for k, v := range payload("k2", "iss", guardtest.IdPIssuer, "sub", "eve", "scope", "meter:write") {
+		r.meta[k] = v
+	}
+	out := w.Decide(&x, r)
+	require.Equal(t, uint32(401), out.Status)
+	assert.Contains(t, reply(t, out).Reason, "jwt_authn verified two payloads")
+
+	// A bearer token is not read in this mode: no user.
+	out = w.Decide(&x, get("/api/v1/meters/m1", bearer(idp.Token(t, "alice", "meter:read", nil))).from(guardtest.Gateway))
+	require.Equal(t, uint32(403), out.Status, "the token is read as a JWT-SVID and refused")
+}
