@@ -201,3 +201,21 @@ func TestInputUser(t *testing.T) {
 }
 
 func deep(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+
+func TestUserWarnings(t *testing.T) {
+	s, _ := loadUsers(t)
+	for _, w := range Warnings(s) {
+		assert.NotContains(t, w.Msg, "no Issuer document declares", "the users set declares its issuer")
+	}
+	src := "apiVersion: meshguard.io/v1\nkind: WorkloadPolicy\nmetadata: {name: w}\nspec:\n  rules:\n" +
+		"    - {name: r, effect: allow, issuers: [https://other.example], rateLimit: {per: user, requests: 1, period: 1s}}\n" +
+		"    - {name: q, effect: allow, paths: [/q], rateLimit: {per: user, requests: 1, period: 1s}}\n"
+	s2, err := Load(map[string][]byte{"w.yaml": []byte(src)})
+	require.NoError(t, err)
+	var msgs []string
+	for _, w := range Warnings(s2) {
+		msgs = append(msgs, w.Error())
+	}
+	assert.Contains(t, msgs, `w.yaml:6:42: warning: rule "w/r" names issuer "https://other.example" that no Issuer document declares: only a guard that reads jwt_authn claims (identity.endUser.jwtAuthn) can match it`)
+	assert.Contains(t, strings.Join(msgs, "\n"), `rule "w/q" limits per end user but has no end-user condition`)
+}
