@@ -208,11 +208,15 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 }
 
 // chargeCaller takes a token from the bucket of a caller limit: one per
-// rule, key kind and identity; device ids fold (the device-id case rule),
-// SPIFFE IDs do not.
+// rule, key kind and identity (an end user's with its issuer); device ids
+// fold (the device-id case rule), SPIFFE IDs and end users do not.
 func (g *Guard) chargeCaller(l *policies.CallerLimit, now time.Time) (bool, time.Duration, error) {
-	parts, fold := [4]string{l.Rule, l.Per, l.Issuer, l.Key}, [4]bool{false, false, false, l.Per == policies.PerDevice}
-	return g.callers.Take(parts[:], fold[:], l.PerSecond, l.Burst, now)
+	parts, fold := [4]string{l.Rule, l.Per, l.Key, l.Issuer}, [4]bool{false, false, l.Per == policies.PerDevice, false}
+	n := 3
+	if l.Per == policies.PerUser {
+		n = 4 // one bucket per issuer and subject
+	}
+	return g.callers.Take(parts[:n], fold[:n], l.PerSecond, l.Burst, now)
 }
 
 // callerLimitReason says which caller's budget of which rule ran out.
