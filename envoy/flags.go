@@ -26,6 +26,9 @@ type GuardFlags struct {
 	peerCert, istioPeer, audit, logAllows           bool
 	jwtAudiences, jwtTrustDomains                   []string
 	forwarders, keepCredentials                     []string
+	endUser                                         bool
+	jwtAuthn                                        []string
+	pseudonymKeyFile                                string
 }
 
 // AddFlags registers the guard flags on fs.
@@ -48,6 +51,9 @@ func (g *GuardFlags) AddFlags(fs *pflag.FlagSet) {
 	enumflag.Var(fs, &g.direction, "direction", "", "", []string{config.DirectionInbound, config.DirectionOutbound},
 		"where the guard runs: inbound (default, decides on callers) or outbound (the caller's side: decides on the upstream's and target device's versions; no caller identity)")
 	enumflag.Var(fs, &g.paths, "paths", "", "", []string{config.PathsRefuse, config.PathsNormalize, config.PathsMergeSlashes}, "non-canonical request paths: refuse (default, 400), normalize (RFC 3986) or merge-slashes (normalize and merge //)")
+	fs.BoolVar(&g.endUser, "end-user", false, "verify end-user access tokens with the bundle's Issuers (gateways)")
+	fs.StringSliceVar(&g.jwtAuthn, "end-user-jwt-authn", nil, "take end-user claims that Istio's RequestAuthentication verified, from jwt_authn's metadata under this payload key (the issuer URL for Istio; repeatable; implies --end-user)")
+	fs.StringVar(&g.pseudonymKeyFile, "end-user-pseudonym-key-file", "", "file holding a base64 key (>= 32 bytes): audit records name end users by HMAC-SHA256 pseudonym (implies --end-user)")
 	fs.BoolVar(&g.audit, "audit", false, "post decision records to the distributor")
 	fs.BoolVar(&g.logAllows, "log-allows", false, "record allows too, not only denies")
 }
@@ -71,6 +77,9 @@ func (g *GuardFlags) Input(read ReadFunc) (GuardInput, error) {
 	in.Channel, in.Mode, in.Scope, in.PollInterval, in.ExpiryGrace = g.channel, g.mode, g.scope, g.pollInterval, g.expiryGrace
 	in.IstioPeerMetadata, in.AuditSink, in.LogAllows = g.istioPeer, g.audit, g.logAllows
 	in.JWTAudiences = g.jwtAudiences
+	in.EndUser = g.endUser || len(g.jwtAuthn) > 0 || g.pseudonymKeyFile != ""
+	in.JWTAuthn = g.jwtAuthn
+	in.PseudonymKey = strings.TrimSpace(string(file("--end-user-pseudonym-key-file", g.pseudonymKeyFile)))
 	in.TrustedForwarders, in.KeepCredentialHeaders, in.Paths = g.forwarders, g.keepCredentials, g.paths
 	for _, td := range g.jwtTrustDomains {
 		if in.JWTTrustDomains == nil {

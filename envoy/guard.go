@@ -54,6 +54,11 @@ type GuardInput struct {
 	KeepCredentialHeaders []string
 	// Paths is refuse (default), normalize or merge-slashes.
 	Paths string
+	// EndUser enables end-user access tokens (identity.endUser); JWTAuthn
+	// and PseudonymKey are its jwtAuthn keys and pseudonym key.
+	EndUser      bool
+	JWTAuthn     []string
+	PseudonymKey string
 	// AuditSink posts decision batches to the distributor.
 	AuditSink bool
 	// LogAllows records allows too.
@@ -74,7 +79,7 @@ func (in GuardInput) flagsSet() bool {
 	return len(in.VerifyKeys) > 0 || len(in.InlineBundle) > 0 || in.Channel != "" || in.PollInterval != 0 ||
 		in.Token != "" || in.Mode != "" || in.Scope != "" || in.ExpiryGrace != 0 || in.IstioPeerMetadata ||
 		len(in.JWTAudiences) > 0 || len(in.JWTTrustDomains) > 0 || in.AuditSink || in.LogAllows ||
-		len(in.TrustedForwarders) > 0 || len(in.KeepCredentialHeaders) > 0 || in.Paths != "" || in.Direction != ""
+		len(in.TrustedForwarders) > 0 || len(in.KeepCredentialHeaders) > 0 || in.Paths != "" || in.Direction != "" || in.EndUser
 }
 
 // GuardConfig builds the guard configuration, points its distributor and
@@ -173,6 +178,9 @@ func fromFlags(in GuardInput) config.Config {
 	}
 	cfg.Identity.TrustedForwarders = in.TrustedForwarders
 	cfg.Identity.KeepCredentialHeaders = in.KeepCredentialHeaders
+	if in.EndUser {
+		cfg.Identity.EndUser = &config.EndUser{JWTAuthn: in.JWTAuthn, PseudonymKey: in.PseudonymKey}
+	}
 	cfg.Paths = in.Paths
 	cfg.Audit.LogAllows = in.LogAllows
 	if in.AuditSink {

@@ -42,6 +42,15 @@ func CheckProgress(s *Set, progress Progress) ErrorList {
 		c.known[td.Name] = true
 		c.name(KindTrustDomain, td.Meta)
 	}
+	iss := map[string]*Issuer{}
+	for _, is := range s.Issuers {
+		c.name(KindIssuer, is.Meta)
+		if prev, dup := iss[is.URL]; dup && is.URL != "" {
+			c.add(is.Pos, "issuer %q: another Issuer (%q, %s) declares %q", is.Name, prev.Name, prev.Pos, is.URL)
+			continue
+		}
+		iss[is.URL] = is
+	}
 	for _, w := range s.Workloads {
 		c.name(KindWorkloadPolicy, w.Meta)
 		c.accessRules(w.Rules)
@@ -233,7 +242,7 @@ func shape(r *AccessRule) ruleShape {
 	}
 	slices.Sort(hs)
 	sig := strings.Join([]string{r.Access.String(), strings.Join(texts(r.Subjects), " "), strings.Join(texts(r.TrustDomains), " "),
-		strings.Join(texts(r.Paths), " "), strings.Join(ms, " "), strings.Join(hs, " ")}, "|")
+		strings.Join(texts(r.Paths), " "), strings.Join(ms, " "), strings.Join(hs, " "), userSig(r)}, "|")
 	return ruleShape{ok: true, subs: subs, paths: paths, sig: sig}
 }
 
@@ -388,7 +397,39 @@ func covers(a, b *AccessRule, as, bs *ruleShape) bool {
 			return false
 		}
 	}
-	return true
+	return coversUser(a, b)
+}
+
+// userSig is the canonical text of a rule's end-user conditions.
+func userSig(r *AccessRule) string {
+	is := texts(r.Issuers)
+	sc := slices.Clone(r.Scopes)
+	slices.Sort(sc)
+	return strings.Join(is, " ") + "#" + strings.Join(sc, " ") + "#" + strings.Join(claimSigs(r), " ")
+}
+
+func claimSigs(r *AccessRule) []string {
+	out := make([]string, len(r.Claims))
+	for i, c := range r.Claims {
+		vs := slices.Clone(c.Values)
+		slices.Sort(vs)
+		out[i] = fmt.Sprintf("%q%s%q", c.Name, c.Op, vs)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// coversUser reports whether a's end-user conditions hold whenever b's do
+// (conservatively: a's issuers include b's, a's scopes are among b's, and
+// each claim condition of a is one of b's).
+func coversUser(a, b *AccessRule) bool {
+	if len(a.Issuers) > 0 && (len(b.Issuers) == 0 || !subset(texts(b.Issuers), texts(a.Issuers))) {
+		return false
+	}
+	if !subset(a.Scopes, b.Scopes) {
+		return false
+	}
+	return subset(claimSigs(a), claimSigs(b))
 }
 
 func subset(small, big []string) bool {

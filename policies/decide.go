@@ -23,6 +23,9 @@ const (
 	ReasonVersionDenied    = "software version is deny-listed"
 	ReasonAllowRule        = "allowed by rule"
 	ReasonDefaultDeny      = "no rule allows the request (default deny)"
+	// Default denies that an end-user token would change.
+	ReasonInsufficientScope = "the end-user token lacks a scope the matching rule requires (default deny)"
+	ReasonUserRequired      = "a rule would allow the request with a verified end-user token; none was presented (default deny)"
 )
 
 // MaxDeviceIDLen is the longest device id (token or target) the engine
@@ -36,6 +39,9 @@ const (
 	matchAccess
 	matchHeader
 	matchWorkloadWrite // a workload allow never allows a device write
+	matchNoUser        // end-user conditions without an end-user token
+	matchUser          // the end-user token's issuer or a claim
+	matchScope         // only the end-user token's scopes
 )
 
 type state struct {
@@ -59,8 +65,13 @@ type state struct {
 	// version rule checked (seenVer), for Decision.Version.
 	verStr, seenStr string
 	seenVer         int32
-	audit           bool  // an enforced matching rule has audit: true
-	nowNs           int64 // see now
+	// noUser: an enforced allow rule failed only for want of an end-user
+	// token; scope: the earliest enforced allow rule that failed only on
+	// its scopes.
+	noUser bool
+	scope  int32
+	audit  bool  // an enforced matching rule has audit: true
+	nowNs  int64 // see now
 }
 
 func minIdx(cur, i int32) int32 {
@@ -186,10 +197,20 @@ func (st *state) consider(i int32) {
 	if st.tr != nil {
 		st.tr.rule(st, i, why)
 	}
+	r := &st.e.rules[i]
+	if why == matchNoUser || why == matchScope {
+		if !r.dryRun && r.effect == Allow {
+			if why == matchNoUser {
+				st.noUser = true
+			} else {
+				st.scope = minIdx(st.scope, i)
+			}
+		}
+		return
+	}
 	if why != matchOK {
 		return
 	}
-	r := &st.e.rules[i]
 	switch {
 	case r.dryRun && r.effect == Deny:
 		st.dryDeny = minIdx(st.dryDeny, i)
@@ -228,6 +249,16 @@ func (st *state) match(i int32) int {
 	}
 	if st.write && r.dev == nil && r.effect == Allow {
 		return matchWorkloadWrite
+	}
+	if r.user != nil {
+		switch r.user.check(st.req.User) {
+		case userMissing:
+			return matchNoUser
+		case userIssuer, userClaim:
+			return matchUser
+		case userScope:
+			return matchScope
+		}
 	}
 	return matchOK
 }
@@ -502,7 +533,7 @@ func (e *Engine) Decide(req *Request, d *Decision) {
 
 func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 	*d = Decision{}
-	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, dryLimit: -1, ver: -1, dryVer: -1, seenVer: -1}
+	st := state{e: e, req: req, tr: tr, deny: -1, allow: -1, dryDeny: -1, dryAllow: -1, dryLimit: -1, ver: -1, dryVer: -1, seenVer: -1, scope: -1}
 	end, pathErr := scanPath(req.Path)
 	if pathErr != nil {
 		st.path = trimPath(req.Path)
@@ -614,6 +645,13 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 		}
 	default:
 		d.Reason, d.Audit = ReasonDefaultDeny, st.write
+		switch {
+		case st.scope >= 0:
+			d.Reason, d.Scope = ReasonInsufficientScope, e.rules[st.scope].user.scopeText
+			d.addRule(e.rules[st.scope].id)
+		case st.noUser && req.User == nil:
+			d.Reason, d.UserRequired = ReasonUserRequired, true
+		}
 		// Would a dry-run allow have allowed it (nothing dry-run denying)?
 		if st.dryAllow >= 0 && dryRevoked == "" && st.dryVer < 0 && st.dryDeny < 0 {
 			d.DryRun, d.DryRunRule = true, e.rules[st.dryAllow].id
@@ -630,6 +668,10 @@ func (st *state) callerLimit(l *CallerLimit, r *crule, caller string) {
 	switch r.limit.per {
 	case PerDevice:
 		l.Key = st.req.DeviceID
+	case PerUser:
+		if u := st.req.User; u != nil {
+			l.Key, l.Issuer = u.Subject, u.Issuer
+		}
 	default:
 		if rest, ok := strings.CutPrefix(caller, "spiffe://"); ok && rest != "" {
 			l.Key = caller

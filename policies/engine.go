@@ -79,6 +79,7 @@ type crule struct {
 	headers []hdr
 	dev     *cdevice // nil for workload rules
 	limit   *climit  // nil: no rateLimit
+	user    *cuser   // nil: no end-user conditions
 }
 
 // Caller rate limit bounds.
@@ -174,6 +175,7 @@ type Engine struct {
 	anyRevoked, anyDryRevoked bool // so Decide skips empty tables
 
 	trustDomains map[string][]byte
+	issuers      []cissuer
 	counts       Counts
 
 	up upstreamTables // the caller's side (upstream.go)
@@ -181,7 +183,7 @@ type Engine struct {
 
 // Counts summarises a compiled engine.
 type Counts struct {
-	WorkloadRules, DeviceRules, VersionRules, Revocations, TrustDomains int
+	WorkloadRules, DeviceRules, VersionRules, Revocations, TrustDomains, Issuers int
 }
 
 // Counts returns how many rules and entries the engine holds.
@@ -424,6 +426,9 @@ func Compile(s *Set) (*Engine, error) {
 		e.trustDomains[td.Name] = td.JWKS
 	}
 	e.counts.TrustDomains = len(s.TrustDomains)
+	if err := e.addIssuers(s.Issuers); err != nil {
+		return nil, err
+	}
 	slices.Sort(e.targetHeaders)
 	e.targetHeaders = slices.Compact(e.targetHeaders)
 	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
@@ -536,9 +541,14 @@ func (n *pnode) empty() bool {
 }
 
 func (e *Engine) addRule(root *snode, r *AccessRule, dev *cdevice) error {
-	c := crule{id: r.ID, effect: r.Effect, dryRun: r.DryRun, audit: r.Audit, access: r.Access, dev: dev}
+	c := crule{id: r.ID, effect: r.Effect, dryRun: r.DryRun, audit: r.Audit, access: r.Access, dev: dev, user: newCUser(r)}
+	for _, cl := range r.Claims {
+		if cl.Name == "" || cl.Op < ClaimEquals || cl.Op > ClaimIn || len(cl.Values) == 0 || cl.Op != ClaimIn && len(cl.Values) != 1 {
+			return fmt.Errorf("%s: invalid claim condition", cl.Pos)
+		}
+	}
 	if l := r.RateLimit; l != nil {
-		if r.Effect != Allow || (l.Per != PerWorkload && l.Per != PerDevice) || l.Requests == 0 || l.Burst == 0 ||
+		if r.Effect != Allow || (l.Per != PerWorkload && l.Per != PerDevice && l.Per != PerUser) || l.Requests == 0 || l.Burst == 0 ||
 			l.Period < minLimitPeriod || l.Period > maxLimitPeriod {
 			return fmt.Errorf("%s: invalid rateLimit", l.Pos)
 		}

@@ -67,6 +67,12 @@ func (t *tracer) rule(st *state, i int32, why int) {
 		c.Why = fmt.Sprintf("the rule is for access: %s and the request is a %s", r.access, kind)
 	case matchHeader:
 		c.Why = "a header condition does not hold"
+	case matchNoUser:
+		c.Why = "the rule has end-user conditions and the request carries no verified end-user token"
+	case matchUser:
+		c.Why = "the end-user token's issuer or a claim condition does not match"
+	case matchScope:
+		c.Why = fmt.Sprintf("the end-user token does not grant every scope of %q", r.user.scopeText)
 	case matchWorkloadWrite:
 		c.Why = "a device write is allowed only by a DevicePolicy write rule, never by a WorkloadPolicy allow"
 	}

@@ -9,7 +9,7 @@ import (
 // FuzzLoad feeds arbitrary bytes through the parser and checker: it must
 // never panic, and an accepted set must compile.
 func FuzzLoad(f *testing.F) {
-	for _, glob := range []string{"testdata/grid/*.yaml", "testdata/errors/*.yaml", "testdata/sunsets/*.yaml", "testdata/callerlimits/*.yaml", "testdata/upstream/*.yaml"} {
+	for _, glob := range []string{"testdata/grid/*.yaml", "testdata/errors/*.yaml", "testdata/sunsets/*.yaml", "testdata/callerlimits/*.yaml", "testdata/upstream/*.yaml", "testdata/users/*.yaml"} {
 		files, _ := filepath.Glob(glob)
 		for _, name := range files {
 			b, err := os.ReadFile(name)

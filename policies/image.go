@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // An engine image is a compiled Engine in a compact binary form, so a proxy
@@ -27,8 +28,9 @@ const ImageMagic = "MGENGINE"
 // imageVersion is bumped on any change of the layout.
 // v3: version rules' allowed is a list of entries with optional sunsets;
 // access rules carry caller rate limits.
-// v4: the caller's side (UpstreamVersionPolicy rules, DeviceRegistry
-// entries) after the forest.
+// v4: access rules carry end-user conditions (issuers, scopes, claims);
+// the Issuer table follows the trust domains; the caller's side
+// (UpstreamVersionPolicy rules, DeviceRegistry entries) follows the forest.
 const imageVersion = 4
 
 // ErrImage is wrapped by every UnmarshalEngine error.
@@ -68,14 +70,17 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			w.b = append(w.b, 0)
 		case r.limit.per == PerWorkload:
 			w.b = append(w.b, 1)
-		default:
+		case r.limit.per == PerDevice:
 			w.b = append(w.b, 2)
+		default:
+			w.b = append(w.b, 3)
 		}
 		if l := r.limit; l != nil {
 			w.uint(uint64(l.requests))
 			w.uint(uint64(l.period))
 			w.uint(uint64(l.burst))
 		}
+		w.user(r.user)
 	}
 	w.uint(uint64(len(e.versions)))
 	for i := range e.versions {
@@ -150,6 +155,23 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.str(k)
 		w.str(string(e.trustDomains[k]))
 	}
+	w.uint(uint64(len(e.issuers)))
+	for i := range e.issuers {
+		is := &e.issuers[i]
+		w.str(is.name)
+		w.str(is.url)
+		w.strs(is.audiences)
+		w.strs(is.algorithms)
+		w.str(string(is.jwks))
+		w.str(is.header)
+		w.b = append(w.b, b2byte(is.strictType))
+		w.uint(uint64(is.leeway))
+		w.uint(uint64(len(is.forwarded)))
+		for _, f := range is.forwarded {
+			w.str(f.Claim)
+			w.str(f.Header)
+		}
+	}
 	w.ref(e.subj)
 	w.ref(e.ctrl)
 	w.ref(e.target)
@@ -158,6 +180,27 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	}
 	w.upstream(&e.up)
 	return w.b, nil
+}
+
+// user writes a rule's end-user conditions: 0, or 1 and the issuers,
+// scopes and claim conditions.
+func (w *imgWriter) user(u *cuser) {
+	if u == nil {
+		w.b = append(w.b, 0)
+		return
+	}
+	w.b = append(w.b, 1)
+	w.strs(u.issuers)
+	w.strs(u.scopes)
+	w.uint(uint64(len(u.claims)))
+	for _, c := range u.claims {
+		w.str(c.name)
+		w.b = append(w.b, byte(c.op))
+		w.uint(uint64(len(c.values)))
+		for _, v := range c.values {
+			w.str(v.text)
+		}
+	}
 }
 
 func b2byte(b bool) byte {
@@ -337,17 +380,21 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		}
 		if per := r.byte(); per != 0 {
 			req, period, burst := r.int(maxLimitRequests), r.int(uint64(maxLimitPeriod)), r.int(maxLimitRequests)
-			if r.err == nil && (per > 2 || c.effect != Allow || req == 0 || burst == 0 || period < int(minLimitPeriod)) {
+			if r.err == nil && (per > 3 || c.effect != Allow || req == 0 || burst == 0 || period < int(minLimitPeriod)) {
 				r.fail("rule %d: bad rate limit", i)
 			}
 			kind := PerWorkload
-			if per == 2 {
+			switch per {
+			case 2:
 				kind = PerDevice
+			case 3:
+				kind = PerUser
 			}
 			if r.err == nil {
 				c.limit = newCLimit(kind, uint32(req), int64(period), uint32(burst))
 			}
 		}
+		c.user = r.user(i)
 	}
 	nv := r.count(8)
 	e.versions = make([]cversion, nv)
@@ -449,6 +496,31 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		k := r.str()
 		e.trustDomains[k] = []byte(r.str())
 	}
+	if n := r.count(10); n > 0 {
+		e.issuers = make([]cissuer, n)
+		for i := range e.issuers {
+			is := &e.issuers[i]
+			is.name, is.url, is.audiences, is.algorithms = r.str(), r.str(), r.strs(), r.strs()
+			is.jwks, is.header = []byte(r.str()), r.str()
+			is.strictType = r.byte() != 0
+			is.leeway = int64(r.int(uint64(MaxIssuerLeeway)))
+			if nf := r.count(2); nf > 0 {
+				is.forwarded = make([]ForwardedClaim, nf)
+				for k := range is.forwarded {
+					is.forwarded[k] = ForwardedClaim{Claim: r.str(), Header: r.str()}
+				}
+			}
+			if r.err == nil && (is.url == "" || len(is.audiences) == 0 || len(is.algorithms) == 0 || len(is.jwks) == 0 || is.header == "") {
+				r.fail("issuer %d: incomplete", i)
+			}
+			for _, a := range is.algorithms {
+				if r.err == nil && !in(IssuerAlgorithms, a) {
+					r.fail("issuer %d: algorithm %q not allowed", i, a)
+				}
+			}
+		}
+	}
+	e.counts.Issuers = len(e.issuers)
 	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
 	e.subj, e.ctrl, e.target = r.ref(), r.ref(), r.ref()
 	r.forest(e, nv)
@@ -460,6 +532,37 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 		return nil, r.err
 	}
 	return e, nil
+}
+
+// user reads a rule's end-user conditions (see imgWriter.user).
+func (r *imgReader) user(rule int) *cuser {
+	switch r.byte() {
+	case 0:
+		return nil
+	case 1:
+	default:
+		r.fail("rule %d: bad end-user flag", rule)
+		return nil
+	}
+	u := &cuser{issuers: r.strs(), scopes: r.strs()}
+	u.scopeText = strings.Join(u.scopes, " ")
+	if n := r.count(3); n > 0 {
+		u.claims = make([]cclaim, n)
+		for k := range u.claims {
+			c := &u.claims[k]
+			c.name, c.op = r.str(), ClaimOp(r.byte())
+			nv := r.count(1)
+			if r.err == nil && (c.op < ClaimEquals || c.op > ClaimIn || nv == 0 || c.op != ClaimIn && nv != 1) {
+				r.fail("rule %d: bad claim condition %d", rule, k)
+				return nil
+			}
+			c.values = make([]cvalue, nv)
+			for j := range c.values {
+				c.values[j] = newCValue(r.str())
+			}
+		}
+	}
+	return u
 }
 
 type imgReader struct {

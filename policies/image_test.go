@@ -95,12 +95,12 @@ func TestImageRejectsDamage(t *testing.T) {
 		require.ErrorIs(t, err, ErrImage, "truncated at %d", i)
 	}
 	cases := map[string][]byte{
-		"no magic":                []byte("MGENGINX" + string(img[8:])),
-		"future version":          append([]byte(ImageMagic+"\x05"), img[9:]...),
-		"v3 (no upstream tables)": append([]byte(ImageMagic+"\x03"), img[9:]...),
-		"old version":             append([]byte(ImageMagic+"\x01"), img[9:]...),
-		"v2 (no sunsets)":         append([]byte(ImageMagic+"\x02"), img[9:]...),
-		"trailing byte":           append(append([]byte(nil), img...), 0),
+		"no magic":                          []byte("MGENGINX" + string(img[8:])),
+		"future version":                    append([]byte(ImageMagic+"\x05"), img[9:]...),
+		"v3 (no users, no upstream tables)": append([]byte(ImageMagic+"\x03"), img[9:]...),
+		"old version":                       append([]byte(ImageMagic+"\x01"), img[9:]...),
+		"v2 (no sunsets)":                   append([]byte(ImageMagic+"\x02"), img[9:]...),
+		"trailing byte":                     append(append([]byte(nil), img...), 0),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -127,7 +127,7 @@ func TestImageRejectsDamage(t *testing.T) {
 }
 
 func FuzzUnmarshalEngine(f *testing.F) {
-	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits", "testdata/upstream"} {
+	for _, dir := range []string{"testdata/grid", "testdata/sunsets", "testdata/callerlimits", "testdata/upstream", "testdata/users"} {
 		files, err := ReadPaths(dir)
 		require.NoError(f, err)
 		s, err := Load(files)
@@ -142,6 +142,8 @@ func FuzzUnmarshalEngine(f *testing.F) {
 		{SPIFFEID: "spiffe://grid.example/ns/a/sa/b", Method: "GET", Path: "/v1/x/y", Headers: Map{}, Claims: Map{}},
 		{DeviceID: "inv-1", DeviceClass: "inverter", DeviceFirmware: "1.2.3", Method: "POST", Path: "/", JTI: "j"},
 		{TrustDomain: "grid.example", Method: "PUT", Path: "/v1/inverters/inv-7/setpoint"},
+		{SPIFFEID: "spiffe://grid.example/ns/istio-system/sa/ingress-gateway", Method: "POST", Path: "/api/v1/meters/m1",
+			User: NewUser(map[string]any{"iss": "https://idp.utility.example", "scope": "meter:write", "groups": []any{"operators"}, "tenant": "north"})},
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := UnmarshalEngine(data)

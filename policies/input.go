@@ -19,6 +19,7 @@ import (
 // only in case are refused.
 func ParseInput(data []byte) (*Input, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
 	in := &Input{}
 	seen := map[string]bool{}
 	err := readObject(dec, "request", func(k string) error {
@@ -56,6 +57,20 @@ func ParseInput(data []byte) (*Input, error) {
 			m, err := readStrings(dec, k, true)
 			in.Headers = m
 			return err
+		case "user":
+			v, err := readValue(dec, 0)
+			if err != nil {
+				return fmt.Errorf("user: %w", err)
+			}
+			m, ok := v.(map[string]any)
+			if !ok {
+				return errors.New("user must be an object (the end-user token's claims)")
+			}
+			if err := CheckUserClaims(m); err != nil {
+				return fmt.Errorf("user: %w", err)
+			}
+			in.User = m
+			return nil
 		case "now":
 			if err := readString(dec, k, &in.Now); err != nil {
 				return err
@@ -65,7 +80,7 @@ func ParseInput(data []byte) (*Input, error) {
 			}
 			return nil
 		}
-		return fmt.Errorf("unknown member %q (allowed: spiffeID, peerID, forwarded, trustDomain, jti, claims, device, targetDevice, peerVersion, method, path, headers, now)", k)
+		return fmt.Errorf("unknown member %q (allowed: spiffeID, peerID, forwarded, trustDomain, jti, claims, device, targetDevice, peerVersion, method, path, headers, user, now)", k)
 	})
 	if err != nil {
 		return nil, err
@@ -193,4 +208,50 @@ func readDevice(dec *json.Decoder, d *InputDevice) error {
 		}
 		return readString(dec, "device."+k, dst)
 	})
+}
+
+// maxValueDepth bounds the nesting of an input's user claims.
+const maxValueDepth = 32
+
+// readValue reads one JSON value, refusing duplicate object members at
+// any depth (numbers stay json.Number).
+func readValue(dec *json.Decoder, depth int) (any, error) {
+	if depth > maxValueDepth {
+		return nil, errors.New("nested too deeply")
+	}
+	t, err := dec.Token()
+	if err != nil {
+		return nil, jsonErr(err)
+	}
+	switch t {
+	case json.Delim('{'):
+		m := map[string]any{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, jsonErr(err)
+			}
+			k := kt.(string)
+			if _, dup := m[k]; dup {
+				return nil, fmt.Errorf("member %q given twice", k)
+			}
+			if m[k], err = readValue(dec, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		_, err := dec.Token()
+		return m, jsonErr(err)
+	case json.Delim('['):
+		l := []any{}
+		for dec.More() {
+			v, err := readValue(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			l = append(l, v)
+		}
+		_, err := dec.Token()
+		return l, jsonErr(err)
+	}
+	return t, nil
 }

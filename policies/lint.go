@@ -50,10 +50,30 @@ func Warnings(s *Set) ErrorList {
 			warn(d.Pos, "DevicePolicy %q governs device writes but declares no target: a device token's device is taken as the device the request acts on (declare target.paths or target.header to bind tokens to the device a request names)", d.Name)
 		}
 	}
+	declared := map[string]bool{}
+	for _, is := range s.Issuers {
+		declared[is.URL] = true
+	}
+	undeclared := func(r *AccessRule) {
+		for _, is := range r.Issuers {
+			if !declared[is.Text] {
+				warn(is.Pos, "rule %q names issuer %q that no Issuer document declares: only a guard that reads jwt_authn claims (identity.endUser.jwtAuthn) can match it", r.ID, is.Text)
+			}
+		}
+	}
+	for _, d := range s.Devices {
+		for _, r := range d.Rules {
+			undeclared(r)
+		}
+	}
 	for _, w := range s.Workloads {
 		for _, r := range w.Rules {
+			undeclared(r)
 			if l := r.RateLimit; l != nil && l.Per == PerDevice {
 				warn(l.Pos, "workload rule %q limits per device: every request it allows without a device token (or whose token has no id) shares one bucket", r.ID)
+			}
+			if l := r.RateLimit; l != nil && l.Per == PerUser && len(r.Issuers)+len(r.Scopes)+len(r.Claims) == 0 {
+				warn(l.Pos, "rule %q limits per end user but has no end-user condition: every request it allows without an end-user token shares one bucket", r.ID)
 			}
 			if r.Effect != Allow || r.DryRun {
 				continue

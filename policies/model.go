@@ -28,6 +28,8 @@ const (
 	KindPolicyTest     = "PolicyTest"
 )
 
+// (KindIssuer is declared with the end-user types in user.go.)
+
 // Pos is a position in a policy file (1-based line and column).
 type Pos struct {
 	File string
@@ -64,6 +66,7 @@ type Set struct {
 	Devices      []*DevicePolicy
 	Revocations  []*Revocations
 	TrustDomains []*TrustDomain
+	Issuers      []*Issuer
 	Tests        []*PolicyTest
 	Upstreams    []*UpstreamVersionPolicy // the caller's side (upstream.go)
 	Registries   []*DeviceRegistry
@@ -103,21 +106,29 @@ type AccessRule struct {
 	Paths        []Pattern // empty = any path
 	Methods      []string  // upper-case; empty = any method
 	Headers      []HeaderMatch
-	Access       Access           // device rules only
-	RateLimit    *CallerRateLimit // allow rules only; nil: none
-	Pos          Pos
+	// End-user conditions (see policies/README.md): with any of them the
+	// rule matches only a request with a verified end-user token whose
+	// iss is one of Issuers (when given), whose claims satisfy every
+	// condition of Claims and that grants every scope of Scopes.
+	Issuers   []Pattern
+	Scopes    []string
+	Claims    []ClaimCondition
+	Access    Access           // device rules only
+	RateLimit *CallerRateLimit // allow rules only; nil: none
+	Pos       Pos
 }
 
 // Caller rate limit keys (CallerRateLimit.Per).
 const (
 	PerWorkload = "workload" // the caller's SPIFFE ID
 	PerDevice   = "device"   // the device token's id
+	PerUser     = "user"     // the end-user token's issuer and subject
 )
 
 // CallerRateLimit is an allow rule's per-caller token bucket: Requests per
 // Period, at most Burst at once, one bucket per rule and caller identity.
 type CallerRateLimit struct {
-	Per      string // PerWorkload or PerDevice
+	Per      string // PerWorkload, PerDevice or PerUser
 	Requests uint32
 	Period   time.Duration
 	Burst    uint32 // Requests unless given

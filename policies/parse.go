@@ -352,6 +352,8 @@ func (p *parser) document(n *yaml.Node) {
 			td.JWKS = p.jwks(j)
 		}
 		p.set.TrustDomains = append(p.set.TrustDomains, td)
+	case KindIssuer:
+		p.issuer(spec, meta)
 	case KindPolicyTest:
 		p.policyTest(spec, meta)
 	case KindUpstreamVersionPolicy:
@@ -360,8 +362,8 @@ func (p *parser) document(n *yaml.Node) {
 		p.deviceRegistry(spec, meta)
 	case "":
 	default:
-		p.errorf(f["kind"], "unknown kind %q (want one of %s, %s, %s, %s, %s, %s, %s, %s)", kind,
-			KindWorkloadPolicy, KindVersionPolicy, KindDevicePolicy, KindRevocations, KindTrustDomain, KindPolicyTest,
+		p.errorf(f["kind"], "unknown kind %q (want one of %s, %s, %s, %s, %s, %s, %s, %s, %s)", kind,
+			KindWorkloadPolicy, KindVersionPolicy, KindDevicePolicy, KindRevocations, KindTrustDomain, KindIssuer, KindPolicyTest,
 			KindUpstreamVersionPolicy, KindDeviceRegistry)
 	}
 }
@@ -395,7 +397,8 @@ func (p *parser) jwks(n *yaml.Node) []byte {
 	return b
 }
 
-var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers", "rateLimit"}
+var accessFields = []string{"name", "id", "effect", "dryRun", "audit", "subjects", "trustDomains", "paths", "methods", "headers", "rateLimit",
+	"issuers", "scopes", "claims"}
 
 func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 	allowed := accessFields
@@ -446,6 +449,27 @@ func (p *parser) accessRule(n *yaml.Node, meta Meta, device bool) *AccessRule {
 			p.errorf(h, "header condition needs exactly one of equals or present")
 		}
 		r.Headers = append(r.Headers, hm)
+	}
+	r.Issuers = p.patterns(f["issuers"], "issuers")
+	for _, is := range r.Issuers {
+		if !issuerURL(is.Text) {
+			p.errs = append(p.errs, &Error{Pos: is.Pos, Msg: fmt.Sprintf("issuers: %q is not an https URL without query or fragment", is.Text)})
+		}
+	}
+	for _, sc := range p.seq(f["scopes"], "scopes") {
+		v := p.str(sc, "scope")
+		if !scopeToken(v) {
+			p.errorf(sc, "scope %q is not an RFC 6749 scope-token (printable ASCII without space, quote or backslash)", v)
+			continue
+		}
+		if contains(r.Scopes, v) {
+			p.errorf(sc, "scope %q given twice", v)
+			continue
+		}
+		r.Scopes = append(r.Scopes, v)
+	}
+	for _, c := range p.seq(f["claims"], "claims") {
+		r.Claims = append(r.Claims, p.claimCondition(c))
 	}
 	if rl := f["rateLimit"]; rl != nil {
 		r.RateLimit = p.callerLimit(rl)
@@ -572,9 +596,9 @@ func (p *parser) callerLimit(n *yaml.Node) *CallerRateLimit {
 	l := &CallerRateLimit{Pos: p.pos(n)}
 	if v := f["per"]; v != nil {
 		switch l.Per = p.str(v, "per"); l.Per {
-		case PerWorkload, PerDevice:
+		case PerWorkload, PerDevice, PerUser:
 		default:
-			p.errorf(v, "per must be workload or device, not %q", l.Per)
+			p.errorf(v, "per must be workload, device or user, not %q", l.Per)
 		}
 	}
 	count := func(k string) uint32 {
@@ -803,13 +827,16 @@ func validHeaderName(s string) bool {
 
 func (p *parser) input(n *yaml.Node) Input {
 	f := p.fields(n, "input", "spiffeID", "peerID", "forwarded", "trustDomain", "jti", "claims", "device", "targetDevice",
-		"peerVersion", "method", "path", "headers", "now")
+		"peerVersion", "method", "path", "headers", "user", "now")
 	in := Input{SPIFFEID: p.str(f["spiffeID"], "spiffeID"), PeerID: p.str(f["peerID"], "peerID"),
 		Forwarded: p.boolean(f["forwarded"], "forwarded"), TrustDomain: p.str(f["trustDomain"], "trustDomain"),
 		JTI: p.str(f["jti"], "jti"), Claims: p.strMap(f["claims"], "claims", false), Target: p.str(f["targetDevice"], "targetDevice"),
 		PeerVersion: p.str(f["peerVersion"], "peerVersion"), Method: p.str(f["method"], "method"), Path: p.str(f["path"], "path"),
 		Headers: p.strMap(f["headers"], "headers", true)}
 	p.require(f, n, "input", "method", "path")
+	if u := f["user"]; u != nil {
+		in.User = p.userClaims(u)
+	}
 	if nn := f["now"]; nn != nil {
 		in.Now = p.str(nn, "now")
 		if _, err := ParseInstant(in.Now); err != nil {

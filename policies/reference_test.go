@@ -3,9 +3,12 @@
 package policies
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -205,8 +208,8 @@ func refDecide(s *Set, req *Request) Decision {
 		}
 	}
 	slices.SortStableFunc(cands, func(a, b cand) int { return comparePos(a.r.Pos, b.r.Pos) })
-	var deny, allow, dryDeny, dryAllow, dryLimited *cand
-	audit := false
+	var deny, allow, dryDeny, dryAllow, dryLimited, scopeOnly *cand
+	audit, noUser := false, false
 	for i := range cands {
 		c := &cands[i]
 		r := c.r
@@ -233,6 +236,17 @@ func refDecide(s *Set, req *Request) Decision {
 			}
 		}
 		if !ok || write && c.dp == nil && r.Effect == Allow {
+			continue
+		}
+		if why := refUser(r, req.User); why != "" {
+			if !r.DryRun && r.Effect == Allow {
+				switch {
+				case why == "missing":
+					noUser = true
+				case why == "scope" && scopeOnly == nil:
+					scopeOnly = c
+				}
+			}
 			continue
 		}
 		pick := func(p **cand) {
@@ -270,6 +284,11 @@ func refDecide(s *Set, req *Request) Decision {
 			l := CallerLimit{Rule: r.ID, Per: r.RateLimit.Per, PerSecond: float64(r.RateLimit.Requests) / r.RateLimit.Period.Seconds(), Burst: r.RateLimit.Burst}
 			if l.Per == PerDevice {
 				l.Key = req.DeviceID
+			} else if l.Per == PerUser {
+				if req.User != nil {
+					l.Key, _ = refRaw[req.User]["sub"].(string)
+					l.Issuer, _ = refRaw[req.User]["iss"].(string)
+				}
 			} else if strings.HasPrefix(caller, "spiffe://") && len(caller) > len("spiffe://") {
 				l.Key = caller
 			}
@@ -310,6 +329,13 @@ func refDecide(s *Set, req *Request) Decision {
 		}
 	default:
 		d.Reason, d.Audit = ReasonDefaultDeny, write
+		switch {
+		case scopeOnly != nil:
+			d.Reason, d.Scope = ReasonInsufficientScope, strings.Join(scopeOnly.r.Scopes, " ")
+			d.addRule(scopeOnly.r.ID)
+		case noUser:
+			d.Reason, d.UserRequired = ReasonUserRequired, true
+		}
 		if dryAllow != nil && dryRevoked == "" && dryVerFail == "" && dryDeny == nil {
 			d.DryRun, d.DryRunRule = true, dryAllow.r.ID
 		}
@@ -467,6 +493,118 @@ var refNows = []time.Time{
 	time.Date(2027, 3, 1, 0, 0, 0, 499999999, time.UTC),
 }
 
+// refRaw holds the JSON payload each generated end-user token was made
+// from, so the reference reads claims as the README states them, from
+// JSON values rather than the engine's decoded form.
+var refRaw = map[*User]map[string]any{}
+
+func refUserOf(payload map[string]any) *User {
+	u := NewUser(payload)
+	refRaw[u] = payload
+	return u
+}
+
+// refUser applies a rule's end-user conditions: "" when they hold (or
+// the rule has none), else "missing", "other" or "scope".
+func refUser(r *AccessRule, u *User) string {
+	if len(r.Issuers) == 0 && len(r.Scopes) == 0 && len(r.Claims) == 0 {
+		return ""
+	}
+	if u == nil {
+		return "missing"
+	}
+	raw := refRaw[u]
+	if len(r.Issuers) > 0 {
+		iss, _ := raw["iss"].(string)
+		if !slices.ContainsFunc(r.Issuers, func(p Pattern) bool { return p.Text == iss }) {
+			return "other"
+		}
+	}
+	for _, c := range r.Claims {
+		v, ok := raw[c.Name]
+		if !ok || !refClaim(c, v) {
+			return "other"
+		}
+	}
+	var granted []string
+	if sc, ok := raw["scope"].(string); ok {
+		granted = append(granted, strings.Split(sc, " ")...)
+	}
+	switch x := raw["scp"].(type) {
+	case string:
+		granted = append(granted, strings.Split(x, " ")...)
+	case []any:
+		for _, e := range x {
+			if s, ok := e.(string); ok && !strings.Contains(s, " ") {
+				granted = append(granted, s)
+			}
+		}
+	}
+	for _, sc := range r.Scopes {
+		if !slices.Contains(granted, sc) {
+			return "scope"
+		}
+	}
+	return ""
+}
+
+// refClaim is one claim condition on a JSON value, as the README says.
+func refClaim(c ClaimCondition, v any) bool {
+	eq := func(x any, val string) bool {
+		switch y := x.(type) {
+		case string:
+			return y == val
+		case bool:
+			return val == fmt.Sprint(y)
+		case json.Number:
+			if !refJSONNumber(val) {
+				return false
+			}
+			a, err1 := strconv.ParseFloat(string(y), 64)
+			b, err2 := strconv.ParseFloat(val, 64)
+			return err1 == nil && err2 == nil && a == b
+		}
+		return false
+	}
+	arr, isArr := v.([]any)
+	if isArr {
+		for _, e := range arr {
+			switch e.(type) {
+			case string, bool, json.Number:
+			default:
+				return false // an object, as the README counts it
+			}
+		}
+	}
+	switch c.Op {
+	case ClaimEquals:
+		return !isArr && eq(v, c.Values[0])
+	case ClaimContains:
+		if !isArr {
+			return eq(v, c.Values[0])
+		}
+		return slices.ContainsFunc(arr, func(e any) bool { return eq(e, c.Values[0]) })
+	case ClaimIn:
+		return !isArr && slices.ContainsFunc(c.Values, func(val string) bool { return eq(v, val) })
+	}
+	return false
+}
+
+var refNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+func refJSONNumber(s string) bool { return refNumber.MatchString(s) }
+
+// refUsers are end-user tokens the corpus's requests carry.
+func refUsers() []map[string]any {
+	n := func(s string) json.Number { return json.Number(s) }
+	return []map[string]any{
+		{"iss": "https://idp.a", "sub": "u1", "scope": "a b", "grp": []any{"ops", "dev"}, "lvl": n("2"), "ok": true},
+		{"iss": "https://idp.b", "sub": "u2", "scp": []any{"c:w", "a"}, "grp": "ops", "lvl": n("2.0"), "ok": "true"},
+		{"iss": "https://idp.a", "sub": "u3", "scope": "  c:w  ", "scp": "b", "grp": []any{"x", []any{"ops"}}, "lvl": n("1e0")},
+		{"iss": "https://idp.c", "sub": "u4", "grp": []any{}, "lvl": n("3"), "ok": false},
+	}
+}
+
 // refCorpus generates a policy set dense in interactions (every kind,
 // dry-run, targets, control paths, revocations, versions) and requests
 // over the same vocabulary.
@@ -498,12 +636,22 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 		if rnd.IntN(6) == 0 {
 			r += ", headers: [{name: X-Role, equals: ops}]"
 		}
+		if rnd.IntN(4) == 0 {
+			r += ", issuers: " + list([]string{"https://idp.a", "https://idp.b"}, 1)
+		}
+		if rnd.IntN(3) == 0 {
+			r += ", scopes: " + []string{"[a]", "[c:w]", "[a, b]", "[b, c:w]"}[rnd.IntN(4)]
+		}
+		if rnd.IntN(4) == 0 {
+			r += ", claims: [" + []string{"{name: grp, contains: ops}", "{name: grp, equals: ops}", "{name: lvl, in: [1, 2]}",
+				"{name: lvl, equals: 2}", "{name: ok, equals: true}", "{name: ok, in: [\"true\", false]}", "{name: sub, in: [u1, u3]}"}[rnd.IntN(7)] + "]"
+		}
 		if device {
 			r += ", access: " + []string{"read", "write"}[rnd.IntN(2)]
 		}
 		if eff == "allow" && rnd.IntN(3) == 0 {
 			r += ", rateLimit: " + []string{"{per: workload, requests: 10, period: 1m}", "{per: device, requests: 3, period: 500ms, burst: 7}",
-				"{per: workload, requests: 1, period: 24h, burst: 1}"}[rnd.IntN(3)]
+				"{per: workload, requests: 1, period: 24h, burst: 1}", "{per: user, requests: 5, period: 1s}"}[rnd.IntN(4)]
 		}
 		return r + "}\n"
 	}
@@ -570,6 +718,9 @@ func refCorpus(rnd *rand.Rand) (string, []*Request) {
 			r.JTI = "j-bad"
 		}
 		r.Now = refNows[rnd.IntN(len(refNows))].UnixNano()
+		if us := refUsers(); rnd.IntN(5) > 0 {
+			r.User = refUserOf(us[rnd.IntN(len(us))])
+		}
 		reqs = append(reqs, r)
 	}
 	return b.String(), reqs
@@ -621,7 +772,7 @@ func FuzzReference(f *testing.F) {
 	}
 	grid, _ := loadGrid(f)
 	sets = append(sets, grid)
-	for _, dir := range []string{"testdata/sunsets", "testdata/callerlimits"} {
+	for _, dir := range []string{"testdata/sunsets", "testdata/callerlimits", "testdata/users"} {
 		files, err := ReadPaths(dir)
 		require.NoError(f, err)
 		s, err := Load(files)
@@ -642,6 +793,13 @@ func FuzzReference(f *testing.F) {
 		r := &Request{SPIFFEID: id, PeerID: peer, Forwarded: fwd, DeviceID: devID, DeviceClass: class, DeviceVendor: "voltwerk",
 			DeviceFirmware: fw, Method: method, Path: path, TargetDeviceID: target, Headers: Map{"x-dev": hdr, "x-role": "ops", "x-sw-version": sw},
 			Claims: Map{"sw": sw, "swversion": sw}, Now: refNows[len(path)%len(refNows)].UnixNano()}
+		if len(hdr)%3 != 0 {
+			// An end-user token from the fuzzed strings.
+			r.User = refUserOf(map[string]any{"iss": []string{"https://idp.a", "https://idp.utility.example", target}[len(hdr)%3],
+				"sub": id, "scope": sw, "scp": []any{class}, "grp": []any{hdr, "operators"}, "groups": []any{hdr},
+				"tenant": devID, "lvl": json.Number(strconv.Itoa(len(path) % 4)), "level": json.Number(strconv.Itoa(len(fw) % 3)),
+				"verified": len(method)%2 == 0})
+		}
 		for i, s := range sets {
 			var got Decision
 			engines[i].Decide(r, &got)

@@ -45,6 +45,10 @@ type Request struct {
 
 	PeerVersion string // Istio peer metadata `version` label
 
+	// User is the verified end-user access token (nil: none), which
+	// rules' issuers, scopes and claims conditions read.
+	User *User
+
 	Method  string
 	Path    string // canonical path (see CanonicalPath); a query string is ignored
 	Headers Getter // may be nil
@@ -93,17 +97,28 @@ type Decision struct {
 	// denied ("" when no version rule applied); a view of the request's
 	// strings.
 	Version string
+	// UserRequired is set on a default deny when an enforced allow rule
+	// would have matched but for the missing end-user token (the guard
+	// answers 401); Scope, when an enforced allow rule matched in all but
+	// its scopes, holds the earliest such rule's scopes space-separated
+	// (the guard answers 403 insufficient_scope).
+	UserRequired bool
+	Scope        string
 }
 
 // CallerLimit is a per-caller token bucket a decision asks the guard to
 // charge: one bucket per (Rule, Per, Key).
 type CallerLimit struct {
 	Rule string // the id of the rule whose rateLimit it is
-	Per  string // PerWorkload or PerDevice
-	// Key is the caller's identity for Per: its SPIFFE ID, or the device
+	Per  string // PerWorkload, PerDevice or PerUser
+	// Key is the caller's identity for Per: its SPIFFE ID, the device
 	// token's id as the token spells it (compared by the device-id case
-	// rule); "" when the request has none (they share one bucket).
-	Key       string
+	// rule), or the end-user token's subject; "" when the request has none
+	// (they share one bucket).
+	Key string
+	// Issuer is the end-user token's iss (PerUser only): one bucket per
+	// issuer and subject.
+	Issuer    string
 	PerSecond float64
 	Burst     uint32
 }
@@ -140,6 +155,9 @@ type Input struct {
 	Method      string            `json:"method"`
 	Path        string            `json:"path"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	// User is the verified end-user access token's claims (its JSON
+	// payload: iss, sub, scope or scp, any other claim); nil: no token.
+	User map[string]any `json:"user,omitempty"`
 	// Now is the decision's instant (RFC 3339 with an explicit offset, see
 	// ParseInstant); "" is the current time.
 	Now string `json:"now,omitempty"`
@@ -175,6 +193,9 @@ func (in *Input) Request() *Request {
 			r.Now = t.UnixNano()
 		}
 	}
+	if in.User != nil {
+		r.User = NewUser(in.User)
+	}
 	if d := in.Device; d != nil {
 		r.DeviceID, r.DeviceClass, r.DeviceVendor, r.DeviceModel, r.DeviceFirmware = d.ID, d.Class, d.Vendor, d.Model, d.Firmware
 	}
@@ -195,6 +216,10 @@ type DecisionJSON struct {
 	// CallerLimit and DryRunCallerLimit are the caller limits to charge.
 	CallerLimit       *CallerLimitJSON `json:"callerLimit,omitempty"`
 	DryRunCallerLimit *CallerLimitJSON `json:"dryRunCallerLimit,omitempty"`
+	// Scope and UserRequired are the end-user refinements of a default
+	// deny (see Decision).
+	Scope        string `json:"scope,omitempty"`
+	UserRequired bool   `json:"userRequired,omitempty"`
 }
 
 // CallerLimitJSON is the JSON form of a decision's caller limit.
@@ -202,6 +227,7 @@ type CallerLimitJSON struct {
 	Rule      string  `json:"rule"`
 	Per       string  `json:"per"`
 	Key       string  `json:"key"`
+	Issuer    string  `json:"issuer,omitempty"`
 	PerSecond float64 `json:"perSecond"`
 	Burst     uint32  `json:"burst"`
 }
@@ -216,17 +242,18 @@ type RateLimitJSON struct {
 // JSON converts d to its JSON form.
 func (d *Decision) JSON() DecisionJSON {
 	j := DecisionJSON{Allow: d.Allow, Rules: append([]string{}, d.Rules()...), Reason: d.Reason,
-		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice}
+		Audit: d.Audit, DryRun: d.DryRun, DryRunRule: d.DryRunRule, Write: d.Write, Target: d.TargetDevice,
+		Scope: d.Scope, UserRequired: d.UserRequired}
 	if d.HasRateLimit {
 		j.RateLimit = &RateLimitJSON{Key: d.RateLimitKey, PerSecond: d.RateLimit.PerSecond, Burst: d.RateLimit.Burst}
 	}
 	if d.HasCallerLimit {
 		l := d.CallerLimit
-		j.CallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
+		j.CallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, Issuer: l.Issuer, PerSecond: l.PerSecond, Burst: l.Burst}
 	}
 	if d.HasDryRunCallerLimit {
 		l := d.DryRunCallerLimit
-		j.DryRunCallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, PerSecond: l.PerSecond, Burst: l.Burst}
+		j.DryRunCallerLimit = &CallerLimitJSON{Rule: l.Rule, Per: l.Per, Key: l.Key, Issuer: l.Issuer, PerSecond: l.PerSecond, Burst: l.Burst}
 	}
 	return j
 }

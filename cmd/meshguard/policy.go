@@ -90,7 +90,7 @@ elsewhere every few seconds once slow).`,
 				})
 				c := eng.Counts()
 				rep.Counts = &checkCounts{WorkloadRules: c.WorkloadRules, DeviceRules: c.DeviceRules, DevicePolicies: len(set.Devices),
-					VersionRules: c.VersionRules, Revocations: c.Revocations, TrustDomains: c.TrustDomains, TestFiles: len(set.Tests)}
+					VersionRules: c.VersionRules, Revocations: c.Revocations, TrustDomains: c.TrustDomains, Issuers: c.Issuers, TestFiles: len(set.Tests)}
 				rep.Counts.UpstreamRules, rep.Counts.RegisteredDevices = upstreamCounts(set)
 			}
 			rep.Warnings = problems(warnings)
@@ -137,6 +137,7 @@ type checkCounts struct {
 	VersionRules   int `json:"versionRules"`
 	Revocations    int `json:"revocations"`
 	TrustDomains   int `json:"trustDomains"`
+	Issuers        int `json:"issuers"`
 	TestFiles      int `json:"testFiles"`
 	// The caller's side (policies/README.md, Upstream versions).
 	UpstreamRules     int `json:"upstreamRules"`

@@ -476,3 +476,19 @@ func TestPolicyEvalUpstream(t *testing.T) {
 		assert.Equal(t, exitUsage, r.code, bad)
 	}
 }
+
+// TestPolicyEvalEndUser: eval's input carries the end-user token's claims;
+// the output names the scope a default deny lacks.
+func TestPolicyEvalEndUser(t *testing.T) {
+	const users = "../../policies/testdata/users"
+	in := `{"spiffeID":"spiffe://grid.example/ns/istio-system/sa/ingress-gateway","method":"POST","path":"/api/v1/meters/m1",` +
+		`"user":{"iss":"https://idp.utility.example","sub":"bob","scope":"meter:read","groups":["operators"],"tenant":"north"}}`
+	r := runCLIStdin(t, in, "policy", "eval", "--input", "-", "--explain", users).ok(t)
+	assert.Contains(t, r.stdout, `"scope": "meter:write"`)
+	assert.Contains(t, r.stdout, `does not grant every scope`)
+	in = strings.Replace(in, `"scope":"meter:read"`, `"scope":"meter:read meter:write"`, 1)
+	assert.Contains(t, runCLIStdin(t, in, "policy", "eval", "--input", "-", users).ok(t).stdout, `"allow": true`)
+	r = runCLIStdin(t, `{"method":"GET","path":"/","user":{"iss":1}}`, "policy", "eval", "--input", "-", users)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, `claim "iss" must be a string`)
+}

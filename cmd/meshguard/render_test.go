@@ -193,3 +193,47 @@ func TestRenderOutput(t *testing.T) {
 	assert.Contains(t, obj, "http_filters")
 	assert.Contains(t, obj, "clusters")
 }
+
+// TestRenderIstioGateway renders the guard for an ingress gateway with
+// end-user tokens: the WasmPlugin selects the gateway's pods and its
+// configuration enables identity.endUser.
+func TestRenderIstioGateway(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "pseudonym.key")
+	require.NoError(t, os.WriteFile(key, []byte("c2VjcmV0LXBzZXVkb255bS1rZXktMzItYnl0ZXMtbG9uZyEh\n"), 0o600))
+	out := runCLI(t, "render", "istio", "-n", "istio-system", "--selector", "istio=ingressgateway",
+		"--url", "oci://registry.example/meshguard/guard:v1.4.0",
+		"--sha256", "sha256:4a5c0f9b6b3c1d2e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e",
+		"--verify-keys", keysFile, "--channel", "edge", "--distributor", "https://meshguard-distributor.meshguard-system.svc.cluster.local:8443",
+		"--end-user", "--end-user-pseudonym-key-file", key, "--no-peer-authentication", "-o", "json").ok(t).stdout
+	var list struct {
+		Items []map[string]any `json:"items"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &list))
+	var wp map[string]any
+	for _, it := range list.Items {
+		if it["kind"] == "WasmPlugin" {
+			wp = it
+		}
+	}
+	require.NotNil(t, wp)
+	spec := wp["spec"].(map[string]any)
+	assert.Equal(t, map[string]any{"matchLabels": map[string]any{"istio": "ingressgateway"}}, spec["selector"])
+	cfg := spec["pluginConfig"].(map[string]any)
+	eu := cfg["identity"].(map[string]any)["endUser"].(map[string]any)
+	assert.Equal(t, "c2VjcmV0LXBzZXVkb255bS1rZXktMzItYnl0ZXMtbG9uZyEh", eu["pseudonymKey"])
+
+	// Claims from Istio's RequestAuthentication instead.
+	out = runCLI(t, "render", "istio", "-n", "istio-system", "--selector", "istio=ingressgateway",
+		"--url", "oci://registry.example/meshguard/guard:v1.4.0",
+		"--sha256", "sha256:4a5c0f9b6b3c1d2e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e",
+		"--verify-keys", keysFile, "--channel", "edge", "--distributor", "https://meshguard-distributor.meshguard-system.svc.cluster.local:8443",
+		"--end-user-jwt-authn", "https://idp.utility.example", "--no-peer-authentication", "-o", "json").ok(t).stdout
+	require.NoError(t, json.Unmarshal([]byte(out), &list))
+	for _, it := range list.Items {
+		if it["kind"] == "WasmPlugin" {
+			id := it["spec"].(map[string]any)["pluginConfig"].(map[string]any)["identity"].(map[string]any)
+			assert.Equal(t, []any{"https://idp.utility.example"}, id["endUser"].(map[string]any)["jwtAuthn"])
+		}
+	}
+}

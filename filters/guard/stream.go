@@ -120,6 +120,20 @@ func (s *stream) PeerURISAN() string { return property(propPeerURISAN) }
 // PeerVersion implements decide.Request.
 func (s *stream) PeerVersion() string { return property(propPeerVersion) }
 
+// Metadata implements decide.MetadataReader: the property
+// metadata.filter_metadata[filter][key][claim], a view of host data valid
+// for the current callback.
+func (s *stream) Metadata(filter, key, claim string) (string, bool) {
+	b, err := proxywasm.GetProperty([]string{"metadata", "filter_metadata", filter, key, claim})
+	if err != nil {
+		return "", false
+	}
+	if len(b) == 0 {
+		return "", true
+	}
+	return unsafe.String(&b[0], len(b)), true
+}
+
 // Source implements decide.Request.
 func (s *stream) Source() string { return property(propSource) }
 

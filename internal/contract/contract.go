@@ -98,6 +98,8 @@ const (
 	FieldTargetDevice   = "target_device"
 	FieldFirmware       = "firmware"
 	FieldProxyID        = "proxy_id"
+	FieldUser           = "user"
+	FieldUserIssuer     = "user_issuer"
 	FieldCount          = "count"
 	FieldDropped        = "dropped"
 	FieldFirstTime      = "first_time"
@@ -114,7 +116,8 @@ const (
 // RecordStringFields are the Record fields whose value is a JSON string.
 var RecordStringFields = []string{FieldDecisionID, FieldReason, FieldSubject, FieldDeviceID, FieldDeviceClass,
 	FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource,
-	FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice, FieldFirmware, FieldProxyID}
+	FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice, FieldFirmware, FieldProxyID,
+	FieldUser, FieldUserIssuer}
 
 // RecordCountFields are the Record fields whose value is a non-negative
 // JSON integer when present (aggregated and gap records only).
@@ -163,6 +166,12 @@ type Record struct {
 	// ProxyID is the proxy's own SPIFFE ID (the URI SAN of its certificate
 	// on the request's connection; "" on plain HTTP); Proxy is its node id.
 	ProxyID string `json:"proxy_id"`
+	// User is the verified end-user access token's subject (sub), or its
+	// keyed pseudonym "hmac-sha256:" + base64url(HMAC-SHA256(key, iss
+	// NUL sub)) when the guard is configured with a pseudonym key;
+	// UserIssuer is the token's iss. Both "" without an end-user token.
+	User       string `json:"user"`
+	UserIssuer string `json:"user_issuer"`
 	// Count is how many requests an aggregated record (unavailable, error)
 	// stands for, Dropped how many records a gap record stands for;
 	// FirstTime and LastTime bound their times. All four are absent from

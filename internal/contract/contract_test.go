@@ -16,7 +16,7 @@ func TestRecordFieldsAreTheConstants(t *testing.T) {
 	consts := []string{FieldTime, FieldDecisionID, FieldDecision, FieldRuleIDs, FieldReason, FieldBundleRevision,
 		FieldSubject, FieldDeviceID, FieldDeviceClass, FieldVersion, FieldMethod, FieldPath, FieldAuthority, FieldProxy, FieldSource,
 		FieldPeer, FieldTokenSubject, FieldForwarder, FieldJTI, FieldTargetDevice, FieldFirmware, FieldProxyID,
-		FieldCount, FieldDropped, FieldFirstTime, FieldLastTime}
+		FieldUser, FieldUserIssuer, FieldCount, FieldDropped, FieldFirstTime, FieldLastTime}
 	var tags, strs, counts, times []string
 	rt := reflect.TypeFor[Record]()
 	for i := range rt.NumField() {

@@ -152,6 +152,48 @@ type Identity struct {
 	// token in them. By default every verified credential header is
 	// removed, so the application cannot replay it elsewhere.
 	KeepCredentialHeaders []string `json:"keepCredentialHeaders,omitempty"`
+	// EndUser accepts end-user access tokens (at ingress and egress
+	// gateways, or any sidecar that asks), which rules' issuers, scopes
+	// and claims conditions read.
+	EndUser *EndUser `json:"endUser,omitempty"`
+}
+
+// EndUser configures end-user access tokens. By default the guard
+// verifies them itself with the Issuers of the policy bundle; with
+// JWTAuthn it takes the claims Envoy's jwt_authn filter (Istio's
+// RequestAuthentication) verified from that filter's dynamic metadata
+// instead, and never reads a token.
+type EndUser struct {
+	// JWTAuthn reads verified payloads from the property
+	// metadata.filter_metadata["envoy.filters.http.jwt_authn"][key] for
+	// each of these keys (the providers' payload_in_metadata; Istio uses
+	// the issuer URL). At most one may be present on a request.
+	JWTAuthn []string `json:"jwtAuthn,omitempty"`
+	// PseudonymKey (standard base64, at least 32 bytes) replaces the
+	// user's subject in audit records by "hmac-sha256:" +
+	// base64url(HMAC-SHA256(key, iss NUL sub)).
+	PseudonymKey string `json:"pseudonymKey,omitempty"`
+	// CacheSize bounds the verified-token cache (default
+	// DefaultTokenCacheSize).
+	CacheSize int `json:"cacheSize,omitempty"`
+}
+
+// MinPseudonymKeyBytes is the shortest accepted endUser.pseudonymKey.
+const MinPseudonymKeyBytes = 32
+
+// PseudonymKeyBytes decodes endUser.pseudonymKey (nil when unset).
+func (e *EndUser) PseudonymKeyBytes() ([]byte, error) {
+	if e == nil || e.PseudonymKey == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(e.PseudonymKey)
+	if err != nil {
+		return nil, fmt.Errorf("identity.endUser.pseudonymKey: not standard base64: %w", err)
+	}
+	if len(k) < MinPseudonymKeyBytes {
+		return nil, fmt.Errorf("identity.endUser.pseudonymKey: %d bytes, at least %d", len(k), MinPseudonymKeyBytes)
+	}
+	return k, nil
 }
 
 // JWTSVID configures JWT-SVID verification.
@@ -302,6 +344,9 @@ func (c *Config) setDefaults() {
 			j.CacheSize = DefaultTokenCacheSize
 		}
 	}
+	if e := c.Identity.EndUser; e != nil && e.CacheSize == 0 {
+		e.CacheSize = DefaultTokenCacheSize
+	}
 	if d := c.Identity.Device; d != nil {
 		if d.Header == "" {
 			d.Header = DefaultDeviceHeader
@@ -364,6 +409,9 @@ func (id *Identity) credentialHeader(h string) bool {
 				return true
 			}
 		}
+	}
+	if id.EndUser != nil && len(id.EndUser.JWTAuthn) == 0 {
+		return true // end-user token headers come from the bundle's Issuers
 	}
 	return id.Device != nil && id.Device.Header == h
 }
@@ -436,10 +484,10 @@ func (c *Config) Validate() error {
 		// there is no caller credential to verify, and a configured one would
 		// read as protection that is not there.
 		if id.PeerCertificate || id.JWTSVID != nil || id.Device != nil || id.IstioPeerMetadata || len(id.TrustedForwarders) > 0 ||
-			len(id.KeepCredentialHeaders) > 0 {
+			len(id.KeepCredentialHeaders) > 0 || id.EndUser != nil {
 			add("identity: direction outbound decides on the upstream, not on callers: leave identity empty (stripHeaders only)")
 		}
-	case !id.PeerCertificate && id.JWTSVID == nil && id.Device == nil && !id.IstioPeerMetadata:
+	case !id.PeerCertificate && id.JWTSVID == nil && id.Device == nil && !id.IstioPeerMetadata && id.EndUser == nil:
 		add("identity: enable at least one of peerCertificate, jwtSvid, device, istioPeerMetadata")
 	}
 	for i, f := range id.TrustedForwarders {
@@ -488,6 +536,19 @@ func (c *Config) Validate() error {
 		}
 		if len(d.Audiences) == 0 {
 			add("identity.device.audiences: at least one audience is required")
+		}
+	}
+	if e := id.EndUser; e != nil {
+		if _, err := e.PseudonymKeyBytes(); err != nil {
+			add("%w", err)
+		}
+		if e.CacheSize < 0 {
+			add("identity.endUser.cacheSize: negative")
+		}
+		for i, k := range e.JWTAuthn {
+			if k == "" || strings.ContainsRune(k, 0) {
+				add("identity.endUser.jwtAuthn[%d]: %q is not a payload_in_metadata key", i, k)
+			}
 		}
 	}
 	if s := c.Audit.Sink; s != nil {

@@ -41,7 +41,7 @@ func AppendJSON(b []byte, r *Record) []byte {
 		{contract.FieldAuthority, r.Authority}, {contract.FieldProxy, r.Proxy}, {contract.FieldSource, r.Source},
 		{contract.FieldPeer, r.Peer}, {contract.FieldTokenSubject, r.TokenSubject}, {contract.FieldForwarder, r.Forwarder},
 		{contract.FieldJTI, r.JTI}, {contract.FieldTargetDevice, r.TargetDevice}, {contract.FieldFirmware, r.Firmware},
-		{contract.FieldProxyID, r.ProxyID},
+		{contract.FieldProxyID, r.ProxyID}, {contract.FieldUser, r.User}, {contract.FieldUserIssuer, r.UserIssuer},
 	} {
 		b = AppendString(appendKey(append(b, ','), f.k), f.v)
 	}

@@ -1,9 +1,12 @@
 package decide
 
 import (
+	"time"
+
 	"strings"
 
 	"github.com/meshguard/meshguard/filters/guard/config"
+	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 )
 
 // Credentials are read before anything is verified, and every way of
@@ -28,6 +31,10 @@ type presented struct {
 	jwt     string
 	jwtFrom uint16 // bit k: jwtSvid.headers[k] (config.MaxJWTHeaders)
 	device  string
+	// user is the end-user access token and userFrom its header;
+	// userHit its cached verification, when the lookup found one.
+	user, userFrom string
+	userHit        *identity.UserToken
 }
 
 // tokenChars marks the bytes of an RFC 6750 b64token before its padding:
@@ -119,7 +126,7 @@ func (h *Headers) one(name string) (string, bool, error) {
 
 // credentials reads the JWT-SVID and device token the request presents,
 // refusing ambiguous ones. Nothing is verified yet.
-func (g *Guard) credentials(x *Exchange) error {
+func (g *Guard) credentials(x *Exchange, now time.Time) error {
 	idc := &g.cfg.Identity
 	x.creds = presented{}
 	if j := idc.JWTSVID; j != nil {
@@ -177,7 +184,7 @@ func (g *Guard) credentials(x *Exchange) error {
 			x.creds.device = tok
 		}
 	}
-	return nil
+	return g.userCredentials(x, now)
 }
 
 // dropCredentials removes the verified credential headers before the
@@ -192,6 +199,10 @@ func (g *Guard) dropCredentials(x *Exchange, r Request) {
 				r.RemoveHeader(name)
 			}
 		}
+	}
+	if x.caller.User != nil && x.creds.userFrom != "" && !idc.KeepsCredential(x.creds.userFrom) {
+		x.hdrs.remove(x.creds.userFrom)
+		r.RemoveHeader(x.creds.userFrom)
 	}
 	if x.caller.Device != nil && !idc.KeepsCredential(idc.Device.Header) {
 		x.hdrs.remove(idc.Device.Header)

@@ -21,10 +21,11 @@ type Exchange struct {
 	peerRead bool
 	caller   Caller
 	creds    presented
-	// challenge is the error_description of a 401's WWW-Authenticate.
-	challenge string
-	req       policies.Request
-	dec       policies.Decision
+	// challenge is the error_description of a 401's WWW-Authenticate,
+	// authError its error code ("" for a bare Bearer challenge).
+	challenge, authError string
+	req                  policies.Request
+	dec                  policies.Decision
 	// decisionID names the record of a recorded allow (or dry-run), for the
 	// response.
 	decisionID string
@@ -50,7 +51,7 @@ func (x *Exchange) headers(r Request) {
 // callback, and what would pin an old engine.
 func (x *Exchange) release() {
 	x.hdrs, x.hdrsRead, x.peerRead = nil, false, false
-	x.caller, x.creds, x.challenge, x.retryAfter = Caller{}, presented{}, "", ""
+	x.caller, x.creds, x.challenge, x.authError, x.retryAfter = Caller{}, presented{}, "", "", ""
 	x.req, x.dec = policies.Request{}, policies.Decision{}
 	x.out.dec, x.out.upstream = policies.UpstreamDecision{}, "" // views of host data; pending stays
 }
@@ -107,18 +108,25 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		x.hdrs.set(":path", canon)
 	}
 	// 2. Credentials that could be read two ways are refused (401).
-	if err := g.credentials(x); err != nil {
+	if err := g.credentials(x, now); err != nil {
 		if g.cfg.Identity.PeerCertificate {
 			x.caller.Peer = identity.PeerSPIFFEID(r.PeerURISAN())
 		}
 		x.dec = policies.Decision{Reason: "ambiguous credentials: " + err.Error()}
-		x.challenge = err.Error()
+		x.challenge, x.authError = err.Error(), "invalid_request"
 		return g.enforce(x, r, now, "credentials", 401)
 	}
 	// 3. Who is calling: every credential verifies, one caller.
 	if err := g.resolve(x, r, now); err != nil {
 		x.dec = policies.Decision{Reason: err.Error()}
 		return g.enforce(x, r, now, "identity", 403)
+	}
+	// The end-user token, verified after the workload identity: an
+	// invalid one is a 401 whatever else the request carries.
+	if err := g.resolveUser(x, r, now); err != nil {
+		x.dec = policies.Decision{Reason: "end-user token rejected: " + err.Error()}
+		x.challenge, x.authError = challengeText(err.Error()), "invalid_token"
+		return g.enforce(x, r, now, "identity", 401)
 	}
 	x.req = policies.Request{}
 	x.caller.fill(&x.req)
@@ -129,6 +137,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		}
 	}
 	g.dropCredentials(x, r)
+	g.forwardClaims(x, r)
 	method, _ := x.hdrs.Get(":method")
 	path := canon
 	if i := strings.IndexByte(path, '?'); i >= 0 {
@@ -152,7 +161,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		if !ok {
 			g.ports.Telemetry.CallerLimited(false)
 			x.dec.Allow, x.retryAfter = false, ratelimit.RetryAfter(wait)
-			x.dec.Reason = callerLimitReason(&x.dec.CallerLimit, "")
+			x.dec.Reason = g.callerLimitReason(&x.dec.CallerLimit, "")
 			return g.enforce(x, r, now, "", 429)
 		}
 	}
@@ -185,26 +194,44 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 			l := &x.dec.DryRunCallerLimit
 			if !x.dec.DryRun {
 				x.dec.DryRun, x.dec.DryRunRule = true, l.Rule
-				x.dec.Reason = callerLimitReason(l, " (dry run)")
+				x.dec.Reason = g.callerLimitReason(l, " (dry run)")
 			}
 			x.dec.Audit = true
 		}
 	}
-	return g.enforce(x, r, now, "", 403)
+	status := uint32(403)
+	switch {
+	case x.dec.Allow:
+	case x.dec.UserRequired:
+		status = 401 // RFC 6750 §3.1: no token, a bare challenge
+	case x.dec.Scope != "":
+		x.authError = "insufficient_scope"
+	}
+	return g.enforce(x, r, now, "", status)
 }
 
 // chargeCaller takes a token from the bucket of a caller limit: one per
-// rule, key kind and identity; device ids fold (the device-id case rule),
-// SPIFFE IDs do not.
+// rule, key kind and identity (an end user's with its issuer); device ids
+// fold (the device-id case rule), SPIFFE IDs and end users do not.
 func (g *Guard) chargeCaller(l *policies.CallerLimit, now time.Time) (bool, time.Duration, error) {
-	parts, fold := [3]string{l.Rule, l.Per, l.Key}, [3]bool{false, false, l.Per == policies.PerDevice}
-	return g.callers.Take(parts[:], fold[:], l.PerSecond, l.Burst, now)
+	parts, fold := [4]string{l.Rule, l.Per, l.Key, l.Issuer}, [4]bool{false, false, l.Per == policies.PerDevice, false}
+	n := 3
+	if l.Per == policies.PerUser {
+		n = 4 // one bucket per issuer and subject
+	}
+	return g.callers.Take(parts[:n], fold[:n], l.PerSecond, l.Burst, now)
 }
 
 // callerLimitReason says which caller's budget of which rule ran out.
-func callerLimitReason(l *policies.CallerLimit, suffix string) string {
+func (g *Guard) callerLimitReason(l *policies.CallerLimit, suffix string) string {
 	who := "workload " + l.Key
 	switch {
+	case l.Per == policies.PerUser && l.Key == "":
+		who = "requests without an end-user token"
+	case l.Per == policies.PerUser:
+		// The record names the user as configured (maybe a pseudonym).
+		u, iss := g.users.userRecord(&policies.User{Issuer: l.Issuer, Subject: l.Key})
+		who = "end user " + u + " of " + iss
 	case l.Per == policies.PerDevice && l.Key == "":
 		who = "requests without a device id"
 	case l.Per == policies.PerDevice:
@@ -253,10 +280,15 @@ func (g *Guard) enforce(x *Exchange, r Request, now time.Time, stage string, sta
 	if status == 429 && x.retryAfter != "" {
 		hdrs = append(hdrs, [2]string{"retry-after", x.retryAfter})
 	}
-	if status == 401 {
+	switch {
+	case status == 401 && x.authError == "":
+		hdrs = append(hdrs, [2]string{"www-authenticate", "Bearer"})
+	case status == 401:
 		// RFC 6750 §3: the error_description holds no quote or backslash
-		// (credError texts never do).
-		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="invalid_request", error_description="` + x.challenge + `"`})
+		// (credError texts never do; token errors pass challengeText).
+		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="` + x.authError + `", error_description="` + x.challenge + `"`})
+	case x.authError == "insufficient_scope":
+		hdrs = append(hdrs, [2]string{"www-authenticate", `Bearer error="insufficient_scope", scope="` + challengeText(d.Scope) + `"`})
 	}
 	return Outcome{Status: status, Headers: hdrs, Body: body}
 }
@@ -279,6 +311,7 @@ func (g *Guard) record(x *Exchange, r Request, now time.Time, id, result string,
 	if t := c.Token; t != nil {
 		rec.TokenSubject, rec.JTI = t.ID, t.JTI
 	}
+	rec.User, rec.UserIssuer = g.users.userRecord(c.User)
 	if dev := x.caller.Device; dev != nil {
 		rec.DeviceID, rec.DeviceClass, rec.Firmware = dev.ID, dev.Class, dev.Firmware
 	}

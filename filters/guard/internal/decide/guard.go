@@ -68,6 +68,9 @@ type Guard struct {
 	// pathOpts say what a non-canonical path gets (config paths).
 	pathOpts policies.PathOptions
 
+	// users verifies end-user tokens (nil unless identity.endUser); set
+	// up for each enforced policy, whose Issuers it holds.
+	users  *endUser
 	svid   *identity.SVIDVerifier
 	device *identity.DeviceVerifier
 	limit  *ratelimit.Limiter
@@ -189,6 +192,10 @@ func (g *Guard) Sweep(now time.Time) {
 	}
 	if g.device != nil {
 		g.device.Cache().Sweep(now)
+	}
+	if g.users != nil && g.users.verify != nil {
+		g.users.verify.Cache().Sweep(now)
+		g.users.verify.NotOwned().Sweep(now)
 	}
 }
 

@@ -25,6 +25,10 @@ type Caller struct {
 	// PeerVersion is the Istio peer version label, read when a version
 	// rule or the audit record needs it.
 	PeerVersion string
+	// User is the verified end-user access token (nil without one);
+	// UserForward the headers its Issuer's forwardedClaims set.
+	User        *policies.User
+	UserForward [][2]string
 }
 
 // Subject is the identity the policy decides on: the JWT-SVID's when one
@@ -57,6 +61,7 @@ func (c *Caller) fill(r *policies.Request) {
 		r.DeviceModel, r.DeviceFirmware = d.Model, d.Firmware
 	}
 	r.PeerVersion = c.PeerVersion
+	r.User = c.User
 }
 
 // claims exposes verified JWT-SVID claims to the policy.

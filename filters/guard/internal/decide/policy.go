@@ -55,6 +55,9 @@ func (g *Guard) use(pol *verify.Policy) error {
 			}
 		}
 	}
+	if err := g.setupUsers(eng); err != nil {
+		return fmt.Errorf("revision %d: %w", rev, err)
+	}
 	g.pol, g.polErr, g.peerVersion = pol, nil, eng.UsesPeerVersion()
 	g.ports.Telemetry.BundleLoaded(rev, pol.Manifest.Expires)
 	g.reportSunset(g.ports.Clock())

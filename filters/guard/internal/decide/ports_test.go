@@ -128,7 +128,7 @@ func (r *records) Record(rec *audit.Record) {
 	c := *rec
 	c.RuleIDs = slices.Clone(rec.RuleIDs)
 	for _, s := range []*string{&c.DecisionID, &c.Reason, &c.Subject, &c.DeviceID, &c.DeviceClass, &c.Version,
-		&c.Method, &c.Path, &c.Authority, &c.Proxy, &c.Source, &c.Peer, &c.TokenSubject, &c.Forwarder, &c.JTI, &c.TargetDevice} {
+		&c.Method, &c.Path, &c.Authority, &c.Proxy, &c.Source, &c.Peer, &c.TokenSubject, &c.Forwarder, &c.JTI, &c.TargetDevice, &c.User, &c.UserIssuer} {
 		*s = strings.Clone(*s)
 	}
 	r.list = append(r.list, c)
@@ -155,6 +155,13 @@ type request struct {
 	replaced [][2]string
 	// panics makes PeerURISAN panic (an internal error mid-decision).
 	panics bool
+	// meta is dynamic metadata by "filter/key/claim".
+	meta map[string]string
+}
+
+func (r *request) Metadata(filter, key, claim string) (string, bool) {
+	v, ok := r.meta[filter+"/"+key+"/"+claim]
+	return v, ok
 }
 
 func get(path string, hdrs ...[2]string) *request { return req("GET", path, hdrs...) }
