@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
+	"github.com/meshguard/meshguard/distributor/registry"
 	"github.com/meshguard/meshguard/distributor/store"
 	"github.com/meshguard/meshguard/distributor/store/ocistore"
 )
@@ -61,8 +62,19 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Storage selects the module/OCI storage backend.
 	Storage StorageConfig `yaml:"storage"`
+	// Registry configures the workload and device registry (/v1/registry/).
+	Registry RegistryConfig `yaml:"registry"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// RegistryConfig configures the registry of workloads and devices.
+type RegistryConfig struct {
+	// Organisations own registry entries; each caller of the registry API
+	// acts for the one organisation whose members include it.
+	Organisations []registry.Organisation `yaml:"organisations"`
+	// MaxEntryBytes bounds one registry request body.
+	MaxEntryBytes ByteSize `yaml:"max_entry_bytes"`
 }
 
 // TLSConfig is the server TLS configuration.
@@ -376,6 +388,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("config: storage.backend %q: want filesystem or oci", c.Storage.Backend)
+	}
+	if c.Registry.MaxEntryBytes < 0 || c.Registry.MaxEntryBytes > 16<<20 {
+		return fmt.Errorf("config: registry.max_entry_bytes %d: want 0 (default 64KiB) to 16MiB", c.Registry.MaxEntryBytes)
 	}
 	if c.Bundles.Pollers < 0 || c.Bundles.Pollers > 1<<20 {
 		return fmt.Errorf("config: bundles.pollers %d: want 0 (default 4096) to %d", c.Bundles.Pollers, 1<<20)

@@ -341,6 +341,7 @@ func (s *Server) routes(opts Options) error {
 	s.handle("GET "+contract.DecisionsProofPath+"/{seq}", "decisions_proof", fixed(auth.ActionAudit), 0, s.proveInclusion)
 	s.handle("GET "+contract.DecisionsConsistencyPath, "decisions_consistency", fixed(auth.ActionAudit), 0, s.proveConsistency)
 	s.consoleRoutes()
+	s.registryRoutes()
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
 	ociH, modulesH := opts.OCI, opts.Modules
