@@ -132,9 +132,10 @@ var (
 type Options struct {
 	Organisations []Organisation
 	// OnChange runs after each stored change, in the order of changes
-	// (the Service serialises writes). An error is logged by the caller's
-	// hook; the change stays.
-	OnChange func(Change)
+	// (the Service serialises writes): it records the change (the audit
+	// trail). When it fails the store change is undone and the request
+	// fails, so no change goes unrecorded.
+	OnChange func(Change) error
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -143,7 +144,7 @@ type Options struct {
 type Service struct {
 	store Store
 	orgs  map[string]Organisation
-	hook  func(Change)
+	hook  func(Change) error
 	now   func() time.Time
 	mu    sync.Mutex // serialises writes so hooks see changes in order
 }
@@ -287,7 +288,9 @@ func (s *Service) Create(ctx context.Context, c Caller, k Kind, body []byte) (Re
 	if err := s.store.Put(ctx, rec, 0); err != nil {
 		return Record{}, err
 	}
-	s.emit(Change{Op: OpCreate, Kind: k, ID: id, Org: o.Name, Who: c.Who, After: &rec})
+	if err := s.emit(Change{Op: OpCreate, Kind: k, ID: id, Org: o.Name, Who: c.Who, After: &rec}); err != nil {
+		return Record{}, s.undo(ctx, err, func() error { return s.store.Delete(ctx, k, id, rec.Generation) })
+	}
 	return rec, nil
 }
 
@@ -343,7 +346,9 @@ func (s *Service) Update(ctx context.Context, c Caller, k Kind, id string, prev 
 	if err := s.store.Put(ctx, rec, prev); err != nil {
 		return Record{}, err
 	}
-	s.emit(Change{Op: OpUpdate, Kind: k, ID: id, Org: c.Org, Who: c.Who, Before: &old, After: &rec})
+	if err := s.emit(Change{Op: OpUpdate, Kind: k, ID: id, Org: c.Org, Who: c.Who, Before: &old, After: &rec}); err != nil {
+		return Record{}, s.undo(ctx, err, func() error { return s.store.Put(ctx, old, rec.Generation) })
+	}
 	return rec, nil
 }
 
@@ -367,14 +372,28 @@ func (s *Service) Delete(ctx context.Context, c Caller, k Kind, id string, prev 
 	if err := s.store.Delete(ctx, k, id, old.Generation); err != nil {
 		return Record{}, err
 	}
-	s.emit(Change{Op: OpDelete, Kind: k, ID: id, Org: c.Org, Who: c.Who, Before: &old})
+	if err := s.emit(Change{Op: OpDelete, Kind: k, ID: id, Org: c.Org, Who: c.Who, Before: &old}); err != nil {
+		return Record{}, s.undo(ctx, err, func() error { return s.store.Put(ctx, old, 0) })
+	}
 	return old, nil
 }
 
-func (s *Service) emit(ch Change) {
-	if s.hook != nil {
-		s.hook(ch)
+func (s *Service) emit(ch Change) error {
+	if s.hook == nil {
+		return nil
 	}
+	if err := s.hook(ch); err != nil {
+		return fmt.Errorf("registry: recording the change: %w", err)
+	}
+	return nil
+}
+
+// undo reverts a stored change whose recording failed.
+func (s *Service) undo(_ context.Context, err error, revert func() error) error {
+	if rerr := revert(); rerr != nil {
+		return fmt.Errorf("%w (and undoing the change failed: %v)", err, rerr)
+	}
+	return err
 }
 
 func idField(k Kind) string {

@@ -1,10 +1,18 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshguard/meshguard/distributor/decisionlog"
+	"github.com/meshguard/meshguard/internal/contract"
 
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/registry"
@@ -54,9 +62,53 @@ func (s *Server) registryCaller(r *http.Request) (registry.Caller, error) {
 	return registry.Caller{}, errors.New(id.String() + " is a member of several registry organisations " + fmt.Sprint(found) + ": fix registry.organisations")
 }
 
-// registryChanged is the registry's change hook.
-func (s *Server) registryChanged(ch registry.Change) {
+// registryChanged is the registry's change hook: the change becomes a
+// record of the decision log (decision "registry"), stamped with the
+// caller as its uploader.
+func (s *Server) registryChanged(ch registry.Change) error {
+	rec, err := registryRecord(ch, time.Now())
+	if err != nil {
+		return err
+	}
+	if _, err := s.dlog.Append([]decisionlog.Record{rec}); err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
 	s.log.Info("registry change", "op", ch.Op, "kind", ch.Kind, "id", ch.ID, "organisation", ch.Org, "by", ch.Who)
+	return nil
+}
+
+// registryRecord is a change's decision log record.
+func registryRecord(ch registry.Change, now time.Time) (decisionlog.Record, error) {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	kind := strings.TrimSuffix(string(ch.Kind), "s")
+	fields := map[string]any{
+		contract.FieldTime:         now.UTC().Format(time.RFC3339Nano),
+		contract.FieldDecisionID:   hex.EncodeToString(id[:]),
+		contract.FieldDecision:     contract.DecisionRegistry,
+		contract.FieldRuleIDs:      []string{},
+		contract.FieldReason:       fmt.Sprintf("%s %s %s", ch.Op, kind, ch.ID),
+		contract.FieldSubject:      ch.Who,
+		contract.FieldOrganisation: ch.Org,
+		contract.FieldRegistryOp:   string(ch.Op),
+		contract.FieldRegistryKind: kind,
+		contract.FieldRegistryID:   ch.ID,
+		contract.FieldBefore:       ch.Before,
+		contract.FieldAfter:        ch.After,
+	}
+	if ch.Kind == registry.KindDevice {
+		fields[contract.FieldDeviceID] = ch.ID
+	}
+	rec := decisionlog.Record{}
+	for k, v := range fields {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("registry record: %w", err)
+		}
+		rec[k] = b
+	}
+	decisionlog.Stamp([]decisionlog.Record{rec}, ch.Who, now)
+	return rec, nil
 }
 
 func (s *Server) registryRoutes() {

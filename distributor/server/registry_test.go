@@ -325,3 +325,60 @@ func TestRegistryListPaging(t *testing.T) {
 	require.NoError(t, json.Unmarshal(r.body, &p))
 	assert.Len(t, p.Items, 1)
 }
+
+func TestRegistryAudit(t *testing.T) {
+	ts := registryServer(t)
+	c := newRegClient(t, ts, "secret-a")
+	d := device(t, "inv-audit")
+	require.Equal(t, http.StatusCreated, c.do(http.MethodPost, "/v1/registry/devices", d, nil).code)
+	d["firmware"] = ">=4.0.0"
+	require.Equal(t, http.StatusOK, c.do(http.MethodPut, "/v1/registry/devices/inv-audit", d, map[string]string{"If-Match": `"1"`}).code)
+	require.Equal(t, http.StatusNoContent, c.do(http.MethodDelete, "/v1/registry/devices/inv-audit", nil, nil).code)
+	// Refused changes are not changes: nothing recorded.
+	require.Equal(t, http.StatusForbidden, c.do(http.MethodPost, "/v1/registry/devices", device(t, "mtr-x"), nil).code)
+
+	req, err := http.NewRequest(http.MethodGet, ts.URL+"/v1/decisions?decision=registry", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var out struct {
+		Records []map[string]json.RawMessage `json:"records"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	require.Len(t, out.Records, 3)
+	var ops []string
+	for _, r := range out.Records {
+		var op, by, subject string
+		require.NoError(t, json.Unmarshal(r["registry_op"], &op))
+		require.NoError(t, json.Unmarshal(r["received_by"], &by))
+		require.NoError(t, json.Unmarshal(r["subject"], &subject))
+		assert.Equal(t, "token:grid-op", by)
+		assert.Equal(t, "token:grid-op", subject)
+		assert.JSONEq(t, `"inv-audit"`, string(r["device_id"]))
+		assert.JSONEq(t, `"grid-op"`, string(r["organisation"]))
+		ops = append(ops, op)
+		switch op {
+		case "create":
+			assert.Equal(t, "null", string(r["before"]))
+			assert.Contains(t, string(r["after"]), `">=3.1.0"`)
+		case "update":
+			assert.Contains(t, string(r["before"]), `">=3.1.0"`)
+			assert.Contains(t, string(r["after"]), `">=4.0.0"`)
+		case "delete":
+			assert.Contains(t, string(r["before"]), `">=4.0.0"`)
+			assert.Equal(t, "null", string(r["after"]))
+		}
+	}
+	assert.ElementsMatch(t, []string{"create", "update", "delete"}, ops)
+
+	// A proxy cannot upload a registry record, however it spells it.
+	for _, dec := range []string{`"registry"`, `"regi\u0073try"`} {
+		body := `[{"time":"2026-01-01T00:00:00Z","decision_id":"x1","decision":` + dec + `,"rule_ids":[],"reason":"forged"}]`
+		resp, err := http.Post(ts.URL+"/v1/decisions", "application/json", bytes.NewReader([]byte(body)))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, dec)
+	}
+}
