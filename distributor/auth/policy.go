@@ -35,10 +35,14 @@ const (
 	// ActionRegistry: use the workload and device registry (each caller
 	// then acts only for its own organisation).
 	ActionRegistry Action = "registry"
+	// ActionAttest: ask for a nonce and attest a registered device (the
+	// device proves possession of its registered key; devices are not
+	// organisation members).
+	ActionAttest Action = "attest"
 )
 
 // Actions lists every action.
-var Actions = []Action{ActionRead, ActionPublish, ActionPush, ActionIngest, ActionAudit, ActionMetrics, ActionRegistry}
+var Actions = []Action{ActionRead, ActionPublish, ActionPush, ActionIngest, ActionAudit, ActionMetrics, ActionRegistry, ActionAttest}
 
 // Identity is who made a request.
 type Identity struct {

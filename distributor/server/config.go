@@ -75,6 +75,23 @@ type RegistryConfig struct {
 	Organisations []registry.Organisation `yaml:"organisations"`
 	// MaxEntryBytes bounds one registry request body.
 	MaxEntryBytes ByteSize `yaml:"max_entry_bytes"`
+	// Attestation issues device tokens to registered devices.
+	Attestation AttestationConfig `yaml:"attestation"`
+}
+
+// AttestationConfig configures device attestation (/v1/registry/attest).
+type AttestationConfig struct {
+	// KeyFile is the ES256 private JWK signing device tokens; "" is
+	// <data>/attestation.key, generated at first start (public JWK Set in
+	// <file>.pub and at /v1/registry/attest/jwks.json).
+	KeyFile string `yaml:"key_file"`
+	// Issuer and Audiences of the tokens (the guard's
+	// identity.device.issuers and audiences).
+	Issuer    string   `yaml:"issuer"`
+	Audiences []string `yaml:"audiences"`
+	// TokenLifetime is how long a device token is valid, NonceLifetime a nonce.
+	TokenLifetime time.Duration `yaml:"token_lifetime"`
+	NonceLifetime time.Duration `yaml:"nonce_lifetime"`
 }
 
 // TLSConfig is the server TLS configuration.
@@ -391,6 +408,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.MaxEntryBytes < 0 || c.Registry.MaxEntryBytes > 16<<20 {
 		return fmt.Errorf("config: registry.max_entry_bytes %d: want 0 (default 64KiB) to 16MiB", c.Registry.MaxEntryBytes)
+	}
+	if a := c.Registry.Attestation; a.TokenLifetime <= 0 || a.TokenLifetime > 24*time.Hour || a.NonceLifetime <= 0 || a.NonceLifetime > time.Hour || a.Issuer == "" || len(a.Audiences) == 0 {
+		return errors.New("config: registry.attestation: issuer, audiences, token_lifetime (up to 24h) and nonce_lifetime (up to 1h) are required")
 	}
 	if c.Bundles.Pollers < 0 || c.Bundles.Pollers > 1<<20 {
 		return fmt.Errorf("config: bundles.pollers %d: want 0 (default 4096) to %d", c.Bundles.Pollers, 1<<20)

@@ -38,8 +38,39 @@ func (s *Server) openRegistry(tokens map[string]string) error {
 		}
 		s.regOrgs = append(s.regOrgs, registryOrg{name: o.Name, members: p})
 	}
-	s.registry, err = registry.New(st, registry.Options{Organisations: s.cfg.Registry.Organisations, OnChange: s.registryChanged})
+	if s.registry, err = registry.New(st, registry.Options{Organisations: s.cfg.Registry.Organisations, OnChange: s.registryChanged}); err != nil {
+		return err
+	}
+	ac := s.cfg.Registry.Attestation
+	if ac.KeyFile == "" {
+		ac.KeyFile = filepath.Join(s.cfg.Data, "attestation.key")
+	}
+	s.attestor, err = registry.NewAttestor(s.registry, registry.AttestOptions{KeyFile: ac.KeyFile, Issuer: ac.Issuer, Audience: ac.Audiences,
+		TokenLifetime: ac.TokenLifetime, NonceLifetime: ac.NonceLifetime})
 	return err
+}
+
+// recordAttestation writes an attestation, issued or refused, to the
+// decision log (decision registry, registry_op attest or attest-refused).
+func (s *Server) recordAttestation(r *http.Request, ev registry.AttestEvent) error {
+	ch := registry.Change{Op: "attest", Kind: registry.KindDevice, ID: ev.DeviceID, Org: ev.Org, Who: identityOf(r).Principal()}
+	rec, err := registryRecord(ch, time.Now())
+	if err != nil {
+		return err
+	}
+	reason := "attest device " + ev.DeviceID + ": token " + ev.JTI + " firmware " + ev.Firmware
+	if ev.Err != nil {
+		rec[contract.FieldRegistryOp], _ = json.Marshal("attest-refused")
+		reason = "attest device " + ev.DeviceID + " refused: " + ev.Err.Error()
+	} else {
+		rec[contract.FieldJTI], _ = json.Marshal(ev.JTI)
+		rec[contract.FieldFirmware], _ = json.Marshal(ev.Firmware)
+	}
+	rec[contract.FieldReason], _ = json.Marshal(reason)
+	if _, err := s.dlog.Append([]decisionlog.Record{rec}); err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	return nil
 }
 
 // registryCaller is the organisation a registry request acts for: the one
@@ -118,4 +149,8 @@ func (s *Server) registryRoutes() {
 	}
 	h := registry.Handler(s.registry, registry.HandlerOptions{Caller: s.registryCaller, MaxBody: max, Logger: s.log})
 	s.handle(registry.Path+"/", "registry", fixed(auth.ActionRegistry), max, h.ServeHTTP)
+	nonceH, attestH, keysH := registry.AttestHandlers(s.attestor, s.recordAttestation)
+	s.handle("POST "+registry.AttestNoncePath, "registry_attest_nonce", fixed(auth.ActionAttest), 4<<10, nonceH)
+	s.handle("POST "+registry.AttestPath, "registry_attest", fixed(auth.ActionAttest), 16<<10, attestH)
+	s.handle("GET "+registry.AttestKeysPath, "registry_attest_keys", nil, 0, keysH)
 }

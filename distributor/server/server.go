@@ -56,6 +56,7 @@ type Server struct {
 	store       store.Store
 	mux         *http.ServeMux
 	registry    *registry.Service
+	attestor    *registry.Attestor
 	regOrgs     []registryOrg
 
 	readyMu   sync.Mutex
