@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
@@ -24,7 +27,7 @@ import (
 func newRegistryCmd() *cobra.Command {
 	g := newGroup("registry", "Register, inspect, update and deregister workloads and devices on a distributor",
 		newGroup("register", "Register a workload or a device", newRegisterCmd(registry.KindDevice), newRegisterCmd(registry.KindWorkload)),
-		newRegistryGetCmd(), newRegistryListCmd(), newRegistryUpdateCmd(), newRegistryDeregisterCmd())
+		newRegistryGetCmd(), newRegistryListCmd(), newRegistryUpdateCmd(), newRegistryDeregisterCmd(), newRegistryAttestCmd())
 	g.Long = `Register, inspect, update and deregister workloads and devices in a distributor's
 registry (GET/POST/PUT/DELETE /v1/registry/, which needs the registry action).
 Each caller acts for one organisation and sees and changes only its entries.
@@ -365,4 +368,79 @@ func registryErr(err error) error {
 		}
 	}
 	return err
+}
+
+// attested is what attest prints.
+type attested struct {
+	Device  string    `json:"device_id"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+// Rows is one row.
+func (a attested) Rows() ([]string, [][]string) {
+	return []string{"device_id", "expires", "token"}, [][]string{{output.Clean(a.Device), a.Expires.UTC().Format(time.RFC3339), a.Token}}
+}
+
+func newRegistryAttestCmd() *cobra.Command {
+	var flags distClientFlags
+	var keyFile, firmware string
+	cmd := &cobra.Command{
+		Use:   "attest DEVICE-ID",
+		Short: "Attest a registered device with its private key and print the device token (for testing)",
+		Long: `Do what a registered device does to get a device token: ask for a single-use
+nonce (POST /v1/registry/attest/nonce), sign {device_id, nonce, firmware} as a
+JWS (typ ` + registry.AttestTyp + `) with the device's private JWK (--device-key; ES256 or
+Ed25519, the pair of the registered public key) and send it (POST /v1/registry/attest).
+The token carries the device's id, class and vendor as registered and --firmware,
+which must be in the registered approved range. Needs the attest action.`,
+		Example: `  meshguard registry attest inv-0001 --device-key inv-0001.jwk --firmware 3.2.0 --server http://127.0.0.1:8443 -o json`,
+		Args:    cobra.ExactArgs(1),
+	}
+	out := addOutputFlag(cmd, output.All...)
+	cmd.Flags().StringVar(&keyFile, "device-key", "", "the device's private JWK file")
+	cmd.Flags().StringVar(&firmware, "firmware", "", "the firmware version the device runs")
+	_ = cmd.MarkFlagRequired("device-key")
+	_ = cmd.MarkFlagRequired("firmware")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		kb, err := newInputs(cmd).read("--device-key", keyFile)
+		if err != nil {
+			return err
+		}
+		key, err := jwk.ParseKey(kb)
+		if err != nil {
+			return usagef("--device-key %s: %w", keyFile, err)
+		}
+		alg := jwa.ES256
+		switch key.(type) {
+		case jwk.ECDSAPrivateKey:
+		case jwk.OKPPrivateKey:
+			alg = jwa.EdDSA
+		default:
+			return usagef("--device-key %s: want the device's private EC P-256 or Ed25519 JWK", keyFile)
+		}
+		c, closer, err := flags.client(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer closer()
+		n, err := c.AttestNonce(cmd.Context(), args[0])
+		if err != nil {
+			return fmt.Errorf("attest %s: nonce: %w", args[0], err)
+		}
+		payload, _ := json.Marshal(registry.AttestPayload{DeviceID: args[0], Nonce: n.Nonce, Firmware: firmware})
+		hdr := jws.NewHeaders()
+		_ = hdr.Set(jws.TypeKey, registry.AttestTyp)
+		signed, err := jws.Sign(payload, jws.WithKey(alg, key, jws.WithProtectedHeaders(hdr)))
+		if err != nil {
+			return usagef("--device-key %s: signing: %w", keyFile, err)
+		}
+		tok, err := c.Attest(cmd.Context(), signed)
+		if err != nil {
+			return fmt.Errorf("attest %s: %w", args[0], err)
+		}
+		return out.print(cmd, attested{Device: args[0], Token: tok.Token, Expires: tok.Expires})
+	}
+	flags.register(cmd, true)
+	return cmd
 }

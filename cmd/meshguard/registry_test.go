@@ -115,3 +115,36 @@ func TestRegistryCLI(t *testing.T) {
 	assert.Equal(t, exitError, runCLI(t, "registry", "get", "device", "inv-0001", "--server", url).code)
 	assert.Equal(t, exitUsage, runCLI(t, "registry", "get", "thing", "x", "--server", url).code)
 }
+
+func TestRegistryAttestCLI(t *testing.T) {
+	url := serveRegistry(t)
+	dir := t.TempDir()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	k, err := jwk.FromRaw(priv)
+	require.NoError(t, err)
+	pk, err := k.PublicKey()
+	require.NoError(t, err)
+	kb, err := json.Marshal(k)
+	require.NoError(t, err)
+	keyFile := filepath.Join(dir, "inv.jwk")
+	require.NoError(t, os.WriteFile(keyFile, kb, 0o600))
+	pb, err := json.Marshal(pk)
+	require.NoError(t, err)
+	dev := filepath.Join(dir, "inv.json")
+	require.NoError(t, os.WriteFile(dev, []byte(`{"id":"inv-42","class":"inverter","vendor":"voltwerk","firmware":">=3.0.0","credential":{"jwk":`+string(pb)+`}}`), 0o600))
+	runCLI(t, "registry", "register", "device", dev, "--server", url).ok(t)
+
+	r := runCLI(t, "registry", "attest", "inv-42", "--device-key", keyFile, "--firmware", "3.4.0", "--server", url, "-o", "json").ok(t)
+	var a struct {
+		Token string `json:"token"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &a))
+	assert.Regexp(t, `^[\w-]+\.[\w-]+\.[\w-]+$`, a.Token)
+	// Firmware outside the approved range: refused (403, exit 6).
+	assert.Equal(t, exitError, runCLI(t, "registry", "attest", "inv-42", "--device-key", keyFile, "--firmware", "2.0.0", "--server", url).code)
+	// A public key is not a device's key.
+	pubFile := filepath.Join(dir, "pub.jwk")
+	require.NoError(t, os.WriteFile(pubFile, pb, 0o600))
+	assert.Equal(t, exitUsage, runCLI(t, "registry", "attest", "inv-42", "--device-key", pubFile, "--firmware", "3.4.0", "--server", url).code)
+}

@@ -24,7 +24,9 @@ func (c *Client) registryDo(ctx context.Context, method, path string, body []byt
 		if hdr == nil {
 			hdr = map[string]string{}
 		}
-		hdr["Content-Type"] = "application/json"
+		if hdr["Content-Type"] == "" {
+			hdr["Content-Type"] = "application/json"
+		}
 	}
 	res, err := c.do(ctx, method, path, body, hdr)
 	if err != nil {
@@ -76,4 +78,18 @@ func (c *Client) RegistryList(ctx context.Context, kind registry.Kind, q url.Val
 		path += "?" + q.Encode()
 	}
 	return p, c.registryDo(ctx, http.MethodGet, path, nil, nil, &p)
+}
+
+// AttestNonce asks for a single-use nonce for a registered device.
+func (c *Client) AttestNonce(ctx context.Context, deviceID string) (registry.NonceResponse, error) {
+	var n registry.NonceResponse
+	body, _ := json.Marshal(registry.NonceRequest{DeviceID: deviceID})
+	return n, c.registryDo(ctx, http.MethodPost, registry.AttestNoncePath, body, nil, &n)
+}
+
+// Attest sends a device's compact JWS over its nonce and returns the
+// device token.
+func (c *Client) Attest(ctx context.Context, compact []byte) (registry.TokenResponse, error) {
+	var t registry.TokenResponse
+	return t, c.registryDo(ctx, http.MethodPost, registry.AttestPath, compact, map[string]string{"Content-Type": "application/jose"}, &t)
 }
