@@ -51,8 +51,11 @@ func registerWithKey(t *testing.T, c *regClient, id string) *ecdsa.PrivateKey {
 	return priv
 }
 
+// keepAlive reuses connections however many requests run at once.
+var keepAlive = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+
 func post(t *testing.T, url, body string) (int, []byte) {
-	resp, err := http.Post(url, "application/json", bytes.NewReader([]byte(body)))
+	resp, err := keepAlive.Post(url, "application/json", bytes.NewReader([]byte(body)))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
