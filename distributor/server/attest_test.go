@@ -85,6 +85,17 @@ func TestAttestation(t *testing.T) {
 	key := registerWithKey(t, c, "inv-7")
 	other := registerWithKey(t, c, "inv-8")
 
+	// The attestation endpoints as the OpenAPI document describes them.
+	oc := newRegClient(t, ts, "secret-a")
+	r := oc.do(http.MethodPost, registry.AttestNoncePath, map[string]string{"device_id": "inv-7"}, nil)
+	require.Equal(t, http.StatusOK, r.code)
+	var nr registry.NonceResponse
+	require.NoError(t, json.Unmarshal(r.body, &nr))
+	r = oc.do(http.MethodPost, registry.AttestPath, signAttest(t, key, jwa.ES256, registry.AttestTyp, registry.AttestPayload{DeviceID: "inv-7", Nonce: nr.Nonce, Firmware: "3.2.0"}),
+		map[string]string{"Content-Type": "application/jose"})
+	require.Equal(t, http.StatusOK, r.code, string(r.body))
+	require.Equal(t, http.StatusOK, oc.do(http.MethodGet, registry.AttestKeysPath, nil, nil).code)
+
 	n := getNonce(t, ts, "inv-7")
 	jwsOK := signAttest(t, key, jwa.ES256, registry.AttestTyp, registry.AttestPayload{DeviceID: "inv-7", Nonce: n, Firmware: "3.2.0"})
 	code, b := post(t, ts.URL+registry.AttestPath, jwsOK)
@@ -170,5 +181,5 @@ func TestAttestation(t *testing.T) {
 		require.NoError(t, json.Unmarshal(r["registry_op"], &op))
 		ops[op]++
 	}
-	assert.Equal(t, map[string]int{"create": 2, "delete": 1, "attest": 1, "attest-refused": 1 + len(refusals)}, ops)
+	assert.Equal(t, map[string]int{"create": 2, "delete": 1, "attest": 2, "attest-refused": 1 + len(refusals)}, ops)
 }

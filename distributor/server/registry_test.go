@@ -121,6 +121,11 @@ func registryServer(t *testing.T) *testServer {
 	return startServer(t, cfg, Options{})
 }
 
+func init() {
+	// A compact JWS is text (the attestation body).
+	openapi3filter.RegisterBodyDecoder("application/jose", openapi3filter.PlainBodyDecoder)
+}
+
 func newRegClient(t *testing.T, ts *testServer, token string) *regClient {
 	c := &regClient{t: t, base: ts.URL, token: token}
 	r := c.do(http.MethodGet, "/v1/registry/openapi.json", nil, nil)
