@@ -426,20 +426,24 @@ func (s *Service) List(ctx context.Context, c Caller, k Kind, f Filter, after st
 	if _, err := s.org(c); err != nil {
 		return Page{}, err
 	}
-	all, err := s.store.List(ctx, k)
-	if err != nil {
-		return Page{}, err
-	}
 	p := Page{Items: []Record{}}
-	for _, r := range all {
-		if r.Organisation != c.Org || r.ID <= after || !strings.HasPrefix(r.ID, f.Prefix) || !f.match(r) {
-			continue
+	err := s.store.Scan(ctx, k, after, func(r Record) bool {
+		if !strings.HasPrefix(r.ID, f.Prefix) {
+			// Ids are in order: past the prefix nothing more matches.
+			return r.ID < f.Prefix
+		}
+		if r.Organisation != c.Org || !f.match(r) {
+			return true
 		}
 		if len(p.Items) == limit {
 			p.Next = p.Items[len(p.Items)-1].ID
-			break
+			return false
 		}
 		p.Items = append(p.Items, r)
+		return true
+	})
+	if err != nil {
+		return Page{}, err
 	}
 	return p, nil
 }

@@ -47,6 +47,10 @@ type Store interface {
 	Get(ctx context.Context, kind Kind, id string) (Record, error)
 	// List returns every record of a kind, sorted by id.
 	List(ctx context.Context, kind Kind) ([]Record, error)
+	// Scan calls fn with the records of a kind whose id sorts after
+	// after, in id order, until fn returns false (keyset paging). fn must
+	// not call the store.
+	Scan(ctx context.Context, kind Kind, after string, fn func(Record) bool) error
 	// Put writes rec if the stored generation is prev (0: must not exist,
 	// ErrExists; otherwise ErrNotFound or ErrConflict).
 	Put(ctx context.Context, rec Record, prev uint64) error
@@ -62,12 +66,13 @@ type FSStore struct {
 	dir string
 	mu  sync.RWMutex
 	m   map[Kind]map[string]Record
+	ids map[Kind][]string // sorted, for ordered scans without sorting
 }
 
 // OpenFS opens (creating) a filesystem store, loading every record and
 // removing temporary files a crash left behind.
 func OpenFS(dir string) (*FSStore, error) {
-	s := &FSStore{dir: dir, m: map[Kind]map[string]Record{}}
+	s := &FSStore{dir: dir, m: map[Kind]map[string]Record{}, ids: map[Kind][]string{}}
 	for _, k := range []Kind{KindWorkload, KindDevice} {
 		d := filepath.Join(dir, string(k))
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -96,7 +101,9 @@ func OpenFS(dir string) (*FSStore, error) {
 				return nil, fmt.Errorf("registry store: %s: not a %s record (%v)", p, k, err)
 			}
 			s.m[k][rec.ID] = rec
+			s.ids[k] = append(s.ids[k], rec.ID)
 		}
+		sort.Strings(s.ids[k])
 	}
 	return s, nil
 }
@@ -133,20 +140,33 @@ func (s *FSStore) Get(_ context.Context, k Kind, id string) (Record, error) {
 }
 
 // List implements Store.
-func (s *FSStore) List(_ context.Context, k Kind) ([]Record, error) {
+func (s *FSStore) List(ctx context.Context, k Kind) ([]Record, error) {
 	s.mu.RLock()
+	out := make([]Record, 0, len(s.ids[k]))
+	s.mu.RUnlock()
+	err := s.Scan(ctx, k, "", func(r Record) bool { out = append(out, r); return true })
+	return out, err
+}
+
+// Scan implements Store.
+func (s *FSStore) Scan(_ context.Context, k Kind, after string, fn func(Record) bool) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	m, err := s.kind(k)
 	if err != nil {
-		s.mu.RUnlock()
-		return nil, err
+		return err
 	}
-	out := make([]Record, 0, len(m))
-	for _, r := range m {
-		out = append(out, r)
+	ids := s.ids[k]
+	i := sort.SearchStrings(ids, after)
+	if i < len(ids) && ids[i] == after {
+		i++
 	}
-	s.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	for _, id := range ids[i:] {
+		if !fn(m[id]) {
+			break
+		}
+	}
+	return nil
 }
 
 func checkGen(m map[string]Record, id string, prev uint64, put bool) error {
@@ -182,6 +202,11 @@ func (s *FSStore) Put(_ context.Context, rec Record, prev uint64) error {
 	if err := writeAtomic(filepath.Join(s.dir, string(rec.Kind)), fileName(rec.ID), b); err != nil {
 		return err
 	}
+	if _, ok := m[rec.ID]; !ok {
+		ids := s.ids[rec.Kind]
+		i := sort.SearchStrings(ids, rec.ID)
+		s.ids[rec.Kind] = append(ids[:i], append([]string{rec.ID}, ids[i:]...)...)
+	}
 	m[rec.ID] = rec
 	return nil
 }
@@ -205,6 +230,10 @@ func (s *FSStore) Delete(_ context.Context, k Kind, id string, prev uint64) erro
 		return err
 	}
 	delete(m, id)
+	ids := s.ids[k]
+	if i := sort.SearchStrings(ids, id); i < len(ids) && ids[i] == id {
+		s.ids[k] = append(ids[:i], ids[i+1:]...)
+	}
 	return nil
 }
 

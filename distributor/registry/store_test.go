@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,4 +66,49 @@ func FuzzParse(f *testing.F) {
 		require.Equal(t, id, id2)
 		require.Equal(t, string(spec), string(spec2))
 	})
+}
+
+// store100k is a store of 100k devices, a tenth of them on disk too (the
+// rest in memory only, to keep the setup short).
+func store100k(b *testing.B) (*FSStore, string) {
+	dir := b.TempDir()
+	s, err := OpenFS(dir)
+	require.NoError(b, err)
+	for i := range 100000 {
+		id := fmt.Sprintf("inv-%06d", i)
+		rec := Record{Kind: KindDevice, ID: id, Organisation: "o", Generation: 1, Spec: []byte(`{"id":"` + id + `"}`)}
+		s.ids[KindDevice] = append(s.ids[KindDevice], id) // generated in order
+		s.m[KindDevice][id] = rec
+		if i%10 == 0 {
+			data, _ := json.Marshal(rec)
+			require.NoError(b, os.WriteFile(filepath.Join(dir, "devices", fileName(id)), data, 0o600))
+		}
+	}
+	return s, dir
+}
+
+// BenchmarkFSStoreList100k lists 100k devices in id order (what a
+// bundle compile and a full list read).
+func BenchmarkFSStoreList100k(b *testing.B) {
+	s, _ := store100k(b)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		recs, err := s.List(ctx, KindDevice)
+		if err != nil || len(recs) != 100000 {
+			b.Fatal(err, len(recs))
+		}
+	}
+}
+
+// BenchmarkFSStoreOpen10kFiles opens a store directory of 10k entry files
+// (the distributor's start).
+func BenchmarkFSStoreOpen10kFiles(b *testing.B) {
+	_, dir := store100k(b)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := OpenFS(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
