@@ -78,7 +78,14 @@ type Attestor struct {
 
 	mu     sync.Mutex
 	nonces map[string]nonce
+	// perDevice are each device's outstanding nonces, oldest first, at
+	// most MaxDeviceNonces: asking for nonces of someone else's device
+	// evicts only that device's older ones and cannot fill the table.
+	perDevice map[string][]string
 }
+
+// MaxDeviceNonces bounds one device's outstanding nonces.
+const MaxDeviceNonces = 4
 
 type nonce struct {
 	device  string
@@ -108,7 +115,7 @@ func NewAttestor(svc *Service, o AttestOptions) (*Attestor, error) {
 	if err := set.AddKey(pub); err != nil {
 		return nil, err
 	}
-	return &Attestor{svc: svc, o: o, key: key, pubs: set, nonces: map[string]nonce{}}, nil
+	return &Attestor{svc: svc, o: o, key: key, pubs: set, nonces: map[string]nonce{}, perDevice: map[string][]string{}}, nil
 }
 
 // Keys is the JWK Set that verifies device tokens (the guard's
@@ -178,15 +185,36 @@ func (a *Attestor) Nonce(ctx context.Context, deviceID string) (string, time.Tim
 	if len(a.nonces) >= a.o.MaxNonces {
 		for k, v := range a.nonces {
 			if !now.Before(v.expires) {
-				delete(a.nonces, k)
+				a.drop(k, v.device)
 			}
 		}
 		if len(a.nonces) >= a.o.MaxNonces {
 			return "", time.Time{}, fmt.Errorf("%w: too many outstanding nonces; retry shortly", ErrAttestation)
 		}
 	}
+	if q := a.perDevice[rec.ID]; len(q) >= MaxDeviceNonces {
+		a.drop(q[0], rec.ID)
+	}
 	a.nonces[n] = nonce{device: rec.ID, expires: exp}
+	a.perDevice[rec.ID] = append(a.perDevice[rec.ID], n)
 	return n, exp, nil
+}
+
+// drop forgets a nonce (a.mu held).
+func (a *Attestor) drop(n, device string) {
+	delete(a.nonces, n)
+	q := a.perDevice[device]
+	for i, v := range q {
+		if v == n {
+			q = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(a.perDevice, device)
+	} else {
+		a.perDevice[device] = q
+	}
 }
 
 // take consumes a nonce: whatever happens next, it is used.
@@ -194,7 +222,9 @@ func (a *Attestor) take(n string) (nonce, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	v, ok := a.nonces[n]
-	delete(a.nonces, n)
+	if ok {
+		a.drop(n, v.device)
+	}
 	return v, ok
 }
 

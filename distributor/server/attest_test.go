@@ -34,6 +34,7 @@ func attestServer(t *testing.T, nonceLife time.Duration) *testServer {
 	cfg.Registry.Organisations = []registry.Organisation{{Name: "grid-op", Members: []string{"token:grid-op"}, DevicePrefixes: []string{"inv-"}}}
 	cfg.Registry.Attestation.NonceLifetime = nonceLife
 	cfg.Registry.Attestation.TokenLifetime = 5 * time.Minute
+	cfg.Registry.Attestation.Rate = 0 // the benchmark attests as fast as it can
 	return startServer(t, cfg, Options{})
 }
 
@@ -182,4 +183,31 @@ func TestAttestation(t *testing.T) {
 		ops[op]++
 	}
 	assert.Equal(t, map[string]int{"create": 2, "delete": 1, "attest": 2, "attest-refused": 1 + len(refusals)}, ops)
+}
+
+// TestAttestationLimits: nonces asked for someone else's device evict only
+// that device's older ones, and a caller's attempts are rate limited.
+func TestAttestationLimits(t *testing.T) {
+	ts := attestServer(t, time.Minute)
+	c := &regClient{t: t, base: ts.URL, token: "secret-a"}
+	key := registerWithKey(t, c, "inv-1")
+	first := getNonce(t, ts, "inv-1")
+	for range registry.MaxDeviceNonces {
+		getNonce(t, ts, "inv-1")
+	}
+	code, _ := post(t, ts.URL+registry.AttestPath, signAttest(t, key, jwa.ES256, registry.AttestTyp, registry.AttestPayload{DeviceID: "inv-1", Nonce: first, Firmware: "3.2.0"}))
+	assert.Equal(t, http.StatusForbidden, code, "the oldest nonce was evicted")
+	code, b := post(t, ts.URL+registry.AttestPath, signAttest(t, key, jwa.ES256, registry.AttestTyp, registry.AttestPayload{DeviceID: "inv-1", Nonce: getNonce(t, ts, "inv-1"), Firmware: "3.2.0"}))
+	assert.Equal(t, http.StatusOK, code, string(b))
+
+	cfg := testConfig(t)
+	cfg.Allow[auth.ActionAttest] = []string{"anonymous"}
+	cfg.Registry.Attestation.Rate, cfg.Registry.Attestation.Burst = 1, 3
+	ts2 := startServer(t, cfg, Options{})
+	codes := map[int]int{}
+	for range 6 {
+		code, _ := post(t, ts2.URL+registry.AttestPath, "x.y.z")
+		codes[code]++
+	}
+	assert.Equal(t, map[int]int{http.StatusForbidden: 3, http.StatusTooManyRequests: 3}, codes)
 }

@@ -92,6 +92,11 @@ type AttestationConfig struct {
 	// TokenLifetime is how long a device token is valid, NonceLifetime a nonce.
 	TokenLifetime time.Duration `yaml:"token_lifetime"`
 	NonceLifetime time.Duration `yaml:"nonce_lifetime"`
+	// Rate bounds nonce and attestation requests per caller per second
+	// (0: unlimited), Burst its bucket: every attempt is a decision log
+	// record, so a flood of bad attempts must not grow the log freely.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
 }
 
 // TLSConfig is the server TLS configuration.
@@ -411,6 +416,9 @@ func (c *Config) Validate() error {
 	}
 	if a := c.Registry.Attestation; a.TokenLifetime <= 0 || a.TokenLifetime > 24*time.Hour || a.NonceLifetime <= 0 || a.NonceLifetime > time.Hour || a.Issuer == "" || len(a.Audiences) == 0 {
 		return errors.New("config: registry.attestation: issuer, audiences, token_lifetime (up to 24h) and nonce_lifetime (up to 1h) are required")
+	}
+	if a := c.Registry.Attestation; a.Rate < 0 || (a.Rate > 0 && a.Burst < 1) {
+		return errors.New("config: registry.attestation: rate must not be negative, and burst at least 1 with a rate")
 	}
 	if c.Bundles.Pollers < 0 || c.Bundles.Pollers > 1<<20 {
 		return fmt.Errorf("config: bundles.pollers %d: want 0 (default 4096) to %d", c.Bundles.Pollers, 1<<20)

@@ -150,7 +150,20 @@ func (s *Server) registryRoutes() {
 	h := registry.Handler(s.registry, registry.HandlerOptions{Caller: s.registryCaller, MaxBody: max, Logger: s.log})
 	s.handle(registry.Path+"/", "registry", fixed(auth.ActionRegistry), max, h.ServeHTTP)
 	nonceH, attestH, keysH := registry.AttestHandlers(s.attestor, s.recordAttestation)
-	s.handle("POST "+registry.AttestNoncePath, "registry_attest_nonce", fixed(auth.ActionAttest), 4<<10, nonceH)
-	s.handle("POST "+registry.AttestPath, "registry_attest", fixed(auth.ActionAttest), 16<<10, attestH)
+	ac := s.cfg.Registry.Attestation
+	lim := auth.NewLimiter(ac.Rate, ac.Burst)
+	limited := func(route string, h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if ok, wait := lim.Allow(identityOf(r).Key(), 1); !ok {
+				s.m.rejected.WithLabelValues(route, "rate_limited").Inc()
+				w.Header().Set("Retry-After", retryAfter(wait))
+				s.refuse(w, r, route, http.StatusTooManyRequests, "attestation rate limit exceeded; retry in "+wait.Round(time.Millisecond).String())
+				return
+			}
+			h(w, r)
+		}
+	}
+	s.handle("POST "+registry.AttestNoncePath, "registry_attest_nonce", fixed(auth.ActionAttest), 4<<10, limited("registry_attest_nonce", nonceH))
+	s.handle("POST "+registry.AttestPath, "registry_attest", fixed(auth.ActionAttest), 16<<10, limited("registry_attest", attestH))
 	s.handle("GET "+registry.AttestKeysPath, "registry_attest_keys", nil, 0, keysH)
 }
