@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -386,4 +387,45 @@ func TestRegistryAudit(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, dec)
 	}
+}
+
+// TestRegistryOrganisationsOverMTLS: callers identified by their X509-SVID
+// act for the organisation whose members match their SPIFFE ID.
+func TestRegistryOrganisationsOverMTLS(t *testing.T) {
+	p := newPKI(t, "grid.example")
+	cfg := mtlsConfig(t, p)
+	dso := spiffeid.RequireFromString("spiffe://grid.example/ns/dso/sa/registrar")
+	mtr := spiffeid.RequireFromString("spiffe://grid.example/ns/metering/sa/registrar")
+	cfg.Allow[auth.ActionRegistry] = []string{"spiffe://grid.example/ns/dso/*", "spiffe://grid.example/ns/metering/*", "spiffe://grid.example/ns/both/*"}
+	cfg.Registry.Organisations = []registry.Organisation{
+		{Name: "grid-op", Members: []string{"spiffe://grid.example/ns/dso/*", "spiffe://grid.example/ns/both/*"}, DevicePrefixes: []string{"inv-"}},
+		{Name: "metering", Members: []string{"spiffe://grid.example/ns/metering/*", "spiffe://grid.example/ns/both/*"}, DevicePrefixes: []string{"mtr-"}},
+	}
+	ts := startServer(t, cfg, Options{})
+	send := func(c *http.Client, method, path string, body any) int {
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequest(method, ts.URL+path, rd)
+		require.NoError(t, err)
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	a, b := p.client(p.svid(t, dso)), p.client(p.svid(t, mtr))
+	both := p.client(p.svid(t, spiffeid.RequireFromString("spiffe://grid.example/ns/both/sa/x")))
+	stranger := p.client(p.svid(t, strangerID))
+	assert.Equal(t, http.StatusCreated, send(a, http.MethodPost, "/v1/registry/devices", device(t, "inv-1")))
+	assert.Equal(t, http.StatusForbidden, send(b, http.MethodPost, "/v1/registry/devices", device(t, "inv-2")))
+	assert.Equal(t, http.StatusForbidden, send(b, http.MethodGet, "/v1/registry/devices/inv-1", nil))
+	assert.Equal(t, http.StatusForbidden, send(b, http.MethodDelete, "/v1/registry/devices/inv-1", nil))
+	assert.Equal(t, http.StatusCreated, send(b, http.MethodPost, "/v1/registry/devices", device(t, "mtr-1")))
+	// A member of two organisations acts for none; one without the
+	// registry action is refused before that.
+	assert.Equal(t, http.StatusForbidden, send(both, http.MethodGet, "/v1/registry/devices", nil))
+	assert.Equal(t, http.StatusForbidden, send(stranger, http.MethodGet, "/v1/registry/devices", nil))
+	assert.Equal(t, http.StatusOK, send(a, http.MethodGet, "/v1/registry/devices/inv-1", nil))
 }
