@@ -7,11 +7,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -428,4 +430,41 @@ func TestRegistryOrganisationsOverMTLS(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, send(both, http.MethodGet, "/v1/registry/devices", nil))
 	assert.Equal(t, http.StatusForbidden, send(stranger, http.MethodGet, "/v1/registry/devices", nil))
 	assert.Equal(t, http.StatusOK, send(a, http.MethodGet, "/v1/registry/devices/inv-1", nil))
+}
+
+// TestRegistryLargestEntryAudited: an entry at the size limits is stored
+// and its change (before and after, twice its size) recorded and queried.
+func TestRegistryLargestEntryAudited(t *testing.T) {
+	ts := registryServer(t)
+	c := newRegClient(t, ts, "secret-a")
+	d := device(t, "inv-big")
+	var writers []string
+	for i := range registry.MaxListLen {
+		writers = append(writers, fmt.Sprintf("spiffe://grid.example/ns/der/sa/%0200d", i))
+	}
+	labels := map[string]string{}
+	for i := range 40 {
+		labels[fmt.Sprintf("k%03d", i)] = strings.Repeat("v", registry.MaxLabelLen)
+	}
+	d["writers"], d["readers"], d["labels"] = writers, writers, labels
+	r := c.do(http.MethodPost, "/v1/registry/devices", d, nil)
+	require.Equal(t, http.StatusCreated, r.code, string(r.body))
+	require.Greater(t, len(r.body), 30<<10)
+	require.Equal(t, http.StatusOK, c.do(http.MethodPut, "/v1/registry/devices/inv-big", d, map[string]string{"If-Match": `"1"`}).code)
+	resp, err := http.Get(ts.URL + "/v1/decisions?decision=registry")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out struct {
+		Records []map[string]json.RawMessage `json:"records"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	require.Len(t, out.Records, 2)
+	var update map[string]json.RawMessage
+	for _, r := range out.Records {
+		if string(r["registry_op"]) == `"update"` {
+			update = r
+		}
+	}
+	require.NotNil(t, update)
+	assert.Greater(t, len(update["before"])+len(update["after"]), 60<<10)
 }
