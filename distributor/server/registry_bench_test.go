@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/ecdsa"
 	"fmt"
 	"net/http"
 	"testing"
@@ -21,11 +22,18 @@ func BenchmarkAttest(b *testing.B) {
 	t := &testing.T{}
 	ts := attestServer(t, time.Hour)
 	c := &regClient{t: t, base: ts.URL, token: "secret-a"}
-	key := registerWithKey(t, c, "inv-bench")
+	// A device has at most MaxDeviceNonces outstanding: one device per
+	// that many prepared attestations.
 	signed := make(chan string, b.N)
-	for range b.N {
-		n := getNonce(t, ts, "inv-bench")
-		signed <- signAttest(t, key, jwa.ES256, registry.AttestTyp, registry.AttestPayload{DeviceID: "inv-bench", Nonce: n, Firmware: "3.2.0"})
+	var key *ecdsa.PrivateKey
+	var id string
+	for i := range b.N {
+		if i%registry.MaxDeviceNonces == 0 {
+			id = fmt.Sprintf("inv-bench-%06d", i)
+			key = registerWithKey(t, c, id)
+		}
+		n := getNonce(t, ts, id)
+		signed <- signAttest(t, key, jwa.ES256, registry.AttestTyp, registry.AttestPayload{DeviceID: id, Nonce: n, Firmware: "3.2.0"})
 	}
 	close(signed)
 	// Many devices attest at once (the decision log commits their records
