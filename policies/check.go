@@ -474,3 +474,16 @@ func segCovers(a, b []string) bool {
 	}
 	return len(a) == len(b)
 }
+
+// CheckRange checks a version range the way policy check does: valid
+// semver range syntax that the engine supports. The registry validates
+// the ranges it compiles into policies with it.
+func CheckRange(r string) error {
+	if _, err := semver.NewConstraint(r); err != nil {
+		return fmt.Errorf("invalid semver range %q: %w", r, err)
+	}
+	if _, err := parseRange(r); err != nil {
+		return fmt.Errorf("range %q is not supported by the engine: %w", r, err)
+	}
+	return nil
+}

@@ -34,8 +34,8 @@ var exitCodes = []struct {
 }{
 	{exitOK, "success"},
 	{exitFailed, "policy or verification failure: policy errors, failing policy tests, a deny with --fail, warnings with --fail-on-warnings, a bundle or module that does not verify (also a bundle the distributor refuses, 422), a module an Envoy release would refuse"},
-	{exitUsage, "usage: unknown verb or flag, a bad or missing argument, an input that cannot be read or parsed"},
-	{exitConflict, "conflict: the channel already has this bundle revision or a later one (409)"},
+	{exitUsage, "usage: unknown verb or flag, a bad or missing argument, an input that cannot be read or parsed (also a registry entry the distributor refuses as invalid, 400)"},
+	{exitConflict, "conflict: the channel already has this bundle revision or a later one (409); a registry entry exists already (409) or changed since its ETag (412)"},
 	{exitTampered, "tampering: the decision log does not verify (a record edited, removed or reordered, truncation, a signed checkpoint or proof that does not verify, a log that does not extend an earlier checkpoint)"},
 	{exitTornTail, "interrupted write: the decision log is intact, then ends in a batch a crash cut short before it was acknowledged (the distributor cuts it off when it starts)"},
 	{exitError, "any other error: the network, the distributor or registry (other answers), writing output"},
@@ -105,7 +105,7 @@ func exitCode(err error) int {
 	var api *server.APIError
 	if errors.As(err, &api) {
 		switch api.Code {
-		case http.StatusConflict:
+		case http.StatusConflict, http.StatusPreconditionFailed:
 			return exitConflict
 		case http.StatusUnprocessableEntity:
 			return exitFailed

@@ -56,6 +56,7 @@ func newRootCmd() *cobra.Command {
 		newRenderCmd(),
 		newAuditCmd(),
 		newStatusCmd(),
+		newRegistryCmd(),
 		newServeCmd(),
 		newRunCmd(),
 		newCheckModuleCmd(),

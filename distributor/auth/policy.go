@@ -32,10 +32,17 @@ const (
 	ActionIngest  Action = "ingest"  // upload decision records
 	ActionAudit   Action = "audit"   // query and export the decision log
 	ActionMetrics Action = "metrics" // scrape /metrics
+	// ActionRegistry: use the workload and device registry (each caller
+	// then acts only for its own organisation).
+	ActionRegistry Action = "registry"
+	// ActionAttest: ask for a nonce and attest a registered device (the
+	// device proves possession of its registered key; devices are not
+	// organisation members).
+	ActionAttest Action = "attest"
 )
 
 // Actions lists every action.
-var Actions = []Action{ActionRead, ActionPublish, ActionPush, ActionIngest, ActionAudit, ActionMetrics}
+var Actions = []Action{ActionRead, ActionPublish, ActionPush, ActionIngest, ActionAudit, ActionMetrics, ActionRegistry, ActionAttest}
 
 // Identity is who made a request.
 type Identity struct {

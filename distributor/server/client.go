@@ -65,11 +65,22 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr m
 		defer res.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
 		var e struct {
-			Error string `json:"error"`
+			Error  string `json:"error"`
+			Fields []struct {
+				Field   string `json:"field"`
+				Message string `json:"message"`
+			} `json:"fields"`
 		}
 		msg := strings.TrimSpace(string(b))
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			msg = e.Error
+			for i, f := range e.Fields {
+				sep := "; "
+				if i == 0 {
+					sep = ": "
+				}
+				msg += sep + f.Field + ": " + f.Message
+			}
 		}
 		return nil, &APIError{Code: res.StatusCode, Message: msg}
 	}

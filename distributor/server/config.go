@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/bundles"
+	"github.com/meshguard/meshguard/distributor/registry"
 	"github.com/meshguard/meshguard/distributor/store"
 	"github.com/meshguard/meshguard/distributor/store/ocistore"
 )
@@ -64,6 +65,8 @@ type Config struct {
 	// State selects where bundle channels live (filesystem under Data, or
 	// PostgreSQL shared by replicas).
 	State StateConfig `yaml:"state"`
+	// Registry configures the workload and device registry (/v1/registry/).
+	Registry RegistryConfig `yaml:"registry"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
@@ -117,6 +120,37 @@ func (c StateConfig) validate() error {
 		return fmt.Errorf("config: state.backend %q: want filesystem or postgres", c.Backend)
 	}
 	return nil
+}
+
+// RegistryConfig configures the registry of workloads and devices.
+type RegistryConfig struct {
+	// Organisations own registry entries; each caller of the registry API
+	// acts for the one organisation whose members include it.
+	Organisations []registry.Organisation `yaml:"organisations"`
+	// MaxEntryBytes bounds one registry request body.
+	MaxEntryBytes ByteSize `yaml:"max_entry_bytes"`
+	// Attestation issues device tokens to registered devices.
+	Attestation AttestationConfig `yaml:"attestation"`
+}
+
+// AttestationConfig configures device attestation (/v1/registry/attest).
+type AttestationConfig struct {
+	// KeyFile is the ES256 private JWK signing device tokens; "" is
+	// <data>/attestation.key, generated at first start (public JWK Set in
+	// <file>.pub and at /v1/registry/attest/jwks.json).
+	KeyFile string `yaml:"key_file"`
+	// Issuer and Audiences of the tokens (the guard's
+	// identity.device.issuers and audiences).
+	Issuer    string   `yaml:"issuer"`
+	Audiences []string `yaml:"audiences"`
+	// TokenLifetime is how long a device token is valid, NonceLifetime a nonce.
+	TokenLifetime time.Duration `yaml:"token_lifetime"`
+	NonceLifetime time.Duration `yaml:"nonce_lifetime"`
+	// Rate bounds nonce and attestation requests per caller per second
+	// (0: unlimited), Burst its bucket: every attempt is a decision log
+	// record, so a flood of bad attempts must not grow the log freely.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
 }
 
 // TLSConfig is the server TLS configuration.
@@ -439,6 +473,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.State.validate(); err != nil {
 		return err
+	}
+	if c.Registry.MaxEntryBytes < 0 || c.Registry.MaxEntryBytes > 16<<20 {
+		return fmt.Errorf("config: registry.max_entry_bytes %d: want 0 (default 64KiB) to 16MiB", c.Registry.MaxEntryBytes)
+	}
+	if a := c.Registry.Attestation; a.TokenLifetime <= 0 || a.TokenLifetime > 24*time.Hour || a.NonceLifetime <= 0 || a.NonceLifetime > time.Hour || a.Issuer == "" || len(a.Audiences) == 0 {
+		return errors.New("config: registry.attestation: issuer, audiences, token_lifetime (up to 24h) and nonce_lifetime (up to 1h) are required")
+	}
+	if a := c.Registry.Attestation; a.Rate < 0 || (a.Rate > 0 && a.Burst < 1) {
+		return errors.New("config: registry.attestation: rate must not be negative, and burst at least 1 with a rate")
 	}
 	if c.Bundles.Pollers < 0 || c.Bundles.Pollers > 1<<20 {
 		return fmt.Errorf("config: bundles.pollers %d: want 0 (default 4096) to %d", c.Bundles.Pollers, 1<<20)

@@ -350,6 +350,7 @@ func (s *Server) routes(opts Options) error {
 	s.handle("GET "+contract.DecisionsProofPath+"/{seq}", "decisions_proof", fixed(auth.ActionAudit), 0, s.proveInclusion)
 	s.handle("GET "+contract.DecisionsConsistencyPath, "decisions_consistency", fixed(auth.ActionAudit), 0, s.proveConsistency)
 	s.consoleRoutes()
+	s.registryRoutes()
 
 	// Module and OCI storage (distributor/modules, distributor/oci).
 	ociH, modulesH := opts.OCI, opts.Modules
@@ -685,6 +686,16 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	if rb, ok := r.Body.(*rateBody); ok {
 		rb.done()
+	}
+	for i, rec := range recs {
+		// Registry records are the distributor's own: a proxy cannot
+		// forge a registration into the trail.
+		var d string
+		if json.Unmarshal(rec[contract.FieldDecision], &d) == nil && d == contract.DecisionRegistry {
+			s.m.rejected.WithLabelValues(route, "invalid").Inc()
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("record %d: decision %q is written by the distributor's registry only", i, contract.DecisionRegistry))
+			return
+		}
 	}
 	if byteRate && r.ContentLength <= 0 && !s.allowBytes(w, r, route, id, int(cr.n)) {
 		return

@@ -20,6 +20,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/bundles"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/registry"
 	"github.com/meshguard/meshguard/distributor/state"
 	"github.com/meshguard/meshguard/distributor/state/postgres"
 	"github.com/meshguard/meshguard/distributor/store"
@@ -58,8 +59,11 @@ type Server struct {
 	tlsSrc      *auth.Source
 	store       store.Store
 	// db is the state database (state.backend postgres), nil otherwise.
-	db  *postgres.DB
-	mux *http.ServeMux
+	db       *postgres.DB
+	mux      *http.ServeMux
+	registry *registry.Service
+	attestor *registry.Attestor
+	regOrgs  []registryOrg
 
 	readyMu   sync.Mutex
 	readyLast map[string]string // check -> last error text, to log changes
@@ -112,6 +116,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		if err := s.policy.Restrict(auth.KindRepository, name, rc.Allow); err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
+	}
+	if err := s.openRegistry(tokens); err != nil {
+		return nil, err
 	}
 	s.limiter = auth.NewLimiter(cfg.Limits.IngestRate, cfg.Limits.IngestBurst)
 	s.byteLimiter = auth.NewLimiter(float64(cfg.Limits.IngestBytesRate), int(cfg.Limits.IngestBytesBurst))

@@ -69,10 +69,16 @@ const (
 	// distributor refused them for good), the oldest first, decided
 	// between FirstTime and LastTime. Reason says why.
 	DecisionGap = "gap"
+	// DecisionRegistry is a change of the distributor's registry (a
+	// workload or device registered, updated or deregistered), written by
+	// the distributor itself beside the decisions it causes: Subject is
+	// who changed it, the registry_* fields what, before and after the
+	// entry (null when absent). Uploads may not carry it.
+	DecisionRegistry = "registry"
 )
 
 // RecordDecisions are the decision values a Record may carry.
-var RecordDecisions = []string{DecisionAllow, DecisionDeny, DecisionDryRunDeny, DecisionError, DecisionUnavailable, DecisionGap}
+var RecordDecisions = []string{DecisionAllow, DecisionDeny, DecisionDryRunDeny, DecisionError, DecisionUnavailable, DecisionGap, DecisionRegistry}
 
 // Record field names (the JSON names of Record's fields).
 const (
@@ -104,6 +110,13 @@ const (
 	FieldDropped        = "dropped"
 	FieldFirstTime      = "first_time"
 	FieldLastTime       = "last_time"
+	// Fields of registry records (DecisionRegistry).
+	FieldOrganisation = "organisation"
+	FieldRegistryOp   = "registry_op"
+	FieldRegistryKind = "registry_kind"
+	FieldRegistryID   = "registry_id"
+	FieldBefore       = "before"
+	FieldAfter        = "after"
 )
 
 // Reply field names besides FieldDecision, FieldDecisionID and

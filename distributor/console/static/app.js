@@ -16,7 +16,7 @@
 
   // Filter fields, in form order; names are the API's query parameters.
   const FILTERS = [
-    { name: 'decision', label: 'Decision', options: ['', 'allow', 'deny', 'dry-run-deny', 'error'] },
+    { name: 'decision', label: 'Decision', options: ['', 'allow', 'deny', 'dry-run-deny', 'error', 'unavailable', 'gap', 'registry'] },
     { name: 'rule', label: 'Rule', values: 'rule' },
     { name: 'subject', label: 'Subject', values: 'subject', hint: 'spiffe://… (end with * for a prefix)' },
     { name: 'device', label: 'Device', values: 'device' },
