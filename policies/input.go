@@ -72,31 +72,46 @@ func ParseInput(data []byte) (*Input, error) {
 			in.User = m
 			return nil
 		case "now":
-			if err := readString(dec, k, &in.Now); err != nil {
-				return err
-			}
-			if _, err := ParseInstant(in.Now); err != nil {
-				return fmt.Errorf("now %q: %w", in.Now, err)
-			}
-			return nil
+			return readNow(dec, &in.Now)
 		}
 		return fmt.Errorf("unknown member %q (allowed: spiffeID, peerID, forwarded, trustDomain, jti, claims, device, targetDevice, peerVersion, method, path, headers, user, now)", k)
 	})
-	if err != nil {
+	if err := endRequest(dec, err, seen, in.Path); err != nil {
 		return nil, err
 	}
+	return in, nil
+}
+
+// readNow reads the "now" member: an RFC 3339 instant (ParseInstant).
+func readNow(dec *json.Decoder, dst *string) error {
+	if err := readString(dec, "now", dst); err != nil {
+		return err
+	}
+	if _, err := ParseInstant(*dst); err != nil {
+		return fmt.Errorf("now %q: %w", *dst, err)
+	}
+	return nil
+}
+
+// endRequest finishes a strict request object read by readObject (err is
+// readObject's): nothing may follow it, and method and a path starting
+// with "/" are required.
+func endRequest(dec *json.Decoder, err error, seen map[string]bool, path string) error {
+	if err != nil {
+		return err
+	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("trailing data after the JSON object")
+		return errors.New("trailing data after the JSON object")
 	}
 	switch {
 	case !seen["method"]:
-		return nil, errors.New("missing member \"method\"")
+		return errors.New("missing member \"method\"")
 	case !seen["path"]:
-		return nil, errors.New("missing member \"path\"")
-	case !strings.HasPrefix(in.Path, "/"):
-		return nil, fmt.Errorf("path %q must start with /", in.Path)
+		return errors.New("missing member \"path\"")
+	case !strings.HasPrefix(path, "/"):
+		return fmt.Errorf("path %q must start with /", path)
 	}
-	return in, nil
+	return nil
 }
 
 // readObject reads a JSON object, calling member for each member name; the

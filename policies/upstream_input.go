@@ -5,9 +5,7 @@ package policies
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 )
 
@@ -65,29 +63,12 @@ func ParseUpstreamInput(data []byte) (*UpstreamInput, error) {
 				return err
 			})
 		case "now":
-			if err := readString(dec, k, &in.Now); err != nil {
-				return err
-			}
-			if _, err := ParseInstant(in.Now); err != nil {
-				return fmt.Errorf("now %q: %w", in.Now, err)
-			}
-			return nil
+			return readNow(dec, &in.Now)
 		}
 		return fmt.Errorf("unknown member %q (allowed: method, path, headers, targetDevice, upstreamKnown, upstream, peerVersion, hostMetadata, now)", k)
 	})
-	if err != nil {
+	if err := endRequest(dec, err, seen, in.Path); err != nil {
 		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("trailing data after the JSON object")
-	}
-	switch {
-	case !seen["method"]:
-		return nil, errors.New("missing member \"method\"")
-	case !seen["path"]:
-		return nil, errors.New("missing member \"path\"")
-	case !strings.HasPrefix(in.Path, "/"):
-		return nil, fmt.Errorf("path %q must start with /", in.Path)
 	}
 	return in, nil
 }
