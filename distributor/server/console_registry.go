@@ -402,6 +402,12 @@ func (s *Server) registryHistory(ctx context.Context, k registry.Kind, id string
 	if k == registry.KindDevice {
 		f.Device, h.Filter["device"], h.Exact = id, id, true
 	}
+	// A cheap test before decoding: the id as the record spells it (ids
+	// are ASCII without characters JSON encoders escape differently).
+	needle := jsonPair(contract.FieldRegistryID, id)
+	if strings.ContainsAny(id, "<>&\\\"") {
+		needle = nil
+	}
 	var before uint64
 	for {
 		page, err := s.search.Search(ctx, f, decisionlog.PageRequest{Before: before, Limit: decisionlog.MaxPageSize})
@@ -413,6 +419,9 @@ func (s *Server) registryHistory(ctx context.Context, k registry.Kind, id string
 			var r struct {
 				Kind string `json:"registry_kind"`
 				ID   string `json:"registry_id"`
+			}
+			if needle != nil && !bytes.Contains(sr.Record, needle) {
+				continue
 			}
 			if json.Unmarshal(sr.Record, &r) != nil || r.Kind != kind || r.ID != id {
 				continue
