@@ -120,6 +120,9 @@ func (s *Server) consoleRoutes() {
 		s.handle("GET "+prefix+"/decisions/records/{seq}", route("decisions_record"), audit, 0, wrap(s.getRecord))
 		s.handle("GET "+prefix+"/decisions/stats", route("decisions_stats"), audit, 0, wrap(s.decisionStats))
 		s.handle("GET "+prefix+"/decisions/values/{column}", route("decisions_values"), audit, 0, wrap(s.decisionValues))
+		if prefix == "/ui/api" {
+			s.consoleRegistryRoutes(func(pattern, route string, h http.HandlerFunc) { s.handle(pattern, route, audit, 0, wrap(h)) })
+		}
 	}
 	ui := console.Handler()
 	s.handle("GET /ui/", "ui", audit, 0, ui.ServeHTTP)

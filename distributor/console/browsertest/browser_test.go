@@ -2,11 +2,20 @@ package browsertest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,6 +36,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/auth"
 	"github.com/meshguard/meshguard/distributor/internal/decisiongen"
 	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/registry"
 	"github.com/meshguard/meshguard/distributor/server"
 	"github.com/meshguard/meshguard/policies/bundle"
 )
@@ -35,6 +45,9 @@ const (
 	auditorToken = "browser-audit-token"
 	readerToken  = "browser-reader-token"
 	guardToken   = "browser-guard-token"
+	gridToken    = "browser-grid-op-token"
+	meterToken   = "browser-metering-token"
+	hostileLabel = `<img src=x id=pwned onerror="window.__pwned=3">`
 	records      = 3000
 	hostileSub   = `spiffe://grid.example/"><img src=x id=pwned onerror="window.__pwned=1">`
 	hostilePath  = `/api/</td><script>window.__pwned=2</script>`
@@ -60,7 +73,7 @@ func startDistributor(t *testing.T) distributor {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "verify.jwk"), keys, 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokens"),
-		[]byte("auditor:"+auditorToken+"\nreader:"+readerToken+"\nguard:"+guardToken+"\n"), 0o600))
+		[]byte("auditor:"+auditorToken+"\nreader:"+readerToken+"\nguard:"+guardToken+"\ngrid-op:"+gridToken+"\nmetering:"+meterToken+"\n"), 0o600))
 
 	cfg := server.DefaultConfig()
 	cfg.Data = filepath.Join(dir, "data")
@@ -71,10 +84,15 @@ func startDistributor(t *testing.T) distributor {
 	cfg.Bundles.Channels = map[string]server.ChannelConfig{"prod": {}}
 	cfg.Limits.IngestRate = 0
 	cfg.Allow = map[auth.Action][]string{
-		auth.ActionRead:    {"token:guard", "token:reader"},
-		auth.ActionPublish: {"token:auditor"},
-		auth.ActionIngest:  {"token:guard"},
-		auth.ActionAudit:   {"token:auditor"},
+		auth.ActionRead:     {"token:guard", "token:reader"},
+		auth.ActionPublish:  {"token:auditor"},
+		auth.ActionIngest:   {"token:guard"},
+		auth.ActionAudit:    {"token:auditor"},
+		auth.ActionRegistry: {"token:grid-op", "token:metering"},
+	}
+	cfg.Registry.Organisations = []registry.Organisation{
+		{Name: "grid-op", Members: []string{"token:grid-op"}, TrustDomains: []string{"grid.example"}, DevicePrefixes: []string{"inv-"}},
+		{Name: "metering", Members: []string{"token:metering"}, SPIFFEPrefixes: []string{"spiffe://meter.example/ns/metering"}, DevicePrefixes: []string{"mtr-"}},
 	}
 	srv, err := server.New(context.Background(), cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
@@ -121,7 +139,7 @@ func startDistributor(t *testing.T) distributor {
 	return d
 }
 
-func (d distributor) call(t *testing.T, method, path, token string, body []byte, want int, hdr ...string) {
+func (d distributor) call(t *testing.T, method, path, token string, body []byte, want int, hdr ...string) []byte {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -138,6 +156,7 @@ func (d distributor) call(t *testing.T, method, path, token string, body []byte,
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	require.Equal(t, want, res.StatusCode, "%s %s: %s", method, path, b)
+	return b
 }
 
 // chromium finds Debian's Chromium. The test never skips: `make test`
@@ -432,9 +451,100 @@ func TestConsoleInABrowser(t *testing.T) {
 		}), telemetry)
 	})
 
-	t.Run("no registry page yet", func(t *testing.T) {
+	t.Run("registry", func(t *testing.T) {
 		nav := eval[[]string](t, ctx, `[...document.querySelectorAll('#nav a')].map(a => a.textContent)`)
-		assert.Equal(t, []string{"Channels", "Decision log", "Charts"}, nav)
+		assert.Equal(t, []string{"Channels", "Decision log", "Charts", "Registry"}, nav)
+		thumb := registerEntries(t, d)
+
+		open(t, ctx, d.url+"/ui/#/registry", "registry")
+		assert.Equal(t, "50 devices, sorted by id; more on the next page", text(t, ctx, "#summary"))
+		assert.Equal(t, 50, eval[int](t, ctx, `document.querySelectorAll('#entries tr.entry').length`))
+		assert.Equal(t, []string{"any", "grid-op", "metering"}, eval[[]string](t, ctx, `[...document.querySelectorAll('#f-organisation option')].map(o => o.textContent)`))
+		assert.Contains(t, text(t, ctx, "#registry-scope"), "every organisation")
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#next"))))
+		waitFor(t, ctx, `location.hash.includes('after=') && document.querySelector('#view-registry[data-ready="true"] #first') !== null`)
+		// 60 grid-op devices, the hostile one, two meters: 13 after the first 50.
+		assert.Equal(t, 13, eval[int](t, ctx, `document.querySelectorAll('#entries tr.entry').length`))
+		assert.Equal(t, "mtr-2", eval[string](t, ctx, `[...document.querySelectorAll('#entries tr.entry')].pop().dataset.id`))
+
+		// Filter: grid-op's batteries in the south.
+		open(t, ctx, d.url+"/ui/#/registry?kind=devices", "registry")
+		require.NoError(t, chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS("#f-organisation"), "grid-op"),
+			chromedp.SendKeys(chromedp.CSS("#f-class"), "battery"),
+			chromedp.SendKeys(chromedp.CSS("#f-label"), "site=south"),
+			chromedp.Click(chromedp.CSS("#apply"))))
+		waitFor(t, ctx, `location.hash.includes('class=battery') && document.querySelector('#view-registry[data-ready="true"] #entries') !== null`)
+		var want []string
+		for i := range 60 {
+			if i%3 == 0 && i%2 == 1 {
+				want = append(want, fmt.Sprintf("inv-%03d", i))
+			}
+		}
+		assert.Equal(t, want, eval[[]string](t, ctx, `[...document.querySelectorAll('#entries tr.entry')].map(r => r.dataset.id)`))
+		assert.Equal(t, fmt.Sprintf("%d devices, sorted by id", len(want)), text(t, ctx, "#summary"))
+		for _, col := range []string{"2", "3"} {
+			cells := eval[[]string](t, ctx, `[...document.querySelectorAll('#entries tr.entry td:nth-child(`+col+`)')].map(e => e.textContent)`)
+			for _, c := range cells {
+				assert.Contains(t, []string{"grid-op", "battery"}, c)
+			}
+		}
+		assert.Equal(t, "grid-op", eval[string](t, ctx, `document.querySelector('#f-organisation').value`), "the form shows the filter")
+
+		// Open an entry: what a person sees.
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#entries tr.entry[data-id="inv-003"] td:nth-child(2)`))))
+		waitFor(t, ctx, `document.querySelector('#view-entry[data-ready="true"]') !== null`)
+		assert.Equal(t, "Device inv-003 registered", text(t, ctx, "h1"))
+		facts := text(t, ctx, "#entry-facts")
+		assert.Contains(t, facts, "Organisationgrid-op")
+		assert.Contains(t, facts, "Generation (ETag)2")
+		cred := text(t, ctx, "#credential")
+		assert.Contains(t, cred, "public key (JWK)")
+		assert.Contains(t, cred, "OKP Ed25519")
+		assert.Contains(t, cred, thumb["inv-003"])
+		assert.Equal(t, ">=4.0.0", text(t, ctx, `#fields tr[data-field="firmware"] td`))
+		assert.Equal(t, "site=south", text(t, ctx, `#fields tr[data-field="labels"] td`))
+		assert.Equal(t, "battery", text(t, ctx, `#fields tr[data-field="class"] td`))
+		assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#fields tr[data-field="credential"]').length`))
+		assert.Contains(t, text(t, ctx, "#channels-note"), "do not produce bundle revisions yet")
+		hist := eval[[]string](t, ctx, `[...document.querySelectorAll('#history tr.history')].map(r => r.textContent)`)
+		require.Len(t, hist, 2)
+		assert.Contains(t, hist[0], "update")
+		assert.Contains(t, hist[0], "token:grid-op")
+		assert.Contains(t, hist[0], "firmware")
+		assert.Contains(t, hist[1], "create")
+		assert.Contains(t, hist[1], "registered")
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#history-link"))))
+		waitFor(t, ctx, `location.hash.includes('decision=registry') && document.querySelector('#view-decisions[data-ready="true"] #summary') !== null`)
+		assert.True(t, strings.HasPrefix(text(t, ctx, "#summary"), "2 matching records"), text(t, ctx, "#summary"))
+		assert.Equal(t, "inv-003", eval[string](t, ctx, `document.querySelector('#f-device').value`))
+
+		// Hostile content is text, in the list and the entry.
+		open(t, ctx, d.url+"/ui/#/registry?prefix=inv-x", "registry")
+		assert.Equal(t, "note="+hostileLabel, text(t, ctx, `#entries tr.entry[data-id="inv-x"] ul.labels`))
+		open(t, ctx, d.url+"/ui/#/entry?kind=devices&id=inv-x", "entry")
+		assert.Equal(t, "note="+hostileLabel, text(t, ctx, `#fields tr[data-field="labels"] td`))
+		cred = text(t, ctx, "#credential")
+		assert.Contains(t, cred, "X.509 certificate")
+		assert.Contains(t, cred, `CN=\<img src=x id=pwned onerror=\"window.__pwned=4\"\>`)
+		assert.Contains(t, cred, "expired")
+		assert.NotContains(t, eval[string](t, ctx, `document.body.innerText`), "BEGIN CERTIFICATE")
+		assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#pwned, main script, main img').length`))
+		assert.Equal(t, "undefined", eval[string](t, ctx, `typeof window.__pwned`))
+
+		// Workloads.
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#back"))))
+		waitFor(t, ctx, `document.querySelector('#view-registry[data-ready="true"] #tab-workloads') !== null`)
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#tab-workloads"))))
+		waitFor(t, ctx, `location.hash.includes('kind=workloads') && document.querySelector('#view-registry[data-ready="true"] #entries') !== null`)
+		assert.Equal(t, []string{"spiffe://meter.example/ns/metering/sa/reader"}, eval[[]string](t, ctx, `[...document.querySelectorAll('#entries tr.entry')].map(r => r.dataset.id)`))
+		assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#f-class').length`), "no device filters for workloads")
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#entries tr.entry a`))))
+		waitFor(t, ctx, `document.querySelector('#view-entry[data-ready="true"]') !== null`)
+		assert.Equal(t, "Workload spiffe://meter.example/ns/metering/sa/reader registered", text(t, ctx, "h1"))
+		assert.Contains(t, text(t, ctx, `#fields tr[data-field="versions"] td`), ">=1.2.0")
+		assert.Contains(t, text(t, ctx, "#history-scope"), "among the newest")
+		assert.Equal(t, 1, eval[int](t, ctx, `document.querySelectorAll('#history tr.history').length`))
 	})
 
 	t.Run("a caller without the audit action gets 403", func(t *testing.T) {
@@ -444,8 +554,22 @@ func TestConsoleInABrowser(t *testing.T) {
 		waitFor(t, ctx, `document.querySelector('#view-decisions[data-ready="true"] #error') !== null`)
 		assert.Contains(t, text(t, ctx, "#error"), "Access denied")
 		assert.Contains(t, text(t, ctx, "#error"), "token:reader may not audit")
+		for _, page := range []string{"registry", "entry"} {
+			_ = eval[string](t, ctx, `location.hash = '#/`+page+`?kind=devices&id=inv-003'`)
+			waitFor(t, ctx, `document.querySelector('#view-`+page+`[data-ready="true"] #error') !== null`)
+			assert.Contains(t, text(t, ctx, "#error"), "Access denied", page)
+			assert.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('#entries, #credential').length`), page)
+		}
+		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/ui/api/registry/devices"))
+		require.NoError(t, err)
+		assert.Equal(t, int64(http.StatusForbidden), resp.Status, "the registry read path needs the audit action")
+		setHeaders(t, ctx, network.Headers{"Authorization": "Bearer " + gridToken})
+		resp, err = chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/ui/api/registry/devices"))
+		require.NoError(t, err)
+		assert.Equal(t, int64(http.StatusForbidden), resp.Status, "a registry organisation is not an auditor")
+		setHeaders(t, ctx, basic(readerToken))
 
-		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/ui/"))
+		resp, err = chromedp.RunResponse(ctx, chromedp.Navigate(d.url+"/ui/"))
 		require.NoError(t, err)
 		assert.Equal(t, int64(http.StatusForbidden), resp.Status)
 		assert.Contains(t, text(t, ctx, "body"), "token:reader may not audit")
@@ -483,4 +607,64 @@ func fmtNum(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// registerEntries registers devices and a workload through the registry
+// API (as the two organisations) and waits until the console's index has
+// their records. It returns each device's key thumbprint (RFC 7638).
+func registerEntries(t *testing.T, d distributor) map[string]string {
+	thumbs := map[string]string{}
+	key := func(id string) map[string]any {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		x := base64.RawURLEncoding.EncodeToString(pub)
+		sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
+		thumbs[id] = base64.RawURLEncoding.EncodeToString(sum[:])
+		return map[string]any{"jwk": map[string]string{"kty": "OKP", "crv": "Ed25519", "x": x}}
+	}
+	post := func(token, kind string, v map[string]any) {
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		d.call(t, http.MethodPost, "/v1/registry/"+kind, token, b, http.StatusCreated, "Content-Type", "application/json")
+	}
+	changes := 0
+	for i := range 60 {
+		id := fmt.Sprintf("inv-%03d", i)
+		dev := map[string]any{"id": id, "class": "inverter", "vendor": "voltwerk", "firmware": ">=3.1.0", "credential": key(id),
+			"labels": map[string]string{"site": "north"}}
+		if i%2 == 1 {
+			dev["class"] = "battery"
+		}
+		if i%3 == 0 {
+			dev["labels"] = map[string]string{"site": "south"}
+		}
+		post(gridToken, "devices", dev)
+		changes++
+		if id == "inv-003" {
+			dev["firmware"] = ">=4.0.0"
+			b, err := json.Marshal(dev)
+			require.NoError(t, err)
+			d.call(t, http.MethodPut, "/v1/registry/devices/"+id, gridToken, b, http.StatusOK, "Content-Type", "application/json", "If-Match", `"1"`)
+			changes++
+		}
+	}
+	pk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: `<img src=x id=pwned onerror="window.__pwned=4">`},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &pk.PublicKey, pk)
+	require.NoError(t, err)
+	post(gridToken, "devices", map[string]any{"id": "inv-x", "class": "meter", "vendor": "acme",
+		"credential": map[string]any{"x509": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))},
+		"labels":     map[string]string{"note": hostileLabel}})
+	for _, id := range []string{"mtr-1", "mtr-2"} {
+		post(meterToken, "devices", map[string]any{"id": id, "class": "meter", "vendor": "metrix", "credential": key(id)})
+	}
+	post(meterToken, "workloads", map[string]any{"spiffe_id": "spiffe://meter.example/ns/metering/sa/reader", "versions": map[string]any{"range": ">=1.2.0"}})
+	changes += 4
+	require.Eventually(t, func() bool {
+		st, err := (&server.Client{Base: d.url, Token: auditorToken}).Status(context.Background())
+		return err == nil && st.DecisionLog.Indexed == uint64(records+1+changes)
+	}, 30*time.Second, 50*time.Millisecond)
+	return thumbs
 }

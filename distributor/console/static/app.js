@@ -5,14 +5,16 @@
 'use strict';
 
 (() => {
-  // Pages in the navigation. The workload and device registry (issue 18)
-  // gets its entry here once the distributor has a registration API.
+  // Pages in the navigation.
   const PAGES = [
     { id: 'channels', title: 'Channels', render: renderChannels },
     { id: 'decisions', title: 'Decision log', render: renderDecisions },
     { id: 'charts', title: 'Charts', render: renderCharts },
+    { id: 'registry', title: 'Registry', render: renderRegistry },
   ];
-  const ROUTES = { record: renderRecord };
+  const ROUTES = { record: renderRecord, entry: renderEntry };
+  // PARENT is the navigation entry a route belongs to.
+  const PARENT = { record: 'decisions', entry: 'registry' };
 
   // Filter fields, in form order; names are the API's query parameters.
   const FILTERS = [
@@ -152,7 +154,7 @@
     const gen = ++generation;
     const def = PAGES.find((p) => p.id === page);
     const render = def ? def.render : ROUTES[page];
-    for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === page || (page === 'record' && a.dataset.page === 'decisions'));
+    for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === page || PARENT[page] === a.dataset.page);
     document.title = (def ? def.title : page) + ' · meshguard console';
     if (page !== 'channels' && page !== 'decisions') {
       // Those two read the status themselves; the others refresh the header.
@@ -406,6 +408,176 @@
     view.append(table(['Field', 'Value'], keys.map((k) => el('tr', { 'data-field': k }, el('th', { scope: 'row' }, el('code', null, k)),
       el('td', null, typeof r[k] === 'object' && r[k] !== null ? el('code', null, JSON.stringify(r[k])) : str(r[k])))), { class: 'fields', id: 'fields' }));
     view.append(el('h2', null, 'Stored line'), el('pre', { class: 'raw', id: 'raw' }, JSON.stringify(r, null, 2)));
+  }
+
+  // --- registry ------------------------------------------------------------------------
+
+  const KINDS = { devices: 'Devices', workloads: 'Workloads' };
+  // Registry filters, in form order; names are the API's query parameters.
+  const REG_FILTERS = [
+    { name: 'prefix', label: 'Id prefix', hint: 'inv- or spiffe://grid.example/ns/' },
+    { name: 'class', label: 'Class', kinds: ['devices'] },
+    { name: 'vendor', label: 'Vendor', kinds: ['devices'] },
+    { name: 'label', label: 'Label', hint: 'key=value' },
+  ];
+
+  function regKind(params) { return KINDS[params.get('kind')] ? params.get('kind') : 'devices'; }
+
+  async function renderRegistry(view, params, _arg, current) {
+    const kind = regKind(params);
+    view.append(el('h1', null, 'Registry'),
+      el('nav', { class: 'tabs', 'aria-label': 'Registry kinds' }, Object.entries(KINDS).map(([k, t]) =>
+        el('a', { href: '#/registry?kind=' + k, id: 'tab-' + k, class: k === kind ? 'active' : null, 'aria-current': k === kind ? 'page' : null }, t))));
+    const q = new URLSearchParams();
+    for (const name of ['organisation', 'prefix', 'class', 'vendor', 'label', 'after']) {
+      const v = params.get(name);
+      if (v && (kind === 'devices' || (name !== 'class' && name !== 'vendor'))) q.set(name, v);
+    }
+    q.set('limit', '50');
+    const form = el('form', { class: 'filters', id: 'filters', autocomplete: 'off' });
+    const grid = el('div', { class: 'filter-grid' });
+    const org = el('select', { id: 'f-organisation', name: 'organisation' }, el('option', { value: '' }, 'any'));
+    grid.append(el('label', { for: 'f-organisation' }, 'Organisation', org));
+    for (const f of REG_FILTERS) {
+      if (f.kinds && !f.kinds.includes(kind)) continue;
+      grid.append(el('label', { for: 'f-' + f.name }, f.label,
+        el('input', { id: 'f-' + f.name, name: f.name, type: 'text', value: params.get(f.name) || '', placeholder: f.hint || '', spellcheck: 'false' })));
+    }
+    form.append(el('input', { type: 'hidden', name: 'kind', value: kind }), grid, el('div', { class: 'filter-actions' },
+      el('button', { type: 'submit', id: 'apply' }, 'Apply filters'),
+      el('a', { href: '#/registry?kind=' + kind, id: 'reset' }, 'Clear')));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const p = new URLSearchParams();
+      for (const [k, v] of new FormData(form)) if (String(v).trim()) p.set(k, String(v).trim());
+      go('registry', p);
+    });
+    view.append(form);
+    const page = await api('registry/' + kind, q);
+    if (!current()) return;
+    for (const o of page.organisations) org.append(el('option', { value: o, selected: params.get('organisation') === o }, o));
+    view.append(el('p', { class: 'muted', id: 'registry-scope' },
+      'Auditors see the entries of every organisation, read-only. The registry API (/v1/registry/) serves each organisation its own.'));
+    const after = params.get('after') ? ` after ${params.get('after')}` : '';
+    view.append(el('p', { class: 'summary', id: 'summary' },
+      `${num(page.items.length)} ${kind}${after}, sorted by id${page.next_page_token ? '; more on the next page' : ''}`));
+    if (!page.items.length) {
+      view.append(el('p', { class: 'muted', id: 'no-entries' }, `No ${kind.slice(0, -1)} matches these filters.`));
+    } else if (kind === 'devices') {
+      view.append(table(['Id', 'Organisation', 'Class', 'Vendor', 'Firmware', 'Credential', 'Labels', 'Updated', 'Generation'],
+        page.items.map((it) => entryRow(kind, it, [it.class, it.vendor, it.firmware || 'any', it.credential])), { class: 'registry devices', id: 'entries' }));
+    } else {
+      view.append(table(['SPIFFE ID', 'Organisation', 'Versions', 'Labels', 'Updated', 'Generation'],
+        page.items.map((it) => entryRow(kind, it, [it.versions || 'any'])), { class: 'registry workloads', id: 'entries' }));
+    }
+    const nav = el('div', { class: 'pager' });
+    if (params.get('after')) {
+      const p = new URLSearchParams(params);
+      p.delete('after');
+      nav.append(el('a', { href: '#/registry?' + p, id: 'first' }, '« First'));
+    }
+    if (page.next_page_token) {
+      const p = new URLSearchParams(params);
+      p.set('kind', kind);
+      p.set('after', page.next_page_token);
+      nav.append(el('a', { href: '#/registry?' + p, id: 'next' }, 'Next »'));
+    }
+    view.append(nav);
+  }
+
+  function entryHref(kind, id) { return '#/entry?' + new URLSearchParams({ kind, id }); }
+
+  function labelList(labels) {
+    const ks = Object.keys(labels || {}).sort();
+    if (!ks.length) return el('span', { class: 'muted' }, '—');
+    return el('ul', { class: 'labels' }, ks.map((k) => el('li', null, el('code', null, k + '=' + str(labels[k])))));
+  }
+
+  function entryRow(kind, it, cells) {
+    const open = () => { location.hash = entryHref(kind, it.id); };
+    return el('tr', { class: 'entry', 'data-id': it.id, tabindex: '0', onclick: open, onkeydown: (e) => { if (e.key === 'Enter') open(); } },
+      el('td', { class: 'id' }, el('a', { href: entryHref(kind, it.id) }, el('code', null, it.id))),
+      el('td', null, it.organisation),
+      cells.map((c) => el('td', null, str(c))),
+      el('td', null, labelList(it.labels)),
+      el('td', { class: 'time', title: fmtTime(it.updated) }, ago(it.updated)),
+      el('td', null, it.generation));
+  }
+
+  async function renderEntry(view, params) {
+    const kind = regKind(params);
+    const id = params.get('id') || '';
+    view.append(el('p', null, el('a', { href: '#/registry?kind=' + kind, id: 'back' }, '« ' + KINDS[kind])));
+    const v = await api('registry/' + kind + '/' + encodeURIComponent(id));
+    view.append(el('h1', null, kind === 'devices' ? 'Device ' : 'Workload ', el('code', { id: 'entry-id' }, v.id), ' ',
+      v.registered ? el('span', { class: 'badge ok' }, 'registered') : el('span', { class: 'badge bad', id: 'deregistered' }, 'not registered')));
+    if (v.registered) {
+      view.append(el('dl', { class: 'facts', id: 'entry-facts' },
+        fact('Organisation', v.organisation),
+        fact('Generation (ETag)', String(v.generation)),
+        fact('Registered', fmtTime(v.created)),
+        fact('Last changed', fmtTime(v.updated), ' (', ago(v.updated), ')')));
+    } else {
+      view.append(el('p', { class: 'warning' }, 'This entry is not in the registry now (deregistered, or never registered): its history below is from the decision log.'));
+    }
+    if (v.credential) view.append(el('h2', null, 'Credential'), credentialTable(v.credential));
+    if (v.spec) {
+      view.append(el('h2', null, 'Fields'));
+      const keys = Object.keys(v.spec).sort();
+      view.append(table(['Field', 'Value'], keys.map((k) => el('tr', { 'data-field': k }, el('th', { scope: 'row' }, el('code', null, k)),
+        el('td', null, k === 'labels' && v.spec[k] && typeof v.spec[k] === 'object' ? labelList(v.spec[k])
+          : typeof v.spec[k] === 'object' && v.spec[k] !== null ? el('code', null, JSON.stringify(v.spec[k])) : str(v.spec[k])))), { class: 'fields', id: 'fields' }));
+    }
+    view.append(el('h2', null, 'Channels and revisions'));
+    if (v.channels && v.channels.length) {
+      view.append(table(['Channel', 'Revision'], v.channels.map((c) => el('tr', null, el('td', null, el('code', null, c.channel)), el('td', null, c.revision))), { id: 'channels' }));
+    } else {
+      view.append(el('p', { class: 'muted', id: 'channels-note' }, v.channels_note || 'No channel revision includes this entry.'));
+    }
+    view.append(el('h2', null, 'Audit history'));
+    const h = v.history;
+    const link = new URLSearchParams(h.filter);
+    view.append(el('p', { id: 'history-scope' },
+      h.exact ? 'Registry records of this entry in the decision log, newest first. ' : `Registry records of this entry among the newest ${num(h.scanned)} registry records${h.complete ? ' (all of them)' : ''}. `,
+      el('a', { href: '#/decisions?' + link, id: 'history-link' }, h.exact ? 'Open them in the decision log' : 'Open every registry record in the decision log'),
+      h.complete ? '' : el('span', { class: 'muted' }, ' Older records may exist beyond those read.')));
+    if (!h.records.length) {
+      view.append(el('p', { class: 'muted', id: 'no-history' }, 'No registry record of this entry was found.'));
+      return;
+    }
+    view.append(table(['Seq', 'Time', 'Change', 'By', 'Organisation', 'Changed fields', 'Chain'], h.records.map((sr) => {
+      const r = parseRecord(sr);
+      return el('tr', { class: 'history', 'data-seq': sr.seq },
+        el('td', null, el('a', { href: '#/record/' + sr.seq }, sr.seq)),
+        el('td', { class: 'time' }, fmtTime(str(r.time))),
+        el('td', null, el('span', { class: 'badge' }, str(r.registry_op))),
+        el('td', null, str(r.subject)),
+        el('td', null, str(r.organisation)),
+        el('td', { class: 'changed' }, changedFields(r)),
+        el('td', null, sr.verified ? el('span', { class: 'badge ok' }, 'verified') : el('span', { class: 'badge warn' }, 'unverified')));
+    }), { class: 'history', id: 'history' }));
+  }
+
+  function credentialTable(c) {
+    const rows = c.type === 'jwk'
+      ? [['Type', 'public key (JWK)'], ['Key type', c.key_type], ['Key id', c.kid], ['Thumbprint (RFC 7638, SHA-256)', c.thumbprint]]
+      : c.type === 'x509'
+        ? [['Type', 'X.509 certificate'], ['Subject', c.subject], ['Issuer', c.issuer], ['Serial', c.serial], ['Key type', c.key_type],
+          ['Valid from', fmtTime(c.not_before)], ['Expires', [fmtTime(c.not_after), ' ', el('span', { class: c.expired ? 'badge bad' : 'badge ok' }, c.expired ? 'expired' : 'valid', ' (', ago(c.not_after), ')')]],
+          ['SHA-256 fingerprint', c.fingerprint]]
+        : [['Type', 'none']];
+    if (c.problem) rows.push(['Problem', c.problem]);
+    return table(['', ''], rows.filter((r) => r[1]).map(([k, val]) => el('tr', null, el('th', { scope: 'row' }, k), el('td', null, val))), { class: 'fields credential', id: 'credential' });
+  }
+
+  // changedFields names the spec fields a registry record changed.
+  function changedFields(r) {
+    const spec = (x) => (x && typeof x === 'object' && x.spec && typeof x.spec === 'object' ? x.spec : {});
+    const b = spec(r.before), a = spec(r.after);
+    if (!r.before) return el('span', { class: 'muted' }, r.registry_op === 'create' ? 'registered' : str(r.reason));
+    if (!r.after) return el('span', { class: 'muted' }, 'deregistered');
+    const ks = [...new Set([...Object.keys(b), ...Object.keys(a)])].sort().filter((k) => JSON.stringify(b[k]) !== JSON.stringify(a[k]));
+    return ks.length ? ks.join(', ') : el('span', { class: 'muted' }, 'no field');
   }
 
   // --- charts ------------------------------------------------------------------------
