@@ -1,6 +1,8 @@
 // Package console is the distributor's web console under /ui/: channels
 // and the proxies polling them, the decision log with filters and each
-// record's integrity checks, and charts of decisions over time. It is
+// record's integrity checks, charts of decisions over time, and the
+// workload and device registry (read-only, every organisation's entries,
+// with each entry's credential description and audit history). It is
 // plain HTML, CSS and dependency-free JavaScript drawing SVG, embedded in
 // the binary (no CDN, no build step, works offline). The pages read the
 // distributor's JSON API under /ui/api/; record content is put on the page

@@ -180,23 +180,52 @@ func parseRegistryFilter(q url.Values) (RegistryFilter, string, int, error) {
 		}
 		limit = int(n)
 	}
-	// Specs are stored as json.Marshal wrote them, so a matching entry's
-	// spec contains each field exactly as marshalled here.
-	for field, v := range map[string]string{"class": f.Class, "vendor": f.Vendor} {
-		if v != "" {
-			f.needles = append(f.needles, jsonPair(field, v))
+	// A matching entry's spec contains each wanted value as a JSON string.
+	for _, v := range []string{f.Class, f.Vendor} {
+		if n := quoted(v); n != nil {
+			f.needles = append(f.needles, n)
 		}
 	}
-	for k, v := range f.Labels {
-		f.needles = append(f.needles, jsonPair(k, v))
+	for _, v := range f.Labels {
+		if n := quoted(v); n != nil {
+			f.needles = append(f.needles, n)
+		}
 	}
 	return f, q.Get("after"), limit, nil
 }
 
-func jsonPair(k, v string) []byte {
-	kb, _ := json.Marshal(k)
-	vb, _ := json.Marshal(v)
-	return append(append(kb, ':'), vb...)
+func containsAll(b []byte, needles [][]byte) bool {
+	for _, n := range needles {
+		if !bytes.Contains(b, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// quotedPart is a part of a JSON string (unquoted) that every encoder
+// writes as is, or nil.
+func quotedPart(v string) []byte {
+	q := quoted(v)
+	if q == nil {
+		return nil
+	}
+	return q[1 : len(q)-1]
+}
+
+// quoted is v as every JSON encoder writes it, for a substring test that
+// holds however a store spaces or escapes its JSON: only for values of
+// characters no encoder escapes (nil otherwise, and for "": no test).
+func quoted(v string) []byte {
+	if v == "" {
+		return nil
+	}
+	for _, c := range []byte(v) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:=~ -", c) >= 0) {
+			return nil
+		}
+	}
+	return []byte(`"` + v + `"`)
 }
 
 // match reports whether a record passes the filter: the organisation and
@@ -205,10 +234,8 @@ func (f RegistryFilter) match(r registry.Record) bool {
 	if f.Organisation != "" && r.Organisation != f.Organisation {
 		return false
 	}
-	for _, n := range f.needles {
-		if !bytes.Contains(r.Spec, n) {
-			return false
-		}
+	if !containsAll(r.Spec, f.needles) {
+		return false
 	}
 	if f.Class == "" && f.Vendor == "" && len(f.Labels) == 0 {
 		return true
@@ -402,11 +429,13 @@ func (s *Server) registryHistory(ctx context.Context, k registry.Kind, id string
 	if k == registry.KindDevice {
 		f.Device, h.Filter["device"], h.Exact = id, id, true
 	}
-	// A cheap test before decoding: the id as the record spells it (ids
-	// are ASCII without characters JSON encoders escape differently).
-	needle := jsonPair(contract.FieldRegistryID, id)
-	if strings.ContainsAny(id, "<>&\\\"") {
-		needle = nil
+	// A cheap test before decoding: the id's path segments as any record
+	// spells them ("/" may be escaped).
+	var needles [][]byte
+	for _, seg := range strings.Split(id, "/") {
+		if n := quotedPart(seg); n != nil {
+			needles = append(needles, n)
+		}
 	}
 	var before uint64
 	for {
@@ -420,7 +449,7 @@ func (s *Server) registryHistory(ctx context.Context, k registry.Kind, id string
 				Kind string `json:"registry_kind"`
 				ID   string `json:"registry_id"`
 			}
-			if needle != nil && !bytes.Contains(sr.Record, needle) {
+			if !containsAll(sr.Record, needles) {
 				continue
 			}
 			if json.Unmarshal(sr.Record, &r) != nil || r.Kind != kind || r.ID != id {

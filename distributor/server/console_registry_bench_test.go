@@ -54,6 +54,9 @@ func BenchmarkConsoleRegistryPageLoad(b *testing.B) {
 	base := time.Now().UTC().Add(-24 * time.Hour)
 	var batch []decisionlog.Record
 	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
 		if _, err := l.Append(batch); err != nil {
 			b.Fatal(err)
 		}

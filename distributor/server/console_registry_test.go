@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -236,4 +237,47 @@ func mustJSON(t *testing.T, v any) []byte {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return b
+}
+
+// FuzzConsoleRegistryFilter: the list's query parser takes any query
+// string without panicking and within its bounds, and the filter's
+// substring test never rejects an entry its decoded fields match, however
+// the store spaces or escapes the entry's JSON.
+func FuzzConsoleRegistryFilter(f *testing.F) {
+	f.Add("class=battery&label=site%3Dsouth", "battery", "site", "south")
+	f.Add("label=note%3D%3Cimg%3E&vendor=a%26b", "meter", "note", "<img>")
+	f.Add("prefix=inv-&limit=2&organisation=grid-op", "inverter", "k", "v w")
+	f.Fuzz(func(t *testing.T, rawQuery, class, labelKey, labelValue string) {
+		q, err := url.ParseQuery(rawQuery)
+		if err != nil {
+			return
+		}
+		flt, _, limit, err := parseRegistryFilter(q)
+		if err != nil {
+			return
+		}
+		require.True(t, limit >= 1 && limit <= consoleRegistryMax, limit)
+		require.LessOrEqual(t, len(flt.Labels), registry.MaxLabels)
+		d := registry.Device{ID: "inv-1", Class: class, Vendor: flt.Vendor, Organisation: flt.Organisation,
+			Labels: map[string]string{labelKey: labelValue}}
+		for k, v := range flt.Labels {
+			if len(d.Labels) < 3 {
+				d.Labels[k] = v
+			}
+		}
+		plain, err := json.Marshal(d)
+		require.NoError(t, err)
+		var spaced, unescaped bytes.Buffer
+		require.NoError(t, json.Indent(&spaced, plain, "", "  "))
+		enc := json.NewEncoder(&unescaped)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", " ")
+		require.NoError(t, enc.Encode(d))
+		decoded := flt
+		decoded.needles = nil
+		for _, spec := range [][]byte{plain, spaced.Bytes(), unescaped.Bytes()} {
+			r := registry.Record{Kind: registry.KindDevice, ID: d.ID, Organisation: d.Organisation, Spec: spec}
+			require.Equal(t, decoded.match(r), flt.match(r), "spec %s, query %q", spec, rawQuery)
+		}
+	})
 }
