@@ -651,6 +651,8 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 			d.addRule(e.rules[st.scope].id)
 		case st.noUser && req.User == nil:
 			d.Reason, d.UserRequired = ReasonUserRequired, true
+		default:
+			d.DefaultDeny = true
 		}
 		// Would a dry-run allow have allowed it (nothing dry-run denying)?
 		if st.dryAllow >= 0 && dryRevoked == "" && st.dryVer < 0 && st.dryDeny < 0 {

@@ -93,6 +93,9 @@ var (
 	ErrRollback    = verify.ErrRollback
 	ErrNoImage     = verify.ErrNoImage
 	ErrBadImage    = verify.ErrBadImage
+	// ErrRegistryScope: a registry bundle holds more than registry-derived
+	// content (it wraps ErrScope).
+	ErrRegistryScope = verify.ErrRegistryScope
 )
 
 // Manifest describes a bundle; it is the signed payload.
