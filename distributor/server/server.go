@@ -63,7 +63,7 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *registry.Service
 	// regPub publishes registry bundles (nil: registry.bundles.disabled).
-	regPub *regPublisher
+	regPub   *regPublisher
 	attestor *registry.Attestor
 	regOrgs  []registryOrg
 
