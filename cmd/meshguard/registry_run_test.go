@@ -39,7 +39,7 @@ func TestRegistryThroughRun(t *testing.T) {
 	keysDir, sign := keyPair(t)
 	cfg := server.DefaultConfig()
 	cfg.Data, cfg.Listen, cfg.InsecureHTTP = data, "127.0.0.1:0", true
-	cfg.Keys = filepath.Join(keysDir, "verify.jwks.json")
+	cfg.Keys = filepath.Join(keysDir, "verify.jwk")
 	cfg.Bundles.Channels = map[string]server.ChannelConfig{"grid": {}}
 	cfg.Registry.Organisations = []registry.Organisation{{Name: "grid-op", Members: []string{"loopback"}, TrustDomains: []string{"grid.example"}, DevicePrefixes: []string{"inv-"}}}
 	cfg.Registry.DeviceClasses = map[string]registry.DeviceAccess{"inverter": {TargetPaths: []string{"/v1/inverters/{id}/**"},
