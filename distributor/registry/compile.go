@@ -88,8 +88,8 @@ func Load(ctx context.Context, st Store) (Snapshot, error) {
 
 // Sources compiles the registry's entries into registry-derived policy
 // files (keys are paths under policies/ and data/ of a bundle): one
-// DevicePolicy per registered device (selected by its id, class, vendor
-// and approved firmware range; its readers may read and its writers write
+// DevicePolicy per kind of registered device (selected by the ids, class,
+// vendor and approved firmware range; its readers may read and its writers write
 // on its class's access paths, within its write limit), one VersionPolicy
 // rule per workload with approved versions, and a Revocations document for
 // the deregistered identities that are not registered again. Nothing else:
@@ -108,14 +108,36 @@ func Sources(s Snapshot, revoked Revoked, access map[string]DeviceAccess) (polic
 		buf.WriteByte('\n')
 		return nil
 	}
+	// Devices registered alike (class, vendor, firmware, readers, writers,
+	// write limit) share one DevicePolicy selecting all their ids: the
+	// policy a fleet compiles to grows with its kinds, not its devices.
 	live := map[string]bool{}
+	type group struct {
+		d   Device
+		ids []string
+	}
+	var groups []*group
+	byKey := map[string]*group{}
 	for _, d := range s.Devices {
 		live["d/"+strings.ToLower(d.ID)] = true
-		a, ok := access[d.Class]
-		if !ok || len(d.Readers)+len(d.Writers) == 0 {
+		if _, ok := access[d.Class]; !ok || len(d.Readers)+len(d.Writers) == 0 {
 			continue
 		}
-		sel := map[string]any{"ids": []string{d.ID}, "classes": []string{d.Class}, "vendors": []string{d.Vendor}}
+		k, err := json.Marshal([]any{d.Class, d.Vendor, d.Firmware, d.Readers, d.Writers, d.WriteLimit})
+		if err != nil {
+			return nil, nil, err
+		}
+		g := byKey[string(k)]
+		if g == nil {
+			g = &group{d: d}
+			byKey[string(k)] = g
+			groups = append(groups, g)
+		}
+		g.ids = append(g.ids, d.ID)
+	}
+	for n, g := range groups {
+		d, a := g.d, access[g.d.Class]
+		sel := map[string]any{"ids": g.ids, "classes": []string{d.Class}, "vendors": []string{d.Vendor}}
 		if d.Firmware != "" {
 			sel["firmware"] = d.Firmware
 		}
@@ -138,7 +160,7 @@ func Sources(s Snapshot, revoked Revoked, access map[string]DeviceAccess) (polic
 		}
 		spec["rules"] = rules
 		if err := doc(&devs, map[string]any{"apiVersion": "meshguard.io/v1", "kind": "DevicePolicy",
-			"metadata": map[string]any{"name": "registry-device-" + strings.ToLower(d.ID)}, "spec": spec}); err != nil {
+			"metadata": map[string]any{"name": fmt.Sprintf("registry-devices-%d", n+1)}, "spec": spec}); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -152,7 +152,8 @@ type RegistryBundlesConfig struct {
 	// Lifetime of a registry bundle (0: 7 days); it is published again
 	// when half of it has passed.
 	Lifetime time.Duration `yaml:"lifetime"`
-	// Disabled publishes no registry bundles.
+	// Disabled publishes no registry bundles (none are published either
+	// while no organisation is configured).
 	Disabled bool `yaml:"disabled"`
 }
 

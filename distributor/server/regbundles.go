@@ -142,10 +142,11 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 }
 
 // newRegPublisher loads the registry key and names the registry channels
-// (nil when registry bundles are disabled).
+// (nil when registry bundles are disabled or no organisation is configured).
 func (s *Server) newRegPublisher() (*regPublisher, error) {
 	bc := s.cfg.Registry.Bundles
-	if bc.Disabled {
+	if bc.Disabled || len(s.cfg.Registry.Organisations) == 0 {
+		// Without organisations nobody can register anything.
 		return nil, nil
 	}
 	path := bc.KeyFile
