@@ -128,7 +128,7 @@ func sunsetReason(text string, until int64) string {
 type cdevice struct {
 	name     string
 	order    int32           // index in Engine.devices (document order)
-	ids      map[string]bool // lower-case; nil = any id
+	ids      []string // lower-case, sorted, unique; nil = any id (see hasID)
 	classes  []string
 	vendors  []string
 	models   []string
@@ -686,14 +686,15 @@ func (e *Engine) addDevice(d *DevicePolicy) (*cdevice, error) {
 	e.devices = append(e.devices, c)
 	switch {
 	case len(d.Devices.IDs) > 0:
-		c.ids = map[string]bool{}
+		seen := map[string]bool{}
 		for _, id := range d.Devices.IDs {
 			id = asciiLower(id)
-			if !c.ids[id] {
-				c.ids[id] = true
+			if !seen[id] {
+				seen[id] = true
 				e.devByID[id] = append(e.devByID[id], c)
 			}
 		}
+		c.ids = sortedKeys(seen)
 	case len(c.classes) > 0:
 		seen := map[string]bool{}
 		for _, cl := range c.classes {

@@ -109,7 +109,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			w.uint(0)
 		} else {
 			w.uint(uint64(len(c.ids)) + 1)
-			for _, id := range sortedKeys(c.ids) {
+			for _, id := range c.ids {
 				w.str(id)
 			}
 		}
@@ -442,9 +442,14 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 				r.fail("device %d: %d ids", i, n)
 				break
 			}
-			c.ids = make(map[string]bool, n)
-			for range n {
-				c.ids[r.str()] = true
+			// Views of the image, sorted and unique (checked): no map
+			// to build, however many ids a policy selects.
+			c.ids = make([]string, n)
+			for k := range c.ids {
+				c.ids[k] = r.str()
+				if k > 0 && r.err == nil && c.ids[k] <= c.ids[k-1] {
+					r.fail("device %d: ids not sorted and unique", i)
+				}
 			}
 		}
 		c.classes, c.vendors, c.models = r.strs(), r.strs(), r.strs()
@@ -743,13 +748,20 @@ func (r *imgReader) dev(devs []*cdevice) *cdevice {
 func (r *imgReader) devMap(devs []*cdevice) map[string][]*cdevice {
 	n := r.count(2)
 	m := make(map[string][]*cdevice, n)
+	// The lists share one backing array, grown as needed: one allocation
+	// for a table of 100k ids of one device each, not 100k.
+	var backing []*cdevice
 	for range n {
 		k := r.str()
-		l := make([]*cdevice, r.count(1))
-		for i := range l {
-			l[i] = r.dev(devs)
+		c := r.count(1)
+		if cap(backing)-len(backing) < c {
+			backing = make([]*cdevice, 0, max(c, n))
 		}
-		m[k] = l
+		start := len(backing)
+		for range c {
+			backing = append(backing, r.dev(devs))
+		}
+		m[k] = backing[start:len(backing):len(backing)]
 	}
 	return m
 }
