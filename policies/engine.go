@@ -127,7 +127,7 @@ func sunsetReason(text string, until int64) string {
 
 type cdevice struct {
 	name     string
-	order    int32           // index in Engine.devices (document order)
+	order    int32    // index in Engine.devices (document order)
 	ids      []string // lower-case, sorted, unique; nil = any id (see hasID)
 	classes  []string
 	vendors  []string
