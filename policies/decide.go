@@ -530,7 +530,7 @@ func (st *state) targets() {
 // devLists returns the device policies that may select r.
 func (e *Engine) devLists(r *Request) (byID, byClass []*cdevice) {
 	if r.DeviceID != "" {
-		byID, _ = lookupFold(e.devByID, r.DeviceID)
+		byID = e.byID.get(r.DeviceID)
 	}
 	if r.DeviceClass != "" {
 		byClass = e.devByClass[r.DeviceClass]
