@@ -113,3 +113,21 @@ func TestRegistryBundle(t *testing.T) {
 		assert.Equal(t, uint32(403), write(w), "worker %d", w)
 	}
 }
+
+// One key trusted as both the authors' and the registry's would let
+// registry content pass for the authors': the configuration is refused
+// and every request fails closed.
+func TestRegistryKeyMustBeItsOwn(t *testing.T) {
+	f := newFixture(t)
+	pub, err := json.Marshal(f.BundlePub)
+	require.NoError(t, err)
+	cfg := f.Config(t, func(m map[string]any) {
+		distributorConfig(true)(m)
+		m["policy"].(map[string]any)["registryKeys"] = json.RawMessage(pub)
+	})
+	h := hosttest.New(t, guardWasm(t), hosttest.PluginConfig(cfg), hosttest.Cluster("distributor"))
+	h.ExpectLog("is also in policy.verifyKeys")
+	s := h.NewStream(peer(reader))
+	s.Request("GET", "/v1/meters/42/readings")
+	s.ExpectLocalReply(503)
+}
