@@ -362,10 +362,8 @@ func (st *state) checkVersion(i int32) {
 }
 
 func (c *cdevice) selects(r *Request) bool {
-	if c.ids != nil {
-		if _, ok := lookupFold(c.ids, r.DeviceID); !ok {
-			return false
-		}
+	if c.ids != nil && !hasID(c.ids, r.DeviceID) {
+		return false
 	}
 	if len(c.classes) > 0 && !in(c.classes, r.DeviceClass) ||
 		len(c.vendors) > 0 && !in(c.vendors, r.DeviceVendor) ||
@@ -408,6 +406,53 @@ func lookupFold[V any](m map[string]V, s string) (V, bool) {
 	}
 	v, ok := m[string(buf[:len(s)])]
 	return v, ok
+}
+
+// hasID reports whether the sorted lower-case ids hold s, compared by the
+// device-id case rule (no allocation).
+func hasID(ids []string, s string) bool {
+	var buf [MaxDeviceIDLen]byte
+	if len(s) > len(buf) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	k := buf[:len(s)]
+	lo, hi := 0, len(ids)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if compareBytes(ids[m], k) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo < len(ids) && compareBytes(ids[lo], k) == 0
+}
+
+// compareBytes compares a and b as strings.Compare does, without
+// converting b.
+func compareBytes(a string, b []byte) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case len(a) < len(b):
+		return -1
+	case len(a) > len(b):
+		return 1
+	}
+	return 0
 }
 
 // equalFold compares device ids with ASCII letters folded.
@@ -485,7 +530,7 @@ func (st *state) targets() {
 // devLists returns the device policies that may select r.
 func (e *Engine) devLists(r *Request) (byID, byClass []*cdevice) {
 	if r.DeviceID != "" {
-		byID, _ = lookupFold(e.devByID, r.DeviceID)
+		byID = e.byID.get(r.DeviceID)
 	}
 	if r.DeviceClass != "" {
 		byClass = e.devByClass[r.DeviceClass]
@@ -651,6 +696,8 @@ func (e *Engine) decide(req *Request, d *Decision, tr *tracer) {
 			d.addRule(e.rules[st.scope].id)
 		case st.noUser && req.User == nil:
 			d.Reason, d.UserRequired = ReasonUserRequired, true
+		default:
+			d.DefaultDeny = true
 		}
 		// Would a dry-run allow have allowed it (nothing dry-run denying)?
 		if st.dryAllow >= 0 && dryRevoked == "" && st.dryVer < 0 && st.dryDeny < 0 {

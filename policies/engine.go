@@ -127,8 +127,8 @@ func sunsetReason(text string, until int64) string {
 
 type cdevice struct {
 	name     string
-	order    int32           // index in Engine.devices (document order)
-	ids      map[string]bool // lower-case; nil = any id
+	order    int32    // index in Engine.devices (document order)
+	ids      []string // lower-case, sorted, unique; nil = any id (see hasID)
 	classes  []string
 	vendors  []string
 	models   []string
@@ -166,7 +166,8 @@ type Engine struct {
 	controlTrie, targetTrie *pnode // while compiling
 	targetHeaders           []string
 
-	devByID    map[string][]*cdevice
+	devByID    map[string][]*cdevice // while compiling; nil afterwards
+	byID       devIndex              // the device policies selecting each id
 	devByClass map[string][]*cdevice
 	devAny     []*cdevice
 	verByClass map[string][]int32
@@ -432,6 +433,7 @@ func Compile(s *Set) (*Engine, error) {
 	slices.Sort(e.targetHeaders)
 	e.targetHeaders = slices.Compact(e.targetHeaders)
 	e.anyRevoked, e.anyDryRevoked = e.revoked.any(), e.dryRevoked.any()
+	e.byID, e.devByID = newDevIndex(e.devByID), nil
 	e.flatten()
 	return e, nil
 }
@@ -686,14 +688,15 @@ func (e *Engine) addDevice(d *DevicePolicy) (*cdevice, error) {
 	e.devices = append(e.devices, c)
 	switch {
 	case len(d.Devices.IDs) > 0:
-		c.ids = map[string]bool{}
+		seen := map[string]bool{}
 		for _, id := range d.Devices.IDs {
 			id = asciiLower(id)
-			if !c.ids[id] {
-				c.ids[id] = true
+			if !seen[id] {
+				seen[id] = true
 				e.devByID[id] = append(e.devByID[id], c)
 			}
 		}
+		c.ids = sortedKeys(seen)
 	case len(c.classes) > 0:
 		seen := map[string]bool{}
 		for _, cl := range c.classes {
@@ -732,4 +735,52 @@ func targetSegments(p Pattern) ([]string, int, error) {
 		return nil, 0, fmt.Errorf("%s: target path %q needs one {param} segment naming the device", p.Pos, p.Text)
 	}
 	return segs[0], k, nil
+}
+
+// devIndex maps lower-case device ids to the device policies selecting
+// them: sorted keys searched in place, so an image of 100k ids loads
+// without building a map.
+type devIndex struct {
+	keys  []string
+	lists [][]*cdevice
+}
+
+// newDevIndex indexes m (sorted by key).
+func newDevIndex(m map[string][]*cdevice) devIndex {
+	x := devIndex{keys: sortedKeys(m)}
+	x.lists = make([][]*cdevice, len(x.keys))
+	for i, k := range x.keys {
+		x.lists[i] = m[k]
+	}
+	return x
+}
+
+// get returns the policies selecting id, compared by the device-id case
+// rule (no allocation).
+func (x *devIndex) get(id string) []*cdevice {
+	var buf [MaxDeviceIDLen]byte
+	if len(id) > len(buf) || len(x.keys) == 0 {
+		return nil
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	k := buf[:len(id)]
+	lo, hi := 0, len(x.keys)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if compareBytes(x.keys[m], k) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(x.keys) && compareBytes(x.keys[lo], k) == 0 {
+		return x.lists[lo]
+	}
+	return nil
 }

@@ -143,7 +143,7 @@ func (e *Engine) Explain(req *Request, d *Decision) *Explanation {
 // the policy selects r).
 func (c *cdevice) whyNot(r *Request) string {
 	if c.ids != nil {
-		if _, ok := lookupFold(c.ids, r.DeviceID); !ok {
+		if !hasID(c.ids, r.DeviceID) {
 			return fmt.Sprintf("device id %q is not one of the policy's ids", r.DeviceID)
 		}
 	}

@@ -109,7 +109,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			w.uint(0)
 		} else {
 			w.uint(uint64(len(c.ids)) + 1)
-			for _, id := range sortedKeys(c.ids) {
+			for _, id := range c.ids {
 				w.str(id)
 			}
 		}
@@ -127,7 +127,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		}
 		w.ref(c.subj)
 	}
-	w.devMap(e.devByID, devIdx)
+	w.devIndex(&e.byID, devIdx)
 	w.devMap(e.devByClass, devIdx)
 	w.uint(uint64(len(e.devAny)))
 	for _, c := range e.devAny {
@@ -251,6 +251,18 @@ func (w *imgWriter) vrange(r versionRange) {
 		for _, c := range g.cmps {
 			w.b = append(w.b, byte(c.op), c.dirty)
 			w.version(c.v)
+		}
+	}
+}
+
+// devIndex writes an index as devMap writes a map (keys in order).
+func (w *imgWriter) devIndex(x *devIndex, idx map[*cdevice]int) {
+	w.uint(uint64(len(x.keys)))
+	for i, k := range x.keys {
+		w.str(k)
+		w.uint(uint64(len(x.lists[i])))
+		for _, c := range x.lists[i] {
+			w.uint(uint64(idx[c]))
 		}
 	}
 }
@@ -442,9 +454,14 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 				r.fail("device %d: %d ids", i, n)
 				break
 			}
-			c.ids = make(map[string]bool, n)
-			for range n {
-				c.ids[r.str()] = true
+			// Views of the image, sorted and unique (checked): no map
+			// to build, however many ids a policy selects.
+			c.ids = make([]string, n)
+			for k := range c.ids {
+				c.ids[k] = r.str()
+				if k > 0 && r.err == nil && c.ids[k] <= c.ids[k-1] {
+					r.fail("device %d: ids not sorted and unique", i)
+				}
 			}
 		}
 		c.classes, c.vendors, c.models = r.strs(), r.strs(), r.strs()
@@ -465,7 +482,7 @@ func UnmarshalEngine(b []byte) (*Engine, error) {
 			r.fail("rule %d: device %d of %d", i, ref-1, nd)
 		}
 	}
-	e.devByID, e.devByClass = r.devMap(e.devices), r.devMap(e.devices)
+	e.byID, e.devByClass = r.devIndex(e.devices), r.devMap(e.devices)
 	if n := r.count(1); n > 0 {
 		e.devAny = make([]*cdevice, n)
 		for k := range e.devAny {
@@ -740,16 +757,50 @@ func (r *imgReader) dev(devs []*cdevice) *cdevice {
 	return devs[i]
 }
 
+// devIndex reads what imgWriter.devIndex wrote: keys must be sorted and
+// unique (checked), so lookups can search them.
+func (r *imgReader) devIndex(devs []*cdevice) devIndex {
+	n := r.count(2)
+	x := devIndex{keys: make([]string, n), lists: make([][]*cdevice, n)}
+	var backing []*cdevice
+	for i := range n {
+		x.keys[i] = r.str()
+		if i > 0 && r.err == nil && x.keys[i] <= x.keys[i-1] {
+			r.fail("device id index not sorted and unique")
+		}
+		c := r.count(1)
+		if cap(backing)-len(backing) < c {
+			backing = make([]*cdevice, 0, max(c, n))
+		}
+		start := len(backing)
+		for range c {
+			backing = append(backing, r.dev(devs))
+		}
+		x.lists[i] = backing[start:len(backing):len(backing)]
+	}
+	if r.err != nil {
+		return devIndex{}
+	}
+	return x
+}
+
 func (r *imgReader) devMap(devs []*cdevice) map[string][]*cdevice {
 	n := r.count(2)
 	m := make(map[string][]*cdevice, n)
+	// The lists share one backing array, grown as needed: one allocation
+	// for a table of 100k ids of one device each, not 100k.
+	var backing []*cdevice
 	for range n {
 		k := r.str()
-		l := make([]*cdevice, r.count(1))
-		for i := range l {
-			l[i] = r.dev(devs)
+		c := r.count(1)
+		if cap(backing)-len(backing) < c {
+			backing = make([]*cdevice, 0, max(c, n))
 		}
-		m[k] = l
+		start := len(backing)
+		for range c {
+			backing = append(backing, r.dev(devs))
+		}
+		m[k] = backing[start:len(backing):len(backing)]
 	}
 	return m
 }

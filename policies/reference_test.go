@@ -335,6 +335,8 @@ func refDecide(s *Set, req *Request) Decision {
 			d.addRule(scopeOnly.r.ID)
 		case noUser:
 			d.Reason, d.UserRequired = ReasonUserRequired, true
+		default:
+			d.DefaultDeny = true
 		}
 		if dryAllow != nil && dryRevoked == "" && dryVerFail == "" && dryDeny == nil {
 			d.DryRun, d.DryRunRule = true, dryAllow.r.ID

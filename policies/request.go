@@ -104,6 +104,9 @@ type Decision struct {
 	// (the guard answers 403 insufficient_scope).
 	UserRequired bool
 	Scope        string
+	// DefaultDeny is set on a plain default deny: no rule matched and
+	// neither end-user refinement applies (Reason is ReasonDefaultDeny).
+	DefaultDeny bool
 }
 
 // CallerLimit is a per-caller token bucket a decision asks the guard to

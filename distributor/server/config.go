@@ -12,6 +12,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/meshguard/meshguard/policies/bundle"
 	"time"
 	"unicode/utf8"
 
@@ -131,6 +133,28 @@ type RegistryConfig struct {
 	MaxEntryBytes ByteSize `yaml:"max_entry_bytes"`
 	// Attestation issues device tokens to registered devices.
 	Attestation AttestationConfig `yaml:"attestation"`
+	// Bundles publishes the registry's entries as registry bundles.
+	Bundles RegistryBundlesConfig `yaml:"bundles"`
+	// DeviceClasses give each device class the paths its readers and
+	// writers reach; a class without one gets no access rules.
+	DeviceClasses map[string]registry.DeviceAccess `yaml:"device_classes"`
+}
+
+// RegistryBundlesConfig configures registry bundles: every registry
+// change publishes a new revision to <channel>.registry of every
+// configured channel, signed by the registry key (policies/README.md,
+// "Registry-derived content").
+type RegistryBundlesConfig struct {
+	// KeyFile is the registry's private signing JWK; "" is
+	// <data>/registry-bundle.key, generated at first start (public JWK Set
+	// in <file>.pub: the guard's policy.registryKeys).
+	KeyFile string `yaml:"key_file"`
+	// Lifetime of a registry bundle (0: 7 days); it is published again
+	// when half of it has passed.
+	Lifetime time.Duration `yaml:"lifetime"`
+	// Disabled publishes no registry bundles (none are published either
+	// while no organisation is configured).
+	Disabled bool `yaml:"disabled"`
 }
 
 // AttestationConfig configures device attestation (/v1/registry/attest).
@@ -473,6 +497,19 @@ func (c *Config) Validate() error {
 	}
 	if err := c.State.validate(); err != nil {
 		return err
+	}
+	for class, a := range c.Registry.DeviceClasses {
+		if err := a.Validate(class); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	if c.Registry.Bundles.Lifetime < 0 {
+		return fmt.Errorf("config: registry.bundles.lifetime %s is negative", c.Registry.Bundles.Lifetime)
+	}
+	for name, ch := range c.Bundles.Channels {
+		if strings.HasSuffix(name, bundle.RegistrySuffix) || strings.HasSuffix(ch.Scope, bundle.RegistrySuffix) {
+			return fmt.Errorf("config: bundles.channels.%s: names and scopes ending %s are the registry's (its bundles go to <channel>%s)", name, bundle.RegistrySuffix, bundle.RegistrySuffix)
+		}
 	}
 	if c.Registry.MaxEntryBytes < 0 || c.Registry.MaxEntryBytes > 16<<20 {
 		return fmt.Errorf("config: registry.max_entry_bytes %d: want 0 (default 64KiB) to 16MiB", c.Registry.MaxEntryBytes)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -105,6 +106,13 @@ func (s *Server) registryChanged(ch registry.Change) error {
 		return fmt.Errorf("decision log: %w", err)
 	}
 	s.log.Info("registry change", "op", ch.Op, "kind", ch.Kind, "id", ch.ID, "organisation", ch.Org, "by", ch.Who)
+	if s.regPub != nil {
+		// Published before the API answers: a 2xx means proxies can fetch
+		// the change (a failure undoes it).
+		if err := s.regPub.changed(context.Background(), ch); err != nil {
+			return fmt.Errorf("registry bundle: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -62,6 +62,8 @@ type Server struct {
 	db       *postgres.DB
 	mux      *http.ServeMux
 	registry *registry.Service
+	// regPub publishes registry bundles (nil: registry.bundles.disabled).
+	regPub   *regPublisher
 	attestor *registry.Attestor
 	regOrgs  []registryOrg
 
@@ -141,9 +143,18 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if verifier == nil {
 		verifier = noKeys{s.keysErr}
 	}
+	if s.regPub, err = s.newRegPublisher(); err != nil {
+		return nil, err
+	}
 	chans := map[string]bundles.ChannelOptions{}
 	for n, c := range cfg.Bundles.Channels {
 		chans[n] = bundles.ChannelOptions{Scope: c.Scope, Retain: c.Retain}
+	}
+	if s.regPub != nil {
+		verifier = routedVerifier{authors: verifier, registry: registryVerifier{keys: s.regPub.pubs}}
+		for n, scope := range s.regPub.channels {
+			chans[n] = bundles.ChannelOptions{Scope: scope}
+		}
 	}
 	chanStore, err := s.openState(ctx)
 	if err != nil {
@@ -157,6 +168,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	// Follow other replicas' publishes (shared state) until Close.
 	go s.reg.Run(s.base)
+	if s.regPub != nil {
+		s.regPub.recover()
+		if err := s.regPub.publish(ctx); err != nil {
+			s.log.Error("first registry bundle publish failed; retrying", "err", err)
+		}
+		go s.regPub.run(s.base)
+	}
 	s.expiryWarned = map[string]expiryWarning{}
 	for ch, ri := range s.reg.LatestInfos() {
 		s.m.revision.WithLabelValues(ch).Set(float64(ri.Revision))

@@ -28,6 +28,13 @@
 // one the key's type implies, so alg confusion (none, HMAC with a public key
 // as secret, ES256 over an Ed25519 kid) is rejected before any crypto runs.
 //
+// A registry bundle (channel <channel>.registry, signed by the
+// distributor's registry key) has the same format; its engine image may
+// hold only DevicePolicy, VersionPolicy and Revocations content
+// (policies.Engine.RegistryScope): PackRegistry, OpenRegistry and
+// verify.LoadRegistry refuse more with ErrRegistryScope. See
+// policies/README.md, "Registry-derived content".
+//
 // Verify checks, in order: size limits, tar structure and path sanity,
 // signature, manifest (must equal the signed payload byte for byte), exact
 // file set and hashes, validity window, scope and revision (anti-rollback).
@@ -93,6 +100,9 @@ var (
 	ErrRollback    = verify.ErrRollback
 	ErrNoImage     = verify.ErrNoImage
 	ErrBadImage    = verify.ErrBadImage
+	// ErrRegistryScope: a registry bundle holds more than registry-derived
+	// content (it wraps ErrScope).
+	ErrRegistryScope = verify.ErrRegistryScope
 )
 
 // Manifest describes a bundle; it is the signed payload.

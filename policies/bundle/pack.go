@@ -37,6 +37,11 @@ type PackOptions struct {
 // unread. A policy problem refuses the bundle with an error wrapping
 // ErrPolicy.
 func Pack(files map[string][]byte, opts PackOptions) ([]byte, error) {
+	return packChecked(files, opts, nil)
+}
+
+// packChecked is Pack; check, when set, may refuse the image before signing.
+func packChecked(files map[string][]byte, opts PackOptions, check func(img []byte) error) ([]byte, error) {
 	all := make(map[string][]byte, len(files)+1)
 	for name, b := range files {
 		if strings.HasPrefix(name, CompiledDir) {
@@ -54,6 +59,11 @@ func Pack(files map[string][]byte, opts PackOptions) ([]byte, error) {
 			err = positionedIn(list, opts.Sources)
 		}
 		return nil, fmt.Errorf("%w:\n%w", ErrPolicy, err)
+	}
+	if check != nil {
+		if err := check(img); err != nil {
+			return nil, err
+		}
 	}
 	all[ImageFile] = img
 	return Build(all, opts.BuildOptions)

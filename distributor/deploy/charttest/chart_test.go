@@ -141,6 +141,13 @@ func TestChart(t *testing.T) {
 			"spiffe": map[string]any{"secretName": "meshguard-svid"},
 			"tokens": map[string]any{"secretName": "meshguard-tokens"},
 		}, kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"}},
+		{name: "registry organisations and device classes", mode: "sidecar", overrides: map[string]any{
+			"allow": map[string]any{"registry": []any{"spiffe://cluster.local/ns/dso/sa/*"}, "attest": []any{"anonymous"}},
+			"registry": map[string]any{
+				"organisations": []any{map[string]any{"name": "grid-op", "members": []any{"spiffe://cluster.local/ns/dso/sa/*"}, "device_prefixes": []any{"inv-"}}},
+				"deviceClasses": map[string]any{"inverter": map[string]any{"target_paths": []any{"/v1/inverters/{id}/**"}, "write_paths": []any{"/v1/inverters/{id}/**"}}},
+			},
+		}, kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount"}},
 		{name: "decision log: proxy bindings, checkpoint key from a secret", mode: "sidecar", overrides: map[string]any{
 			"decisions": map[string]any{
 				"checkpointKeySecret": map[string]any{"name": "meshguard-checkpoint", "key": "checkpoint.key"},
@@ -214,6 +221,16 @@ func TestChart(t *testing.T) {
 				assert.True(t, cfg.TLS.Enabled())
 				assert.NoError(t, server.CheckListen(cfg))
 				assert.Equal(t, "8443", d.Spec.Template.Annotations["traffic.sidecar.istio.io/excludeInboundPorts"])
+			}
+			if tc.overrides["registry"] != nil {
+				require.Len(t, cfg.Registry.Organisations, 1)
+				assert.Equal(t, "grid-op", cfg.Registry.Organisations[0].Name)
+				assert.Equal(t, []string{"inv-"}, cfg.Registry.Organisations[0].DevicePrefixes)
+				assert.Equal(t, []string{"/v1/inverters/{id}/**"}, cfg.Registry.DeviceClasses["inverter"].TargetPaths)
+				assert.Equal(t, []string{"anonymous"}, cfg.Allow["attest"])
+			} else {
+				assert.Empty(t, cfg.Registry.Organisations)
+				assert.Equal(t, []string{"loopback"}, cfg.Allow["registry"], "the distributor's default stays")
 			}
 			if tc.overrides["decisions"] != nil {
 				assert.Equal(t, "/etc/meshguard/checkpoint/checkpoint.key", cfg.Decisions.CheckpointKey)

@@ -99,6 +99,13 @@ type PolicySource struct {
 	Distributor *Distributor `json:"distributor,omitempty"`
 	// VerifyKeys is the JWK Set (public keys) that bundles must be signed with.
 	VerifyKeys json.RawMessage `json:"verifyKeys"`
+	// RegistryKeys is the JWK Set of the distributor's registry signing
+	// key. When set, the guard also polls the registry channel
+	// (Distributor.Channel + ".registry") and decides with both bundles
+	// (policies/README.md, "Registry-derived content"); a registry bundle
+	// must carry the scope Scope + ".registry" when Scope is set, and until
+	// one is verified every request gets 503.
+	RegistryKeys json.RawMessage `json:"registryKeys,omitempty"`
 	// Scope, when set, must be listed in the bundle manifest's scope.
 	Scope string `json:"scope,omitempty"`
 	// MinRevision rejects any bundle whose revision is not above it.
@@ -457,6 +464,14 @@ func (c *Config) Validate() error {
 		add("policy.verifyKeys: a JWK Set is required (bundles are always verified)")
 	} else if !json.Valid(p.VerifyKeys) {
 		add("policy.verifyKeys: not valid JSON")
+	}
+	if len(bytes.TrimSpace(p.RegistryKeys)) != 0 {
+		switch {
+		case !json.Valid(p.RegistryKeys):
+			add("policy.registryKeys: not valid JSON")
+		case p.Distributor == nil:
+			add("policy.registryKeys: registry bundles come from a distributor: set policy.distributor")
+		}
 	}
 	if g := p.ExpiryGrace.Duration; g < 0 || g > MaxExpiryGrace {
 		add("policy.expiryGrace: %s is outside 0..%s", g, MaxExpiryGrace)

@@ -43,3 +43,22 @@ func ParseKeySet(data []byte) (*KeySet, error) {
 	}
 	return &KeySet{set: set}, nil
 }
+
+// SharedKID returns a kid both sets hold ("" when none): a key trusted in
+// two roles (the authors' and the registry's) would let one pass as the
+// other.
+func (s *KeySet) SharedKID(o *KeySet) string {
+	if s.Len() == 0 || o.Len() == 0 {
+		return ""
+	}
+	kids := map[string]bool{}
+	for _, k := range s.set.Keys() {
+		kids[k.KID] = true
+	}
+	for _, k := range o.set.Keys() {
+		if kids[k.KID] {
+			return k.KID
+		}
+	}
+	return ""
+}

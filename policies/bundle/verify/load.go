@@ -62,3 +62,32 @@ func Image(b *Bundle) (*Policy, error) {
 	}
 	return &Policy{Manifest: b.Manifest, Digest: b.Digest, Engine: eng}, nil
 }
+
+// ErrRegistryScope: a registry bundle's engine holds more than
+// registry-derived content (policies.Engine.RegistryScope; that error is
+// wrapped too). It wraps ErrScope.
+var ErrRegistryScope = wrapSentinel(ErrScope, "registry bundle exceeds the registry's scope")
+
+// LoadRegistry is Load for a bundle signed by the registry key: its engine
+// must hold only registry-derived content (DevicePolicy, VersionPolicy,
+// Revocations; see policies.Engine.RegistryScope), else the bundle is
+// refused with an error wrapping ErrRegistryScope.
+func LoadRegistry(data []byte, opts Options) (*Policy, error) {
+	pol, err := Load(data, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := RegistryImage(pol); err != nil {
+		return nil, err
+	}
+	return pol, nil
+}
+
+// RegistryImage checks that a loaded registry bundle's engine holds only
+// registry-derived content.
+func RegistryImage(pol *Policy) error {
+	if err := pol.Engine.RegistryScope(); err != nil {
+		return fmt.Errorf("%w: revision %d: %w", ErrRegistryScope, pol.Manifest.Revision, err)
+	}
+	return nil
+}

@@ -91,6 +91,11 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
 		return g.unavailable(x, r, "no verified policy bundle: "+g.polErr.Error())
 	}
+	reg, err := g.registryEngine(now)
+	if err != nil {
+		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
+		return g.unavailable(x, r, "no verified registry bundle: "+err.Error())
+	}
 	// 1. The path must be canonical (or normalised, when configured): the
 	// engine matches it segment by segment and the upstream must receive
 	// what was decided.
@@ -149,7 +154,7 @@ func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
 		g.reportSunset(now) // a transition window closed: the next one
 	}
 	x.dec = policies.Decision{}
-	g.pol.Engine.Decide(&x.req, &x.dec)
+	g.pol.Engine.DecideWith(reg, &x.req, &x.dec)
 	// The caller's own budget first: a caller over its limit must not
 	// drain the device's write budget for others.
 	if x.dec.Allow && x.dec.HasCallerLimit {

@@ -59,6 +59,8 @@ type Guard struct {
 	pol     *verify.Policy // nil: no policy, polErr says why
 	polErr  error
 	channel *distribution.Channel
+	// reg is the registry-derived bundle (nil without policy.registryKeys).
+	reg *registryPart
 	// peerVersion: some version rule reads the Istio peer version label.
 	peerVersion bool
 	// sunset is the nearest version sunset ahead (Unix ns; 0: none), as
@@ -137,6 +139,9 @@ func (g *Guard) configure(raw []byte, seed uint64) error {
 	g.callers = ratelimit.New(g.ports.Shared, keyCall)
 	if d := cfg.Policy.Distributor; d != nil {
 		g.channel = distribution.New(g.ports.Shared, d, seed)
+	}
+	if err := g.configureRegistry(cfg, seed); err != nil {
+		return err
 	}
 	if cfg.Policy.Inline != "" {
 		data, err := base64.StdEncoding.DecodeString(cfg.Policy.Inline)

@@ -100,6 +100,7 @@ func (g *Guard) Enforced() uint64 {
 // every decision, so all workers enforce a new bundle (a revocation, say)
 // from their next request on, for one small shared-data read.
 func (g *Guard) PickUp() {
+	g.pickUpRegistry()
 	if g.channel == nil || g.channel.Announced() <= g.Revision() {
 		return
 	}

@@ -113,7 +113,7 @@ tokens:
   file: {{ if .Values.tokens.secretName }}{{ printf "/etc/meshguard/tokens/%s" .Values.tokens.key | quote }}{{ else }}""{{ end }}
   env: ""
 allow:
-  {{- range $action := list "read" "publish" "push" "ingest" "audit" "metrics" }}
+  {{- range $action := list "read" "publish" "push" "ingest" "audit" "metrics" "registry" "attest" }}
   {{ $action }}: {{ index $.Values.allow $action | default list | toJson }}
   {{- end }}
 bundles:
@@ -126,6 +126,9 @@ bundles:
       scope: {{ $ch.scope | default "" | quote }}
     {{- else }} {}
     {{- end }}
+registry:
+  organisations: {{ .Values.registry.organisations | default list | toJson }}
+  device_classes: {{ .Values.registry.deviceClasses | default dict | toJson }}
 limits:
   bundle_bytes: {{ .Values.limits.bundleBytes | quote }}
   decisions_bytes: {{ .Values.limits.decisionsBytes | quote }}
