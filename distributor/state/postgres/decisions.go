@@ -205,7 +205,7 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 				seen[string(k)] = true
 				added = append(added, string(k))
 			}
-			recRows = append(recRows, []any{s + 1, kv, line})
+			recRows = append(recRows, append([]any{s + 1, kv, line}, fieldValues(line)...))
 			s++
 		}
 		if p.err != nil {
@@ -231,7 +231,7 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 	if seq == size {
 		return tx.Commit(ctx)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decision_records"}, []string{"seq", "dedupe_key", "line"}, pgx.CopyFromRows(recRows)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decision_records"}, append([]string{"seq", "dedupe_key", "line"}, fieldColumns...), pgx.CopyFromRows(recRows)); err != nil {
 		return dbErr("decision log: store records: %w", err)
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decision_hashes"}, []string{"idx", "hash"}, pgx.CopyFromRows(hashRows)); err != nil {
