@@ -511,4 +511,3 @@ func (s *Search) revisions(ctx context.Context, limit int) ([]decisionlog.ValueC
 	decisionlog.SortValues(out)
 	return out[:min(len(out), limit)], nil
 }
-
