@@ -159,13 +159,3 @@ func VerifyTree(tree func(size uint64) tlog.HashReader, first uint64, lines [][]
 // CheckpointReportOf describes a signed checkpoint a verified tree reached.
 func CheckpointReportOf(c Checkpoint) *CheckpointReport { return reportOf(c) }
 
-// SortValues orders value counts as Values lists them: most frequent
-// first, ties by value.
-func SortValues(vs []ValueCount) {
-	sort.Slice(vs, func(i, j int) bool {
-		if vs[i].Count != vs[j].Count {
-			return vs[i].Count > vs[j].Count
-		}
-		return vs[i].Value < vs[j].Value
-	})
-}

@@ -56,7 +56,9 @@ var migrations = []string{
 	// for the console's filters and newest-first pages. Strings are bytea:
 	// records may hold NUL bytes and invalid UTF-8 that text refuses, and
 	// prefixes match as byte ranges. Rows stored before this migration
-	// have a NULL decision until the backfill reads them.
+	// have a NULL decision until the backfill reads them. decision_values
+	// counts the records holding each value of a column (the console's
+	// suggestion lists), kept by the transaction that stores the records.
 	`ALTER TABLE decision_records
 		ADD COLUMN t        bigint,
 		ADD COLUMN decision text,
@@ -76,7 +78,14 @@ var migrations = []string{
 	CREATE INDEX decision_records_device ON decision_records (device, seq);
 	CREATE INDEX decision_records_path ON decision_records (path, seq);
 	CREATE INDEX decision_records_proxy ON decision_records (proxy, seq);
-	CREATE INDEX decision_records_uploader ON decision_records (uploader, seq);`,
+	CREATE INDEX decision_records_uploader ON decision_records (uploader, seq);
+	CREATE TABLE decision_values (
+		col   text NOT NULL,
+		value bytea NOT NULL,
+		count bigint NOT NULL,
+		PRIMARY KEY (col, value)
+	);
+	CREATE INDEX decision_values_top ON decision_values (col, count DESC, value);`,
 }
 
 // SchemaVersion is the schema version this binary writes.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,37 +36,108 @@ func fieldValues(line []byte) []any {
 	return []any{t, f.Decision, rules, int64(f.Revision), []byte(f.Subject), []byte(f.Device), []byte(f.Path), []byte(f.Proxy), []byte(f.Uploader)}
 }
 
-// readFields fills the searched columns of rows stored before migration 3.
+// valueCounts counts the records holding each column value, for
+// decision_values.
+type valueCounts map[[2]string]int64
+
+// add counts one record's values (fieldValues' order); empty values are
+// not listed.
+func (vc *valueCounts) add(fv []any) {
+	if *vc == nil {
+		*vc = valueCounts{}
+	}
+	put := func(col string, v []byte) {
+		if len(v) > 0 {
+			(*vc)[[2]string{col, string(v)}]++
+		}
+	}
+	put("decision", []byte(fv[1].(string)))
+	for _, r := range fv[2].([][]byte) {
+		put("rule", r)
+	}
+	put("revision", strconv.AppendUint(nil, uint64(fv[3].(int64)), 10))
+	for i, col := range []string{"subject", "device", "path", "proxy", "uploader"} {
+		put(col, fv[4+i].([]byte))
+	}
+}
+
+// store adds the counts to decision_values in tx (which holds the
+// decision_head lock, so that stores never interleave).
+func (vc valueCounts) store(ctx context.Context, tx pgx.Tx) error {
+	if len(vc) == 0 {
+		return nil
+	}
+	cols := make([]string, 0, len(vc))
+	vals := make([][]byte, 0, len(vc))
+	ns := make([]int64, 0, len(vc))
+	for k, n := range vc {
+		cols, vals, ns = append(cols, k[0]), append(vals, []byte(k[1])), append(ns, n)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO decision_values (col, value, count)
+		SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[])
+		ON CONFLICT (col, value) DO UPDATE SET count = decision_values.count + excluded.count`, cols, vals, ns); err != nil {
+		return dbErr("decision log: value counts: %w", err)
+	}
+	return nil
+}
+
+// readFields fills the searched columns (and value counts) of rows stored
+// before migration 3, under the sequencer's lock.
 func (db *DB) readFields(ctx context.Context) error {
 	for {
-		rows, err := db.pool.Query(ctx, `SELECT seq, line FROM decision_records WHERE decision IS NULL ORDER BY seq LIMIT 5000`)
+		done, err := db.readFieldsBatch(ctx)
 		if err != nil {
 			return fmt.Errorf("state.postgres: read record fields: %w", err)
 		}
-		type row struct {
-			seq  int64
-			line []byte
-		}
-		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-			var x row
-			return x, r.Scan(&x.seq, &x.line)
-		})
-		if err != nil {
-			return fmt.Errorf("state.postgres: read record fields: %w", err)
-		}
-		if len(got) == 0 {
+		if done {
 			return nil
 		}
-		b := &pgx.Batch{}
-		for _, x := range got {
-			b.Queue(`UPDATE decision_records SET t = $2, decision = $3, rule_ids = $4, revision = $5, subject = $6,
-				device = $7, path = $8, proxy = $9, uploader = $10 WHERE seq = $1`, append([]any{x.seq}, fieldValues(x.line)...)...)
-		}
-		if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("state.postgres: read record fields: %w", err)
-		}
-		db.log.Info("state.postgres: searched fields read from stored records", "through_seq", got[len(got)-1].seq)
 	}
+}
+
+func (db *DB) readFieldsBatch(ctx context.Context) (bool, error) {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM decision_head WHERE id = 1 FOR UPDATE`); err != nil {
+		return false, err
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, line FROM decision_records WHERE decision IS NULL ORDER BY seq LIMIT 5000`)
+	if err != nil {
+		return false, err
+	}
+	type row struct {
+		seq  int64
+		line []byte
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.seq, &x.line)
+	})
+	if err != nil || len(got) == 0 {
+		return err == nil, err
+	}
+	b := &pgx.Batch{}
+	var counts valueCounts
+	for _, x := range got {
+		fv := fieldValues(x.line)
+		counts.add(fv)
+		b.Queue(`UPDATE decision_records SET t = $2, decision = $3, rule_ids = $4, revision = $5, subject = $6,
+			device = $7, path = $8, proxy = $9, uploader = $10 WHERE seq = $1`, append([]any{x.seq}, fv...)...)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return false, err
+	}
+	if err := counts.store(ctx, tx); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, err
+	}
+	db.log.Info("state.postgres: searched fields read from stored records", "through_seq", got[len(got)-1].seq)
+	return false, nil
 }
 
 // Search is the console's decisionlog.Searcher over the shared log: SQL
@@ -460,24 +532,15 @@ func (s *Search) Stats(ctx context.Context, f decisionlog.Filter, r decisionlog.
 	return st, nil
 }
 
-// Values implements decisionlog.Searcher: the most frequent values first,
-// ties in byte order, empty values left out, as the file index lists them.
+// Values implements decisionlog.Searcher from the value counts: the most
+// frequent first, ties in byte order, as the file index lists them.
 func (s *Search) Values(ctx context.Context, column string, limit int) ([]decisionlog.ValueCount, error) {
 	limit = decisionlog.BoundValues(limit)
-	var sql string
-	switch column {
-	case "decision":
-		sql = `SELECT convert_to(decision, 'UTF8'), count(*) FROM decision_records WHERE decision IS NOT NULL GROUP BY 1`
-	case "rule":
-		sql = `SELECT r, count(*) FROM decision_records, unnest(rule_ids) r WHERE r <> ''::bytea GROUP BY 1`
-	case "revision":
-		return s.revisions(ctx, limit)
-	case "subject", "device", "path", "proxy", "uploader":
-		sql = `SELECT ` + column + `, count(*) FROM decision_records WHERE ` + column + ` <> ''::bytea GROUP BY 1`
-	default:
+	if !slices.Contains(decisionlog.Columns, column) {
 		return nil, fmt.Errorf("unknown column %q (want one of %s)", column, strings.Join(decisionlog.Columns, ", "))
 	}
-	rows, err := s.db.pool.Query(ctx, sql+` ORDER BY 2 DESC, 1 LIMIT $1`, limit)
+	rows, err := s.db.pool.Query(ctx, `SELECT value, count FROM decision_values WHERE col = $1 AND count > 0
+		ORDER BY count DESC, value LIMIT $2`, column, limit)
 	if err != nil {
 		return nil, dbErr("decision values: %w", err)
 	}
@@ -491,23 +554,4 @@ func (s *Search) Values(ctx context.Context, column string, limit int) ([]decisi
 		return nil, dbErr("decision values: %w", err)
 	}
 	return out, nil
-}
-
-// revisions lists bundle revisions; ties order by the decimal text, as
-// the file index orders them.
-func (s *Search) revisions(ctx context.Context, limit int) ([]decisionlog.ValueCount, error) {
-	rows, err := s.db.pool.Query(ctx, `SELECT revision, count(*) FROM decision_records WHERE decision IS NOT NULL GROUP BY 1`)
-	if err != nil {
-		return nil, dbErr("decision values: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (decisionlog.ValueCount, error) {
-		var v, n int64
-		err := r.Scan(&v, &n)
-		return decisionlog.ValueCount{Value: strconv.FormatUint(uint64(v), 10), Count: uint64(n)}, err
-	})
-	if err != nil {
-		return nil, dbErr("decision values: %w", err)
-	}
-	decisionlog.SortValues(out)
-	return out[:min(len(out), limit)], nil
 }
