@@ -158,4 +158,3 @@ func VerifyTree(tree func(size uint64) tlog.HashReader, first uint64, lines [][]
 
 // CheckpointReportOf describes a signed checkpoint a verified tree reached.
 func CheckpointReportOf(c Checkpoint) *CheckpointReport { return reportOf(c) }
-
