@@ -558,9 +558,9 @@ func (s *Search) Values(ctx context.Context, column string, limit int) ([]decisi
 
 // Vacuum analyses the decision tables so the planner knows their sizes
 // after a bulk load (autovacuum does so in time; benchmarks do not wait).
-func (s *Search) Vacuum(ctx context.Context) (bool, error) {
+func (s *Search) Vacuum(ctx context.Context) error {
 	if _, err := s.db.pool.Exec(ctx, `VACUUM ANALYZE decision_records`); err != nil {
-		return false, dbErr("decision log: vacuum: %w", err)
+		return dbErr("decision log: vacuum: %w", err)
 	}
-	return true, nil
+	return nil
 }
