@@ -42,7 +42,7 @@ func (ix *Index) verify(ctx context.Context) {
 			ix.fail(in.Verified+1, err.Error())
 			return
 		}
-		good, bad, problem := verifyTree(ix.log, in.Verified+1, lines)
+		good, bad, problem := verifyTreeWith(ix.log.TreeReader, in.Verified+1, lines)
 		if problem != "" {
 			problem = ix.describe(bad, problem)
 		}
@@ -137,11 +137,11 @@ func (ix *Index) lines(from, to uint64) ([][]byte, error) {
 	return out, nil
 }
 
-// verifyTree checks lines (seq first onwards) against the log's stored
-// tree. Parsing, the canonical form and leaf hashes are checked in
+// verifyTreeWith checks lines (seq first onwards) against the log's stored
+// tree (tree reads the stored hashes of the tree of a size). Parsing, the canonical form and leaf hashes are checked in
 // parallel parts; the tree hashes in order. It returns the last good seq
 // and, on failure, the first bad seq and its problem.
-func verifyTree(l *Log, first uint64, lines [][]byte) (uint64, uint64, string) {
+func verifyTreeWith(tree func(size uint64) tlog.HashReader, first uint64, lines [][]byte) (uint64, uint64, string) {
 	leaves := make([]tlog.Hash, len(lines))
 	bad := make([]string, len(lines))
 	parts := max(1, min(runtime.GOMAXPROCS(0), len(lines)/512))
@@ -164,11 +164,11 @@ func verifyTree(l *Log, first uint64, lines [][]byte) (uint64, uint64, string) {
 	wg.Wait()
 	last := first - 1 + uint64(len(lines))
 	lo, hi := tlog.StoredHashIndex(0, int64(first-1)), tlog.StoredHashCount(int64(last))
-	stored, err := l.TreeReader(last).ReadHashes(indexRange(lo, hi))
+	stored, err := tree(last).ReadHashes(indexRange(lo, hi))
 	if err != nil {
 		return first - 1, first, err.Error()
 	}
-	file := l.TreeReader(first - 1)
+	file := tree(first - 1)
 	// Hashes before lo were verified before; those from lo on are checked
 	// here before anything reads them.
 	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {

@@ -2,7 +2,6 @@ package decisionlog
 
 import (
 	"context"
-	"sort"
 	"time"
 )
 
@@ -39,18 +38,16 @@ func (ix *Index) Stats(ctx context.Context, f Filter, r StatsRequest) (Stats, er
 	if err := f.Validate(); err != nil {
 		return Stats{}, err
 	}
-	r.Buckets = bounded(r.Buckets, DefaultBuckets, MaxBuckets)
-	r.TopRules = bounded(r.TopRules, DefaultTopRules, MaxTopRules)
+	r = BoundStats(r)
 	ix.settle(ctx)
 	head := ix.log.Head().Seq
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	m := ix.compile(f)
 	n := ix.n
-	from, to := m.since, m.till
+	lo, hi, any := int64(0), int64(0), false
 	if f.Since.IsZero() || f.Until.IsZero() {
-		lo, hi, any := int64(0), int64(0), false
-		ceiling := time.Now().Add(maxAhead).UnixNano()
+		ceiling := StatsCeiling()
 		for i := uint64(0); i < n; i++ {
 			t := ix.times[i]
 			if t == noTime || t > ceiling || !ix.match(&m, i) {
@@ -64,37 +61,8 @@ func (ix *Index) Stats(ctx context.Context, f Filter, r StatsRequest) (Stats, er
 			}
 			any = true
 		}
-		if !any {
-			hi = time.Now().UnixNano()
-			lo = hi - int64(time.Hour)
-		}
-		if f.Since.IsZero() {
-			from = max(lo, hi-int64(maxSpan))
-		}
-		if f.Until.IsZero() {
-			to = hi
-		}
 	}
-	// Nothing valid lies far in the future: a given range ends an hour from now.
-	to = min(to, time.Now().Add(maxAhead).UnixNano())
-	if to < from {
-		to = from
-	}
-	// A given range may be centuries wide; past a century the records
-	// before it are out of range (and the subtraction stays in int64).
-	from = max(from, to-int64(maxRange))
-	// Buckets start at multiples of the width; aligning can add a bucket,
-	// so widen until they fit.
-	var step int64
-	var nb int
-	for width := bucketWidth(time.Duration(to-from), r.Buckets); ; width = bucketWidth(width*time.Duration(r.Buckets), r.Buckets) {
-		step = int64(width)
-		start := from - ((from%step)+step)%step
-		if nb = int((to-start)/step) + 1; nb <= r.Buckets {
-			from = start
-			break
-		}
-	}
+	from, to, step, nb := StatsLayout(f, lo, hi, any, r.Buckets)
 	st := Stats{From: time.Unix(0, from).UTC(), Bucket: Duration(step), Series: make([]BucketCounts, nb),
 		Rules: []RuleCounts{}, Indexed: n, Head: head}
 	for b := range st.Series {
@@ -162,26 +130,6 @@ func (ix *Index) Stats(ctx context.Context, f Filter, r StatsRequest) (Stats, er
 	for _, rc := range byRule {
 		all = append(all, rc)
 	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].Total != all[j].Total {
-			return all[i].Total > all[j].Total
-		}
-		return all[i].Rule < all[j].Rule
-	})
-	for i, rc := range all {
-		if i < r.TopRules {
-			st.Rules = append(st.Rules, *rc)
-			continue
-		}
-		if st.Other == nil {
-			st.Other = &RuleCounts{Rule: "other", Counts: make([]uint64, nb)}
-		}
-		for b, c := range rc.Counts {
-			st.Other.Counts[b] += c
-		}
-		st.Other.Total += rc.Total
-		st.Other.Deny += rc.Deny
-		st.Other.DryRun += rc.DryRun
-	}
+	st.Rules, st.Other = RankRules(all, r.TopRules, nb)
 	return st, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/meshguard/meshguard/distributor/console"
 	"github.com/meshguard/meshguard/distributor/decisionlog"
 	"github.com/meshguard/meshguard/distributor/pollers"
+	"github.com/meshguard/meshguard/distributor/state"
 )
 
 // Status is the distributor's state for operators (GET /v1/status, the
@@ -365,8 +366,10 @@ func (s *Server) queryError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return
 	}
-	if errors.Is(err, errNoSearch) {
-		writeError(w, http.StatusNotImplemented, err.Error())
+	if errors.Is(err, state.ErrUnavailable) {
+		s.log.Warn("decision query: state database unavailable", "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "state database unavailable; retry")
 		return
 	}
 	s.log.Error("decision query failed", "err", err)

@@ -46,6 +46,7 @@ type Server struct {
 	bindings *auth.ProxyBindings
 	search   decisionlog.Searcher
 	index    *decisionlog.Index
+	pgSearch *postgres.Search // the searcher with state.backend postgres
 	pollers  *pollers.Table
 	policy   *auth.Policy
 	limiter  *auth.Limiter
@@ -193,7 +194,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		// One log for the deployment, in the database; the key file must be
 		// the same on every replica (a mounted Secret).
 		s.dlog = s.db.Decisions(&ckey, cfg.Decisions.CheckpointInterval, s.log)
-		s.search = pgSearch{}
+		s.pgSearch = s.db.Search(s.dlog.(*postgres.Decisions), 0, s.log)
+		s.search = s.pgSearch
 	} else {
 		flog, err := decisionlog.Open(filepath.Join(cfg.Data, "decisions"), decisionlog.Options{
 			SegmentBytes: int64(cfg.Decisions.SegmentBytes), Logger: s.log,
@@ -354,6 +356,9 @@ func (s *Server) Close() error {
 		s.cancelBase()
 		if s.index != nil {
 			s.index.Close()
+		}
+		if s.pgSearch != nil {
+			s.pgSearch.Close()
 		}
 		if s.dlog != nil {
 			err = s.dlog.Close()

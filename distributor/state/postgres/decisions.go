@@ -175,6 +175,7 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 	}
 	hr := &hashReader{ctx: ctx, tx: tx, cache: l.cache, known: map[int64]tlog.Hash{}}
 	var recRows, hashRows [][]any
+	var counts valueCounts
 	seq := size
 	for _, p := range group {
 		s, nr, nh := seq, len(recRows), len(hashRows)
@@ -205,7 +206,7 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 				seen[string(k)] = true
 				added = append(added, string(k))
 			}
-			recRows = append(recRows, []any{s + 1, kv, line})
+			recRows = append(recRows, append([]any{s + 1, kv, line}, fieldValues(line)...))
 			s++
 		}
 		if p.err != nil {
@@ -231,8 +232,14 @@ func (l *DecisionLog) commit(ctx context.Context, group []*pendingBatch) error {
 	if seq == size {
 		return tx.Commit(ctx)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decision_records"}, []string{"seq", "dedupe_key", "line"}, pgx.CopyFromRows(recRows)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decision_records"}, append([]string{"seq", "dedupe_key", "line"}, fieldColumns...), pgx.CopyFromRows(recRows)); err != nil {
 		return dbErr("decision log: store records: %w", err)
+	}
+	for _, r := range recRows {
+		counts.add(r[3:])
+	}
+	if err := counts.store(ctx, tx); err != nil {
+		return err
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decision_hashes"}, []string{"idx", "hash"}, pgx.CopyFromRows(hashRows)); err != nil {
 		return dbErr("decision log: store hashes: %w", err)

@@ -51,6 +51,41 @@ var migrations = []string{
 		signed bytea NOT NULL,
 		made   timestamptz NOT NULL DEFAULT now()
 	);`,
+	// 3: the searched fields of each record, read from its line as the
+	// file log's index reads them (decisionlog.IndexFields), with indexes
+	// for the console's filters and newest-first pages. Strings are bytea:
+	// records may hold NUL bytes and invalid UTF-8 that text refuses, and
+	// prefixes match as byte ranges. Rows stored before this migration
+	// have a NULL decision until the backfill reads them. decision_values
+	// counts the records holding each value of a column (the console's
+	// suggestion lists), kept by the transaction that stores the records.
+	`ALTER TABLE decision_records
+		ADD COLUMN t        bigint,
+		ADD COLUMN decision text,
+		ADD COLUMN rule_ids bytea[],
+		ADD COLUMN revision bigint,
+		ADD COLUMN subject  bytea,
+		ADD COLUMN device   bytea,
+		ADD COLUMN path     bytea,
+		ADD COLUMN proxy    bytea,
+		ADD COLUMN uploader bytea;
+	CREATE INDEX decision_records_unread ON decision_records (seq) WHERE decision IS NULL;
+	CREATE INDEX decision_records_t ON decision_records (t);
+	CREATE INDEX decision_records_decision ON decision_records (decision, seq);
+	CREATE INDEX decision_records_rules ON decision_records USING gin (rule_ids);
+	CREATE INDEX decision_records_revision ON decision_records (revision, seq);
+	CREATE INDEX decision_records_subject ON decision_records (subject, seq);
+	CREATE INDEX decision_records_device ON decision_records (device, seq);
+	CREATE INDEX decision_records_path ON decision_records (path, seq);
+	CREATE INDEX decision_records_proxy ON decision_records (proxy, seq);
+	CREATE INDEX decision_records_uploader ON decision_records (uploader, seq);
+	CREATE TABLE decision_values (
+		col   text NOT NULL,
+		value bytea NOT NULL,
+		count bigint NOT NULL,
+		PRIMARY KEY (col, value)
+	);
+	CREATE INDEX decision_values_top ON decision_values (col, count DESC, value);`,
 }
 
 // SchemaVersion is the schema version this binary writes.
