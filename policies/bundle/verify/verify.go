@@ -432,7 +432,8 @@ func verifySignature(sigRaw, manifest []byte, keys *KeySet) (string, error) {
 	return hdr.Kid, nil
 }
 
-func decodeManifest(b []byte) (*Manifest, error) {
+// decodeManifestFields reads the manifest's members (decodeManifest checks them).
+func decodeManifestFields(b []byte) (*Manifest, error) {
 	var m Manifest
 	if err := decodeObject(b, map[string]func(*jsonx.Value) error{
 		"version": func(v *jsonx.Value) error {
@@ -478,6 +479,14 @@ func decodeManifest(b []byte) (*Manifest, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrFormat, ManifestName, err)
 	}
+	return &m, nil
+}
+
+func decodeManifest(b []byte) (*Manifest, error) {
+	m, err := decodeManifestFields(b)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case m.Version != FormatVersion:
 		return nil, fmt.Errorf("%w: manifest version %d, want %d", ErrFormat, m.Version, FormatVersion)
@@ -499,7 +508,7 @@ func decodeManifest(b []byte) (*Manifest, error) {
 			return nil, fmt.Errorf("%w: manifest hash of %q: %v", ErrFormat, p, err)
 		}
 	}
-	return &m, nil
+	return m, nil
 }
 
 // decodeObject reads one JSON object (null reads nothing) with internal/jsonx
