@@ -11,11 +11,11 @@ import (
 
 func roundTrip(t testing.TB, e *Engine) (*Engine, []byte) {
 	t.Helper()
-	img, err := e.MarshalBinary()
+	img, err := MarshalEngine(e)
 	require.NoError(t, err)
 	d, err := UnmarshalEngine(img)
 	require.NoError(t, err)
-	again, err := d.MarshalBinary()
+	again, err := MarshalEngine(d)
 	require.NoError(t, err)
 	require.Equal(t, img, again, "an image is stable under a round trip")
 	return d, img
@@ -87,7 +87,7 @@ func compileBulk(t testing.TB, n int) *Engine {
 
 func TestImageRejectsDamage(t *testing.T) {
 	_, e := loadGrid(t)
-	img, err := e.MarshalBinary()
+	img, err := MarshalEngine(e)
 	require.NoError(t, err)
 	// Every truncation is an error, never a panic.
 	for i := range len(img) {
@@ -134,7 +134,7 @@ func FuzzUnmarshalEngine(f *testing.F) {
 		require.NoError(f, err)
 		e, err := Compile(s)
 		require.NoError(f, err)
-		img, err := e.MarshalBinary()
+		img, err := MarshalEngine(e)
 		require.NoError(f, err)
 		f.Add(img)
 	}
@@ -159,7 +159,7 @@ func FuzzUnmarshalEngine(f *testing.F) {
 			var d UpstreamDecision
 			e.DecideUpstream(&r, &d)
 		}
-		img, err := e.MarshalBinary()
+		img, err := MarshalEngine(e)
 		require.NoError(t, err)
 		_, err = UnmarshalEngine(img)
 		require.NoError(t, err)
@@ -170,7 +170,7 @@ func FuzzUnmarshalEngine(f *testing.F) {
 // go test ./policies -run '^$' -bench UnmarshalEngine -benchmem
 func BenchmarkUnmarshalEngine(b *testing.B) {
 	e := compileBulk(b, 10000)
-	img, err := e.MarshalBinary()
+	img, err := MarshalEngine(e)
 	require.NoError(b, err)
 	b.ReportMetric(float64(len(img)), "image-bytes")
 	b.SetBytes(int64(len(img)))

@@ -65,7 +65,7 @@ func TestRegistryScope(t *testing.T) {
 		assert.Contains(t, err.Error(), name)
 	}
 	// The image's tables are what counts, not a compile in this process.
-	img, err := grid.MarshalBinary()
+	img, err := MarshalEngine(grid)
 	require.NoError(t, err)
 	back, err := UnmarshalEngine(img)
 	require.NoError(t, err)

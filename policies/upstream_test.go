@@ -141,11 +141,11 @@ spec:
 // refuses tampered caller's-side tables.
 func TestUpstreamImage(t *testing.T) {
 	e := upstreamEngine(t)
-	img, err := e.MarshalBinary()
+	img, err := MarshalEngine(e)
 	require.NoError(t, err)
 	e2, err := UnmarshalEngine(img)
 	require.NoError(t, err)
-	img2, err := e2.MarshalBinary()
+	img2, err := MarshalEngine(e2)
 	require.NoError(t, err)
 	assert.Equal(t, img, img2, "the image is deterministic and round-trips")
 	reqs := []UpstreamRequest{

@@ -66,7 +66,7 @@ func TestBundleCLIRoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			otherEng, err := policies.CompileFiles(map[string][]byte{"w.yaml": []byte(openPolicy)})
 			require.NoError(t, err)
-			vb.Files[bundle.ImageFile] = must(otherEng.MarshalBinary())
+			vb.Files[bundle.ImageFile] = must(policies.MarshalEngine(otherEng))
 			forged := filepath.Join(dir, "forged.bundle")
 			require.NoError(t, os.WriteFile(forged, must(bundle.Build(vb.Files, bundle.BuildOptions{Revision: 8, Created: vb.Manifest.Created,
 				Expires: vb.Manifest.Expires, Key: key})), 0o644))

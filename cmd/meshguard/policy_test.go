@@ -418,7 +418,7 @@ func TestPolicyEvalBundleUsesTheImage(t *testing.T) {
 	files, err := policies.ReadPaths(gridDir)
 	require.NoError(t, err)
 	inBundle := map[string][]byte{
-		bundle.ImageFile: must(allowAll.MarshalBinary()),
+		bundle.ImageFile: must(policies.MarshalEngine(allowAll)),
 		// Not a policy: eval used to compile every YAML file it found.
 		"data/inventory.yaml": []byte("meters: [m1, m2]\n"),
 	}

@@ -143,7 +143,7 @@ func TestParseKeySet(t *testing.T) {
 		{"duplicate kid", string(setJSON(t, publicJWK(t, p256, nil), publicJWK(t, testKey{"p256", jwa.EdDSA, ed.priv}, nil))), 0, "two keys"},
 		{"duplicate member", `{"kty":"OKP","crv":"Ed25519","kid":"a","kid":"b","x":"` + publicJWK(t, ed, nil)["x"].(string) + `"}`, 0, "duplicate member"},
 		{"padded base64", string(setJSON(t, publicJWK(t, ed, map[string]any{"x": publicJWK(t, ed, nil)["x"].(string) + "="}))), 0, "base64url"},
-		{"trailing data", `{"keys":[]} x`, 0, "after top-level value"},
+		{"trailing data", `{"keys":[]} x`, 0, "trailing data"},
 		{"not an object", `[]`, 0, "not a JSON object"},
 		{"neither set nor key", `{"a":1}`, 0, "neither"},
 		{"keys not an array", `{"keys":{}}`, 0, "not an array"},
@@ -269,8 +269,8 @@ func TestMembers(t *testing.T) {
 		{`{"a":1,"b":{"a":1},"b":2}`, 0, "duplicate"},
 		{`[{"a":1}]`, 0, "not a JSON object"},
 		{`null`, 0, "not a JSON object"},
-		{`{"a":1}{}`, 0, "after top-level value"},
-		{`{"a":}`, 0, "invalid character"},
+		{`{"a":1}{}`, 0, "trailing data"},
+		{`{"a":}`, 0, "unexpected character"},
 	}
 	for _, tc := range cases {
 		m, err := members([]byte(tc.in))

@@ -15,14 +15,14 @@
 package jose
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
+
+	"github.com/meshguard/meshguard/internal/jsonx"
 )
 
 // Errors wrapped by ParseKeySet and ParseKey.
@@ -126,13 +126,16 @@ func ParseKeySet(data []byte) (*KeySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: key set: %v", ErrKey, err)
 	}
-	var raws []json.RawMessage
+	var raws [][]byte
 	if keys, ok := top["keys"]; ok {
-		if err := json.Unmarshal(keys, &raws); err != nil || raws == nil {
+		if keys.Kind != jsonx.Array {
 			return nil, fmt.Errorf("%w: key set: keys is not an array", ErrKey)
 		}
+		for i := range keys.Items {
+			raws = append(raws, keys.Items[i].Raw)
+		}
 	} else if _, ok := top["kty"]; ok {
-		raws = []json.RawMessage{data}
+		raws = [][]byte{data}
 	} else {
 		return nil, fmt.Errorf("%w: neither a JWK Set (keys) nor a JWK (kty)", ErrKey)
 	}
@@ -176,11 +179,10 @@ func ParseKey(data []byte) (*Key, error) {
 		if !ok {
 			return "", nil
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		if v.Kind != jsonx.String {
 			return "", fmt.Errorf("%w: %s is not a string", ErrKey, name)
 		}
-		return s, nil
+		return v.Str, nil
 	}
 	use, err := str("use")
 	if err != nil {
@@ -331,57 +333,20 @@ func fingerprint(kty, crv string, params ...[]byte) [32]byte {
 	return out
 }
 
-// members decodes a JSON object into its members, refusing duplicate names
-// (RFC 7493): with duplicates, two parsers could read different keys. A map
-// keeps one value per name, so the object has a duplicate exactly when it
-// has more members than the map.
-func members(data []byte) (map[string]json.RawMessage, error) {
-	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return nil, errors.New("not a JSON object")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
+// members decodes a JSON object into its members. jsonx refuses
+// duplicate names (RFC 7493): with duplicates, two parsers could read
+// different keys.
+func members(data []byte) (map[string]*jsonx.Value, error) {
+	v, err := jsonx.Parse(data)
+	if err != nil {
 		return nil, err
 	}
-	if countMembers(data) != len(m) {
-		return nil, errors.New("duplicate member name")
+	if v.Kind != jsonx.Object {
+		return nil, errors.New("not a JSON object")
+	}
+	m := make(map[string]*jsonx.Value, len(v.Members))
+	for i := range v.Members {
+		m[v.Members[i].Name] = &v.Members[i].Value
 	}
 	return m, nil
-}
-
-// countMembers counts the members of the valid JSON object data: the
-// commas at depth 1 outside strings, plus one unless the object is empty.
-func countMembers(data []byte) int {
-	depth, n, inString, escaped, empty := 0, 0, false, false, true
-	for _, c := range data {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			continue
-		case c == '}' || c == ']':
-			depth--
-			continue
-		case c == ',' && depth == 1:
-			n++
-		}
-		if depth == 1 && c != ' ' && c != '\t' && c != '\r' && c != '\n' {
-			empty = false
-		}
-	}
-	if empty {
-		return 0
-	}
-	return n + 1
 }

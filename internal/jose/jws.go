@@ -5,12 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"math/big"
 	"strings"
+
+	"github.com/meshguard/meshguard/internal/jsonx"
 )
 
 // JWS algorithm names (RFC 7518 §3.1, RFC 8037).
@@ -85,10 +86,10 @@ func Parse(compact string) (*JWS, error) {
 	}
 	j := &JWS{signingInput: compact[:len(hs)+1+len(ps)]}
 	for name, v := range m {
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		if v.Kind != jsonx.String {
 			return nil, fmt.Errorf("%w: %q is not a string", ErrHeader, name)
 		}
+		s := v.Str
 		switch name {
 		case "alg":
 			j.Header.Alg = s

@@ -105,7 +105,7 @@ func compileSources(files map[string][]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return eng.MarshalBinary()
+	return policies.MarshalEngine(eng)
 }
 
 // CheckImage confirms that a verified bundle's engine image (what proxies

@@ -90,7 +90,7 @@ func TestCheckImage(t *testing.T) {
 	opts := VerifyOptions{Keys: publicSet(t, key), Now: testNow}
 	open, err := policies.CompileFiles(map[string][]byte{"p.yaml": []byte(openPolicy)})
 	require.NoError(t, err)
-	openImage, err := open.MarshalBinary()
+	openImage, err := policies.MarshalEngine(open)
 	require.NoError(t, err)
 	withImage := func(img []byte, extra map[string][]byte) []byte {
 		files := gridSources(t)

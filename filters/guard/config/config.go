@@ -10,11 +10,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meshguard/meshguard/filters/guard/internal/identity"
 	"github.com/meshguard/meshguard/internal/contract"
+	"github.com/meshguard/meshguard/internal/jsonx"
 )
 
 // Defaults applied by Parse when a field is left empty.
@@ -275,23 +277,17 @@ type AuditSink struct {
 type Duration struct{ time.Duration }
 
 // MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+// (Duration strings hold only ASCII letters, digits, '.', '-' and "µ", so Go
+// quoting is JSON quoting; encoding/json would link its encoder into the guard.)
+func (d Duration) MarshalJSON() ([]byte, error) { return strconv.AppendQuote(nil, d.String()), nil }
 
 // UnmarshalJSON reads "10s"-style strings.
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"10s\": %w", err)
+	v, err := jsonx.Parse(b)
+	if err != nil || v.Kind != jsonx.String {
+		return fmt.Errorf("duration must be a string such as \"10s\": %s", b)
 	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	if v < 0 {
-		return fmt.Errorf("duration %q is negative", s)
-	}
-	d.Duration = v
-	return nil
+	return d.set(v.Str)
 }
 
 // Parse decodes and validates a configuration, rejecting unknown fields, and
@@ -303,14 +299,9 @@ func Parse(data []byte) (*Config, error) {
 	if len(data) > maxConfigBytes {
 		return nil, fmt.Errorf("guard config: %d bytes exceeds the %d byte limit", len(data), maxConfigBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var c Config
-	if err := dec.Decode(&c); err != nil {
+	c, err := decode(data)
+	if err != nil {
 		return nil, fmt.Errorf("guard config: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("guard config: trailing data after the JSON object")
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
@@ -462,12 +453,12 @@ func (c *Config) Validate() error {
 	}
 	if len(bytes.TrimSpace(p.VerifyKeys)) == 0 || string(bytes.TrimSpace(p.VerifyKeys)) == "null" {
 		add("policy.verifyKeys: a JWK Set is required (bundles are always verified)")
-	} else if !json.Valid(p.VerifyKeys) {
+	} else if !jsonx.Valid(p.VerifyKeys) {
 		add("policy.verifyKeys: not valid JSON")
 	}
 	if len(bytes.TrimSpace(p.RegistryKeys)) != 0 {
 		switch {
-		case !json.Valid(p.RegistryKeys):
+		case !jsonx.Valid(p.RegistryKeys):
 			add("policy.registryKeys: not valid JSON")
 		case p.Distributor == nil:
 			add("policy.registryKeys: registry bundles come from a distributor: set policy.distributor")
@@ -537,7 +528,7 @@ func (c *Config) Validate() error {
 			if td == "" || strings.ContainsAny(td, "/:") || td != strings.ToLower(td) {
 				add("identity.jwtSvid.trustDomains: %q is not a trust domain name", td)
 			}
-			if len(set) > 0 && !json.Valid(set) {
+			if len(set) > 0 && !jsonx.Valid(set) {
 				add("identity.jwtSvid.trustDomains[%s]: not valid JSON", td)
 			}
 		}

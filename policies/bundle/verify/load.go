@@ -8,7 +8,7 @@ import (
 )
 
 // ImageFile is where a bundle carries its compiled engine image
-// (policies.Engine.MarshalBinary): the only policy form proxies load.
+// (policies.MarshalEngine): the only policy form proxies load.
 const ImageFile = CompiledDir + "engine.bin"
 
 // ErrNoImage: the bundle carries no compiled engine image. It wraps

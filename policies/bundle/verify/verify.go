@@ -13,7 +13,6 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/meshguard/meshguard/internal/jose"
+	"github.com/meshguard/meshguard/internal/jsonx"
 )
 
 // FormatVersion is the manifest format version this package writes and reads.
@@ -398,9 +398,9 @@ type Signatures struct {
 // and ES256 to P-256 keys, and ParseKeySet admits no other key).
 func verifySignature(sigRaw, manifest []byte, keys *KeySet) (string, error) {
 	var sigs Signatures
-	dec := json.NewDecoder(bytes.NewReader(sigRaw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&sigs); err != nil {
+	if err := decodeObject(sigRaw, map[string]func(*jsonx.Value) error{
+		"signatures": func(v *jsonx.Value) error { return jsonStrings(v, &sigs.Signatures) },
+	}); err != nil {
 		return "", fmt.Errorf("%w: %s: %v", ErrSignature, SignaturesName, err)
 	}
 	if len(sigs.Signatures) != 1 {
@@ -432,15 +432,60 @@ func verifySignature(sigRaw, manifest []byte, keys *KeySet) (string, error) {
 	return hdr.Kid, nil
 }
 
-func decodeManifest(b []byte) (*Manifest, error) {
+// decodeManifestFields reads the manifest's members (decodeManifest checks them).
+func decodeManifestFields(b []byte) (*Manifest, error) {
 	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	if err := decodeObject(b, map[string]func(*jsonx.Value) error{
+		"version": func(v *jsonx.Value) error {
+			n, err := jsonInt(v)
+			m.Version = int(n)
+			return err
+		},
+		"revision": func(v *jsonx.Value) error {
+			if v.Kind == jsonx.Null {
+				return nil
+			}
+			n, err := v.Uint()
+			m.Revision = n
+			return err
+		},
+		"created": func(v *jsonx.Value) error { return m.Created.UnmarshalJSON(v.Raw) },
+		"expires": func(v *jsonx.Value) error { return m.Expires.UnmarshalJSON(v.Raw) },
+		"scope":   func(v *jsonx.Value) error { return jsonStrings(v, &m.Scope) },
+		"kid": func(v *jsonx.Value) error {
+			if v.Kind != jsonx.String && v.Kind != jsonx.Null {
+				return fmt.Errorf("want a string, got %s", v.Kind)
+			}
+			m.KeyID = v.Str
+			return nil
+		},
+		"files": func(v *jsonx.Value) error {
+			switch v.Kind {
+			case jsonx.Null:
+				return nil
+			case jsonx.Object:
+			default:
+				return fmt.Errorf("want an object, got %s", v.Kind)
+			}
+			m.Files = make(map[string]string, len(v.Members))
+			for _, f := range v.Members {
+				if f.Value.Kind != jsonx.String && f.Value.Kind != jsonx.Null {
+					return fmt.Errorf("%q: want a string, got %s", f.Name, f.Value.Kind)
+				}
+				m.Files[f.Name] = f.Value.Str
+			}
+			return nil
+		},
+	}); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrFormat, ManifestName, err)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: %s: trailing data", ErrFormat, ManifestName)
+	return &m, nil
+}
+
+func decodeManifest(b []byte) (*Manifest, error) {
+	m, err := decodeManifestFields(b)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case m.Version != FormatVersion:
@@ -463,7 +508,63 @@ func decodeManifest(b []byte) (*Manifest, error) {
 			return nil, fmt.Errorf("%w: manifest hash of %q: %v", ErrFormat, p, err)
 		}
 	}
-	return &m, nil
+	return m, nil
+}
+
+// decodeObject reads one JSON object (null reads nothing) with internal/jsonx
+// (strict: no duplicate members, no trailing data, exact member names) and
+// hands each member to its field's function; an unknown member is an error.
+// The guard links this instead of encoding/json's reflection.
+func decodeObject(b []byte, fields map[string]func(*jsonx.Value) error) error {
+	v, err := jsonx.Parse(b)
+	if err != nil {
+		return err
+	}
+	switch v.Kind {
+	case jsonx.Null:
+		return nil
+	case jsonx.Object:
+	default:
+		return fmt.Errorf("want an object, got %s", v.Kind)
+	}
+	for i := range v.Members {
+		m := &v.Members[i]
+		set, ok := fields[m.Name]
+		if !ok {
+			return fmt.Errorf("unknown field %q", m.Name)
+		}
+		if err := set(&m.Value); err != nil {
+			return fmt.Errorf("%s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+func jsonInt(v *jsonx.Value) (int64, error) {
+	if v.Kind == jsonx.Null {
+		return 0, nil
+	}
+	return v.Int()
+}
+
+// jsonStrings reads an array of strings (null: nil, as encoding/json does).
+func jsonStrings(v *jsonx.Value, dst *[]string) error {
+	switch v.Kind {
+	case jsonx.Null:
+		return nil
+	case jsonx.Array:
+	default:
+		return fmt.Errorf("want an array of strings, got %s", v.Kind)
+	}
+	l := make([]string, len(v.Items))
+	for i, e := range v.Items {
+		if e.Kind != jsonx.String && e.Kind != jsonx.Null {
+			return fmt.Errorf("[%d]: want a string, got %s", i, e.Kind)
+		}
+		l[i] = e.Str
+	}
+	*dst = l
+	return nil
 }
 
 // checkFiles requires exactly the files named in hashes (path to sha256),

@@ -1,8 +1,6 @@
 package identity
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/jose"
+	"github.com/meshguard/meshguard/internal/jsonx"
 )
 
 // Sentinel errors; every rejection wraps one of them so callers and tests can
@@ -49,7 +48,7 @@ type Claims struct {
 	Audience  []string
 	Expiry    time.Time
 	NotBefore time.Time
-	raw       map[string]json.RawMessage
+	raw       map[string]*jsonx.Value
 	// strs memoises String: verified claims are cached and read on every
 	// request, and decoding JSON each time would dominate a cache hit.
 	strs map[string]string
@@ -66,11 +65,8 @@ func (c *Claims) String(name string) string {
 		return ""
 	}
 	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		var n json.Number
-		if err := json.Unmarshal(v, &n); err == nil {
-			s = n.String()
-		}
+	if v.Kind == jsonx.String || v.Kind == jsonx.Number {
+		s = v.Str
 	}
 	if c.strs == nil {
 		c.strs = make(map[string]string, 4)
@@ -118,47 +114,38 @@ func joseError(err error) error {
 	return fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
-func strictUnmarshal(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
-}
-
 func parseClaims(b []byte) (*Claims, error) {
 	c := &Claims{}
-	if err := strictUnmarshal(b, &c.raw); err != nil || c.raw == nil {
+	top, err := jsonx.Parse(b)
+	if err != nil || top.Kind != jsonx.Object {
 		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
+	}
+	c.raw = make(map[string]*jsonx.Value, len(top.Members))
+	for i := range top.Members {
+		c.raw[top.Members[i].Name] = &top.Members[i].Value
 	}
 	str := func(name string) (string, error) {
 		v, ok := c.raw[name]
 		if !ok {
 			return "", nil
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		if v.Kind != jsonx.String && v.Kind != jsonx.Null {
 			return "", fmt.Errorf("%w: %s is not a string", ErrMalformed, name)
 		}
-		return s, nil
+		return v.Str, nil
 	}
 	num := func(name string) (time.Time, bool, error) {
 		v, ok := c.raw[name]
 		if !ok {
 			return time.Time{}, false, nil
 		}
-		var f float64
-		if err := json.Unmarshal(v, &f); err != nil || math.IsNaN(f) || f < 0 || f > 1e11 {
+		f, err := v.Float()
+		if err != nil || math.IsNaN(f) || f < 0 || f > 1e11 {
 			return time.Time{}, false, fmt.Errorf("%w: %s is not a NumericDate", ErrMalformed, name)
 		}
 		sec, frac := math.Modf(f)
 		return time.Unix(int64(sec), int64(frac*1e9)), true, nil
 	}
-	var err error
 	if c.Subject, err = str("sub"); err != nil {
 		return nil, err
 	}
@@ -166,10 +153,18 @@ func parseClaims(b []byte) (*Claims, error) {
 		return nil, err
 	}
 	if v, ok := c.raw["aud"]; ok {
-		var one string
-		if json.Unmarshal(v, &one) == nil {
-			c.Audience = []string{one}
-		} else if err := json.Unmarshal(v, &c.Audience); err != nil {
+		switch v.Kind {
+		case jsonx.String, jsonx.Null:
+			c.Audience = []string{v.Str}
+		case jsonx.Array:
+			c.Audience = make([]string, len(v.Items))
+			for i, a := range v.Items {
+				if a.Kind != jsonx.String && a.Kind != jsonx.Null {
+					return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrMalformed)
+				}
+				c.Audience[i] = a.Str
+			}
+		default:
 			return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrMalformed)
 		}
 	}

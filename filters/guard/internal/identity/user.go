@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/jose"
+	"github.com/meshguard/meshguard/internal/jsonx"
 	"github.com/meshguard/meshguard/policies"
 )
 
@@ -203,61 +203,55 @@ func headerSafe(s string) bool {
 // decodePayload decodes the JSON object of the payload strictly: one
 // object, no duplicate member names at any depth, numbers kept exact.
 func decodePayload(b []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	v, err := readJSON(dec, 0)
+	v, err := jsonx.Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
+	if v.Kind != jsonx.Object {
 		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
 	}
-	if _, err := dec.Token(); err == nil {
-		return nil, fmt.Errorf("%w: payload: trailing data", ErrMalformed)
+	m, err := toAny(&v, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	return m, nil
+	return m.(map[string]any), nil
 }
 
-func readJSON(dec *json.Decoder, depth int) (any, error) {
+// toAny converts a parsed value to what policies reads: maps, slices,
+// strings, bools, json.Number (exact) and nil.
+func toAny(v *jsonx.Value, depth int) (any, error) {
 	if depth > 32 {
 		return nil, errors.New("nested too deeply")
 	}
-	t, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	switch t {
-	case json.Delim('{'):
-		m := map[string]any{}
-		for dec.More() {
-			kt, err := dec.Token()
+	switch v.Kind {
+	case jsonx.Object:
+		m := make(map[string]any, len(v.Members))
+		for i := range v.Members {
+			e, err := toAny(&v.Members[i].Value, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			k, _ := kt.(string)
-			if _, dup := m[k]; dup {
-				return nil, fmt.Errorf("member %q given twice", k)
-			}
-			if m[k], err = readJSON(dec, depth+1); err != nil {
-				return nil, err
-			}
+			m[v.Members[i].Name] = e
 		}
-		_, err := dec.Token()
-		return m, err
-	case json.Delim('['):
-		l := []any{}
-		for dec.More() {
-			e, err := readJSON(dec, depth+1)
+		return m, nil
+	case jsonx.Array:
+		l := make([]any, len(v.Items))
+		for i := range v.Items {
+			e, err := toAny(&v.Items[i], depth+1)
 			if err != nil {
 				return nil, err
 			}
-			l = append(l, e)
+			l[i] = e
 		}
-		_, err := dec.Token()
-		return l, err
+		return l, nil
+	case jsonx.String:
+		return v.Str, nil
+	case jsonx.Number:
+		return json.Number(v.Str), nil
+	case jsonx.Bool:
+		return v.True, nil
 	}
-	return t, nil
+	return nil, nil
 }
 
 // checkUserClaims applies RFC 9068 §2.2 and §4 to the registered claims:
@@ -345,11 +339,23 @@ func (v *UserVerifier) owns(token string, now time.Time) bool {
 		return false
 	}
 	var p struct {
-		Iss string  `json:"iss"`
-		Exp float64 `json:"exp"`
+		Iss string
+		Exp float64
 	}
-	if json.Unmarshal(j.Payload, &p) != nil {
+	pv, err := jsonx.Parse(j.Payload)
+	if err != nil || pv.Kind != jsonx.Object {
 		return false
+	}
+	if iss, ok := pv.Get("iss"); ok {
+		if iss.Kind != jsonx.String && iss.Kind != jsonx.Null {
+			return false
+		}
+		p.Iss = iss.Str
+	}
+	if exp, ok := pv.Get("exp"); ok && exp.Kind != jsonx.Null {
+		if p.Exp, err = exp.Float(); err != nil {
+			return false
+		}
 	}
 	if _, ok := v.byURL[p.Iss]; ok {
 		return true
