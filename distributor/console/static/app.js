@@ -161,6 +161,9 @@
       api('status').then((st) => { if (gen === generation) showLogState(st); }).catch(() => { /* the page shows errors */ });
     }
     const view = el('div', { class: 'view', id: 'view-' + page, 'aria-busy': 'true' });
+    // The hash this view answers, so a reader (or a test) can tell it from
+    // the view of the previous hash while the new one loads.
+    view.dataset.hash = location.hash;
     main.replaceChildren(view);
     if (!render) {
       view.append(el('p', { class: 'error' }, 'No such page: ' + page));
