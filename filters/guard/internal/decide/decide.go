@@ -67,29 +67,44 @@ type Outcome struct {
 // Forward reports whether the request goes upstream.
 func (o Outcome) Forward() bool { return o.Status == 0 }
 
-// Decide resolves the caller, evaluates the policy and enforces the
-// outcome. It fails closed: without a usable configuration or policy the
-// answer is 503, and any panic becomes a 500 with an error record.
-func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
-	defer x.release()
-	defer func() {
-		if p := recover(); p != nil {
-			g.ports.Log.Log(LevelCritical, fmt.Sprintf("meshguard: internal error deciding request: %v", p))
-			g.ports.Telemetry.Failed(contract.DecisionError)
-			out = g.fail(x, r, 500, contract.DecisionError, "internal error", fmt.Sprint(p))
-		}
-	}()
+// recovered turns a panic while deciding into a 500 with an error record;
+// Decide and DecideOutbound defer it.
+func (g *Guard) recovered(x *Exchange, r Request, out *Outcome) {
+	if p := recover(); p != nil {
+		g.ports.Log.Log(LevelCritical, fmt.Sprintf("meshguard: internal error deciding request: %v", p))
+		g.ports.Telemetry.Failed(contract.DecisionError)
+		*out = g.fail(x, r, 500, contract.DecisionError, "internal error", fmt.Sprint(p))
+	}
+}
+
+// ready starts a decision in either direction: it picks up a new bundle,
+// checks expiry and reads the headers. ok is false, with the 503 to
+// answer, while the guard has no usable configuration or policy.
+func (g *Guard) ready(x *Exchange, r Request) (now time.Time, out Outcome, ok bool) {
 	if g.err != nil {
 		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
-		return g.unavailable(x, r, "meshguard configuration invalid: "+g.err.Error())
+		return now, g.unavailable(x, r, "meshguard configuration invalid: "+g.err.Error()), false
 	}
-	now := g.ports.Clock()
+	now = g.ports.Clock()
 	g.PickUp()
 	g.checkExpiry(now)
 	x.headers(r)
 	if g.pol == nil {
 		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
-		return g.unavailable(x, r, "no verified policy bundle: "+g.polErr.Error())
+		return now, g.unavailable(x, r, "no verified policy bundle: "+g.polErr.Error()), false
+	}
+	return now, Outcome{}, true
+}
+
+// Decide resolves the caller, evaluates the policy and enforces the
+// outcome. It fails closed: without a usable configuration or policy the
+// answer is 503, and any panic becomes a 500 with an error record.
+func (g *Guard) Decide(x *Exchange, r Request) (out Outcome) {
+	defer x.release()
+	defer g.recovered(x, r, &out)
+	now, out, ok := g.ready(x, r)
+	if !ok {
+		return out
 	}
 	reg, err := g.registryEngine(now)
 	if err != nil {

@@ -53,25 +53,11 @@ func (g *Guard) Outbound() bool { return g.cfg != nil && g.cfg.Outbound() }
 // pending, for DecideResponse. Fails closed as Decide does.
 func (g *Guard) DecideOutbound(x *Exchange, r Request, u Upstream) (out Outcome) {
 	defer x.release()
-	defer func() {
-		if p := recover(); p != nil {
-			g.ports.Log.Log(LevelCritical, fmt.Sprintf("meshguard: internal error deciding request: %v", p))
-			g.ports.Telemetry.Failed(contract.DecisionError)
-			out = g.fail(x, r, 500, contract.DecisionError, "internal error", fmt.Sprint(p))
-		}
-	}()
+	defer g.recovered(x, r, &out)
 	x.out.pending = false
-	if g.err != nil {
-		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
-		return g.unavailable(x, r, "meshguard configuration invalid: "+g.err.Error())
-	}
-	now := g.ports.Clock()
-	g.PickUp()
-	g.checkExpiry(now)
-	x.headers(r)
-	if g.pol == nil {
-		g.ports.Telemetry.Failed(contract.DecisionUnavailable)
-		return g.unavailable(x, r, "no verified policy bundle: "+g.polErr.Error())
+	now, out, ok := g.ready(x, r)
+	if !ok {
+		return out
 	}
 	target, _ := x.hdrs.Get(":path")
 	canon, err := policies.CanonicalPath(target, g.pathOpts)
